@@ -1,0 +1,31 @@
+# `make test` and `make demo` build .venv on first use (torch 2.13.0 CPU first, then the project).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: test demo bench lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check symlab tests benchmarks
+	$(VENV)/bin/ruff check symlab tests benchmarks
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n 2 -q --doctest-modules tests symlab
+
+demo: $(VENV)/.installed
+	$(PY) -m symlab.demo
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format symlab tests benchmarks
+	$(VENV)/bin/ruff check --fix symlab tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

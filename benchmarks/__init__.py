@@ -1,0 +1,1 @@
+"""Speed benchmarks, each printed as ratios against a named baseline. Run: ``make bench``."""

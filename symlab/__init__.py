@@ -1,0 +1,31 @@
+"""symlab: a sandbox for the theory of parameter symmetries in neural networks.
+
+>>> import symlab as sl
+>>> G = sl.symmetries(sl.graph.mlp([10, 32, 32, 3], activation="relu"))
+>>> G.order == sl.sympy.factorial(32) ** 2, G.dimension
+(True, 64)
+"""
+
+import sympy
+
+from symlab import errors, graph, nn, symmetry
+from symlab.api import symmetries, trace
+from symlab.errors import SymlabError
+from symlab.symmetry.check import brute_force_group, check_invariance
+from symlab.symmetry.group import SymmetryGroup
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SymlabError",
+    "SymmetryGroup",
+    "brute_force_group",
+    "check_invariance",
+    "errors",
+    "graph",
+    "nn",
+    "symmetries",
+    "symmetry",
+    "sympy",
+    "trace",
+]

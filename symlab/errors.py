@@ -1,0 +1,75 @@
+"""Errors raised by symlab.
+
+Every kind of bad input has its own subclass of :class:`SymlabError`, and every message says
+what was wrong and what to do about it. Catch ``SymlabError`` to catch them all.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchitectureMismatchError",
+    "CheckpointError",
+    "DataError",
+    "ForeignElementError",
+    "GraphError",
+    "InvarianceError",
+    "NonFiniteError",
+    "StateDictError",
+    "SymlabError",
+    "TooLargeError",
+    "TrainingError",
+    "UnsupportedOpError",
+    "WidthError",
+]
+
+
+class SymlabError(Exception):
+    """Base class of every error symlab raises on purpose."""
+
+
+class UnsupportedOpError(SymlabError):
+    """An op (module type or function) has no symmetry rule; symlab refuses to guess."""
+
+
+class GraphError(SymlabError):
+    """An architecture graph is malformed: a cycle, a dangling node, an unknown input."""
+
+
+class WidthError(SymlabError):
+    """A width is neither a positive integer nor a positive sympy symbol/expression."""
+
+
+class StateDictError(SymlabError):
+    """A state_dict does not fit the group: missing or extra keys, or wrong shapes."""
+
+
+class NonFiniteError(SymlabError):
+    """Parameters, inputs or losses contain NaN or infinity."""
+
+
+class ForeignElementError(SymlabError):
+    """A group element was passed to a group it does not belong to."""
+
+
+class InvarianceError(SymlabError):
+    """A claimed symmetry changed the network's outputs (a soundness failure)."""
+
+
+class TooLargeError(SymlabError):
+    """A brute-force or exact computation would be too large to run."""
+
+
+class DataError(SymlabError):
+    """Data of the wrong shape, dtype or range for the model or the operation."""
+
+
+class TrainingError(SymlabError):
+    """Training went wrong (for example a non-finite loss) and was stopped."""
+
+
+class CheckpointError(SymlabError):
+    """A checkpoint is missing, truncated, unsafe, or does not fit the model."""
+
+
+class ArchitectureMismatchError(SymlabError):
+    """Two models that should share an architecture do not."""

@@ -1,0 +1,150 @@
+"""The two-way table between torch modules and graph ops.
+
+``to_module`` builds the torch module for a node (used by :meth:`ArchGraph.build`);
+``from_module`` reads a torch module into an op, width and attributes (used by tracing).
+Register more with :func:`register_module_op`; tracing refuses a module it cannot read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from symlab.graph.archgraph import Node
+from symlab.nn.asymmetric import FiGLU, WAsymLinear
+
+__all__ = ["ACTIVATIONS", "ModuleOp", "activation_module", "module_op_for", "register_module_op"]
+
+#: Elementwise activations symlab knows, by name, with their torch module.
+ACTIVATIONS: dict[str, Callable[[Node], nn.Module]] = {
+    "identity": lambda n: nn.Identity(),
+    "relu": lambda n: nn.ReLU(),
+    "leaky_relu": lambda n: nn.LeakyReLU(n.attrs.get("negative_slope", 0.01)),
+    "tanh": lambda n: nn.Tanh(),
+    "sigmoid": lambda n: nn.Sigmoid(),
+    "gelu": lambda n: nn.GELU(),
+    "silu": lambda n: nn.SiLU(),
+    "softplus": lambda n: nn.Softplus(),
+    "elu": lambda n: nn.ELU(),
+}
+
+_ACT_TYPES: dict[type[nn.Module], str] = {
+    nn.Identity: "identity",
+    nn.ReLU: "relu",
+    nn.LeakyReLU: "leaky_relu",
+    nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid",
+    nn.GELU: "gelu",
+    nn.SiLU: "silu",
+    nn.Softplus: "softplus",
+    nn.ELU: "elu",
+}
+
+
+def activation_module(node: Node) -> nn.Module:
+    """The torch module for an ``activation`` node."""
+    return ACTIVATIONS[node.attrs["fn"]](node)
+
+
+@dataclass(frozen=True)
+class ModuleOp:
+    """How one module type maps to a graph op.
+
+    ``read(module, in_width)`` returns ``(op, out_width, attrs)``; ``build(node, in_widths)``
+    returns a fresh module for the node.
+    """
+
+    module_type: type[nn.Module]
+    read: Callable[[nn.Module, Any], tuple[str, Any, dict[str, Any]]]
+
+
+_MODULE_OPS: dict[type[nn.Module], ModuleOp] = {}
+
+
+def register_module_op(
+    module_type: type[nn.Module],
+    read: Callable[[nn.Module, Any], tuple[str, Any, dict[str, Any]]],
+) -> None:
+    """Teach tracing to read ``module_type`` as a graph op (see :class:`ModuleOp`)."""
+    _MODULE_OPS[module_type] = ModuleOp(module_type, read)
+
+
+def module_op_for(module: nn.Module) -> ModuleOp | None:
+    """The registered entry for ``type(module)`` (exact type first, then base classes)."""
+    for t in type(module).__mro__:
+        if t in _MODULE_OPS:
+            return _MODULE_OPS[t]
+    return None
+
+
+def _read_linear(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.Linear)
+    return "linear", m.out_features, {"bias": m.bias is not None}
+
+
+def _read_wasym(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, WAsymLinear)
+    attrs = {
+        "bias": m.bias is not None,
+        "num_fixed": m.num_fixed,
+        "kappa": m.kappa,
+        "shared_mask": m.shared_mask,
+    }
+    return "wasym_linear", m.out_features, attrs
+
+
+def _read_act(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    fn = _ACT_TYPES[type(m)]
+    attrs: dict[str, Any] = {"fn": fn}
+    if isinstance(m, nn.LeakyReLU):
+        attrs["negative_slope"] = float(m.negative_slope)
+    if isinstance(m, nn.Softplus) and (m.beta != 1 or m.threshold != 20):
+        attrs.update(beta=m.beta, threshold=m.threshold)
+    return "activation", w_in, attrs
+
+
+def _read_layernorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.LayerNorm)
+    attrs = {"eps": m.eps, "affine": m.elementwise_affine, "bias": m.bias is not None}
+    return "layernorm", m.normalized_shape[-1], attrs
+
+
+def _read_batchnorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.BatchNorm1d)
+    attrs = {
+        "eps": m.eps,
+        "momentum": m.momentum,
+        "affine": m.affine,
+        "track_running_stats": m.track_running_stats,
+    }
+    return "batchnorm", m.num_features, attrs
+
+
+def _read_figlu(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, FiGLU)
+    return "figlu", m.num_features, {}
+
+
+def _read_flatten(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    return "flatten", w_in, {}
+
+
+register_module_op(nn.Linear, _read_linear)
+register_module_op(WAsymLinear, _read_wasym)
+for _t in _ACT_TYPES:
+    register_module_op(_t, _read_act)
+register_module_op(nn.LayerNorm, _read_layernorm)
+register_module_op(nn.BatchNorm1d, _read_batchnorm)
+register_module_op(FiGLU, _read_figlu)
+register_module_op(nn.Flatten, _read_flatten)
+
+
+def _read_dropout(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.Dropout)
+    return "dropout", w_in, {"p": m.p}
+
+
+register_module_op(nn.Dropout, _read_dropout)

@@ -1,0 +1,78 @@
+"""A minimal front-end: read a symlab model or an ``nn.Sequential`` into an ArchGraph.
+
+``GraphNet`` models (everything in :mod:`symlab.nn`) carry their graph. An ``nn.Sequential`` of
+registered leaf modules (Linear, activations, norms, W-asymmetric layers, FiGLU, Dropout,
+Flatten) is read child by child; node names are the child names, so the graph's parameter names
+are the Sequential's ``state_dict`` keys. Any other module type is refused with
+:class:`~symlab.errors.UnsupportedOpError`; the general torch.fx tracer builds on this.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from symlab.errors import UnsupportedOpError
+from symlab.graph.archgraph import ArchGraph
+from symlab.graph.modules import module_op_for
+
+__all__ = ["trace"]
+
+
+def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = None) -> ArchGraph:
+    """The architecture graph of ``model``.
+
+    >>> seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> [n.name for n in trace(seq).nodes()]
+    ['input', '0', '1', '2', 'output']
+    """
+    from symlab.nn.graphnet import GraphNet
+
+    if isinstance(model, ArchGraph):
+        model.validate()
+        return model
+    if isinstance(model, GraphNet):
+        return model.graph
+    if isinstance(model, nn.Sequential):
+        return _trace_sequential(model, example_input)
+    raise UnsupportedOpError(
+        f"cannot trace a {type(model).__name__}: this front-end reads symlab.nn models and "
+        "nn.Sequential stacks of supported layers; build it with symlab.graph builders, or "
+        "wrap its layers in an nn.Sequential"
+    )
+
+
+def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) -> ArchGraph:
+    children = list(model.named_children())
+    if not children:
+        raise UnsupportedOpError("an empty nn.Sequential has no architecture to trace")
+    if example_input is not None:
+        width = int(example_input.shape[-1])
+    else:
+        first = next((m for _, m in children if hasattr(m, "in_features")), None)
+        if first is None:
+            raise UnsupportedOpError(
+                "cannot infer the input width; pass example_input to trace/symmetries"
+            )
+        width = int(first.in_features)
+    g = ArchGraph()
+    prev = g.add("input", "input", width=width).name
+    for name, child in children:
+        entry = module_op_for(child)
+        if entry is None:
+            raise UnsupportedOpError(
+                f"node {name!r}: module type {type(child).__name__} has no registered op; "
+                "register one with symlab.graph.modules.register_module_op and a symmetry rule "
+                "with @symlab.symmetry.rule(op)"
+            )
+        op, out_width, attrs = entry.read(child, g.node(prev).width)
+        in_f = getattr(child, "in_features", None)
+        if in_f is not None and in_f != g.node(prev).width:
+            raise UnsupportedOpError(
+                f"node {name!r}: {type(child).__name__} expects {in_f} features but receives "
+                f"{g.node(prev).width}"
+            )
+        prev = g.add(name, op, [prev], width=out_width, **attrs).name
+    g.add("output", "output", [prev])
+    g.validate()
+    return g

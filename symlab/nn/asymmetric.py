@@ -1,0 +1,132 @@
+"""Asymmetric units that break permutation symmetry on purpose.
+
+Follows Lim, Putterman, Walters, Jegelka, Maron (NeurIPS 2024), "The Empirical Impact of Neural
+Parameter Symmetries, or Lack Thereof": the W-asymmetric linear layer ``W_eff = F + D ⊙ W`` and the
+σ-asymmetric FiGLU activation ``σ(x) = sigmoid(C x) ⊙ x``. Masks and fixed values are buffers made
+from a seed; they never train and symmetry actions never move them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from symlab.seeding import generator
+
+__all__ = ["LIM_MLP_PRESET", "FiGLU", "WAsymLinear", "asym_mask"]
+
+#: Lim et al.'s MNIST MLP (784-512-512-512-10): fixed entries per row and κ per layer.
+LIM_MLP_PRESET: dict[str, tuple[float, ...]] = {
+    "num_fixed": (64, 64, 64, 256),
+    "kappa": (1.0, 1.0, 0.5, 0.25),
+}
+
+
+def asym_mask(
+    out_features: int, in_features: int, num_fixed: int, seed: int, shared: bool = False
+) -> torch.Tensor:
+    """0/1 mask ``D`` with exactly ``num_fixed`` zeros (fixed entries) per row, from ``seed``.
+
+    Each row's fixed positions are a uniformly random subset chosen by a seeded generator
+    (Lim et al. 2024); ``shared=True`` uses one subset for every row.
+    """
+    if not 0 <= num_fixed <= in_features:
+        raise ValueError(f"num_fixed must be in [0, {in_features}], got {num_fixed}")
+    g = generator(seed, 1)
+    scores = torch.rand(1 if shared else out_features, in_features, generator=g)
+    scores = scores.expand(out_features, in_features)
+    fixed_idx = scores.argsort(dim=1)[:, :num_fixed]
+    mask = torch.ones(out_features, in_features)
+    mask.scatter_(1, fixed_idx, 0.0)
+    return mask
+
+
+class WAsymLinear(nn.Module):
+    """W-asymmetric linear layer, ``y = (F + D ⊙ W) x + b`` (Lim et al. 2024).
+
+    Args:
+        in_features, out_features: sizes.
+        num_fixed: fixed (non-trainable) input positions per output row.
+        kappa: scale of the fixed values, ``F = (1 - D) · κ · N(0, 1)``; κ = 0 keeps only the mask.
+        bias: whether to learn a bias.
+        seed: seeds the mask and the fixed values (part of the architecture: runs that are to
+            be merged share it).
+        init_seed: seeds the trainable initialisation; None draws from torch's global RNG,
+            like ``nn.Linear``.
+        shared_mask: use the same fixed positions in every row (units then differ only by
+            their fixed values; with κ = 0 they are interchangeable again).
+
+    Only the entries of ``weight`` where ``mask == 1`` influence the output, so the others get
+    zero gradient; they are initialised to zero so that ``weight`` itself is the trainable part.
+
+    >>> layer = WAsymLinear(8, 4, num_fixed=3, kappa=1.0, seed=0)
+    >>> int((layer.mask == 0).sum(1).unique().item())
+    3
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        num_fixed: int,
+        kappa: float = 1.0,
+        bias: bool = True,
+        seed: int = 0,
+        init_seed: int | None = None,
+        shared_mask: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.num_fixed, self.kappa = int(num_fixed), float(kappa)
+        self.shared_mask = bool(shared_mask)
+        mask = asym_mask(out_features, in_features, self.num_fixed, seed, self.shared_mask)
+        fixed = (1.0 - mask) * self.kappa * torch.randn(mask.shape, generator=generator(seed, 2))
+        self.register_buffer("mask", mask)
+        self.register_buffer("fixed", fixed)
+        bound = 1.0 / math.sqrt(max(in_features, 1))
+        g = None if init_seed is None else generator(init_seed, 3)
+        w = (torch.rand(out_features, in_features, generator=g) * 2 - 1) * bound
+        self.weight = nn.Parameter(w * mask)
+        if bias:
+            self.bias = nn.Parameter((torch.rand(out_features, generator=g) * 2 - 1) * bound)
+        else:
+            self.register_parameter("bias", None)
+
+    def effective_weight(self) -> torch.Tensor:
+        """``F + D ⊙ W``, the weight the layer actually applies."""
+        return self.fixed + self.mask * self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"num_fixed={self.num_fixed}, kappa={self.kappa}, bias={self.bias is not None}, "
+            f"shared_mask={self.shared_mask}"
+        )
+
+
+class FiGLU(nn.Module):
+    """σ-asymmetric activation ``σ(x) = sigmoid(C x) ⊙ x`` with a fixed random ``C`` (Lim et al.).
+
+    ``C`` is an ``n × n`` buffer drawn from ``N(0, scale² / n)`` with the given seed.
+
+    >>> act = FiGLU(4, seed=0); tuple(act(torch.ones(2, 4)).shape)
+    (2, 4)
+    """
+
+    def __init__(self, num_features: int, seed: int = 0, scale: float = 1.0) -> None:
+        super().__init__()
+        self.num_features = num_features
+        c = torch.randn(num_features, num_features, generator=generator(seed, 4))
+        self.register_buffer("gate", c * (scale / math.sqrt(max(num_features, 1))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(F.linear(x, self.gate)) * x
+
+    def extra_repr(self) -> str:
+        return f"num_features={self.num_features}"

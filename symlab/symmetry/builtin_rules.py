@@ -1,0 +1,207 @@
+"""Rules for the built-in ops, following the intertwiner table of SCIENCE.md §1.
+
+Godfrey et al. (2022) for activations; BatchNorm/LayerNorm scale invariance (exact only up to the
+norm's ``eps``); residual additions tie their summands; Lim et al. (2024) for W-asymmetric layers
+and FiGLU, whose fixed data is handed to colour refinement.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from symlab.graph.archgraph import ArchGraph, Node
+from symlab.symmetry.rules import rule
+from symlab.symmetry.spec import ANY, NONE, Admits, FixedData, Mag, OpSymmetry, Sign
+from symlab.symmetry.transform import Transform
+
+Params = dict[str, torch.Tensor]
+
+#: What each elementwise activation admits on its units (permutations always).
+ACTIVATION_ADMITS: dict[str, Admits] = {
+    "identity": ANY,
+    "relu": Admits(Mag.DIAG, Sign.NONE),
+    "leaky_relu": Admits(Mag.DIAG, Sign.NONE),
+    "tanh": Admits(Mag.NONE, Sign.DIAG),
+    "sigmoid": Admits(Mag.NONE, Sign.DIAG),
+    "gelu": NONE,
+    "silu": NONE,
+    "softplus": NONE,
+    "elu": NONE,
+}
+
+
+def _x(node: Node, graph: ArchGraph) -> str:
+    return graph.inputs(node.name)[0]
+
+
+@rule("input")
+def input_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Network inputs never move."""
+    return OpSymmetry(fixed=[node.name], admits=[(node.name, NONE, "network input")])
+
+
+@rule("output")
+def output_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Network outputs never move."""
+    x = _x(node, graph)
+    return OpSymmetry(tie=[(x, node.name)], fixed=[x], admits=[(x, NONE, "network output")])
+
+
+@rule("linear")
+def linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """``y = W x + b``: any invertible map on either side (``W ↦ A W B⁻¹``)."""
+    return OpSymmetry(
+        admits=[(_x(node, graph), ANY, "linear input"), (node.name, ANY, "linear output")],
+        absorbs_shift=bool(node.attrs.get("bias", True)),
+    )
+
+
+@linear_rule.action
+def _linear_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
+    w = t_out.out(t_in[0].contract(params["weight"], 1), 0)
+    out = dict(params, weight=w)
+    if "bias" in params:
+        b = t_out.out(params["bias"], 0)
+        if t_in[0].shift is not None:
+            b = b - w @ t_in[0].shift.to(w.dtype)
+        out["bias"] = b
+    return out
+
+
+@rule("wasym_linear")
+def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """``y = (F + D ⊙ W) x + b`` (Lim et al. 2024): the masks and fixed values never move.
+
+    Permutations must preserve ``D`` and ``F`` (colour refinement). Diagonal scalings and signs
+    keep the zero pattern, so they are admitted when ``F = 0`` (κ = 0); with non-zero fixed
+    values no scaling is admitted (sound; a common scale linking layers is not derived).
+    """
+    x = _x(node, graph)
+    if int(node.attrs.get("num_fixed", 0)) == 0:
+        adm = ANY
+    elif float(node.attrs.get("kappa", 1.0)) == 0.0:
+        adm = Admits(Mag.DIAG, Sign.DIAG)
+    else:
+        adm = NONE
+    return OpSymmetry(
+        admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
+        absorbs_shift=bool(node.attrs.get("bias", True)),
+        fixed_data=[
+            FixedData(f"{node.name}.mask", (node.name, x)),
+            FixedData(f"{node.name}.fixed", (node.name, x)),
+        ],
+    )
+
+
+wasym_rule.action(_linear_act)
+
+
+@rule("activation")
+def activation_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Elementwise ``σ``: units move together in and out; the table decides what else."""
+    fn = node.attrs.get("fn")
+    if fn not in ACTIVATION_ADMITS:
+        from symlab.errors import UnsupportedOpError
+
+        raise UnsupportedOpError(
+            f"node {node.name!r}: activation {fn!r} has no entry in the intertwiner table; add "
+            "it to symlab.symmetry.builtin_rules.ACTIVATION_ADMITS"
+        )
+    x = _x(node, graph)
+    spec = OpSymmetry(tie=[(x, node.name)], admits=[(x, ACTIVATION_ADMITS[fn], f"{fn}")])
+    if fn == "sigmoid":
+        # σ(-z) = 1 - σ(z): a sign flip of the input shifts the output by (1 - s)/2.
+        spec.out_shift = lambda s: (1 - s) / 2
+    return spec
+
+
+@rule("dropout")
+def dropout_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Dropout multiplies each unit by its own mask: diagonal maps commute with it."""
+    x = _x(node, graph)
+    return OpSymmetry(tie=[(x, node.name)], admits=[(x, Admits(Mag.DIAG, Sign.DIAG), "dropout")])
+
+
+@rule("figlu")
+def figlu_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """``σ(x) = sigmoid(C x) ⊙ x`` with fixed ``C``: permutations must satisfy ``Pᵀ C P = C``."""
+    x = _x(node, graph)
+    return OpSymmetry(
+        tie=[(x, node.name)],
+        admits=[(x, NONE, "FiGLU gate is not homogeneous")],
+        fixed_data=[FixedData(f"{node.name}.gate", (x, x))],
+    )
+
+
+def _norm_spec(node: Node, graph: ArchGraph, kind: str) -> OpSymmetry:
+    x = _x(node, graph)
+    affine = bool(node.attrs.get("affine", True))
+    per_unit = Mag.DIAG if kind == "batchnorm" else Mag.COMMON
+    sign = (Sign.DIAG if kind == "batchnorm" else Sign.COMMON) if affine else Sign.NONE
+    out_adm = Admits(Mag.DIAG, Sign.DIAG) if affine else NONE
+    return OpSymmetry(
+        tie_perm=[(x, node.name)],
+        admits=[(x, Admits(per_unit, sign), f"{kind} input"), (node.name, out_adm, kind)],
+        absorbs_shift=kind == "batchnorm",
+        inexact=f"{kind} divides out input scales only up to eps={node.attrs.get('eps', 1e-5)}",
+    )
+
+
+@rule("layernorm")
+def layernorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """LayerNorm: a common scale (and, with affine, a common sign) of its input is free."""
+    return _norm_spec(node, graph, "layernorm")
+
+
+@rule("batchnorm")
+def batchnorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """BatchNorm: any per-channel scale of its input is free (no compensation, up to eps)."""
+    return _norm_spec(node, graph, "batchnorm")
+
+
+def _norm_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
+    out = dict(params)
+    s_in = t_in[0].sign()
+    for key in ("weight", "bias"):
+        if key in params:
+            v = t_out.out(params[key], 0)
+            if key == "weight" and s_in is not None:
+                v = v * s_in.to(v.dtype)
+            out[key] = v
+    if "bias" in params and t_out.shift is not None:
+        out["bias"] = out["bias"] + t_out.shift.to(out["bias"].dtype)
+    if "running_mean" in params:
+        rm = t_in[0].out(params["running_mean"], 0)
+        if t_in[0].shift is not None:
+            rm = rm + t_in[0].shift.to(rm.dtype)
+        out["running_mean"] = rm
+    if "running_var" in params:
+        rv = params["running_var"]
+        if t_in[0].perm is not None:
+            rv = rv[t_in[0].perm]
+        if t_in[0].scale is not None:
+            rv = rv * t_in[0].scale.to(rv.dtype) ** 2
+        out["running_var"] = rv
+    return out
+
+
+layernorm_rule.action(_norm_act)
+batchnorm_rule.action(_norm_act)
+
+
+@rule("add")
+def add_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """A sum ties every summand and the result to one transformation."""
+    return OpSymmetry(tie=[(x, node.name) for x in graph.inputs(node.name)])
+
+
+@rule("flatten")
+def flatten_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Flatten of a feature vector is the identity on its units."""
+    return OpSymmetry(tie=[(_x(node, graph), node.name)])
+
+
+@rule("concat")
+def concat_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Concatenation: a block map, each block moving with its own input."""
+    return OpSymmetry(composite={node.name: graph.inputs(node.name)})

@@ -1,0 +1,365 @@
+"""SymmetryGroup: the derived group of function-preserving parameter transformations.
+
+The group is a product of factors (:class:`~symlab.symmetry.factors.Factor`): per permutation
+space, a permutation factor, and per segment its magnitude (scaling, common scaling or GL) and
+sign (signs, sigmoid flips or a common sign) factors. An element acts on a ``state_dict`` through
+each op's registered action; the order of the finite part is a sympy expression.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from functools import cached_property
+
+import sympy as sp
+import torch
+
+from symlab.errors import ForeignElementError, NonFiniteError, StateDictError, WidthError
+from symlab.graph.archgraph import ArchGraph
+from symlab.graph.widths import Width
+from symlab.seeding import generator as make_generator
+from symlab.symmetry.derive import Structure, derive_structure
+from symlab.symmetry.factors import Factor, GroupElement
+from symlab.symmetry.transform import Transform
+
+__all__ = ["SymmetryGroup"]
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+class SymmetryGroup:
+    """The symmetry group of an architecture (see :func:`symlab.symmetries`).
+
+    >>> import symlab as sl, sympy as sp
+    >>> d, n, m, k = sp.symbols("d n m k")
+    >>> G = sl.symmetries(sl.graph.mlp([d, n, m, k], activation="relu"))
+    >>> G.order, G.dimension
+    (factorial(m)*factorial(n), m + n)
+    """
+
+    def __init__(self, structure: Structure) -> None:
+        self._st = structure
+        self.factors: list[Factor] = list(structure.factors)
+        self._by_name = {f.name: f for f in self.factors}
+
+    @classmethod
+    def from_graph(
+        cls, graph: ArchGraph, fixed_values: Mapping[str, torch.Tensor] | None = None
+    ) -> SymmetryGroup:
+        """Derive the group of ``graph`` (``fixed_values``: the model's fixed buffers)."""
+        return cls(derive_structure(graph, fixed_values))
+
+    # -- sizes --------------------------------------------------------------------------------
+    @property
+    def graph(self) -> ArchGraph:
+        return self._st.graph
+
+    @cached_property
+    def order(self) -> sp.Expr:
+        """Order of the finite (discrete) part, a sympy expression."""
+        return sp.Mul(*[f.order for f in self.factors])
+
+    @property
+    def log10_order(self) -> float | sp.Expr:
+        """log10 of :attr:`order` (a float; a sympy expression for symbolic widths)."""
+        if not self.graph.is_concrete:
+            return sp.log(self.order, 10)
+        return float(sum(f.log10_order for f in self.factors))
+
+    @cached_property
+    def dimension(self) -> Width:
+        """Dimension of the continuous part (an int, or a sympy expression)."""
+        total = sum((f.dimension for f in self.factors), sp.Integer(0))
+        total = sp.expand(total)
+        return int(total) if total.is_number else total
+
+    @property
+    def exact(self) -> bool:
+        """False when some factor holds only up to a normalisation's eps."""
+        return all(f.exact for f in self.factors)
+
+    @cached_property
+    def signature(self) -> tuple[tuple[str, str, str], ...]:
+        return tuple((f.name, f.kind, str(f.size)) for f in self.factors)
+
+    def permutation_spec(self) -> dict[str, list[tuple[str, int]]]:
+        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]``."""
+        return {f.name: list(f.axes) for f in self.factors if f.kind == "permutation"}
+
+    # -- elements -----------------------------------------------------------------------------
+    def _require_concrete(self) -> None:
+        if not self.graph.is_concrete:
+            raise WidthError(
+                "this group has symbolic widths; elements need integers: derive it from "
+                "graph.subs({...}) or from a built model"
+            )
+
+    def _element(self, values: dict[str, torch.Tensor]) -> GroupElement:
+        return GroupElement(self.signature, values)
+
+    def identity(self) -> GroupElement:
+        """The identity element."""
+        self._require_concrete()
+        vals: dict[str, torch.Tensor] = {}
+        for f in self.factors:
+            n = int(f.size)
+            if f.kind == "permutation":
+                vals[f.name] = torch.arange(n)
+            elif f.kind == "GL":
+                vals[f.name] = torch.eye(n, dtype=torch.float64)
+            elif f.kind in ("common_scaling", "common_sign"):
+                vals[f.name] = torch.ones((), dtype=torch.float64)
+            else:
+                vals[f.name] = torch.ones(n, dtype=torch.float64)
+        return self._element(vals)
+
+    def sample(
+        self, generator: torch.Generator | int | None = None, *, scale_range: float = 2.0
+    ) -> GroupElement:
+        """A random element: uniform permutations (within blocks) and signs, scalings
+        log-uniform in ``[1/scale_range, scale_range]``, GL matrices ``Q₁ D Q₂`` with ``D`` in
+        the same range."""
+        self._require_concrete()
+        g = make_generator(generator)
+        lo = math.log(scale_range)
+        vals: dict[str, torch.Tensor] = {}
+
+        def logu(*shape: int) -> torch.Tensor:
+            u = torch.rand(shape, generator=g, dtype=torch.float64)
+            return torch.exp((2 * u - 1) * lo)
+
+        def signs(*shape: int) -> torch.Tensor:
+            return torch.randint(0, 2, shape, generator=g).double() * 2 - 1
+
+        for f in self.factors:
+            n = int(f.size)
+            if f.kind == "permutation":
+                p = torch.arange(n)
+                for b in f.blocks or [list(range(n))]:
+                    b = torch.as_tensor(b)
+                    p[b] = b[torch.randperm(len(b), generator=g)]
+                vals[f.name] = p
+            elif f.kind == "scaling":
+                vals[f.name] = logu(n)
+            elif f.kind == "common_scaling":
+                vals[f.name] = logu()
+            elif f.kind in ("sign", "flip"):
+                vals[f.name] = signs(n)
+            elif f.kind == "common_sign":
+                vals[f.name] = signs()
+            else:  # GL
+                q1 = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+                q2 = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+                vals[f.name] = q1 @ torch.diag(logu(n)) @ q2
+        return self._element(vals)
+
+    def _check_element(self, h: GroupElement) -> None:
+        if not isinstance(h, GroupElement):
+            raise ForeignElementError(f"expected a GroupElement, got {type(h).__name__}")
+        if h.signature != self.signature:
+            raise ForeignElementError(
+                "this element belongs to a different symmetry group (its factors "
+                f"{[s[0] for s in h.signature][:4]}… do not match {list(self._by_name)[:4]}…); "
+                "sample elements from the group you act with"
+            )
+
+    def _class_of(self, f: Factor) -> str:
+        return f.space if f.kind == "permutation" else self._st.segment_class[f.space]
+
+    def _perms(self, h: GroupElement) -> dict[str, torch.Tensor]:
+        return {f.space: h[f.name] for f in self.factors if f.kind == "permutation"}
+
+    def inverse(self, h: GroupElement) -> GroupElement:
+        """The inverse element: ``act(inverse(h), act(h, sd)) == sd``."""
+        self._check_element(h)
+        perms = self._perms(h)
+        inv = {k: torch.argsort(p) for k, p in perms.items()}
+        vals = {}
+        for f in self.factors:
+            v = h[f.name]
+            q = inv.get(self._class_of(f))
+            if f.kind == "permutation":
+                vals[f.name] = inv[f.space]
+            elif f.kind == "GL":
+                m = torch.linalg.inv(v)
+                vals[f.name] = m if q is None else m[q][:, q]
+            elif f.kind in ("scaling", "sign", "flip"):
+                r = 1.0 / v
+                vals[f.name] = r if q is None else r[q]
+            else:
+                vals[f.name] = 1.0 / v
+        return self._element(vals)
+
+    def compose(self, h1: GroupElement, h2: GroupElement) -> GroupElement:
+        """``h1 ∘ h2``: acting with it equals acting with ``h2`` and then with ``h1``."""
+        self._check_element(h1)
+        self._check_element(h2)
+        p1 = self._perms(h1)
+        vals = {}
+        for f in self.factors:
+            a, b = h1[f.name], h2[f.name]
+            q = p1.get(self._class_of(f))
+            if f.kind == "permutation":
+                vals[f.name] = b[a]
+            elif f.kind == "GL":
+                vals[f.name] = a @ (b if q is None else b[q][:, q])
+            elif f.kind in ("scaling", "sign", "flip"):
+                vals[f.name] = a * (b if q is None else b[q])
+            else:
+                vals[f.name] = a * b
+        return self._element(vals)
+
+    # -- action -------------------------------------------------------------------------------
+    def tensor_transforms(
+        self,
+        perms: Mapping[str, torch.Tensor],
+        scales: Mapping[str, torch.Tensor],
+    ) -> dict[str, Transform]:
+        """Per-tensor maps from per-space permutations and per-segment scale vectors/matrices.
+
+        Low level (used by :meth:`act` and the brute-force oracle): ``perms`` maps a space to
+        an index tensor, ``scales`` a segment to a vector (diagonal) or a matrix (GL).
+        """
+        st = self._st
+        out: dict[str, Transform] = {}
+        for t, k in st.tensor_class.items():
+            if k is None:
+                out[t] = Transform()
+                continue
+            scale = scales.get(st.tensor_segment[t])
+            shift = None
+            if t in st.out_shift and scale is not None:
+                shift = st.out_shift[t](torch.sign(scale))  # type: ignore[operator]
+            out[t] = Transform(perms.get(k), scale, shift)
+        for t in self._composite_order():
+            out[t] = _concat([out[p] for p in st.composite[t]], st, t)
+        return out
+
+    def _composite_order(self) -> list[str]:
+        return [n.name for n in self._st.nodes if n.name in self._st.composite]
+
+    def _element_transforms(self, h: GroupElement) -> dict[str, Transform]:
+        perms = self._perms(h)
+        scales: dict[str, torch.Tensor] = {}
+        for f in self.factors:
+            if f.kind == "permutation":
+                continue
+            n = int(f.size)
+            cur = scales.get(f.space)
+            v = h[f.name].double()
+            if f.kind == "GL":
+                scales[f.space] = v
+                continue
+            base = torch.ones(n, dtype=torch.float64) if cur is None else cur
+            scales[f.space] = base * v
+        return self.tensor_transforms(perms, scales)
+
+    def check_state_dict(self, sd: StateDict) -> None:
+        """Raise a named error if ``sd`` does not fit this group's architecture."""
+        expected = self.graph.state_keys()
+        missing = [k for k in expected if k not in sd]
+        extra = [k for k in sd if k not in expected]
+        if missing or extra:
+            raise StateDictError(
+                f"state_dict does not match the architecture: missing {missing[:6]}"
+                f"{'…' if len(missing) > 6 else ''}, unexpected {extra[:6]}"
+                f"{'…' if len(extra) > 6 else ''}; pass model.state_dict() of the model the "
+                "group was derived from"
+            )
+        for key, (_, spec) in expected.items():
+            shape = tuple(int(s) for s in spec.shape)
+            if tuple(sd[key].shape) != shape:
+                raise StateDictError(
+                    f"{key} has shape {tuple(sd[key].shape)}, the architecture needs {shape}"
+                )
+            v = sd[key]
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise NonFiniteError(f"{key} contains NaN or infinite values; fix the model first")
+
+    def act(self, h: GroupElement, state_dict: StateDict) -> OrderedDict[str, torch.Tensor]:
+        """Transformed parameters (same keys, same order); buffers move with their channel,
+        fixed data (asymmetric masks, gates) never moves."""
+        self._require_concrete()
+        self._check_element(h)
+        self.check_state_dict(state_dict)
+        return self.act_transforms(self._element_transforms(h), state_dict)
+
+    def act_transforms(
+        self, transforms: Mapping[str, Transform], state_dict: StateDict
+    ) -> OrderedDict[str, torch.Tensor]:
+        """Apply per-tensor maps (from :meth:`tensor_transforms`) through each op's action."""
+        st = self._st
+        new: dict[str, torch.Tensor] = {}
+        for node in st.nodes:
+            if not node.params:
+                continue
+            movable = [p for p in node.params if p.kind != "fixed"]
+            params = {p.name: state_dict[f"{node.name}.{p.name}"] for p in movable}
+            ins = [transforms[t] for t in st.graph.inputs(node.name)]
+            t_out = transforms[node.name]
+            if params and not (t_out.is_identity and all(t.is_identity for t in ins)):
+                moved = st.rules[node.name].act(node, params, ins, t_out)
+                for name, value in moved.items():
+                    new[f"{node.name}.{name}"] = value.to(params[name].dtype)
+        return OrderedDict((k, new.get(k, v)) for k, v in state_dict.items())
+
+    # -- display ------------------------------------------------------------------------------
+    def _product(self, latex: bool) -> str:
+        parts = [f.latex() if latex else f.short() for f in self.factors]
+        parts = [p for p in parts if p]
+        if not parts:
+            return "1" if not latex else r"\{e\}"
+        return (r" \times " if latex else " × ").join(parts)
+
+    def __repr__(self) -> str:
+        lines = [f"SymmetryGroup  {self._product(False)}"]
+        log10 = self.log10_order
+        log10_s = f"{log10:.4g}" if isinstance(log10, float) else str(log10)
+        lines.append(
+            f"  order = {self.order_str()}  (log10 = {log10_s}),  dimension = {self.dimension}"
+        )
+        for f in self.factors:
+            moved = ", ".join(f"{k}:{a}" for k, a in f.axes[:4])
+            more = f" (+{len(f.axes) - 4})" if len(f.axes) > 4 else ""
+            caveat = f"  [{f.note}]" if f.note else ""
+            lines.append(f"  {f.name:<28} {f.short():<14} moves {moved}{more}{caveat}")
+        return "\n".join(lines)
+
+    def order_str(self) -> str:
+        """The order as a short product, e.g. ``128!·128!·2^128`` (exact value: :attr:`order`)."""
+        if not self.graph.is_concrete:
+            return str(self.order)
+        parts = []
+        for f in self.factors:
+            if f.kind == "permutation":
+                sizes = [len(b) for b in f.blocks] if f.blocks else [int(f.size)]
+                parts += [f"{k}!" for k in sizes if k > 1]
+            elif f.kind in ("sign", "flip"):
+                parts.append(f"2^{f.size}")
+            elif f.kind == "common_sign":
+                parts.append("2")
+        return "·".join(parts) or "1"
+
+    def _repr_latex_(self) -> str:
+        return f"${self._product(True)}$"
+
+
+def _concat(parts: list[Transform], st: Structure, name: str) -> Transform:
+    if all(p.is_identity for p in parts):
+        return Transform()
+    widths = [int(st.graph.node(q).width) for q in st.composite[name]]
+    perm, scale, shift, offset = [], [], [], 0
+    any_gl = any(p.scale is not None and p.scale.ndim == 2 for p in parts)
+    for p, n in zip(parts, widths, strict=True):
+        perm.append((p.perm if p.perm is not None else torch.arange(n)) + offset)
+        s = p.scale if p.scale is not None else torch.ones(n, dtype=torch.float64)
+        scale.append(torch.diag(s) if any_gl and s.ndim == 1 else s)
+        shift.append(p.shift if p.shift is not None else torch.zeros(n, dtype=torch.float64))
+        offset += n
+    return Transform(
+        torch.cat(perm),
+        torch.block_diag(*scale) if any_gl else torch.cat(scale),
+        torch.cat(shift) if any(p.shift is not None for p in parts) else None,
+    )

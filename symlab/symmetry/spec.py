@@ -1,0 +1,94 @@
+"""What a rule says about one op: ties, admitted transformations, fixed data.
+
+A symmetry element assigns to every tensor ``t`` of the graph an invertible map of its feature
+axis, ``x ↦ A_t x + c_t`` with ``A_t = M_t P_t``: ``P_t`` a permutation, ``M_t`` a diagonal
+(magnitude × sign) or a full matrix (GL), ``c_t`` a shift (only for sigmoid flips). Tensors *tied*
+by an op share ``P`` and ``M``; tensors only *permutation-tied* share ``P``. Each op says which
+forms of ``M`` it admits on each tensor it touches (:class:`Admits`); a tensor's group is the
+intersection of what every op touching it admits (Godfrey et al. 2022, intertwiner groups).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import torch
+
+__all__ = ["ANY", "NONE", "Admits", "FixedData", "Mag", "OpSymmetry", "Sign"]
+
+
+class Mag(IntEnum):
+    """Magnitude part of ``M``: from nothing to a full invertible matrix."""
+
+    NONE = 0
+    COMMON = 1  # one positive scalar for all units
+    DIAG = 2  # a positive scalar per unit
+    GL = 3  # any invertible matrix (contains signs and permutations)
+
+
+class Sign(IntEnum):
+    """Sign part of ``M``."""
+
+    NONE = 0
+    COMMON = 1  # one sign for all units
+    DIAG = 2  # a sign per unit
+
+
+@dataclass(frozen=True)
+class Admits:
+    """The forms of ``M`` an op admits on a tensor; ``a & b`` is their intersection."""
+
+    mag: Mag = Mag.NONE
+    sign: Sign = Sign.NONE
+
+    def __and__(self, other: Admits) -> Admits:
+        return Admits(Mag(min(self.mag, other.mag)), Sign(min(self.sign, other.sign)))
+
+
+ANY = Admits(Mag.GL, Sign.DIAG)
+NONE = Admits(Mag.NONE, Sign.NONE)
+
+
+@dataclass(frozen=True)
+class FixedData:
+    """Fixed (never moved) data of an op, indexed along feature axes of tensors.
+
+    ``key`` is the ``state_dict`` key holding the values; ``axes[k]`` names the tensor whose
+    feature axis dimension ``k`` runs along (or ``None`` for an axis no symmetry touches).
+    Units that carry different fixed data are distinguishable; colour refinement uses these to
+    shrink the permutation factors.
+    """
+
+    key: str
+    axes: tuple[str | None, ...]
+
+
+@dataclass
+class OpSymmetry:
+    """A rule's verdict on one node.
+
+    Attributes:
+        tie: pairs of tensors that share permutation and ``M`` (elementwise ops, additions).
+        tie_perm: pairs that share only the permutation (normalisation in → out).
+        admits: ``(tensor, Admits, reason)``; intersected per tied set.
+        fixed: tensors whose feature axis may not move at all (network inputs/outputs).
+        absorbs_shift: the op can absorb an additive shift of its inputs (a biased linear map).
+        composite: ``{tensor: parts}`` when the op's output is the concatenation of ``parts``
+            (a block structure, not a space of its own).
+        out_shift: for flip symmetries (sigmoid), the shift of the output given the output's
+            sign vector; consumers must absorb it.
+        fixed_data: data that tells units apart (asymmetric masks, fixed gates).
+        inexact: a note when the admitted scalings hold only up to a norm's ``eps``.
+    """
+
+    tie: list[tuple[str, str]] = field(default_factory=list)
+    tie_perm: list[tuple[str, str]] = field(default_factory=list)
+    admits: list[tuple[str, Admits, str]] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+    absorbs_shift: bool = False
+    composite: dict[str, list[str]] = field(default_factory=dict)
+    out_shift: Callable[[torch.Tensor], torch.Tensor] | None = None
+    fixed_data: list[FixedData] = field(default_factory=list)
+    inexact: str | None = None

@@ -1,0 +1,149 @@
+"""Hypothesis strategies: architectures, models and group elements, for your own property tests.
+
+>>> from hypothesis import given, settings
+>>> from symlab.testing import strategies as sst
+>>> @settings(max_examples=5, derandomize=True, deadline=None)
+... @given(sst.models(max_width=4))
+... def test_sound(model):
+...     import symlab as sl, torch
+...     x = torch.randn(8, model.graph.input_nodes[0].width, dtype=torch.float64)
+...     assert sl.check_invariance(model, sl.symmetries(model), x).passed
+>>> test_sound()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+
+from symlab.graph.archgraph import ArchGraph
+from symlab.graph.builders import mlp
+from symlab.nn.graphnet import GraphNet
+from symlab.seeding import generator
+from symlab.symmetry.factors import GroupElement
+from symlab.symmetry.group import SymmetryGroup
+
+__all__ = [
+    "ACTIVATIONS",
+    "MLPConfig",
+    "architectures",
+    "group_elements",
+    "mlp_configs",
+    "models",
+    "randomize",
+]
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "identity", "figlu")
+NORMS = (None, "layernorm", "batchnorm")
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """A drawn MLP architecture; ``graph()`` builds it, ``family`` names its kind."""
+
+    widths: tuple[int, ...]
+    activation: str
+    norm: str | None = None
+    residual: bool = False
+    bias: bool = True
+    asym: dict[str, Any] | None = field(default=None, hash=False)
+    norm_eps: float = 1e-12
+
+    def graph(self) -> ArchGraph:
+        return mlp(
+            list(self.widths),
+            self.activation,
+            norm=self.norm,
+            residual=self.residual,
+            bias=self.bias,
+            asym=self.asym,
+            norm_eps=self.norm_eps,
+        )
+
+    @property
+    def family(self) -> str:
+        parts = [self.activation, self.norm or "nonorm", "res" if self.residual else "plain"]
+        parts += ["bias" if self.bias else "nobias", "asym" if self.asym else "std"]
+        return "/".join(parts)
+
+
+@st.composite
+def mlp_configs(
+    draw: st.DrawFn,
+    *,
+    max_hidden: int = 3,
+    max_width: int = 6,
+    activations: Sequence[str] = ACTIVATIONS,
+    norms: Sequence[str | None] = NORMS,
+    residual: bool | None = None,
+    asym: bool | None = None,
+) -> MLPConfig:
+    """Random MLP architectures over activations × norms × residual × bias × asymmetric.
+
+    ``residual``/``asym``: True or False forces the choice; None lets hypothesis pick.
+    Hidden layers share one width when residual, so the skips apply.
+    """
+    n_hidden = draw(st.integers(1, max_hidden))
+    res = draw(st.booleans()) if residual is None else residual
+    if res:
+        w = draw(st.integers(2, max_width))
+        hidden = [w] * n_hidden
+    else:
+        hidden = [draw(st.integers(2, max_width)) for _ in range(n_hidden)]
+    widths = (draw(st.integers(2, 5)), *hidden, draw(st.integers(1, 3)))
+    act = draw(st.sampled_from(list(activations)))
+    norm = draw(st.sampled_from(list(norms)))
+    use_asym = draw(st.booleans()) if asym is None else asym
+    asym_cfg = None
+    if use_asym:
+        kappa = draw(st.sampled_from([0.0, 1.0]))
+        nf = [draw(st.integers(1, max(1, w - 1))) for w in widths[:-1]]
+        asym_cfg = {"num_fixed": nf, "kappa": kappa}
+    return MLPConfig(widths, act, norm, res, draw(st.booleans()), asym_cfg)
+
+
+def architectures(**kwargs: Any) -> st.SearchStrategy[ArchGraph]:
+    """Random MLP graphs (see :func:`mlp_configs` for the options)."""
+    return mlp_configs(**kwargs).map(lambda c: c.graph())
+
+
+def randomize(model: GraphNet, seed: int, batch: int = 64) -> GraphNet:
+    """Give every trainable tensor generic N(0, 1) values (fixed data untouched) and, for
+    BatchNorm models, non-trivial running statistics; returns the model in eval mode."""
+    g = generator(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+        for module in model.modules():
+            if hasattr(module, "mask") and hasattr(module, "weight"):
+                module.weight.mul_(module.mask)
+        if any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()):
+            model.train()
+            d = int(model.graph.input_nodes[0].width)
+            dt = next(model.parameters()).dtype
+            for _ in range(3):
+                model(torch.randn(batch, d, generator=g, dtype=dt) * 2 + 0.5)
+    return model.eval()
+
+
+@st.composite
+def models(draw: st.DrawFn, dtype: torch.dtype = torch.float64, **kwargs: Any) -> GraphNet:
+    """Built, generically initialised models of :func:`mlp_configs` architectures.
+
+    The drawn config is available as ``model.config``.
+    """
+    cfg = draw(mlp_configs(**kwargs))
+    seed = draw(st.integers(0, 2**16))
+    model = randomize(GraphNet(cfg.graph(), seed=seed, dtype=dtype), seed)
+    model.config = cfg  # type: ignore[attr-defined]
+    return model
+
+
+@st.composite
+def group_elements(draw: st.DrawFn, group: SymmetryGroup) -> GroupElement:
+    """Random elements of ``group`` (seeded from hypothesis, so failures shrink and replay)."""
+    return group.sample(draw(st.integers(0, 2**32 - 1)))

@@ -1,0 +1,129 @@
+"""Bad input: a named SymlabError saying what was wrong, for each kind."""
+
+import pytest
+import sympy as sp
+import torch
+from torch import nn
+
+import symlab as sl
+from symlab import errors
+from symlab.graph import ArchGraph, mlp
+from symlab.nn import MLP
+
+
+def test_unknown_op_fails_closed():
+    g = ArchGraph()
+    g.add("input", "input", width=3)
+    g.add("mystery", "mystery_op", ["input"])
+    g.add("output", "output", ["mystery"])
+    with pytest.raises(errors.UnsupportedOpError, match=r"'mystery'.*mystery_op.*rule"):
+        sl.symmetries(g)
+
+
+def test_unknown_module_in_sequential():
+    seq = nn.Sequential(nn.Linear(3, 4), nn.Hardswish(), nn.Linear(4, 2))
+    with pytest.raises(errors.UnsupportedOpError, match="Hardswish"):
+        sl.symmetries(seq)
+
+
+def test_unsupported_model_type():
+    class Custom(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(errors.UnsupportedOpError, match="Custom"):
+        sl.trace(Custom())
+
+
+def test_state_dict_missing_extra_and_wrong_shapes():
+    net = MLP([3, 4, 2])
+    G = sl.symmetries(net)
+    h = G.sample(0)
+    sd = dict(net.state_dict())
+    missing = {k: v for k, v in sd.items() if k != "head.bias"}
+    with pytest.raises(errors.StateDictError, match="missing.*head.bias"):
+        G.act(h, missing)
+    with pytest.raises(errors.StateDictError, match="unexpected.*extra.weight"):
+        G.act(h, {**sd, "extra.weight": torch.zeros(1)})
+    with pytest.raises(errors.StateDictError, match=r"head.weight has shape \(2, 5\)"):
+        G.act(h, {**sd, "head.weight": torch.zeros(2, 5)})
+
+
+def test_non_finite_parameters():
+    net = MLP([3, 4, 2])
+    G = sl.symmetries(net)
+    sd = dict(net.state_dict())
+    sd["layers.0.linear.weight"] = sd["layers.0.linear.weight"].clone()
+    sd["layers.0.linear.weight"][0, 0] = float("nan")
+    with pytest.raises(errors.NonFiniteError, match="layers.0.linear.weight"):
+        G.act(G.sample(0), sd)
+    with pytest.raises(errors.NonFiniteError):
+        sl.check_invariance(net, G, torch.full((2, 3), float("inf")))
+
+
+def test_element_from_a_different_group():
+    G1 = sl.symmetries(MLP([3, 4, 2]))
+    G2 = sl.symmetries(MLP([3, 5, 2]))
+    with pytest.raises(errors.ForeignElementError, match="different symmetry group"):
+        G1.act(G2.sample(0), MLP([3, 4, 2]).state_dict())
+    with pytest.raises(errors.ForeignElementError):
+        G1.compose(G1.sample(0), G2.sample(0))
+    with pytest.raises(errors.ForeignElementError):
+        G1.inverse({"P": torch.arange(4)})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad", [0, -3, 2.5, "64", True, None, sp.Symbol("n", negative=True), sp.Rational(1, 2)]
+)
+def test_bad_widths(bad):
+    with pytest.raises(errors.WidthError):
+        mlp([3, bad, 2])
+
+
+def test_graph_with_a_cycle():
+    g = ArchGraph()
+    g.add("input", "input", width=3)
+    g.add("a", "linear", ["input"], width=3)
+    g.add("b", "activation", ["a"], fn="relu")
+    g.add("output", "output", ["b"])
+    g.connect("b", "a")
+    with pytest.raises(errors.GraphError, match="cycle"):
+        sl.symmetries(g)
+
+
+def test_graph_with_a_dangling_node():
+    g = ArchGraph()
+    g.add("input", "input", width=3)
+    g.add("a", "linear", ["input"], width=3)
+    g.add("unused", "linear", ["input"], width=4)
+    g.add("output", "output", ["a"])
+    with pytest.raises(errors.GraphError, match="'unused'.*dangles"):
+        sl.symmetries(g)
+
+
+def test_graph_reading_an_unknown_node():
+    g = ArchGraph()
+    g.add("input", "input", width=3)
+    with pytest.raises(errors.GraphError, match="unknown node 'nope'"):
+        g.add("a", "linear", ["nope"], width=3)
+
+
+def test_tied_widths_must_agree():
+    g = ArchGraph()
+    g.add("input", "input", width=3)
+    g.add("a", "linear", ["input"], width=4)
+    g.add("b", "linear", ["input"], width=5)
+    g.add("s", "add", ["a", "b"])
+    g.add("output", "output", ["s"])
+    with pytest.raises(errors.GraphError, match="different widths"):
+        sl.symmetries(g)
+
+
+def test_symbolic_graph_cannot_be_built():
+    with pytest.raises(errors.WidthError, match="subs"):
+        mlp([3, sp.Symbol("n"), 2]).build()
+
+
+def test_errors_are_symlab_errors():
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.SymlabError)
