@@ -113,10 +113,16 @@ def test_tied_widths_must_agree():
     g.add("input", "input", width=3)
     g.add("a", "linear", ["input"], width=4)
     g.add("b", "linear", ["input"], width=5)
-    g.add("s", "add", ["a", "b"])
-    g.add("output", "output", ["s"])
     with pytest.raises(errors.GraphError, match="different widths"):
-        sl.symmetries(g)
+        g.add("s", "add", ["a", "b"])
+    g2 = ArchGraph()
+    g2.add("input", "input", width=3)
+    g2.add("a", "linear", ["input"], width=4)
+    g2.add("flat", "flatten", ["a"], width=5)  # mis-declared: the rule ties it to 'a'
+    g2.add("h", "linear", ["flat"], width=2)
+    g2.add("output", "output", ["h"])
+    with pytest.raises(errors.GraphError, match="different widths"):
+        sl.symmetries(g2)
 
 
 def test_symbolic_graph_cannot_be_built():

@@ -57,6 +57,11 @@ class Node:
     params: tuple[ParamSpec, ...] = ()
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
+    def key(self, p: ParamSpec) -> str:
+        """The ``state_dict`` key of parameter ``p`` (``"{node}.{param}"``; for nodes with
+        ``attrs['absolute_keys']`` the parameter name is the whole key)."""
+        return p.name if self.attrs.get("absolute_keys") else f"{self.name}.{p.name}"
+
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called ``name``, or None."""
         return next((p for p in self.params if p.name == name), None)
@@ -123,6 +128,9 @@ class ArchGraph:
                 raise GraphError(f"node {name!r} has no inputs, so it needs an explicit width")
             width = self.node(inputs[0]).width
         width = check_width(width, f"width of node {name!r}")
+        if op == "add" and any(self.node(s).width != width for s in inputs):
+            ws = {s: self.node(s).width for s in inputs}
+            raise GraphError(f"add node {name!r} sums tensors of different widths {ws}")
         if params is None:
             params = default_params(op, width, [self.node(s).width for s in inputs], attrs)
         node = Node(name, op, width, tuple(params), dict(attrs))
@@ -176,7 +184,7 @@ class ArchGraph:
 
     def state_keys(self) -> dict[str, tuple[Node, ParamSpec]]:
         """Every ``state_dict`` key the graph declares, mapped to its node and spec."""
-        return {f"{n.name}.{p.name}": (n, p) for n in self.nodes() for p in n.params}
+        return {n.key(p): (n, p) for n in self.nodes() for p in n.params}
 
     @property
     def is_concrete(self) -> bool:
@@ -200,7 +208,7 @@ class ArchGraph:
             ins, outs = self.inputs(n.name), self.consumers(n.name)
             if n.op == "input" and ins:
                 raise GraphError(f"input node {n.name!r} must not have inputs")
-            if n.op != "input" and not ins:
+            if n.op not in ("input", "param_source") and not ins:
                 raise GraphError(f"node {n.name!r} ({n.op}) has no inputs: it dangles")
             if n.op != "output" and not outs:
                 raise GraphError(
@@ -258,23 +266,31 @@ def default_params(
 ) -> tuple[ParamSpec, ...]:
     """Parameter specs implied by a standard op and its attributes."""
     n_in = in_widths[0] if in_widths else None
+    bias = [ParamSpec("bias", (width,), ("out",))] if attrs.get("bias", True) else []
     if op in ("linear", "wasym_linear"):
-        specs = [ParamSpec("weight", (width, n_in), ("out", "in"))]
-        if attrs.get("bias", True):
-            specs.append(ParamSpec("bias", (width,), ("out",)))
+        specs = [ParamSpec("weight", (width, n_in), ("out", "in")), *bias]
         if op == "wasym_linear":
             specs += [
                 ParamSpec("mask", (width, n_in), ("out", "in"), "fixed"),
                 ParamSpec("fixed", (width, n_in), ("out", "in"), "fixed"),
             ]
         return tuple(specs)
-    if op in ("layernorm", "batchnorm"):
+    if op in ("conv", "dwconv", "grouped_conv"):
+        kernel = tuple(attrs["kernel"])
+        groups = int(attrs.get("groups", 1))
+        fan_in = n_in // groups if isinstance(n_in, int) else n_in
+        in_role: AxisRole = "in" if op == "conv" else "none"
+        roles: tuple[AxisRole, ...] = ("out", in_role) + ("none",) * len(kernel)
+        specs = [ParamSpec("weight", (width, fan_in, *kernel), roles), *bias]
+        if op == "grouped_conv":  # moved by nothing: its spaces are fixed
+            specs = [ParamSpec(p.name, p.shape, ("none",) * len(p.shape)) for p in specs]
+        return tuple(specs)
+    if op == "embedding":
+        return (ParamSpec("weight", (attrs["num_embeddings"], width), ("none", "out")),)
+    if op in ("layernorm", "batchnorm", "groupnorm"):
         specs = []
         if attrs.get("affine", True):
-            specs += [
-                ParamSpec("weight", (width,), ("out",)),
-                ParamSpec("bias", (width,), ("out",)),
-            ]
+            specs = [ParamSpec("weight", (width,), ("out",)), *bias]
         if op == "batchnorm" and attrs.get("track_running_stats", True):
             specs += [
                 ParamSpec("running_mean", (width,), ("in",), "buffer"),

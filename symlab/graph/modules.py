@@ -113,7 +113,7 @@ def _read_layernorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
 
 
 def _read_batchnorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
-    assert isinstance(m, nn.BatchNorm1d)
+    assert isinstance(m, nn.modules.batchnorm._BatchNorm)
     attrs = {
         "eps": m.eps,
         "momentum": m.momentum,
@@ -148,3 +148,49 @@ def _read_dropout(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
 
 
 register_module_op(nn.Dropout, _read_dropout)
+
+
+def _read_conv(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    if m.padding_mode != "zeros":
+        attrs_pad = True
+    else:
+        attrs_pad = (
+            any(int(p) != 0 for p in m.padding)
+            if not isinstance(m.padding, str)
+            else (m.padding != "valid")
+        )
+    g = m.groups
+    op = (
+        "conv" if g == 1 else ("dwconv" if g == m.in_channels == m.out_channels else "grouped_conv")
+    )
+    attrs = {"bias": m.bias is not None, "kernel": tuple(m.kernel_size), "groups": g,
+             "padded": attrs_pad}  # fmt: skip
+    return op, m.out_channels, attrs
+
+
+def _read_groupnorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.GroupNorm)
+    return "groupnorm", m.num_channels, {"num_groups": m.num_groups, "eps": m.eps,
+                                         "affine": m.affine}  # fmt: skip
+
+
+def _read_embedding(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.Embedding)
+    return "embedding", m.embedding_dim, {"num_embeddings": m.num_embeddings}
+
+
+def _pool(kind: str) -> Callable[[nn.Module, Any], tuple[str, Any, dict[str, Any]]]:
+    return lambda m, w_in: (kind, w_in, {})
+
+
+for _t in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+    register_module_op(_t, _read_conv)
+register_module_op(nn.BatchNorm2d, _read_batchnorm)
+register_module_op(nn.BatchNorm3d, _read_batchnorm)
+register_module_op(nn.GroupNorm, _read_groupnorm)
+register_module_op(nn.Embedding, _read_embedding)
+for _t in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d):
+    register_module_op(_t, _pool("pool_max"))
+for _t in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):
+    register_module_op(_t, _pool("pool_avg"))

@@ -1,10 +1,10 @@
-"""A minimal front-end: read a symlab model or an ``nn.Sequential`` into an ArchGraph.
+"""``trace``: any model to an ArchGraph.
 
-``GraphNet`` models (everything in :mod:`symlab.nn`) carry their graph. An ``nn.Sequential`` of
-registered leaf modules (Linear, activations, norms, W-asymmetric layers, FiGLU, Dropout,
-Flatten) is read child by child; node names are the child names, so the graph's parameter names
-are the Sequential's ``state_dict`` keys. Any other module type is refused with
-:class:`~symlab.errors.UnsupportedOpError`; the general torch.fx tracer builds on this.
+``GraphNet`` models (the MLPs of :mod:`symlab.nn`) carry their graph. An ``nn.Sequential`` given
+without an example input is read child by child (node names are the child names, so parameter
+names are the ``state_dict`` keys). Everything else goes through the torch.fx front-end
+(:func:`symlab.graph.fx_trace.trace_fx`), which needs an example input (for a model whose first
+layer is ``nn.Linear`` one is made up).
 """
 
 from __future__ import annotations
@@ -33,13 +33,19 @@ def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = Non
         return model
     if isinstance(model, GraphNet):
         return model.graph
-    if isinstance(model, nn.Sequential):
-        return _trace_sequential(model, example_input)
-    raise UnsupportedOpError(
-        f"cannot trace a {type(model).__name__}: this front-end reads symlab.nn models and "
-        "nn.Sequential stacks of supported layers; build it with symlab.graph builders, or "
-        "wrap its layers in an nn.Sequential"
-    )
+    if isinstance(model, nn.Sequential) and example_input is None:
+        return _trace_sequential(model, None)
+    from symlab.graph.fx_trace import trace_fx
+
+    if example_input is None:
+        first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
+        if first is None:
+            raise UnsupportedOpError(
+                f"tracing a {type(model).__name__} needs an example input: call "
+                "symlab.symmetries(model, example_input)"
+            )
+        example_input = torch.zeros(2, first.in_features)
+    return trace_fx(model, example_input)
 
 
 def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) -> ArchGraph:

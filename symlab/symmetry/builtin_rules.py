@@ -197,8 +197,12 @@ def add_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 
 @rule("flatten")
 def flatten_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
-    """Flatten of a feature vector is the identity on its units."""
-    return OpSymmetry(tie=[(_x(node, graph), node.name)])
+    """Flatten of a feature vector is the identity on its units; flattening ``C`` channels of
+    ``S`` positions (channel-major) maps a channel permutation to a block permutation."""
+    repeat = int(node.attrs.get("repeat", 1))
+    if repeat == 1:
+        return OpSymmetry(tie=[(_x(node, graph), node.name)])
+    return OpSymmetry(composite={node.name: [_x(node, graph)]}, repeat={node.name: repeat})
 
 
 @rule("concat")

@@ -20,7 +20,11 @@ from networkx.utils import UnionFind
 from symlab.errors import GraphError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
-from symlab.symmetry import builtin_rules  # noqa: F401  (registers the built-in rules)
+from symlab.symmetry import (  # noqa: F401  (importing registers the built-in rules)
+    attention_rules,
+    builtin_rules,
+    structural_rules,
+)
 from symlab.symmetry.factors import Factor
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
@@ -40,6 +44,7 @@ class Structure:
     tensor_class: dict[str, str | None]  # None: a fixed space
     tensor_segment: dict[str, str]
     composite: dict[str, list[str]]
+    repeat: dict[str, int]
     class_width: dict[str, Width]
     class_segments: dict[str, list[str]]
     segment_admits: dict[str, Admits]
@@ -60,8 +65,17 @@ def derive_structure(
     specs = {n.name: rules[n.name].derive(n, graph) for n in nodes}
 
     composite: dict[str, list[str]] = {}
-    for s in specs.values():
+    repeat: dict[str, int] = {}
+    for name in (n.name for n in nodes):  # topological: composites flow through ties
+        s = specs[name]
         composite.update(s.composite)
+        repeat.update(s.repeat)
+        for a, b in s.tie:
+            if (a in composite) != (b in composite):
+                src, dst = (a, b) if a in composite else (b, a)
+                composite[dst] = composite[src]
+                if src in repeat:
+                    repeat[dst] = repeat[src]
     plain = [n.name for n in nodes if n.name not in composite]
     perm_uf, seg_uf = UnionFind(plain), UnionFind(plain)
     admits: dict[str, Admits] = {}
@@ -72,7 +86,10 @@ def derive_structure(
 
     for name, s in specs.items():
         for a, b in s.tie:
-            _no_composite(a, b, composite, name)
+            if a in composite and b in composite:
+                if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
+                    _no_composite(a, b, composite, name)
+                continue
             perm_uf.union(a, b)
             seg_uf.union(a, b)
         for a, b in s.tie_perm:
@@ -83,6 +100,10 @@ def derive_structure(
                 admits[p] = admits.get(p, ANY) & adm
         for t in s.fixed:
             fixed.update(parts(t))
+        for fd in s.fixed_data:  # fixed data read through a block tensor: keep it still
+            for a in fd.axes:
+                if a in composite:
+                    fixed.update(parts(a))
         if s.out_shift is not None and not all(
             specs[c].absorbs_shift for c in graph.consumers(name)
         ):
@@ -106,6 +127,8 @@ def derive_structure(
     segment_class: dict[str, str] = {}
     root_width: dict[str, tuple[str, Width]] = {}
     for t in plain:
+        if tensor_class[t] is None:
+            continue  # fixed spaces never move, so their widths need not agree
         first_t, w = root_width.setdefault(perm_uf[t], (t, widths[t]))
         if w != widths[t]:
             raise GraphError(
@@ -140,6 +163,7 @@ def derive_structure(
         tensor_class,
         tensor_segment,
         composite,
+        repeat,
         class_width,
         class_segments,
         segment_admits,
@@ -177,13 +201,17 @@ def _refine(
         return {}
     if not graph.is_concrete:
         raise WidthError("fixed data (asymmetric layers, FiGLU) needs integer widths")
-    if fixed_values is None:
+    if fixed_values is None and any(fd.value is None for fd in data):
         fixed_values = graph.build(seed=0).state_dict()
+    fixed_values = fixed_values or {}
     items = []
     for fd in data:
-        if fd.key not in fixed_values:
+        if fd.value is not None:
+            arr = fd.value.detach().cpu().double().numpy()
+        elif fd.key in fixed_values:
+            arr = fixed_values[fd.key].detach().cpu().double().numpy()
+        else:
             raise GraphError(f"fixed data {fd.key!r} is missing from the model's state_dict")
-        arr = fixed_values[fd.key].detach().cpu().double().numpy()
         items.append((arr, tuple(tensor_class.get(a) if a else None for a in fd.axes)))
     sizes = {k: int(w) for k, w in class_width.items()}
     return refine_units(sizes, items)
@@ -201,7 +229,7 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
                     continue
                 t = node.name if role == "out" else ins[0]
                 for part in _parts(st, t):
-                    keys_by_tensor.setdefault(part, []).append((f"{node.name}.{p.name}", axis))
+                    keys_by_tensor.setdefault(part, []).append((node.key(p), axis))
 
     def axes_of(tensors: list[str]) -> tuple[tuple[str, int], ...]:
         return tuple(a for t in tensors for a in keys_by_tensor.get(t, []))
@@ -252,6 +280,29 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
                 factors.append(Factor(f"sign[{s}]", "flip" if flip else "sign", n, s, ax))
             elif a.sign == Sign.COMMON:
                 factors.append(Factor(f"sign[{s}]", "common_sign", n, s, ax))
+    for node in st.nodes:
+        space = f"{node.name}#heads"
+        inner = tuple(
+            (node.key(p), i)
+            for p in node.params
+            if p.kind != "fixed"
+            for i, role in enumerate(p.axes)
+            if role == "none"
+        )
+        for f in st.specs[node.name].internal:
+            prefix = "P" if f.kind == "permutation" else "GL"
+            factors.append(
+                Factor(
+                    f"{prefix}[{node.name}#{f.suffix}]",
+                    f.kind,
+                    f.size,
+                    space,  # type: ignore[arg-type]
+                    inner,
+                    copies=f.copies,
+                    internal=True,
+                )
+            )
+            st.segment_class.setdefault(space, space)
     return factors
 
 

@@ -35,6 +35,8 @@ class Factor:
         space: the tensor that names the space (permutation) or segment (the others).
         axes: the ``(state_dict key, axis)`` pairs this factor moves.
         blocks: for permutations restricted by fixed data, the blocks of interchangeable units.
+        copies: for GL factors inside an op, the number of independent matrices (heads).
+        internal: the factor lives inside one op (attention heads), not on a graph tensor.
         exact: False when the invariance holds only up to a normalisation's ``eps``.
         note: why the factor is inexact, or other caveats.
     """
@@ -47,6 +49,8 @@ class Factor:
     blocks: tuple[tuple[int, ...], ...] | None = None
     exact: bool = True
     note: str = ""
+    copies: int = 1
+    internal: bool = False
 
     @property
     def discrete(self) -> bool:
@@ -81,7 +85,7 @@ class Factor:
     def dimension(self) -> Width:
         """Dimension of the continuous part (0 for discrete factors)."""
         n = self.size
-        return {"scaling": n, "common_scaling": 1, "GL": n * n}.get(self.kind, 0)
+        return {"scaling": n, "common_scaling": 1, "GL": self.copies * n * n}.get(self.kind, 0)
 
     def latex(self) -> str:
         n = sp.latex(sp.sympify(self.size))
@@ -95,7 +99,7 @@ class Factor:
             "sign": rf"\{{\pm 1\}}^{{{n}}}",
             "flip": rf"\mathbb{{Z}}_2^{{{n}}}",
             "common_sign": r"\{\pm 1\}",
-            "GL": f"GL_{{{n}}}",
+            "GL": f"GL_{{{n}}}" + (f"^{{{self.copies}}}" if self.copies > 1 else ""),
         }[self.kind]
 
     def short(self) -> str:
@@ -109,7 +113,7 @@ class Factor:
             "sign": f"{{±1}}^{n}",
             "flip": f"Z2^{n}(flip)",
             "common_sign": "{±1}",
-            "GL": f"GL_{n}",
+            "GL": f"GL_{n}" + (f"^{self.copies}" if self.copies > 1 else ""),
         }[self.kind]
 
 

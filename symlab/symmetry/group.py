@@ -108,7 +108,8 @@ class SymmetryGroup:
             if f.kind == "permutation":
                 vals[f.name] = torch.arange(n)
             elif f.kind == "GL":
-                vals[f.name] = torch.eye(n, dtype=torch.float64)
+                eye = torch.eye(n, dtype=torch.float64)
+                vals[f.name] = eye.expand(f.copies, n, n).clone() if f.internal else eye
             elif f.kind in ("common_scaling", "common_sign"):
                 vals[f.name] = torch.ones((), dtype=torch.float64)
             else:
@@ -149,10 +150,12 @@ class SymmetryGroup:
                 vals[f.name] = signs(n)
             elif f.kind == "common_sign":
                 vals[f.name] = signs()
-            else:  # GL
-                q1 = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
-                q2 = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
-                vals[f.name] = q1 @ torch.diag(logu(n)) @ q2
+            else:  # GL: Q₁ D Q₂, well conditioned
+                c = f.copies if f.internal else 1
+                q1 = torch.linalg.qr(torch.randn(c, n, n, generator=g, dtype=torch.float64))[0]
+                q2 = torch.linalg.qr(torch.randn(c, n, n, generator=g, dtype=torch.float64))[0]
+                m = q1 @ torch.diag_embed(logu(c, n)) @ q2
+                vals[f.name] = m if f.internal else m[0]
         return self._element(vals)
 
     def _check_element(self, h: GroupElement) -> None:
@@ -184,7 +187,10 @@ class SymmetryGroup:
                 vals[f.name] = inv[f.space]
             elif f.kind == "GL":
                 m = torch.linalg.inv(v)
-                vals[f.name] = m if q is None else m[q][:, q]
+                if f.internal:  # one matrix per head, re-indexed by the head permutation
+                    vals[f.name] = m if q is None else m[q]
+                else:
+                    vals[f.name] = m if q is None else m[q][:, q]
             elif f.kind in ("scaling", "sign", "flip"):
                 r = 1.0 / v
                 vals[f.name] = r if q is None else r[q]
@@ -203,6 +209,8 @@ class SymmetryGroup:
             q = p1.get(self._class_of(f))
             if f.kind == "permutation":
                 vals[f.name] = b[a]
+            elif f.kind == "GL" and f.internal:
+                vals[f.name] = a @ (b if q is None else b[q])
             elif f.kind == "GL":
                 vals[f.name] = a @ (b if q is None else b[q][:, q])
             elif f.kind in ("scaling", "sign", "flip"):
@@ -244,7 +252,7 @@ class SymmetryGroup:
         perms = self._perms(h)
         scales: dict[str, torch.Tensor] = {}
         for f in self.factors:
-            if f.kind == "permutation":
+            if f.kind == "permutation" or f.internal:
                 continue
             n = int(f.size)
             cur = scales.get(f.space)
@@ -284,25 +292,41 @@ class SymmetryGroup:
         self._require_concrete()
         self._check_element(h)
         self.check_state_dict(state_dict)
-        return self.act_transforms(self._element_transforms(h), state_dict)
+        internal: dict[str, dict[str, torch.Tensor]] = {}
+        for f in self.factors:
+            if f.internal:
+                node, suffix = f.name[f.name.index("[") + 1 : -1].split("#")
+                internal.setdefault(node, {})[suffix] = h[f.name]
+        return self.act_transforms(self._element_transforms(h), state_dict, internal)
 
     def act_transforms(
-        self, transforms: Mapping[str, Transform], state_dict: StateDict
+        self,
+        transforms: Mapping[str, Transform],
+        state_dict: StateDict,
+        internal: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
     ) -> OrderedDict[str, torch.Tensor]:
-        """Apply per-tensor maps (from :meth:`tensor_transforms`) through each op's action."""
+        """Apply per-tensor maps (from :meth:`tensor_transforms`) through each op's action;
+        ``internal`` gives, per node, the values of its internal factors."""
+        internal = internal or {}
         st = self._st
         new: dict[str, torch.Tensor] = {}
         for node in st.nodes:
             if not node.params:
                 continue
             movable = [p for p in node.params if p.kind != "fixed"]
-            params = {p.name: state_dict[f"{node.name}.{p.name}"] for p in movable}
+            keys = {p.name: node.key(p) for p in movable}
+            params = {name: state_dict[key] for name, key in keys.items()}
             ins = [transforms[t] for t in st.graph.inputs(node.name)]
             t_out = transforms[node.name]
-            if params and not (t_out.is_identity and all(t.is_identity for t in ins)):
-                moved = st.rules[node.name].act(node, params, ins, t_out)
+            mine = internal.get(node.name)
+            if params and (mine or not (t_out.is_identity and all(t.is_identity for t in ins))):
+                rule = st.rules[node.name]
+                if st.specs[node.name].internal:
+                    moved = rule.act(node, params, ins, t_out, dict(mine or {}))  # type: ignore[call-arg]
+                else:
+                    moved = rule.act(node, params, ins, t_out)
                 for name, value in moved.items():
-                    new[f"{node.name}.{name}"] = value.to(params[name].dtype)
+                    new[keys[name]] = value.to(params[name].dtype)
         return OrderedDict((k, new.get(k, v)) for k, v in state_dict.items())
 
     # -- display ------------------------------------------------------------------------------
@@ -347,17 +371,25 @@ class SymmetryGroup:
 
 
 def _concat(parts: list[Transform], st: Structure, name: str) -> Transform:
+    """The map of a block tensor: parts side by side, each unit repeated ``repeat`` times."""
     if all(p.is_identity for p in parts):
         return Transform()
+    r = st.repeat.get(name, 1)
     widths = [int(st.graph.node(q).width) for q in st.composite[name]]
     perm, scale, shift, offset = [], [], [], 0
     any_gl = any(p.scale is not None and p.scale.ndim == 2 for p in parts)
     for p, n in zip(parts, widths, strict=True):
-        perm.append((p.perm if p.perm is not None else torch.arange(n)) + offset)
+        idx = p.perm if p.perm is not None else torch.arange(n)
+        perm.append(((idx * r)[:, None] + torch.arange(r)).reshape(-1) + offset)
         s = p.scale if p.scale is not None else torch.ones(n, dtype=torch.float64)
-        scale.append(torch.diag(s) if any_gl and s.ndim == 1 else s)
-        shift.append(p.shift if p.shift is not None else torch.zeros(n, dtype=torch.float64))
-        offset += n
+        if any_gl:
+            m = torch.diag(s) if s.ndim == 1 else s
+            scale.append(torch.kron(m, torch.eye(r, dtype=m.dtype)))
+        else:
+            scale.append(s.repeat_interleave(r))
+        c = p.shift if p.shift is not None else torch.zeros(n, dtype=torch.float64)
+        shift.append(c.repeat_interleave(r))
+        offset += n * r
     return Transform(
         torch.cat(perm),
         torch.block_diag(*scale) if any_gl else torch.cat(scale),

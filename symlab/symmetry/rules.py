@@ -56,7 +56,10 @@ class Rule:
 
     def action(self, fn: ActFn) -> ActFn:
         """Decorator: set the parameter action of this rule."""
-        _check_signature(fn, ("node", "params", "t_in", "t_out"), f"action of rule {self.op!r}")
+        names = ("node", "params", "t_in", "t_out")
+        if len(inspect.signature(fn).parameters) == 5:  # rules with internal factors
+            names = (*names, "internal")
+        _check_signature(fn, names, f"action of rule {self.op!r}")
         self.act = fn
         return fn
 

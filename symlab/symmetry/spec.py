@@ -16,7 +16,7 @@ from enum import IntEnum
 
 import torch
 
-__all__ = ["ANY", "NONE", "Admits", "FixedData", "Mag", "OpSymmetry", "Sign"]
+__all__ = ["ANY", "NONE", "Admits", "FixedData", "InternalFactor", "Mag", "OpSymmetry", "Sign"]
 
 
 class Mag(IntEnum):
@@ -63,6 +63,22 @@ class FixedData:
 
     key: str
     axes: tuple[str | None, ...]
+    value: torch.Tensor | None = None  # given directly (e.g. GroupNorm's group ids) or None
+
+
+@dataclass(frozen=True)
+class InternalFactor:
+    """A symmetry living inside one op, touching no graph tensor (e.g. attention heads).
+
+    ``kind`` is ``"permutation"`` (of ``size`` items) or ``"GL"`` (``copies`` independent
+    ``size × size`` matrices, re-indexed by the op's internal permutation). The op's action
+    receives the values by ``suffix``.
+    """
+
+    suffix: str
+    kind: str
+    size: int
+    copies: int = 1
 
 
 @dataclass
@@ -76,10 +92,12 @@ class OpSymmetry:
         fixed: tensors whose feature axis may not move at all (network inputs/outputs).
         absorbs_shift: the op can absorb an additive shift of its inputs (a biased linear map).
         composite: ``{tensor: parts}`` when the op's output is the concatenation of ``parts``
-            (a block structure, not a space of its own).
+            (a block structure, not a space of its own); ``repeat[tensor]`` expands each unit of
+            a single part into that many consecutive units (flatten after a convolution).
         out_shift: for flip symmetries (sigmoid), the shift of the output given the output's
             sign vector; consumers must absorb it.
         fixed_data: data that tells units apart (asymmetric masks, fixed gates).
+        internal: symmetries inside the op (attention heads), see :class:`InternalFactor`.
         inexact: a note when the admitted scalings hold only up to a norm's ``eps``.
     """
 
@@ -89,6 +107,8 @@ class OpSymmetry:
     fixed: list[str] = field(default_factory=list)
     absorbs_shift: bool = False
     composite: dict[str, list[str]] = field(default_factory=dict)
+    repeat: dict[str, int] = field(default_factory=dict)
     out_shift: Callable[[torch.Tensor], torch.Tensor] | None = None
     fixed_data: list[FixedData] = field(default_factory=list)
+    internal: list[InternalFactor] = field(default_factory=list)
     inexact: str | None = None

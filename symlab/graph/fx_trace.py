@@ -1,0 +1,411 @@
+"""The general front-end: trace any ``nn.Module`` with torch.fx into an ArchGraph.
+
+Registered modules (Linear, Conv, norms, activations, pooling, Embedding, W-asymmetric layers,
+FiGLU, …) are leaves; ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` are expanded
+into graph nodes (see :mod:`symlab.graph.fx_macros`); functions and tensor methods (``F.relu``,
+``torch.tanh``, ``x + y``, ``flatten``/``view`` after convolutions, ``torch.cat``, means and
+pools) map to ops. Shapes come from running the example input (``ShapeProp``), so every node
+knows its feature axis: the channel axis after convolutions, the last axis after linear maps.
+Ops symlab does not model unit by unit (softmax, matmul, reshapes into heads, …) become
+*opaque* nodes whose inputs and outputs are fixed (sound: nothing is derived through them).
+Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
+line and how to register a rule.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn import functional as F
+
+from symlab.errors import SymlabError, UnsupportedOpError
+from symlab.graph.archgraph import ArchGraph, ParamSpec
+from symlab.graph.modules import module_op_for
+
+__all__ = ["TraceError", "declare_leaf", "trace_fx"]
+
+
+class TraceError(SymlabError):
+    """torch.fx could not trace the model (typically data-dependent control flow)."""
+
+
+_EXTRA_LEAVES: set[type[nn.Module]] = set()
+
+
+def declare_leaf(module_type: type[nn.Module]) -> None:
+    """Trace ``module_type`` as one op (register its op with
+    :func:`symlab.graph.modules.register_module_op` and a rule with ``@symlab.symmetry.rule``)."""
+    _EXTRA_LEAVES.add(module_type)
+
+
+ACT_FUNCS: dict[Any, str] = {
+    F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh",
+    F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.gelu: "gelu",
+    F.silu: "silu", F.softplus: "softplus", F.elu: "elu",
+    "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
+}  # fmt: skip
+OPAQUE_FUNCS: set[Any] = {
+    F.softmax, torch.softmax, torch.matmul, operator.matmul, torch.bmm, torch.einsum,
+    F.scaled_dot_product_attention, torch.transpose, torch.permute, torch.split, torch.chunk,
+    torch.unsqueeze, torch.squeeze, operator.getitem, torch.stack, F.log_softmax,
+    "softmax", "transpose", "permute", "unsqueeze", "squeeze", "expand", "split", "chunk",
+    "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
+}  # fmt: skip
+ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
+MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}
+FLATTEN_FUNCS = {torch.flatten, "flatten", "view", "reshape", torch.reshape}
+MEAN_FUNCS = {torch.mean, "mean"}
+POOL_FUNCS = {
+    F.adaptive_avg_pool1d: "pool_avg", F.adaptive_avg_pool2d: "pool_avg",
+    F.avg_pool1d: "pool_avg", F.avg_pool2d: "pool_avg", F.max_pool1d: "pool_max",
+    F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max",
+}  # fmt: skip
+IDENTITY_FUNCS = {"contiguous", F.dropout, "clone", "detach"}
+
+
+def _flat_nodes(args: Any) -> list[fx.Node]:
+    flat: list[fx.Node] = []
+    fx.node.map_arg(args, flat.append)
+    return flat
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        from symlab.graph.fx_macros import MACROS
+
+        if type(m) in _EXTRA_LEAVES or type(m) in MACROS or module_op_for(m) is not None:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def _where(node: fx.Node) -> str:
+    """The user's source line that created ``node`` (skipping torch's own frames)."""
+    st = node.stack_trace
+    if not st:
+        return ""
+    lines = [ln.strip() for ln in st.strip().splitlines() if ln.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        ln = lines[i]
+        if ln.startswith("File ") and "/torch/" not in ln:
+            code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") \
+                else ""  # fmt: skip
+            return f" (at {ln}: {code})"
+    return ""
+
+
+def _unsupported(node: fx.Node, what: str) -> UnsupportedOpError:
+    return UnsupportedOpError(
+        f"node {node.name!r}: {what} has no symmetry rule{_where(node)}. symlab never assumes an "
+        "unknown op is harmless. Register a rule with @symlab.symmetry.rule('<op>') and map the "
+        "module with symlab.graph.modules.register_module_op (then "
+        "symlab.graph.fx_trace.declare_leaf for custom modules)"
+    )
+
+
+def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
+    """Trace ``model`` on ``example_input`` (a tensor or a tuple of tensors) with torch.fx.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    >>> g = trace_fx(net, torch.randn(2, 1, 6, 6))
+    >>> [n.op for n in g.nodes()]
+    ['input', 'conv', 'activation', 'flatten', 'linear', 'output']
+    """
+    from symlab.graph.fx_macros import MACROS
+
+    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    root_is_leaf = (
+        type(model) in MACROS or type(model) in _EXTRA_LEAVES or (module_op_for(model) is not None)
+    )
+    if root_is_leaf:  # fx traces into the root; wrap it so that it stays one op
+        if len(inputs) != 1:
+            raise TraceError("a bare layer with several inputs: wrap it in a module first")
+        model = _Root(model)
+    tracer = _Tracer()
+    tracer.record_stack_traces = True
+    try:
+        graph = tracer.trace(model)
+    except (fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError) as e:
+        raise TraceError(
+            f"torch.fx could not trace {type(model).__name__}: {e}. This usually means "
+            "data-dependent control flow (an `if` on tensor values). Rewrite it without the "
+            "branch, declare the module as a leaf with a rule (symlab.graph.fx_trace."
+            "declare_leaf), or describe the architecture with an ArchGraph / symlab builders"
+        ) from e
+    gm = fx.GraphModule(model, graph)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    with torch.no_grad():
+        ShapeProp(gm).propagate(*inputs)
+    return _Converter(model, gm, strip="root" if root_is_leaf else None).run()
+
+
+class _Root(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.root = inner
+
+    def forward(self, x: Any) -> Any:
+        return self.root(x)
+
+
+class _Converter:
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, strip: str | None = None) -> None:
+        self.model, self.gm, self.strip = model, gm, strip
+        self.g = ArchGraph()
+        self.name: dict[fx.Node, str] = {}  # fx node -> graph node holding its tensor
+        self.fa: dict[str, int] = {}  # graph node -> feature axis
+        self.shape: dict[str, tuple[int, ...]] = {}
+        self.tuples: dict[fx.Node, Callable[[int, fx.Node], str]] = {}
+        self.used_modules: set[str] = set()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def meta_shape(self, node: fx.Node) -> tuple[int, ...] | None:
+        tm = node.meta.get("tensor_meta")
+        return tuple(tm.shape) if hasattr(tm, "shape") else None
+
+    def tensor_args(self, node: fx.Node) -> list[str]:
+        out: list[str] = []
+        for n in _flat_nodes((node.args, node.kwargs)):
+            if n in self.name and self.name[n] not in out:
+                out.append(self.name[n])
+        return out
+
+    def add_node(self, name: str, op: str, inputs: list[str], shape: tuple[int, ...], fa: int,
+                 params: list[ParamSpec] | None = None, **attrs: Any) -> str:  # fmt: skip
+        fa = fa % max(len(shape), 1)
+        width = int(shape[fa]) if shape else 1
+        self.g.add(name, op, inputs, width=width, params=params, **attrs)
+        self.fa[name], self.shape[name] = fa, shape
+        return name
+
+    def emit(self, node: fx.Node, name: str, op: str, inputs: list[str], fa: int | None = None,
+             params: list[ParamSpec] | None = None, **attrs: Any) -> str:  # fmt: skip
+        shape = self.meta_shape(node)
+        if shape is None:
+            shape = self.shape[inputs[0]] if inputs else (1,)
+        if fa is None:
+            same_rank = bool(inputs) and len(shape) == len(self.shape[inputs[0]])
+            fa = self.fa[inputs[0]] if same_rank else len(shape) - 1
+        self.add_node(name, op, inputs, shape, fa, params, **attrs)
+        self.name[node] = name
+        return name
+
+    def opaque(self, node: fx.Node) -> str:
+        ins = self.tensor_args(node)
+        return self.emit(node, f"@{node.name}", "opaque" if ins else "input", ins)
+
+    # -- conversion ---------------------------------------------------------------------------
+    def run(self) -> ArchGraph:
+        outs = 0
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                shape = self.meta_shape(node)
+                if shape is not None and node.users:
+                    fa = self.input_axis(node, len(shape))
+                    name = node.name if "input" in self.g.nx else "input"
+                    self.emit(node, name, "input", [], fa)
+            elif node.op == "output":
+                for n in _flat_nodes(node.args):
+                    if n in self.name:
+                        self.g.add("output" if outs == 0 else f"output.{outs}", "output",
+                                   [self.name[n]])  # fmt: skip
+                        outs += 1
+            elif node.op == "call_module":
+                self.call_module(node)
+            elif node.op in ("call_function", "call_method"):
+                self.call_function(node)
+            elif node.op == "get_attr":
+                self.tuples[node] = self.param_source(node)
+        self.g.validate()
+        return self.g
+
+    def input_axis(self, node: fx.Node, ndim: int) -> int:
+        """The feature axis of a network input, judged from the first layer that reads it."""
+        from symlab.graph.fx_macros import MACROS
+
+        channel_first = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+        seen, todo = set(), list(node.users)
+        while todo:
+            user = todo.pop(0)
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.op == "call_module":
+                mod = self.gm.get_submodule(str(user.target))
+                if isinstance(mod, channel_first):
+                    return 1
+                if isinstance(mod, nn.Linear | nn.LayerNorm | nn.Embedding) or type(mod) in MACROS:
+                    return ndim - 1
+            todo.extend(user.users)
+        return 1 if ndim >= 3 else ndim - 1
+
+    def param_source(self, node: fx.Node) -> Callable[[int, fx.Node], str]:
+        def make(align_fa_from_right: int, consumer: fx.Node) -> str:
+            key = str(node.target)
+            value = self.gm.get_parameter(key) if key in dict(self.model.named_parameters()) \
+                else self.gm.get_buffer(key)  # fmt: skip
+            shape = tuple(value.shape)
+            fa = len(shape) - align_fa_from_right
+            name = f"@{node.name}"
+            if name in self.g.nx:
+                return name
+            axes = tuple("out" if i == fa else "none" for i in range(len(shape)))
+            kind = "param" if isinstance(value, nn.Parameter) else "buffer"
+            spec = ParamSpec(key, shape, axes, kind)  # type: ignore[arg-type]
+            self.g.add(name, "param_source", [], width=int(shape[fa]), params=[spec],
+                       absolute_keys=True, feature_axis=fa)  # fmt: skip
+            self.fa[name], self.shape[name] = fa, shape
+            self.name[node] = name
+            return name
+
+        return make
+
+    def call_module(self, node: fx.Node) -> None:
+        from symlab.graph.fx_macros import MACROS
+
+        mod = self.gm.get_submodule(str(node.target))
+        target = str(node.target)
+        if self.strip is not None:
+            target = target.removeprefix(self.strip).removeprefix(".")
+        if target in self.used_modules:
+            raise UnsupportedOpError(
+                f"module {target!r} is called more than once (weight sharing){_where(node)}; "
+                "tied weights are not supported yet"
+            )
+        self.used_modules.add(target)
+        ins = self.tensor_args(node)
+        if type(mod) in MACROS:
+            MACROS[type(mod)](self, node, target, mod, ins)
+            return
+        entry = module_op_for(mod)
+        if entry is None:
+            raise _unsupported(node, f"module {target!r} of type {type(mod).__name__}")
+        x = ins[0]
+        op, _, attrs = entry.read(mod, self.g.node(x).width)
+        if op == "flatten":
+            self.flatten(node, x, target)
+            return
+        last = len(self.shape[x]) - 1
+        need = {"linear": last, "wasym_linear": last, "layernorm": last, "figlu": last,
+                "conv": 1, "dwconv": 1, "grouped_conv": 1, "batchnorm": 1, "groupnorm": 1,
+                "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
+        if op != "embedding" and need is not None and self.fa[x] != need:
+            raise UnsupportedOpError(
+                f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of its "
+                f"input lie on axis {self.fa[x]}{_where(node)}"
+            )
+        if op == "layernorm" and len(getattr(mod, "normalized_shape", (0,))) != 1:
+            raise _unsupported(node, "LayerNorm over several axes")
+        shape = self.meta_shape(node) or ()
+        fa = {"linear": -1, "wasym_linear": -1, "embedding": -1}.get(op)
+        if fa is None:
+            fa = self.fa[x] if len(shape) == len(self.shape[x]) else min(1, len(shape) - 1)
+        if target:
+            self.emit(node, target, op, ins, fa, **attrs)
+        else:  # the root module itself is the op: its parameter names are the whole keys
+            self.emit(node, "@root", op, ins, fa, absolute_keys=True, **attrs)
+
+    def flatten(self, node: fx.Node, x: str, name: str) -> str:
+        shape_in, shape_out = self.shape[x], self.meta_shape(node)
+        if shape_out is None or len(shape_out) != 2 or shape_out[0] != shape_in[0]:
+            return self.opaque(node)
+        if len(shape_in) == 2:
+            return self.emit(node, name, "flatten", [x], 1)
+        if self.fa[x] != 1:
+            return self.opaque(node)
+        repeat = math.prod(shape_in[2:])
+        return self.emit(node, name, "flatten", [x], 1, repeat=repeat)
+
+    def call_function(self, node: fx.Node) -> None:
+        fn = node.target
+        if "tensor_meta" not in node.meta:
+            return  # not a tensor (a size, a shape tuple, …): no node
+        if fn == "size" or fn is getattr:
+            return
+        ins = self.tensor_args(node)
+        # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
+        for a in node.args:
+            if isinstance(a, fx.Node) and a in self.tuples and a not in self.name and ins:
+                other = ins[0]
+                self.tuples[a](len(self.shape[other]) - self.fa[other], node)
+        ins = self.tensor_args(node)
+        if not ins:
+            self.opaque(node)
+            return
+        x = ins[0]
+        if fn is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0] in \
+                self.tuples:  # fmt: skip
+            self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
+            return
+        if fn in ACT_FUNCS:
+            attrs: dict[str, Any] = {"fn": ACT_FUNCS[fn]}
+            if attrs["fn"] == "leaky_relu":
+                slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope")
+                attrs["negative_slope"] = 0.01 if slope is None else float(slope)
+            self.emit(node, f"@{node.name}", "activation", [x], **attrs)
+        elif fn in IDENTITY_FUNCS:
+            self.emit(node, f"@{node.name}", "activation", [x], fn="identity")
+        elif fn in ADD_FUNCS:
+            self.add(node, ins)
+        elif fn in MUL_FUNCS:
+            op = "scale" if len(ins) == 1 and len(node.args) == 2 else "opaque"
+            self.emit(node, f"@{node.name}", op, ins)
+        elif fn in FLATTEN_FUNCS:
+            self.flatten(node, x, f"@{node.name}")
+        elif fn in POOL_FUNCS or fn in MEAN_FUNCS:
+            self.pool(node, x, POOL_FUNCS.get(fn, "pool_avg"))
+        elif fn in (torch.cat, torch.concat):
+            self.cat(node, ins)
+        elif fn in OPAQUE_FUNCS or fn == "size":
+            self.opaque(node)
+        else:
+            what = getattr(fn, "__name__", str(fn))
+            raise _unsupported(node, f"function {what!r}")
+
+    def add(self, node: fx.Node, ins: list[str]) -> None:
+        shape = self.meta_shape(node)
+        if len(ins) == 1:
+            other = [a for a in node.args if not isinstance(a, fx.Node)]
+            op = "shift_const" if other and isinstance(other[0], int | float) else "opaque"
+            self.emit(node, f"@{node.name}", op, ins)
+            return
+        from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
+        widths = {self.shape[i][self.fa[i]] for i in ins}
+        if shape is None or len(from_right) != 1 or len(widths) != 1:
+            self.opaque(node)  # broadcasting across feature axes: not modelled
+            return
+        self.emit(node, f"@{node.name}", "add", ins, len(shape) - from_right.pop())
+
+    def pool(self, node: fx.Node, x: str, op: str) -> None:
+        shape = self.meta_shape(node)
+        if shape is None:
+            self.opaque(node)
+            return
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        fa = self.fa[x]
+        if dims is not None and node.target in MEAN_FUNCS:
+            nd = len(self.shape[x])
+            dims = [d % nd for d in (dims if isinstance(dims, list | tuple) else [dims])]
+            if fa in dims:
+                self.opaque(node)  # a mean over the units themselves
+                return
+            if len(shape) < nd:  # keepdim=False: the feature axis moves left
+                fa -= sum(d < fa for d in dims)
+        self.emit(node, f"@{node.name}", op, [x], fa)
+
+    def cat(self, node: fx.Node, ins: list[str]) -> None:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        nd = len(self.shape[ins[0]])
+        if any(self.fa[i] != self.fa[ins[0]] for i in ins):
+            self.opaque(node)
+        elif dim % nd == self.fa[ins[0]]:
+            self.emit(node, f"@{node.name}", "concat", ins)
+        else:
+            self.emit(node, f"@{node.name}", "join", ins)

@@ -1,0 +1,89 @@
+"""Multi-head attention: head permutations and per-head GL(d_head) on (W_Q, W_K), (W_V, W_O).
+
+For head ``h`` with queries ``q_h = W_Q^h x`` and keys ``k_h = W_K^h x``, the scores
+``q_hᵀ k_h`` are unchanged by ``q_h ↦ M_h q_h``, ``k_h ↦ M_h^{-T} k_h``; values
+``v_h ↦ N_h v_h`` are undone by ``W_O^h ↦ W_O^h N_h^{-1}``; heads can be permuted jointly.
+The inputs and the output of the block admit any invertible map (the projections are linear).
+Biases of the projections move with their rows. Follows SCIENCE.md §1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from symlab.graph.archgraph import ArchGraph, Node
+from symlab.symmetry.rules import rule
+from symlab.symmetry.spec import ANY, InternalFactor, OpSymmetry
+from symlab.symmetry.transform import Transform
+
+Params = dict[str, torch.Tensor]
+
+
+@rule("mha")
+def mha_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """``nn.MultiheadAttention`` with packed ``in_proj_weight``."""
+    h = int(node.attrs["num_heads"])
+    d = int(node.width) // h
+    ins = graph.inputs(node.name)
+    return OpSymmetry(
+        admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
+        internal=[
+            InternalFactor("heads", "permutation", h),
+            InternalFactor("qk", "GL", d, copies=h),
+            InternalFactor("vo", "GL", d, copies=h),
+        ],
+    )
+
+
+def _heads(m: torch.Tensor, h: int) -> torch.Tensor:
+    return m.reshape(h, m.shape[0] // h, *m.shape[1:])
+
+
+def _map_rows(
+    w: torch.Tensor, perm: torch.Tensor | None, mats: torch.Tensor | None, h: int
+) -> torch.Tensor:
+    blocks = _heads(w, h)
+    if perm is not None:
+        blocks = blocks[perm]
+    if mats is not None:
+        m = mats.to(w.dtype)
+        blocks = torch.einsum("hij,hj...->hi...", m, blocks)
+    return blocks.reshape(w.shape)
+
+
+@mha_rule.action
+def _mha_act(
+    node: Node,
+    params: Params,
+    t_in: list[Transform],
+    t_out: Transform,
+    internal: dict[str, torch.Tensor],
+) -> Params:
+    h = int(node.attrs["num_heads"])
+    qkv = node.attrs.get("qkv", (0, 0, 0))
+    perm = internal.get("heads")
+    mq = internal.get("qk")
+    mv = internal.get("vo")
+    mk = None if mq is None else torch.linalg.inv(mq).transpose(-1, -2)
+    w = params["in_proj_weight"]
+    e = w.shape[0] // 3
+    parts, biases = [], []
+    b = params.get("in_proj_bias")
+    for i, mats in enumerate((mq, mk, mv)):
+        wi = t_in[qkv[i]].contract(w[i * e : (i + 1) * e], 1)
+        parts.append(_map_rows(wi, perm, mats, h))
+        if b is not None:
+            biases.append(_map_rows(b[i * e : (i + 1) * e], perm, mats, h))
+    out = dict(params, in_proj_weight=torch.cat(parts))
+    if b is not None:
+        out["in_proj_bias"] = torch.cat(biases)
+    wo = params["out_proj.weight"]
+    cols = _heads(wo.T, h)  # (h, d, E_out)
+    if perm is not None:
+        cols = cols[perm]
+    if mv is not None:
+        cols = torch.einsum("hij,hi...->hj...", torch.linalg.inv(mv).to(wo.dtype), cols)
+    out["out_proj.weight"] = t_out.out(cols.reshape(wo.T.shape).T, 0)
+    if "out_proj.bias" in params:
+        out["out_proj.bias"] = t_out.out(params["out_proj.bias"], 0)
+    return out
