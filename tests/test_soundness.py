@@ -134,3 +134,18 @@ def test_check_invariance_fails_loudly_on_a_wrong_group():
         assert "changed the outputs" in str(e)
     else:
         raise AssertionError("expected InvarianceError")
+
+
+@given(sst.cnn_models(), st.integers(0, 2**31))
+def test_traced_cnns_are_sound(model_and_input, seed):
+    model, x = model_and_input
+    G = sl.symmetries(model, x)
+    assert sl.check_invariance(model, G, x, samples=3, seed=seed, tol=1e-5).passed
+
+
+@given(sst.transformer_models(), st.integers(0, 2**31))
+def test_traced_transformers_are_sound(model_and_input, seed):
+    model, x = model_and_input
+    G = sl.symmetries(model, x)
+    assert any(f.internal for f in G.factors)
+    assert sl.check_invariance(model, G, x, samples=3, seed=seed, tol=1e-5).passed

@@ -26,15 +26,18 @@ from symlab.nn.graphnet import GraphNet
 from symlab.seeding import generator
 from symlab.symmetry.factors import GroupElement
 from symlab.symmetry.group import SymmetryGroup
+from symlab.testing.traced import cnn_models, transformer_models
 
 __all__ = [
     "ACTIVATIONS",
     "MLPConfig",
     "architectures",
+    "cnn_models",
     "group_elements",
     "mlp_configs",
     "models",
     "randomize",
+    "transformer_models",
 ]
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "identity", "figlu")
