@@ -116,6 +116,36 @@ class SymmetryGroup:
                 vals[f.name] = torch.ones(n, dtype=torch.float64)
         return self._element(vals)
 
+    def element(self, values: Mapping[str, torch.Tensor]) -> GroupElement:
+        """An element from given factor values (by factor name); the rest are identity.
+
+        >>> import symlab as sl
+        >>> G = sl.symmetries(sl.graph.mlp([3, 4, 2]))
+        >>> h = G.element({"P[layers.0.linear]": torch.tensor([1, 0, 3, 2])})
+        >>> h["scale[layers.0.linear]"].tolist()
+        [1.0, 1.0, 1.0, 1.0]
+        """
+        unknown = sorted(set(values) - set(self._by_name))
+        if unknown:
+            raise ForeignElementError(
+                f"no factors named {unknown} in this group; its factors are {list(self._by_name)}"
+            )
+        vals = dict(self.identity().values)
+        for name, v in values.items():
+            ref = vals[name]
+            v = torch.as_tensor(v, dtype=ref.dtype)
+            if v.shape != ref.shape:
+                raise ForeignElementError(
+                    f"{name} needs shape {tuple(ref.shape)}, got {tuple(v.shape)}"
+                )
+            vals[name] = v
+        return self._element(vals)
+
+    def space_tensors(self, space: str) -> list[str]:
+        """The graph tensors (node names) a permutation factor's space moves, in graph order —
+        where to record activations for matching units of that space."""
+        return [t for t, k in self._st.tensor_class.items() if k == space]
+
     def sample(
         self, generator: torch.Generator | int | None = None, *, scale_range: float = 2.0
     ) -> GroupElement:
