@@ -1,0 +1,72 @@
+"""The input support of a layer: top principal directions of its centred inputs, and their
+coherence (Bürgin, Herbst, Lin, Jegelka, ICML 2026, §3 of SCIENCE.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from symlab.errors import DataError, NonFiniteError
+
+__all__ = ["Support", "coherence", "support"]
+
+
+@dataclass(frozen=True)
+class Support:
+    """``U`` (d × k, orthonormal columns), the explained variance reached, and ν(U)."""
+
+    U: torch.Tensor
+    explained_variance: float
+    coherence: float
+    spectrum: torch.Tensor  # variance along every principal direction, descending
+
+    @property
+    def k(self) -> int:
+        return int(self.U.shape[1])
+
+    @property
+    def d(self) -> int:
+        return int(self.U.shape[0])
+
+
+def coherence(U: torch.Tensor) -> float:
+    """ν(U) = max_a ‖U_{a,:}‖², in [k/d, 1] for orthonormal columns.
+
+    >>> coherence(torch.eye(4)[:, :2])
+    1.0
+    """
+    return float((U**2).sum(1).max())
+
+
+def support(
+    activations: torch.Tensor, explained_variance: float = 0.9, *, k: int | None = None
+) -> Support:
+    """The smallest set of principal directions of the centred ``activations`` (N × d) that
+    explains at least ``explained_variance`` of their variance (or exactly ``k`` of them).
+
+    >>> x = torch.randn(200, 2) @ torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    >>> s = support(x, 0.99); s.k, round(s.coherence, 6)
+    (2, 1.0)
+    """
+    if activations.ndim != 2:
+        raise DataError(f"activations must be (samples, features), got {tuple(activations.shape)}")
+    if activations.shape[0] < 2:
+        raise DataError("need at least 2 samples to estimate a support")
+    if not bool(torch.isfinite(activations).all()):
+        raise NonFiniteError("activations contain NaN or infinity")
+    if not 0 < explained_variance <= 1:
+        raise ValueError(f"explained_variance must lie in (0, 1], got {explained_variance}")
+    x = activations.double()
+    x = x - x.mean(0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    var = s**2 / (x.shape[0] - 1)
+    total = float(var.sum())
+    if total <= 0:
+        raise DataError("the activations are constant: their support is empty")
+    frac = torch.cumsum(var, 0) / total
+    if k is None:
+        k = int(torch.searchsorted(frac, torch.tensor(explained_variance - 1e-12)).item()) + 1
+    k = max(1, min(k, vh.shape[0]))
+    U = vh[:k].T.contiguous()
+    return Support(U, float(frac[k - 1]), coherence(U), var)
