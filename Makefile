@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 	$(PY) -m symlab.demo
 
 bench: $(VENV)/.installed
+	$(PIP) install -q -e '.[bench]'
 	$(PY) -m benchmarks
 
 lint: $(VENV)/.installed
