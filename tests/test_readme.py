@@ -7,8 +7,10 @@ import re
 def test_readme_example_runs(capsys):
     text = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
     assert text.startswith("# symlab\n\n```bash\nmake test")
-    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    exec(compile(block, "README.md", "exec"), {})
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        exec(compile(block, "README.md", "exec"), namespace)
     out = capsys.readouterr().out
     assert "factorial(m)*factorial(n) m + n" in out
     assert "passed" in out
+    assert "S_128 × R_{>0}^128 × S_4 × GL_16^4 × GL_16^4" in out
