@@ -113,3 +113,25 @@ def test_function_classes_reads_the_model():
         assert "layers.0.linear" in str(e)
     else:
         raise AssertionError("expected DataError")
+
+
+def test_exact_relu_realizers():
+    from symlab.identify.relu_exact import relu_realizers
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    w, b = np.array([1.0, -2.0, 0.5]), 0.3
+    r = relu_realizers(X, w, b)
+    assert r.max_violation < 1e-7
+    y = np.maximum(X @ w + b, 0)
+    np.testing.assert_allclose(np.maximum(X @ r.w + r.b, 0), y, atol=1e-6)
+    assert r.norm_sq <= r.original_norm_sq + 1e-9
+    assert r.dimension == 0  # generic data with > d active points pins the unit down
+    # data on a 2-d subspace: the third weight is free, the least-norm realiser sets it to 0
+    X2 = np.hstack([X[:, :2], np.zeros((40, 1))])
+    r2 = relu_realizers(X2, w, b)
+    assert r2.dimension == 1 and abs(r2.w[2]) < 1e-6
+    assert r2.norm_sq < r.original_norm_sq
+    # a dead unit: every realiser with Xw + b ≤ 0 works; the least-norm one is 0
+    r3 = relu_realizers(X, w, -100.0)
+    assert r3.n_active == 0 and r3.dimension == 4 and r3.norm_sq < 1e-10
