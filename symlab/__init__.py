@@ -8,7 +8,7 @@
 
 import sympy
 
-from symlab import errors, graph, nn, symmetry
+from symlab import data, errors, graph, identify, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
 from symlab.symmetry.check import brute_force_group, check_invariance
@@ -21,11 +21,14 @@ __all__ = [
     "SymmetryGroup",
     "brute_force_group",
     "check_invariance",
+    "data",
     "errors",
     "graph",
+    "identify",
     "nn",
     "symmetries",
     "symmetry",
     "sympy",
     "trace",
+    "train",
 ]

@@ -1,0 +1,197 @@
+"""Vectorised ensembles: train N models of one architecture at once.
+
+The N models are stacked (:class:`~symlab.train.stacked.StackedModels`, built on
+:func:`torch.func.stack_module_state`), every step runs one vectorised forward/backward over all
+of them — each on its own batch from its own ``data_seed`` — and one optimizer steps the stacked
+tensors. SGD, Adam and AdamW act elementwise, so this is the same computation as N separate runs
+of :func:`symlab.train.train` (up to float rounding), only faster.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from symlab.data import Dataset
+from symlab.errors import TrainingError
+
+from .batches import BatchOrder
+from .checks import build_model, check_fit, loss_kind, per_run_loss
+from .config import TrainConfig, lr_factor, make_optimizer
+from .loop import final_metrics, non_finite_error, step_range
+from .progress import progress_bar
+from .result import TrainResult, epoch_means
+from .stacked import StackedModels
+
+__all__ = ["Ensemble", "train_ensemble", "train_stacked"]
+
+
+@dataclass
+class Ensemble:
+    """Trained members of :func:`train_ensemble`: ordinary modules plus their results."""
+
+    models: list[nn.Module]
+    results: list[TrainResult]
+    seeds: list[int]
+    data_seeds: list[int]
+    method: str
+    seconds: float
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.models)
+
+    def __getitem__(self, i: int) -> nn.Module:
+        return self.models[i]
+
+    @property
+    def test_accs(self) -> list[float | None]:
+        """Final test accuracy of every member."""
+        return [r.test_acc for r in self.results]
+
+    def summary(self) -> str:
+        """A few lines: method, time and each member's final metrics."""
+        lines = [f"{len(self)} models ({self.method} path) in {self.seconds:.1f} s"]
+        lines += [
+            f"  seed {s}: {r.summary()}" for s, r in zip(self.seeds, self.results, strict=True)
+        ]
+        return "\n".join(lines)
+
+
+def train_stacked(
+    models: Sequence[nn.Module],
+    data: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    data_seeds: Sequence[int],
+    start_step: int = 0,
+    stop_at: int | None = None,
+    optimizer_states: Sequence[dict[str, Any]] | None = None,
+    method: str = "auto",
+) -> list[TrainResult]:
+    """Train ``models`` (one architecture) in place, all at once; one result per model.
+
+    Member ``i`` sees the batch order of ``data_seeds[i]``; everything else is as in
+    :func:`symlab.train.train`, including resuming with ``start_step``/``optimizer_states`` and
+    keeping W-asymmetric fixed entries unchanged. ``method``: ``"fast"`` (batched matmuls for
+    Linear/activation chains), ``"vmap"`` (any module) or ``"auto"``.
+
+    >>> from symlab.data import load
+    >>> ds = load("gaussian_mixture", n_train=64, n_test=32)
+    >>> nets = [nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)) for _ in range(3)]
+    >>> res = train_stacked(nets, ds, TrainConfig(epochs=2, batch_size=16), data_seeds=[0, 1, 2])
+    >>> [r.steps for r in res]
+    [8, 8, 8]
+    """
+    config = config or TrainConfig()
+    if len(data_seeds) != len(models):
+        raise TrainingError(f"got {len(data_seeds)} data_seeds for {len(models)} models")
+    kind = loss_kind(config, data)
+    end = step_range(config, data, start_step, stop_at)
+    total = config.total_steps(data.n_train)
+    check_fit(models[0], models[0], data, kind)
+    stack = StackedModels(models, method, probe=data.x_train[:8])
+    device = next(iter(stack.params.values())).device
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    opt = make_optimizer(config, stack.trainable())
+    if optimizer_states is not None:
+        try:
+            opt.load_state_dict(stack.stack_optimizer_states(optimizer_states))
+        except (ValueError, KeyError) as err:
+            raise TrainingError(f"optimizer_states do not fit these models: {err}") from None
+    frozen = stack.frozen_entries()
+    order = BatchOrder(data.n_train, config.batch_size, data_seeds, config.drop_last)
+    losses = torch.empty(end - start_step, stack.n)
+    t0 = time.perf_counter()
+    for m in models:
+        m.train()
+    try:
+        with progress_bar(end - start_step, config.progress, f"train x{stack.n}") as bar:
+            for step in range(start_step, end):
+                idx = order.indices(step).to(device)
+                for group in opt.param_groups:
+                    group["lr"] = config.lr * lr_factor(config, step, total)
+                member_loss = per_run_loss(stack.forward(x[idx]), y[idx], kind)
+                if not bool(torch.isfinite(member_loss).all()):
+                    bad = [int(i) for i in (~torch.isfinite(member_loss)).nonzero().flatten()]
+                    who = f"models {bad}, data_seeds {[data_seeds[i] for i in bad]}"
+                    raise non_finite_error(step, total, member_loss.detach(), who)
+                opt.zero_grad(set_to_none=True)
+                member_loss.sum().backward()
+                for p, mask, _ in frozen:
+                    if p.grad is not None:
+                        p.grad.mul_(mask)
+                opt.step()
+                with torch.no_grad():
+                    for p, mask, fixed in frozen:
+                        p.mul_(mask).add_(fixed)
+                losses[step - start_step] = member_loss.detach()
+                bar.update()
+                if step % 50 == 0:
+                    bar.set_postfix(loss=f"{float(member_loss.detach().mean()):.4f}")
+    finally:
+        stack.write_back()
+    seconds = time.perf_counter() - t0
+    opt_states = stack.unstack_optimizer_state(opt.state_dict())
+    results = []
+    for i, model in enumerate(models):
+        train_loss, train_acc, test_loss, test_acc = final_metrics(model, data, kind)
+        results.append(
+            TrainResult(
+                step_losses=losses[:, i].clone(),
+                epoch_losses=epoch_means(losses[:, i], start_step, order.steps_per_epoch),
+                train_loss=train_loss,
+                train_acc=train_acc,
+                test_loss=test_loss,
+                test_acc=test_acc,
+                steps=end,
+                data_seed=int(data_seeds[i]),
+                seconds=seconds,
+                optimizer_state=opt_states[i],
+                method=stack.method,
+            )
+        )
+    return results
+
+
+def train_ensemble(
+    make_model: Callable[[int], nn.Module],
+    seeds: int | Sequence[int],
+    data: Dataset,
+    config: TrainConfig | None = None,
+    *,
+    data_seeds: Sequence[int] | None = None,
+    method: str = "auto",
+) -> Ensemble:
+    """Build ``make_model(seed)`` for every seed and train them all at once.
+
+    ``seeds`` is a list of init seeds or a count ``n`` (seeds ``0..n-1``). Each model is built
+    with torch's global generator seeded from its seed (:func:`build_model`), so factories that
+    rely on default initialisation are reproducible. ``data_seeds`` (default: the init seeds)
+    fix each member's batch order. The result equals training each model with
+    :func:`symlab.train.train` (same seeds) up to float rounding.
+
+    >>> from symlab.data import load
+    >>> ds = load("gaussian_mixture", n_train=64, n_test=32)
+    >>> ens = train_ensemble(
+    ...     lambda s: nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 3)),
+    ...     seeds=4, data=ds, config=TrainConfig(epochs=2, batch_size=16))
+    >>> len(ens), ens.method
+    (4, 'fast')
+    """
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not seed_list:
+        raise TrainingError("seeds is empty: pass a count >= 1 or a list of seeds")
+    dseeds = seed_list if data_seeds is None else [int(s) for s in data_seeds]
+    t0 = time.perf_counter()
+    models = [build_model(make_model, s) for s in seed_list]
+    results = train_stacked(models, data, config, data_seeds=dseeds, method=method)
+    used = results[0].method
+    return Ensemble(models, results, seed_list, dseeds, used, time.perf_counter() - t0)
