@@ -49,7 +49,10 @@ ACT_FUNCS: dict[Any, str] = {
     F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh",
     F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.gelu: "gelu",
     F.silu: "silu", F.softplus: "softplus", F.elu: "elu",
-    "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
+    "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", F.relu6: "relu6",
+    F.hardtanh: "hardtanh", F.softsign: "softsign", F.tanhshrink: "tanhshrink", F.mish: "mish",
+    F.hardswish: "hardswish", F.selu: "selu", F.celu: "celu", F.hardsigmoid: "hardsigmoid",
+    F.logsigmoid: "logsigmoid", torch.relu_: "relu", F.relu_: "relu",
 }  # fmt: skip
 OPAQUE_FUNCS: set[Any] = {
     F.softmax, torch.softmax, torch.matmul, operator.matmul, torch.bmm, torch.einsum,

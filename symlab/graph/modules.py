@@ -29,6 +29,16 @@ ACTIVATIONS: dict[str, Callable[[Node], nn.Module]] = {
     "silu": lambda n: nn.SiLU(),
     "softplus": lambda n: nn.Softplus(),
     "elu": lambda n: nn.ELU(),
+    "relu6": lambda n: nn.ReLU6(),
+    "hardtanh": lambda n: nn.Hardtanh(),
+    "softsign": lambda n: nn.Softsign(),
+    "tanhshrink": lambda n: nn.Tanhshrink(),
+    "mish": lambda n: nn.Mish(),
+    "hardswish": lambda n: nn.Hardswish(),
+    "selu": lambda n: nn.SELU(),
+    "celu": lambda n: nn.CELU(),
+    "hardsigmoid": lambda n: nn.Hardsigmoid(),
+    "logsigmoid": lambda n: nn.LogSigmoid(),
 }
 
 _ACT_TYPES: dict[type[nn.Module], str] = {
@@ -41,6 +51,16 @@ _ACT_TYPES: dict[type[nn.Module], str] = {
     nn.SiLU: "silu",
     nn.Softplus: "softplus",
     nn.ELU: "elu",
+    nn.ReLU6: "relu6",
+    nn.Hardtanh: "hardtanh",
+    nn.Softsign: "softsign",
+    nn.Tanhshrink: "tanhshrink",
+    nn.Mish: "mish",
+    nn.Hardswish: "hardswish",
+    nn.SELU: "selu",
+    nn.CELU: "celu",
+    nn.Hardsigmoid: "hardsigmoid",
+    nn.LogSigmoid: "logsigmoid",
 }
 
 
@@ -101,6 +121,8 @@ def _read_act(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
     attrs: dict[str, Any] = {"fn": fn}
     if isinstance(m, nn.LeakyReLU):
         attrs["negative_slope"] = float(m.negative_slope)
+    if isinstance(m, nn.Hardtanh) and not isinstance(m, nn.ReLU6):
+        attrs.update(min_val=float(m.min_val), max_val=float(m.max_val))
     if isinstance(m, nn.Softplus) and (m.beta != 1 or m.threshold != 20):
         attrs.update(beta=m.beta, threshold=m.threshold)
     return "activation", w_in, attrs
@@ -148,6 +170,8 @@ def _read_dropout(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
 
 
 register_module_op(nn.Dropout, _read_dropout)
+for _t in (nn.Softmax, nn.LogSoftmax, nn.Unflatten):  # not modelled unit by unit: fixed
+    register_module_op(_t, lambda m, w_in: ("opaque", w_in, {}))
 
 
 def _read_conv(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:

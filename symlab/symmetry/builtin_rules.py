@@ -27,6 +27,18 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     "silu": NONE,
     "softplus": NONE,
     "elu": NONE,
+    # odd functions: sign flips pass through
+    "softsign": Admits(Mag.NONE, Sign.DIAG),
+    "tanhshrink": Admits(Mag.NONE, Sign.DIAG),
+    # generic (nn.ReLU6 ⊂ ReLU6 ≠ homogeneous; hardtanh's range may be asymmetric)
+    "relu6": NONE,
+    "hardtanh": NONE,
+    "mish": NONE,
+    "hardswish": NONE,
+    "selu": NONE,
+    "celu": NONE,
+    "hardsigmoid": NONE,
+    "logsigmoid": NONE,
 }
 
 
@@ -108,7 +120,10 @@ def activation_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
             "it to symlab.symmetry.builtin_rules.ACTIVATION_ADMITS"
         )
     x = _x(node, graph)
-    spec = OpSymmetry(tie=[(x, node.name)], admits=[(x, ACTIVATION_ADMITS[fn], f"{fn}")])
+    admits = ACTIVATION_ADMITS[fn]
+    if fn == "hardtanh" and node.attrs.get("min_val", -1.0) == -node.attrs.get("max_val", 1.0):
+        admits = Admits(Mag.NONE, Sign.DIAG)  # a symmetric clamp is odd
+    spec = OpSymmetry(tie=[(x, node.name)], admits=[(x, admits, f"{fn}")])
     if fn == "sigmoid":
         # σ(-z) = 1 - σ(z): a sign flip of the input shifts the output by (1 - s)/2.
         spec.out_shift = lambda s: (1 - s) / 2

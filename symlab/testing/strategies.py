@@ -40,7 +40,8 @@ __all__ = [
     "transformer_models",
 ]
 
-ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "identity", "figlu")
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "sigmoid", "gelu", "silu", "identity", "figlu",
+               "softsign", "hardtanh", "relu6", "selu")  # fmt: skip
 NORMS = (None, "layernorm", "batchnorm")
 
 
