@@ -275,13 +275,18 @@ def default_params(
                 ParamSpec("fixed", (width, n_in), ("out", "in"), "fixed"),
             ]
         return tuple(specs)
-    if op in ("conv", "dwconv", "grouped_conv"):
+    if op in ("conv", "dwconv", "grouped_conv", "wasym_conv"):
         kernel = tuple(attrs["kernel"])
         groups = int(attrs.get("groups", 1))
         fan_in = n_in // groups if isinstance(n_in, int) else n_in
-        in_role: AxisRole = "in" if op == "conv" else "none"
+        in_role: AxisRole = "in" if op in ("conv", "wasym_conv") else "none"
         roles: tuple[AxisRole, ...] = ("out", in_role) + ("none",) * len(kernel)
         specs = [ParamSpec("weight", (width, fan_in, *kernel), roles), *bias]
+        if op == "wasym_conv":
+            specs += [
+                ParamSpec("mask", specs[0].shape, roles, "fixed"),
+                ParamSpec("fixed", specs[0].shape, roles, "fixed"),
+            ]
         if op == "grouped_conv":  # moved by nothing: its spaces are fixed
             specs = [ParamSpec(p.name, p.shape, ("none",) * len(p.shape)) for p in specs]
         return tuple(specs)
@@ -298,6 +303,6 @@ def default_params(
                 ParamSpec("num_batches_tracked", (), (), "buffer"),
             ]
         return tuple(specs)
-    if op == "figlu":
+    if op in ("figlu", "figlu2d"):
         return (ParamSpec("gate", (width, width), ("in", "in"), "fixed"),)
     return ()

@@ -298,6 +298,7 @@ class _Converter:
         last = len(self.shape[x]) - 1
         need = {"linear": last, "wasym_linear": last, "layernorm": last, "figlu": last,
                 "conv": 1, "dwconv": 1, "grouped_conv": 1, "batchnorm": 1, "groupnorm": 1,
+                "wasym_conv": 1, "figlu2d": 1,
                 "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
         if op != "embedding" and need is not None and self.fa[x] != need:
             raise UnsupportedOpError(

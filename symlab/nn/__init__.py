@@ -4,7 +4,7 @@ from typing import Any
 
 from symlab.nn.asymmetric import LIM_MLP_PRESET, FiGLU, WAsymLinear, asym_mask
 
-__all__ = ["LIM_MLP_PRESET", "MLP", "FiGLU", "GraphNet", "WAsymLinear", "asym_mask"]
+__all__ = ["LIM_MLP_PRESET", "MLP", "FiGLU", "GraphNet", "WAsymLinear", "asym_mask", "zoo"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,4 +18,8 @@ def __getattr__(name: str) -> Any:
         from symlab.nn.mlp import MLP
 
         return MLP
+    if name == "zoo":
+        from symlab.nn import zoo
+
+        return zoo
     raise AttributeError(f"module 'symlab.nn' has no attribute {name!r}")

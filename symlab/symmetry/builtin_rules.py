@@ -89,6 +89,7 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     values no scaling is admitted (sound; a common scale linking layers is not derived).
     """
     x = _x(node, graph)
+    kernel = tuple(node.attrs.get("kernel", ()))  # convolutions: fixed spatial axes
     if int(node.attrs.get("num_fixed", 0)) == 0:
         adm = ANY
     elif float(node.attrs.get("kappa", 1.0)) == 0.0:
@@ -97,15 +98,16 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         adm = NONE
     return OpSymmetry(
         admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
-        absorbs_shift=bool(node.attrs.get("bias", True)),
+        absorbs_shift=bool(node.attrs.get("bias", True)) and not node.attrs.get("padded", False),
         fixed_data=[
-            FixedData(f"{node.name}.mask", (node.name, x)),
-            FixedData(f"{node.name}.fixed", (node.name, x)),
+            FixedData(f"{node.name}.{key}", (node.name, x) + (None,) * len(kernel))
+            for key in ("mask", "fixed")
         ],
     )
 
 
 wasym_rule.action(_linear_act)
+rule("wasym_conv")(wasym_rule.derive).action(_linear_act)
 
 
 @rule("activation")
@@ -146,6 +148,9 @@ def figlu_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         admits=[(x, NONE, "FiGLU gate is not homogeneous")],
         fixed_data=[FixedData(f"{node.name}.gate", (x, x))],
     )
+
+
+rule("figlu2d")(figlu_rule.derive)  # the same gate, mixing channels (axis 1) of feature maps
 
 
 def _norm_spec(node: Node, graph: ArchGraph, kind: str) -> OpSymmetry:

@@ -3,9 +3,10 @@ group of tiny nets (the completeness oracle)."""
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,18 @@ from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.spec import Mag, Sign
 
 __all__ = ["BruteForceGroup", "InvarianceReport", "brute_force_group", "check_invariance"]
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode (BatchNorm on running statistics), restored afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -84,10 +97,9 @@ def check_invariance(
         eps = [float(n.attrs.get("eps", 1e-5)) for n in G._st.nodes if G._st.specs[n.name].inexact]
         if any(f.kind in ("scaling", "common_scaling") and not f.exact for f in G.factors):
             tol = max(tol, 100 * max(eps, default=0.0))  # invariance holds up to the norm's eps
-    m = copy.deepcopy(model).eval()
-    sd = dict(m.state_dict())
+    sd = dict(model.state_dict())
     g = make_generator(seed)
-    with torch.no_grad():
+    with torch.no_grad(), _eval_mode(model) as m:
         ref = _outputs(m, sd, inputs)
         errors = [
             _rel_err(_outputs(m, dict(G.act(G.sample(g), sd)), inputs), ref) for _ in range(samples)
@@ -198,11 +210,10 @@ def brute_force_group(
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     if tol is None:
         tol = 1e-7 if dtype == torch.float64 else 1e-4
-    m = copy.deepcopy(model).eval()
-    sd = dict(m.state_dict())
+    sd = dict(model.state_dict())
     found_p: set[tuple[tuple[int, ...], ...]] = set()
     found_s: set[tuple[tuple[int, ...], ...]] = set()
-    with torch.no_grad():
+    with torch.no_grad(), _eval_mode(model) as m:
         ref = _outputs(m, sd, inputs)
         for cand in itertools.product(*[itertools.permutations(range(n)) for n in widths]):
             perms = {k: torch.tensor(p) for k, p in zip(spaces, cand, strict=True)}

@@ -1,0 +1,146 @@
+"""Asymmetric convolutional units: the W-asymmetric convolution and the channel-wise FiGLU.
+
+Follows Lim, Putterman, Walters, Jegelka, Maron (NeurIPS 2024), "The Empirical Impact of Neural
+Parameter Symmetries, or Lack Thereof", extending :mod:`symlab.nn.asymmetric` from linear layers
+to convolutions: each output channel's flattened kernel (``in_channels · k · k`` entries) plays
+the role of a weight row. Masks, fixed values and gates are buffers made from a seed (via
+:func:`symlab.seeding.generator`, never Python's ``hash``); they never train.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from symlab.graph.modules import register_module_op
+from symlab.nn.asymmetric import asym_mask
+from symlab.seeding import generator
+
+__all__ = ["FiGLU2d", "WAsymConv2d"]
+
+
+def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class WAsymConv2d(nn.Module):
+    """W-asymmetric 2-d convolution, ``y = conv(x, F + D ⊙ W) + b`` (Lim et al. 2024).
+
+    Per output channel, ``num_fixed`` of the ``in_channels · kh · kw`` kernel entries are fixed
+    (a seeded random subset, :func:`symlab.nn.asymmetric.asym_mask` on the flattened kernel):
+    ``D`` (buffer ``mask``, 1 = trainable) is 0 there and ``F = (1 − D) · κ · N(0, 1)`` (buffer
+    ``fixed``) holds their values. Only ``weight`` entries with ``mask == 1`` reach the output,
+    so the others get zero gradient; they are initialised to zero. Groups are not supported.
+
+    Args:
+        in_channels, out_channels, kernel_size: as ``nn.Conv2d``.
+        num_fixed: fixed kernel entries per output channel, in ``[0, in_channels · kh · kw]``.
+        kappa: scale of the fixed values (κ = 0 keeps only the mask).
+        stride, padding, dilation, bias: as ``nn.Conv2d``.
+        seed: seeds the mask and the fixed values (architecture: runs to be merged share it).
+        init_seed: seeds the trainable initialisation; None draws from torch's global RNG,
+            like ``nn.Conv2d``.
+        shared_mask: the same fixed positions for every output channel.
+
+    >>> conv = WAsymConv2d(2, 4, 3, num_fixed=5, seed=0)
+    >>> (conv.mask == 0).flatten(1).sum(1).tolist()
+    [5, 5, 5, 5]
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        num_fixed: int,
+        kappa: float = 1.0,
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+        seed: int = 0,
+        init_seed: int | None = None,
+        shared_mask: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+        self.num_fixed, self.kappa, self.shared_mask = int(num_fixed), float(kappa), shared_mask
+        shape = (out_channels, in_channels, *self.kernel_size)
+        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        mask = asym_mask(out_channels, fan_in, self.num_fixed, seed, shared_mask).view(shape)
+        fixed = (1.0 - mask) * self.kappa * torch.randn(shape, generator=generator(seed, 2))
+        self.register_buffer("mask", mask)
+        self.register_buffer("fixed", fixed)
+        # nn.Conv2d's default initialisation: uniform with bound 1 / sqrt(fan_in)
+        bound = 1.0 / math.sqrt(max(fan_in, 1))
+        g = None if init_seed is None else generator(init_seed, 3)
+        self.weight = nn.Parameter((torch.rand(shape, generator=g) * 2 - 1) * bound * mask)
+        if bias:
+            self.bias = nn.Parameter((torch.rand(out_channels, generator=g) * 2 - 1) * bound)
+        else:
+            self.register_parameter("bias", None)
+
+    def effective_weight(self) -> torch.Tensor:
+        """``F + D ⊙ W``, the kernel the layer actually applies."""
+        return self.fixed + self.mask * self.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(
+            x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"num_fixed={self.num_fixed}, kappa={self.kappa}, stride={self.stride}, "
+            f"padding={self.padding}, bias={self.bias is not None}, shared_mask={self.shared_mask}"
+        )
+
+
+class FiGLU2d(nn.Module):
+    """Channel-wise FiGLU, ``σ(x) = sigmoid(C x) ⊙ x`` mixing channels at every position.
+
+    Lim et al.'s σ-asymmetric activation for convolutional networks: ``C`` (buffer ``gate``,
+    shape ``[channels, channels]``) is fixed, drawn from ``N(0, scale² / channels)``; it acts on
+    the channel axis (axis 1) of ``(batch, channels, *positions)`` inputs like a 1×1
+    convolution. With the same seed, ``gate`` equals :class:`symlab.nn.FiGLU`'s, so on every
+    position it is exactly that module applied to the channel vector.
+
+    >>> act = FiGLU2d(4, seed=0)
+    >>> tuple(act(torch.ones(2, 4, 3, 3)).shape)
+    (2, 4, 3, 3)
+    """
+
+    def __init__(self, num_channels: int, seed: int = 0, scale: float = 1.0) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        c = torch.randn(num_channels, num_channels, generator=generator(seed, 4))
+        self.register_buffer("gate", c * (scale / math.sqrt(max(num_channels, 1))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(torch.einsum("oc,bc...->bo...", self.gate, x)) * x
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}"
+
+
+def _read_wasym_conv(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
+    assert isinstance(m, WAsymConv2d)
+    attrs = {"bias": m.bias is not None, "kernel": tuple(m.kernel_size), "groups": 1,
+             "num_fixed": m.num_fixed, "kappa": m.kappa, "padded": any(m.padding)}  # fmt: skip
+    return "wasym_conv", m.out_channels, attrs
+
+
+def _read_figlu2d(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
+    assert isinstance(m, FiGLU2d)
+    return "figlu2d", m.num_channels, {}
+
+
+register_module_op(WAsymConv2d, _read_wasym_conv)
+register_module_op(FiGLU2d, _read_figlu2d)
