@@ -8,7 +8,7 @@
 
 import sympy
 
-from symlab import data, errors, graph, identify, nn, symmetry, train
+from symlab import align, connect, data, errors, graph, identify, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
 from symlab.symmetry.check import brute_force_group, check_invariance
@@ -19,8 +19,10 @@ __version__ = "0.1.0"
 __all__ = [
     "SymlabError",
     "SymmetryGroup",
+    "align",
     "brute_force_group",
     "check_invariance",
+    "connect",
     "data",
     "errors",
     "graph",

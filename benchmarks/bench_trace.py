@@ -1,0 +1,70 @@
+"""P1: full derivation (trace + rules + group) for ResNet-50 and a 12-block transformer encoder,
+side by side with Torch-Pruning's ``DependencyGraph().build_dependency`` on the same models.
+
+Goal: under 1 s each and no slower than Torch-Pruning. Torch-Pruning is a bench-only dependency
+(``pip install -e '.[bench]'``, done by ``make bench``); without it only symlab is timed.
+Both tools run one forward pass of the example input; the input is small (1×3×64×64 images,
+1×16 tokens) so that the structural work, not convolution arithmetic, is measured.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+import symlab as sl
+
+
+def _median_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    from symlab.nn import zoo
+
+    resnet50 = zoo.get("resnet50", num_classes=10).eval()
+    encoder = nn.Sequential(
+        nn.Linear(32, 256),
+        nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(256, 8, 1024, dropout=0.0, batch_first=True),
+            12,
+            enable_nested_tensor=False,
+        ),
+        nn.Linear(256, 10),
+    ).eval()
+    return {
+        "ResNet-50": (resnet50, torch.randn(1, 3, 64, 64)),
+        "transformer encoder, 12 blocks": (encoder, torch.randn(1, 16, 32)),
+    }
+
+
+def run() -> None:
+    torch.set_num_threads(1)
+    try:
+        import torch_pruning as tp
+    except ImportError:  # pragma: no cover - bench-only dependency
+        tp = None
+        print("torch-pruning not installed: `pip install -e '.[bench]'` to compare")
+    print(f"{'model':<32} {'symlab s':>9} {'TP s':>8} {'symlab/TP':>10} {'symlab/1s goal':>15}")
+    for name, (model, x) in _models().items():
+        with torch.no_grad():
+            t_sl = _median_time(lambda m=model, x=x: sl.symmetries(m, x))
+            t_tp = float("nan")
+            if tp is not None:
+                t_tp = _median_time(
+                    lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, example_inputs=x)
+                )
+        G = sl.symmetries(model, x)
+        print(f"{name:<32} {t_sl:>9.3f} {t_tp:>8.3f} {t_sl / t_tp:>10.2f} {t_sl:>15.2f}")
+        print(f"  group: log10|G| = {G.log10_order:.1f}, dimension {G.dimension}, "
+              f"{len(G.permutation_spec())} permutation spaces")  # fmt: skip

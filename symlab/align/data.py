@@ -1,0 +1,69 @@
+"""Batches from the data forms alignment and interpolation accept.
+
+``data`` may be a :class:`symlab.data.Dataset` (its ``split``), a tensor of inputs, a tuple
+``(x,)`` or ``(x, y)`` of tensors, or any iterable of such batches (a ``DataLoader``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from symlab.errors import DataError
+
+__all__ = ["iter_batches", "num_rows", "split_tensors"]
+
+
+def split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """``(x, y)`` tensors held in memory, or None when ``data`` is a stream of batches."""
+    if hasattr(data, "x_train") and hasattr(data, "x_test"):
+        if split not in ("train", "test"):
+            raise DataError(f"split must be 'train' or 'test', got {split!r}")
+        return getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+    if isinstance(data, torch.Tensor):
+        return data, None
+    if isinstance(data, tuple) and data and all(isinstance(t, torch.Tensor) for t in data):
+        if len(data) > 2:
+            raise DataError(f"expected (x,) or (x, y), got a tuple of {len(data)} tensors")
+        x, y = data[0], (data[1] if len(data) == 2 else None)
+        if y is not None and len(y) != len(x):
+            raise DataError(f"x has {len(x)} rows but y has {len(y)}")
+        return x, y
+    return None
+
+
+def num_rows(data: Any, split: str = "train") -> int | None:
+    """Number of examples when known without iterating."""
+    t = split_tensors(data, split)
+    return None if t is None else len(t[0])
+
+
+def iter_batches(
+    data: Any, batch_size: int | None = None, split: str = "train"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(x, y)`` batches (``y`` None when there are no targets)."""
+    t = split_tensors(data, split)
+    if t is not None:
+        x, y = t
+        if x.ndim < 1 or not x.is_floating_point():
+            raise DataError(f"inputs must be a float tensor [n, ...], got {x.dtype} {x.shape}")
+        bs = len(x) if batch_size is None else max(1, int(batch_size))
+        for i in range(0, len(x), bs):
+            yield x[i : i + bs], (None if y is None else y[i : i + bs])
+        return
+    try:
+        it = iter(data)
+    except TypeError:
+        raise DataError(
+            f"cannot read batches from {type(data).__name__}; pass a symlab Dataset, a tensor, "
+            "a tuple (x, y) or an iterable of batches"
+        ) from None
+    for batch in it:
+        if isinstance(batch, torch.Tensor):
+            yield batch, None
+        elif isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+            yield batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            raise DataError(f"a batch must be a tensor or (x, y), got {type(batch).__name__}")
