@@ -32,7 +32,7 @@ from symlab.nn.graphnet import GraphNet
 from symlab.symmetry.factors import Factor
 from symlab.symmetry.group import SymmetryGroup
 
-__all__ = ["activation_matching", "record_tensors", "unit_activations"]
+__all__ = ["activation_matching", "correlation_matrices", "record_tensors", "unit_activations"]
 
 _CONV_OPS = ("conv", "pool", "batchnorm2d", "batchnorm3d", "groupnorm", "instancenorm")
 
@@ -131,6 +131,49 @@ def _varying(sd: torch.Tensor) -> torch.Tensor:
     return sd > 1e-8 * max(float(sd.max()), 1e-30)
 
 
+def correlation_matrices(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data: Any,
+    G: SymmetryGroup,
+    factors: list[Factor],
+    *,
+    kind: Literal["correlation", "inner"] = "correlation",
+    batch_size: int = 1024,
+    split: str = "train",
+    record: Literal["all", "last"] = "all",
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[dict[str, list[_Moments]], dict[str, list[str]]]:
+    """Streamed activation statistics of both models for the units of each of ``factors``
+    (see :func:`activation_matching` for the arguments): per factor, one :class:`_Moments`
+    per recorded tensor, and the tensors recorded."""
+    if kind not in ("correlation", "inner"):
+        raise ValueError(f"kind must be 'correlation' or 'inner', got {kind!r}")
+    G.check_state_dict(model_a.state_dict())
+    G.check_state_dict(model_b.state_dict())
+    where = record_tensors(model_a, G, factors, record)
+    tensors = list(dict.fromkeys(t for ts in where.values() for t in ts))
+    moments = {(f.name, t): _Moments(int(f.size)) for f in factors for t in where[f.name]}
+    modes = (model_a.training, model_b.training)
+    model_a.eval()
+    model_b.eval()
+    try:
+        for x, _ in iter_batches(data, batch_size, split):
+            if transform is not None:
+                x = transform(x)
+            acts_a = unit_activations(model_a, tensors, x)
+            acts_b = unit_activations(model_b, tensors, x)
+            for (_, t), mom in moments.items():
+                a, b = acts_a[t], acts_b[t]
+                n = len(mom.sa)
+                ax = _channel_axis(a, n, G.graph.node(t).op)
+                mom.add(a.movedim(ax, -1).reshape(-1, n), b.movedim(ax, -1).reshape(-1, n))
+    finally:
+        model_a.train(modes[0])
+        model_b.train(modes[1])
+    return {f.name: [moments[f.name, t] for t in where[f.name]] for f in factors}, where
+
+
 def activation_matching(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -166,38 +209,18 @@ def activation_matching(
     Raises:
         DataError: fewer than two samples, or constant units with ``constant="raise"``.
     """
-    if kind not in ("correlation", "inner"):
-        raise ValueError(f"kind must be 'correlation' or 'inner', got {kind!r}")
-    G.check_state_dict(model_a.state_dict())
-    G.check_state_dict(model_b.state_dict())
     factors = matchable_factors(G)
-    where = record_tensors(model_a, G, factors, record)
-    tensors = list(dict.fromkeys(t for ts in where.values() for t in ts))
-    moments = {(f.name, t): _Moments(int(f.size)) for f in factors for t in where[f.name]}
-    modes = (model_a.training, model_b.training)
-    model_a.eval()
-    model_b.eval()
-    try:
-        for x, _ in iter_batches(data, batch_size, split):
-            if transform is not None:
-                x = transform(x)
-            acts_a = unit_activations(model_a, tensors, x)
-            acts_b = unit_activations(model_b, tensors, x)
-            for (_, t), mom in moments.items():
-                a, b = acts_a[t], acts_b[t]
-                n = len(mom.sa)
-                ax = _channel_axis(a, n, G.graph.node(t).op)
-                mom.add(a.movedim(ax, -1).reshape(-1, n), b.movedim(ax, -1).reshape(-1, n))
-    finally:
-        model_a.train(modes[0])
-        model_b.train(modes[1])
+    stats, where = correlation_matrices(
+        model_a, model_b, data, G, factors, kind=kind, batch_size=batch_size, split=split,
+        record=record, transform=transform,
+    )  # fmt: skip
     perms: dict[str, torch.Tensor] = {}
     total = ident = 0.0
     units = 0
     constant_units: dict[str, dict[str, list[int]]] = {}
     per_space: dict[str, float] = {}
     for f in factors:
-        moms = [moments[f.name, t] for t in where[f.name]]
+        moms = stats[f.name]
         if moms[0].count < 2:
             raise DataError(
                 f"activation matching needs at least 2 samples per unit; {f.name} got "

@@ -141,6 +141,19 @@ class SymmetryGroup:
             vals[name] = v
         return self._element(vals)
 
+    def unit_spaces(self) -> list[Factor]:
+        """Every movable space of units, as nominal permutation factors — also those whose
+        permutations fixed data removed (an asymmetric layer's units are still units; this is
+        what identifiability compares across runs)."""
+        perm = {f.space: f for f in self.factors if f.kind == "permutation" and not f.internal}
+        out = []
+        for k, n in self._st.class_width.items():
+            if k in perm:
+                out.append(perm[k])
+            else:
+                out.append(Factor(f"P[{k}]", "permutation", n, k))
+        return out
+
     def space_tensors(self, space: str) -> list[str]:
         """The graph tensors (node names) a permutation factor's space moves, in graph order —
         where to record activations for matching units of that space."""
