@@ -57,13 +57,12 @@ def run() -> None:
         print("torch-pruning not installed: `pip install -e '.[bench]'` to compare")
     print(f"{'model':<32} {'symlab s':>9} {'TP s':>8} {'symlab/TP':>10} {'symlab/1s goal':>15}")
     for name, (model, x) in _models().items():
-        with torch.no_grad():
-            t_sl = _median_time(lambda m=model, x=x: sl.symmetries(m, x))
-            t_tp = float("nan")
-            if tp is not None:
-                t_tp = _median_time(
-                    lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, example_inputs=x)
-                )
+        t_sl = _median_time(lambda m=model, x=x: sl.symmetries(m, x))
+        t_tp = float("nan")
+        if tp is not None:  # Torch-Pruning traces with autograd: gradients must be on
+            t_tp = _median_time(
+                lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, example_inputs=x)
+            )
         G = sl.symmetries(model, x)
         print(f"{name:<32} {t_sl:>9.3f} {t_tp:>8.3f} {t_sl / t_tp:>10.2f} {t_sl:>15.2f}")
         print(f"  group: log10|G| = {G.log10_order:.1f}, dimension {G.dimension}, "

@@ -167,6 +167,7 @@ def test_functions_and_modules_give_the_same_group():
     x = torch.randn(4, 3)
     assert sl.symmetries(seq, x).order == sl.symmetries(Fn(), x).order == sp.factorial(5) * 2**5
     assert sl.trace(seq, x) == sl.trace(seq)
+    assert sl.trace(seq, x).frontend == "torch.fx" and sl.trace(seq).frontend == "nn.Sequential"
 
 
 class PosEmbed(nn.Module):

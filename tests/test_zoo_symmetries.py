@@ -82,3 +82,7 @@ def test_resnet20_ties_stages_like_git_re_basin():
     broken["P_layer2.1_inner"].append(("layer2.1.norm2.weight", 0))
     d = diff(G, broken)
     assert not d.ok and ("layer2.1.norm2.weight", 0) in d.mistied_axes
+
+
+def test_zoo_is_reachable_from_the_package():
+    assert "resnet20" in sl.nn.zoo.registry.names()

@@ -83,6 +83,8 @@ class ArchGraph:
         self._topo: tuple[tuple[int, int], list[str]] | None = None
         self._in_cache: tuple[tuple[int, int], dict[str, list[str]]] | None = None
         self._version = 0
+        #: which front-end produced the graph: "builder", "nn.Sequential" or "torch.fx"
+        self.frontend = "builder"
 
     def _stamp(self) -> tuple[int, int]:
         return (self.nx.number_of_nodes(), self._version)

@@ -130,8 +130,18 @@ def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
         if len(inputs) != 1:
             raise TraceError("a bare layer with several inputs: wrap it in a module first")
         model = _Root(model)
+    try:
+        return _trace_and_convert(model, inputs, root_is_leaf, stack_traces=False)
+    except UnsupportedOpError:
+        # trace again recording source lines, so that the error can point at the user's code
+        return _trace_and_convert(model, inputs, root_is_leaf, stack_traces=True)
+
+
+def _trace_and_convert(
+    model: nn.Module, inputs: tuple[Any, ...], root_is_leaf: bool, stack_traces: bool
+) -> ArchGraph:
     tracer = _Tracer()
-    tracer.record_stack_traces = True
+    tracer.record_stack_traces = stack_traces
     try:
         graph = tracer.trace(model)
     except (fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError) as e:
@@ -141,12 +151,14 @@ def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
             "branch, declare the module as a leaf with a rule (symlab.graph.fx_trace."
             "declare_leaf), or describe the architecture with an ArchGraph / symlab builders"
         ) from e
-    gm = fx.GraphModule(model, graph)
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
+    graph.owning_module = model
+    graph.eliminate_dead_code()
+    gm = fx.GraphModule(model, graph)  # compiles once, after dead code is gone
     with torch.no_grad():
         ShapeProp(gm).propagate(*inputs)
-    return _Converter(model, gm, strip="root" if root_is_leaf else None).run()
+    graph_out = _Converter(model, gm, strip="root" if root_is_leaf else None).run()
+    graph_out.frontend = "torch.fx"
+    return graph_out
 
 
 class _Root(nn.Module):

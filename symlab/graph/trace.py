@@ -81,4 +81,5 @@ def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) 
         prev = g.add(name, op, [prev], width=out_width, **attrs).name
     g.add("output", "output", [prev])
     g.validate()
+    g.frontend = "nn.Sequential"
     return g

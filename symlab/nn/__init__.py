@@ -19,7 +19,7 @@ def __getattr__(name: str) -> Any:
 
         return MLP
     if name == "zoo":
-        from symlab.nn import zoo
+        import importlib
 
-        return zoo
+        return importlib.import_module("symlab.nn.zoo")
     raise AttributeError(f"module 'symlab.nn' has no attribute {name!r}")
