@@ -135,3 +135,36 @@ def test_exact_relu_realizers():
     # a dead unit: every realiser with Xw + b ≤ 0 works; the least-norm one is 0
     r3 = relu_realizers(X, w, -100.0)
     assert r3.n_active == 0 and r3.dimension == 4 and r3.norm_sq < 1e-10
+
+
+def test_conv_function_classes_use_patches():
+    from symlab.nn.zoo.asym_conv import WAsymConv2d
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = WAsymConv2d(2, 4, 3, num_fixed=6, kappa=1.0, seed=0, init_seed=0)
+            self.std = torch.nn.Conv2d(4, 3, 3)
+
+        def forward(self, x):
+            return self.std(torch.relu(self.conv(x)))
+
+    net = Net().double()
+    x = torch.randn(8, 2, 7, 7, dtype=torch.float64)
+    fc = function_classes(net, x, "conv", k=10)
+    assert fc.support.d == 2 * 9 and fc.n == 4
+    # realised coefficients are the effective kernels projected on the patch support
+    w = net.conv.effective_weight().reshape(4, -1)
+    torch.testing.assert_close(fc.a, w @ fc.support.U)
+    C = fc.realization_cost()
+    U, D, F = (
+        fc.support.U.numpy(),
+        net.conv.mask.reshape(4, -1).numpy(),
+        net.conv.fixed.reshape(4, -1).numpy(),
+    )
+    ref = _lstsq_cost(U, F[0], D[0], fc.a[1].numpy())
+    assert (math.isinf(ref) and math.isinf(C[0, 1])) or math.isclose(
+        float(C[0, 1]), ref, rel_tol=1e-6
+    )
+    std = function_classes(net, x, "std", k=5)
+    assert std.support.d == 4 * 9 and std.n == 3
