@@ -6,22 +6,10 @@ LayerNorm MLP). Prints the median of several runs and its ratio to the 1 s goal.
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import symlab as sl
+from benchmarks._timing import median_time
 
 BUDGET_S = 1.0
-
-
-def _time(fn: Callable[[], object], repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run() -> None:
@@ -38,5 +26,5 @@ def run() -> None:
     }
     print(f"{'case':<42} {'median s':>10} {'ratio to 1 s goal':>18}")
     for name, fn in cases.items():
-        t = _time(fn)
+        t = median_time(fn)
         print(f"{name:<42} {t:>10.4f} {t / BUDGET_S:>18.3f}")

@@ -9,24 +9,11 @@ Both tools run one forward pass of the example input; the input is small (1×3×
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 import symlab as sl
-
-
-def _median_time(fn: Callable[[], object], repeats: int = 3) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from benchmarks._timing import median_time
 
 
 def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
@@ -57,11 +44,13 @@ def run() -> None:
         print("torch-pruning not installed: `pip install -e '.[bench]'` to compare")
     print(f"{'model':<32} {'symlab s':>9} {'TP s':>8} {'symlab/TP':>10} {'symlab/1s goal':>15}")
     for name, (model, x) in _models().items():
-        t_sl = _median_time(lambda m=model, x=x: sl.symmetries(m, x))
+        t_sl = median_time(lambda m=model, x=x: sl.symmetries(m, x), 3, warmup=True)
         t_tp = float("nan")
         if tp is not None:  # Torch-Pruning traces with autograd: gradients must be on
-            t_tp = _median_time(
-                lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, example_inputs=x)
+            t_tp = median_time(
+                lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, example_inputs=x),
+                3,
+                warmup=True,
             )
         G = sl.symmetries(model, x)
         print(f"{name:<32} {t_sl:>9.3f} {t_tp:>8.3f} {t_sl / t_tp:>10.2f} {t_sl:>15.2f}")

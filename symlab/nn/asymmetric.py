@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from symlab.seeding import generator
 
-__all__ = ["LIM_MLP_PRESET", "FiGLU", "WAsymLinear", "asym_mask"]
+__all__ = ["LIM_MLP_PRESET", "FiGLU", "WAsymLinear", "asym_mask", "setup_masked_parameters"]
 
 #: Lim et al.'s MNIST MLP (784-512-512-512-10): fixed entries per row and κ per layer.
 LIM_MLP_PRESET: dict[str, tuple[float, ...]] = {
@@ -42,6 +42,37 @@ def asym_mask(
     mask = torch.ones(out_features, in_features)
     mask.scatter_(1, fixed_idx, 0.0)
     return mask
+
+
+def setup_masked_parameters(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    num_fixed: int,
+    kappa: float,
+    bias: bool,
+    seed: int,
+    init_seed: int | None,
+    shared_mask: bool,
+) -> None:
+    """Give ``module`` the W-asymmetric parameters of a weight of ``shape`` (out, fan-in dims…):
+    buffers ``mask`` (``num_fixed`` zeros per output unit, over the flattened fan-in) and
+    ``fixed`` (``(1 − D) · κ · N(0, 1)``) from ``seed``; ``weight`` uniform in ±1/√fan_in (zero on
+    fixed entries) and ``bias`` from ``init_seed`` (torch's global RNG when None), like torch's
+    own layers. Also sets ``num_fixed``, ``kappa`` and ``shared_mask`` attributes."""
+    out, fan_in = shape[0], math.prod(shape[1:])
+    module.num_fixed, module.kappa = int(num_fixed), float(kappa)
+    module.shared_mask = bool(shared_mask)
+    mask = asym_mask(out, fan_in, module.num_fixed, seed, module.shared_mask).view(shape)
+    fixed = (1.0 - mask) * module.kappa * torch.randn(shape, generator=generator(seed, 2))
+    module.register_buffer("mask", mask)
+    module.register_buffer("fixed", fixed)
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    g = None if init_seed is None else generator(init_seed, 3)
+    module.weight = nn.Parameter((torch.rand(shape, generator=g) * 2 - 1) * bound * mask)
+    if bias:
+        module.bias = nn.Parameter((torch.rand(out, generator=g) * 2 - 1) * bound)
+    else:
+        module.register_parameter("bias", None)
 
 
 class WAsymLinear(nn.Module):
@@ -80,20 +111,9 @@ class WAsymLinear(nn.Module):
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.num_fixed, self.kappa = int(num_fixed), float(kappa)
-        self.shared_mask = bool(shared_mask)
-        mask = asym_mask(out_features, in_features, self.num_fixed, seed, self.shared_mask)
-        fixed = (1.0 - mask) * self.kappa * torch.randn(mask.shape, generator=generator(seed, 2))
-        self.register_buffer("mask", mask)
-        self.register_buffer("fixed", fixed)
-        bound = 1.0 / math.sqrt(max(in_features, 1))
-        g = None if init_seed is None else generator(init_seed, 3)
-        w = (torch.rand(out_features, in_features, generator=g) * 2 - 1) * bound
-        self.weight = nn.Parameter(w * mask)
-        if bias:
-            self.bias = nn.Parameter((torch.rand(out_features, generator=g) * 2 - 1) * bound)
-        else:
-            self.register_parameter("bias", None)
+        setup_masked_parameters(
+            self, (out_features, in_features), num_fixed, kappa, bias, seed, init_seed, shared_mask
+        )
 
     def effective_weight(self) -> torch.Tensor:
         """``F + D ⊙ W``, the weight the layer actually applies."""

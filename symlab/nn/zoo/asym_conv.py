@@ -9,15 +9,12 @@ the role of a weight row. Masks, fixed values and gates are buffers made from a 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from symlab.graph.modules import register_module_op
-from symlab.nn.asymmetric import asym_mask
-from symlab.seeding import generator
+from symlab.nn.asymmetric import FiGLU, setup_masked_parameters
 
 __all__ = ["FiGLU2d", "WAsymConv2d"]
 
@@ -70,21 +67,8 @@ class WAsymConv2d(nn.Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
-        self.num_fixed, self.kappa, self.shared_mask = int(num_fixed), float(kappa), shared_mask
         shape = (out_channels, in_channels, *self.kernel_size)
-        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
-        mask = asym_mask(out_channels, fan_in, self.num_fixed, seed, shared_mask).view(shape)
-        fixed = (1.0 - mask) * self.kappa * torch.randn(shape, generator=generator(seed, 2))
-        self.register_buffer("mask", mask)
-        self.register_buffer("fixed", fixed)
-        # nn.Conv2d's default initialisation: uniform with bound 1 / sqrt(fan_in)
-        bound = 1.0 / math.sqrt(max(fan_in, 1))
-        g = None if init_seed is None else generator(init_seed, 3)
-        self.weight = nn.Parameter((torch.rand(shape, generator=g) * 2 - 1) * bound * mask)
-        if bias:
-            self.bias = nn.Parameter((torch.rand(out_channels, generator=g) * 2 - 1) * bound)
-        else:
-            self.register_parameter("bias", None)
+        setup_masked_parameters(self, shape, num_fixed, kappa, bias, seed, init_seed, shared_mask)
 
     def effective_weight(self) -> torch.Tensor:
         """``F + D ⊙ W``, the kernel the layer actually applies."""
@@ -103,14 +87,13 @@ class WAsymConv2d(nn.Module):
         )
 
 
-class FiGLU2d(nn.Module):
+class FiGLU2d(FiGLU):
     """Channel-wise FiGLU, ``σ(x) = sigmoid(C x) ⊙ x`` mixing channels at every position.
 
     Lim et al.'s σ-asymmetric activation for convolutional networks: ``C`` (buffer ``gate``,
-    shape ``[channels, channels]``) is fixed, drawn from ``N(0, scale² / channels)``; it acts on
-    the channel axis (axis 1) of ``(batch, channels, *positions)`` inputs like a 1×1
-    convolution. With the same seed, ``gate`` equals :class:`symlab.nn.FiGLU`'s, so on every
-    position it is exactly that module applied to the channel vector.
+    shape ``[channels, channels]``) is fixed, drawn exactly as :class:`symlab.nn.FiGLU`'s; it
+    acts on the channel axis (axis 1) of ``(batch, channels, *positions)`` inputs like a 1×1
+    convolution, so on every position it is that module applied to the channel vector.
 
     >>> act = FiGLU2d(4, seed=0)
     >>> tuple(act(torch.ones(2, 4, 3, 3)).shape)
@@ -118,10 +101,8 @@ class FiGLU2d(nn.Module):
     """
 
     def __init__(self, num_channels: int, seed: int = 0, scale: float = 1.0) -> None:
-        super().__init__()
+        super().__init__(num_channels, seed=seed, scale=scale)
         self.num_channels = num_channels
-        c = torch.randn(num_channels, num_channels, generator=generator(seed, 4))
-        self.register_buffer("gate", c * (scale / math.sqrt(max(num_channels, 1))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(torch.einsum("oc,bc...->bo...", self.gate, x)) * x
