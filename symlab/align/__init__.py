@@ -1,6 +1,10 @@
 """Alignment: find the group element that moves model B's units onto model A's.
 
-Every method returns an :class:`Alignment` (permutations, objective, trace) whose ``apply``
+Methods: weight matching (optionally at canonical scale), activation matching, optimal
+transport (soft plans, also across widths) and the straight-through estimator.
+
+Every method returns an :class:`Alignment` (permutations, objective, trace; optimal transport a
+:class:`TransportAlignment` of soft plans, rounded by ``.to_alignment()``) whose ``apply``
 acts through the derived group's ``G.act``.
 
 >>> import symlab as sl, torch
@@ -13,12 +17,22 @@ True
 
 from symlab.align.activation_matching import activation_matching
 from symlab.align.alignment import Alignment
+from symlab.align.gauge import canonical_scale_element, canonical_sign_element
+from symlab.align.ste import straight_through
+from symlab.align.transport import TransportAlignment, fuse_state_dicts, ot_alignment, ot_fuse
 from symlab.align.weight_matching import AlignmentError, solve_assignment, weight_matching
 
 __all__ = [
     "Alignment",
     "AlignmentError",
+    "TransportAlignment",
     "activation_matching",
+    "canonical_scale_element",
+    "canonical_sign_element",
+    "fuse_state_dicts",
+    "ot_alignment",
+    "ot_fuse",
     "solve_assignment",
+    "straight_through",
     "weight_matching",
 ]

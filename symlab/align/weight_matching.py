@@ -28,6 +28,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from symlab.align.alignment import Alignment
+from symlab.align.gauge import canonical_scale_element
 from symlab.align.units import FactorAxis, factor_axes, position_perm
 from symlab.errors import SymlabError
 from symlab.seeding import generator
@@ -184,6 +185,7 @@ def weight_matching(
     seed: int = 0,
     max_iter: int = 100,
     init: Alignment | GroupElement | Mapping[str, torch.Tensor] | None = None,
+    canonical_scale: bool = False,
 ) -> Alignment:
     """Align ``sd_b`` to ``sd_a`` by Git Re-Basin weight matching (see the module docstring).
 
@@ -194,6 +196,13 @@ def weight_matching(
         max_iter: cap on the number of passes.
         init: starting permutations (an :class:`Alignment`, an element, or a dict by factor
             name); identity by default.
+        canonical_scale: first bring both models to the canonical (balanced) scale of
+            :mod:`symlab.align.gauge` (ReLU units balanced, scales in front of norms fixed),
+            then match. Positive rescalings of B's units can hide a planted permutation from
+            plain weight matching; here they cannot. The returned element is
+            ``s_A⁻¹ ∘ P ∘ s_B`` (``s``: each model's canonicalising scaling), so
+            ``al.apply(sd_b)`` is B in A's unit order *and* A's scale gauge; ``objective`` and
+            ``trace`` are those of the canonical-scale problem.
 
     Returns:
         an :class:`Alignment` whose ``objective`` is ``Σ ⟨w_A, w_B aligned⟩`` over the
@@ -211,6 +220,14 @@ def weight_matching(
     G.check_state_dict(sd_b)
     if max_iter < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
+    if canonical_scale:
+        h_a, h_b = canonical_scale_element(sd_a, G), canonical_scale_element(sd_b, G)
+        plain = weight_matching(
+            G.act(h_a, sd_a), G.act(h_b, sd_b), G, seed=seed, max_iter=max_iter, init=init
+        )
+        element = G.compose(G.inverse(h_a), G.compose(plain.element, h_b))
+        info = dict(plain.info, canonical_scale=True)
+        return Alignment(G, plain.perms, element, plain.objective, plain.trace, plain.method, info)
     axes = factor_axes(G)
     factors = {f.name: f for f in G.factors if f.name in axes}
     names = list(factors)
