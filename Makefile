@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff format --check symlab tests benchmarks
-	$(VENV)/bin/ruff check symlab tests benchmarks
+	$(VENV)/bin/ruff format --check symlab tests benchmarks experiments
+	$(VENV)/bin/ruff check symlab tests benchmarks experiments
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n 2 -q --doctest-modules tests symlab
 
 demo: $(VENV)/.installed
@@ -25,8 +25,8 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff format symlab tests benchmarks
-	$(VENV)/bin/ruff check --fix symlab tests benchmarks
+	$(VENV)/bin/ruff format symlab tests benchmarks experiments
+	$(VENV)/bin/ruff check --fix symlab tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,135 @@
+"""Helpers shared by the experiments: training pairs, barriers, tables and figures."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import symlab as sl
+from symlab.train import TrainConfig, train_ensemble
+
+__all__ = [
+    "ALIGNERS",
+    "barriers",
+    "figure",
+    "fmt",
+    "group_by",
+    "markdown_table",
+    "mean_std",
+    "path_record",
+    "save_figure",
+    "train_models",
+    "write_summary",
+]
+
+
+def train_models(
+    make: Callable[[int], nn.Module], seeds: Sequence[int], data: Any, config: TrainConfig
+) -> tuple[list[nn.Module], list[dict[str, float]]]:
+    """Train one model per init seed (data order from the same seed), vectorised."""
+    ens = train_ensemble(make, list(seeds), data, config)
+    stats = [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in ens.results]
+    return list(ens.models), stats
+
+
+def _align(method: str, a: nn.Module, b: nn.Module, data: Any, G: sl.SymmetryGroup) -> nn.Module:
+    if method == "none":
+        return b
+    if method == "weight":
+        return sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=0).apply_model(b)
+    if method == "activation":
+        return sl.align.activation_matching(a, b, data, G).apply_model(b)
+    raise ValueError(f"unknown alignment {method!r}; choose from {ALIGNERS}")
+
+
+ALIGNERS = ("none", "weight", "activation")
+
+
+def path_record(curve: sl.connect.Curve) -> dict[str, Any]:
+    """The numbers of a linear path: α, loss, accuracy and the named barriers."""
+    out: dict[str, Any] = {
+        "alphas": [round(float(a), 6) for a in curve.alphas],
+        "loss": [float(v) for v in curve.loss],
+        "barrier_loss": curve.barrier("loss"),
+        "barrier_weighted": curve.barrier("weighted"),
+    }
+    if curve.accuracy is not None:
+        out["accuracy"] = [float(v) for v in curve.accuracy]
+        out["barrier_error"] = curve.barrier("error")
+    return out
+
+
+def barriers(
+    a: nn.Module,
+    b: nn.Module,
+    data: Any,
+    methods: Iterable[str] = ("none", "weight"),
+    *,
+    n_alphas: int = 25,
+    G: sl.SymmetryGroup | None = None,
+    **interp: Any,
+) -> dict[str, dict[str, Any]]:
+    """The linear path from ``a`` to ``b`` after each alignment method, as :func:`path_record`."""
+    G = sl.symmetries(a, data.x_train[:2]) if G is None else G
+    out = {}
+    for m in methods:
+        curve = sl.connect.interpolate(a, _align(m, a, b, data, G), data, n_alphas, **interp)
+        out[m] = path_record(curve)
+    return out
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return math.nan, math.nan
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def fmt(values: Iterable[float], digits: int = 3) -> str:
+    m, s = mean_std(values)
+    return "nan" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def group_by(records: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple, list[dict]]:
+    """Records grouped by config values ``keys`` (in first-seen order)."""
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        out[tuple(r["config"][k] for k in keys)].append(r)
+    return dict(out)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def save_figure(fig: Any, out_dir: Path, stem: str) -> list[Path]:
+    """Save ``fig`` as PNG and PDF under ``out_dir``; close it; return the paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    fig.tight_layout()
+    for p in paths:
+        fig.savefig(p, dpi=150)
+    return paths
+
+
+def write_summary(out_dir: Path, stem: str, text: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.md"
+    path.write_text(text)
+    return path
+
+
+def figure(ncols: int = 2, width: float = 4.2, height: float = 3.2) -> tuple[Any, Any]:
+    """A figure with one row of ``ncols`` axes, drawn off-screen (Agg; no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height))
+    return fig, fig.subplots(1, ncols, squeeze=False)[0]

@@ -1,0 +1,323 @@
+"""E3 Identifiability predicts mergeability: identifiability score vs unaligned barrier.
+
+Two families of runs, each job a pair of independent runs (shared masks, different init and
+data order):
+
+* the **coherence sandbox** of Bürgin et al.: ``y = Σ_h ReLU((W ⊙ M) x + b)`` (width 128, a
+  fixed Bernoulli(0.15) mask ``M``, F = 0, the read-out fixed to ones) or the dense net
+  (M = 1), trained on the teacher ``relu(z1 + z2)`` embedded in 20 dimensions with coherence
+  1/copies (AdamW 1e-2, wd 1e-2, 100 epochs, 1024 train / 2048 test, 21 α, MSE);
+* **MNIST-1D MLPs** (E2's variants: standard, W-asymmetric κ = 1 and κ = 0).
+
+For every pair: the identifiability report (:func:`symlab.identify.identifiability`; score =
+least identifiable layer), its alignment-free prediction (all layers ≥ 0.9 → low loss), and the
+unaligned and weight-matched barriers (Bürgin et al.'s ``max_α L − max(L_0, L_1)``).
+
+Published claims (Bürgin, Herbst, Lin, Jegelka, ICML 2026): high coherence with the mask alone
+gives linear connectivity without alignment, low coherence does not (the sandbox figure);
+identifiable runs merge without alignment (score vs barrier). Deviation: the mask has exactly
+Bernoulli(0.15) entries but is drawn once per ``mask_seed``.
+
+Settings: ``small`` — copies 1, 2, 5, 10, 2 pairs each, MNIST-1D widths 128 with 10 epochs
+(about 40 s on 2 cores). ``full`` — copies 1, 2, 4, 5, 10, widths 64 and 256, 5 pairs, MNIST-1D
+with 30 epochs (about 15 min).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+import symlab as sl
+from symlab.nn import WAsymLinear
+from symlab.runner import Experiment, Report, Setting
+from symlab.seeding import generator
+from symlab.train import TrainConfig
+
+from ._common import (
+    figure,
+    fmt,
+    group_by,
+    markdown_table,
+    mean_std,
+    save_figure,
+    train_models,
+    write_summary,
+)
+
+MARKERS = {"dense": "o", "mask": "s", "standard": "^", "wasym_k1": "D", "wasym_k0": "v"}
+
+
+class SandboxNet(nn.Module):
+    """Bürgin et al.'s sandbox ``y = Σ_h ReLU((W ⊙ M) x + b)``; ``mask_p=1`` is dense."""
+
+    def __init__(self, d: int, width: int, mask_p: float, mask_seed: int, seed: int) -> None:
+        super().__init__()
+        self.hidden = WAsymLinear(d, width, num_fixed=0, kappa=0.0, seed=mask_seed, init_seed=seed)
+        self.act = nn.ReLU()
+        self.head = WAsymLinear(width, 1, num_fixed=width, kappa=0.0, bias=False, seed=mask_seed)
+        with torch.no_grad():
+            if mask_p < 1:
+                mask = (torch.rand(width, d, generator=generator(mask_seed, 1)) < mask_p).float()
+                self.hidden.mask.copy_(mask)
+                self.hidden.weight.mul_(mask)
+            self.head.fixed.fill_(1.0)  # the read-out is the plain sum of the units
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.act(self.hidden(x)))
+
+
+@dataclass(frozen=True)
+class E3Config:
+    """One E3 job. ``family``: ``"sandbox"`` (variant dense|mask, ``copies``) or ``"mnist1d"``
+    (variant standard|wasym_k1|wasym_k0, as in E2)."""
+
+    family: str = "sandbox"
+    variant: str = "mask"
+    copies: int = 1
+    width: int = 128
+    mask_p: float = 0.15
+    epochs: int = 100
+    mnist_epochs: int = 10
+    n_alphas: int = 21
+    threshold: float = 0.9
+    tolerance: float = 0.1
+    mask_seed: int = 0
+
+
+def _pair(cfg: E3Config, seed: int) -> tuple[nn.Module, nn.Module, Any, Any]:
+    seeds = [2 * seed, 2 * seed + 1]
+    if cfg.family == "sandbox":
+        data = sl.data.load("coherence", seed=0, copies=cfg.copies)
+        p = 1.0 if cfg.variant == "dense" else cfg.mask_p
+        tc = TrainConfig(
+            optimizer="adamw",
+            lr=1e-2,
+            weight_decay=1e-2,
+            epochs=cfg.epochs,
+            batch_size=128,
+            progress=False,
+        )
+        make = lambda s: SandboxNet(data.input_shape[0], cfg.width, p, cfg.mask_seed, s)  # noqa: E731
+    elif cfg.family == "mnist1d":
+        from .e2_asymmetric import E2Config, make_model
+
+        data = sl.data.load("mnist1d")
+        e2 = E2Config(variant=cfg.variant, hidden=(cfg.width, cfg.width), mask_seed=cfg.mask_seed)
+        tc = TrainConfig(optimizer="adam", lr=3e-3, epochs=cfg.mnist_epochs, progress=False)
+        make = lambda s: make_model(e2, data.input_shape[0], data.num_classes, s)  # noqa: E731
+    else:
+        raise ValueError(f"unknown family {cfg.family!r}; choose sandbox or mnist1d")
+    (a, b), stats = train_models(make, seeds, data, tc)
+    return a, b, data, stats
+
+
+def _burgin_barrier(curve: sl.connect.Curve) -> float:
+    loss = curve.loss
+    return float(loss.max() - torch.maximum(loss[0], loss[-1]))
+
+
+def run(cfg: E3Config, seed: int) -> dict[str, Any]:
+    a, b, data, stats = _pair(cfg, seed)
+    G = sl.symmetries(a, data.x_train[:2])
+    rep = sl.identify.identifiability(a, b, data, G)
+    pred = sl.identify.predict_alignment_free(rep, cfg.threshold)
+    naive = sl.connect.interpolate(a, b, data, cfg.n_alphas)
+    wm = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
+    aligned = sl.connect.interpolate(a, wm, data, cfg.n_alphas)
+    barrier = _burgin_barrier(naive)
+    return {
+        "runs": stats,
+        "score": rep.score,
+        "coherence": data.meta.get("coherence"),
+        "layers": {k: v.score for k, v in rep.layers.items()},
+        "predicted_low_loss": pred.low_loss,
+        "barrier": barrier,
+        "barrier_aligned": _burgin_barrier(aligned),
+        "agree": pred.low_loss == (barrier <= cfg.tolerance),
+        "log10_group_order": G.log10_order,
+    }
+
+
+def _get(recs: list[dict], key: str) -> list[float]:
+    return [r["result"][key] for r in recs]
+
+
+def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    sb = {
+        k: v
+        for k, v in group_by(records, "family", "variant", "copies").items()
+        if k[0] == "sandbox"
+    }
+    mask = {k[2]: mean_std(_get(v, "barrier"))[0] for k, v in sb.items() if k[1] == "mask"}
+    dense = {k[2]: mean_std(_get(v, "barrier"))[0] for k, v in sb.items() if k[1] == "dense"}
+    if len(mask) > 1:
+        hi, lo = min(mask), max(mask)  # fewest copies = highest coherence
+        out["coherence_connects"] = {
+            "claim": "with the mask alone, high coherence gives a low unaligned barrier and low "
+            "coherence a high one (Bürgin et al. 2026, sandbox)",
+            "test": f"mask barrier at coherence 1/{hi} < 0.5 × at 1/{lo}",
+            "high_coherence": mask[hi],
+            "low_coherence": mask[lo],
+            "held": mask[hi] < 0.5 * mask[lo],
+        }
+        if hi in dense:
+            out["mask_vs_dense"] = {
+                "claim": "at high coherence the masked net connects without alignment, the "
+                "dense one does not",
+                "test": f"mask < 0.5 × dense at 1/{hi}",
+                "mask": mask[hi],
+                "dense": dense[hi],
+                "held": mask[hi] < 0.5 * dense[hi],
+            }
+    for fam in ("sandbox", "mnist1d"):
+        recs = [r for r in records if r["config"]["family"] == fam]
+        if len(recs) >= 3:
+            rho = float(spearmanr(_get(recs, "score"), _get(recs, "barrier")).statistic)
+            agree = sum(_get(recs, "agree")) / len(recs)
+            out[f"score_predicts_{fam}"] = {
+                "claim": f"identifiability predicts mergeability ({fam}): higher score, lower "
+                "unaligned barrier",
+                "test": "Spearman ρ(score, barrier) < -0.3",
+                "spearman": rho,
+                "held": rho < -0.3,
+            }
+            out[f"prediction_agrees_{fam}"] = {
+                "claim": f"the alignment-free prediction (every layer's score ≥ threshold ⇔ "
+                f"barrier ≤ tolerance) matches the measurement ({fam})",
+                "test": "agreement in ≥ 90 % of pairs",
+                "agreement": agree,
+                "held": agree >= 0.9,
+            }
+    return out
+
+
+def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
+    groups = group_by(records, "family", "variant", "copies", "width")
+    rows = []
+    for (fam, var, copies, width), recs in groups.items():
+        coh = f"1/{copies}" if fam == "sandbox" else "-"
+        agree = f"{sum(_get(recs, 'agree'))}/{len(recs)}"
+        rows.append(
+            [
+                fam,
+                var,
+                coh,
+                width,
+                len(recs),
+                fmt(_get(recs, "score"), 2),
+                fmt(_get(recs, "barrier")),
+                fmt(_get(recs, "barrier_aligned")),
+                agree,
+            ]
+        )
+    header = [
+        "family",
+        "variant",
+        "coherence",
+        "width",
+        "pairs",
+        "identifiability score",
+        "unaligned barrier",
+        "weight-matched barrier",
+        "prediction agrees",
+    ]
+    table = markdown_table(header, rows)
+    fig, (ax0, ax1) = figure(2)
+    for i, fam in enumerate(("sandbox", "mnist1d")):
+        for var, m in MARKERS.items():
+            recs = [
+                r for r in records if r["config"]["family"] == fam and r["config"]["variant"] == var
+            ]
+            if recs:
+                ax0.scatter(
+                    _get(recs, "score"),
+                    _get(recs, "barrier"),
+                    marker=m,
+                    color=f"C{i}",
+                    alpha=0.7,
+                    label=f"{fam}/{var}",
+                )
+    ax0.set(
+        xlabel="identifiability score (least layer)",
+        ylabel="unaligned barrier",
+        title="Identifiability vs barrier",
+    )
+    for i, var in enumerate(("mask", "dense")):
+        pts = sorted(
+            (k[2], v)
+            for k, v in group_by(records, "family", "variant", "copies").items()
+            if k[:2] == ("sandbox", var)
+        )
+        if pts:
+            ms = [mean_std(_get(v, "barrier")) for _, v in pts]
+            ax1.errorbar(
+                [1 / c for c, _ in pts],
+                [a for a, _ in ms],
+                [s for _, s in ms],
+                marker="o",
+                capsize=3,
+                color=f"C{i + 2}",
+                label=var,
+            )
+    ax1.set(
+        xscale="log",
+        xlabel="coherence ν(U) = 1/copies",
+        ylabel="unaligned barrier (MSE)",
+        title="Coherence sandbox",
+    )
+    if records:
+        ax0.legend(fontsize=6)
+    if any(r["config"]["family"] == "sandbox" for r in records):
+        ax1.legend(fontsize=7)
+    files = save_figure(fig, out_dir, f"e3_{setting}")
+    cl = claims(records)
+    lines = [
+        f"# E3 Identifiability predicts mergeability ({setting})",
+        "",
+        "Corresponds to Bürgin et al. 2026: the coherence-sandbox figure and the "
+        "identifiability-vs-barrier analysis.",
+        "",
+        table,
+        "",
+    ]
+    for c in cl.values():
+        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
+        lines.append(
+            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
+        )
+    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
+    summary = write_summary(out_dir, f"e3_{setting}", "\n".join(lines) + "\n")
+    main = cl.get("coherence_connects", {}).get("held")
+    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+
+
+_SANDBOX = {"family": ["sandbox"], "variant": ["mask", "dense"]}
+_MNIST = {"family": ["mnist1d"], "variant": ["standard", "wasym_k1", "wasym_k0"]}
+EXPERIMENT = Experiment(
+    name="e3",
+    title="Identifiability predicts mergeability (coherence sandbox; MNIST-1D MLPs)",
+    run=run,
+    settings={
+        "small": Setting(
+            E3Config(), [{**_SANDBOX, "copies": [1, 2, 5, 10]}, _MNIST], seeds=2, runtime="~40 s"
+        ),
+        "full": Setting(
+            E3Config(mnist_epochs=30),
+            [
+                {**_SANDBOX, "copies": [1, 2, 4, 5, 10], "width": [64, 256]},
+                {**_MNIST, "width": [64, 256]},
+            ],
+            seeds=5,
+            runtime="~15 min on 2 cores",
+        ),
+    },
+    report=report,
+    paper="Bürgin et al. 2026 (coherence sandbox; identifiability vs barrier)",
+)

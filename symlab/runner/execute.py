@@ -1,0 +1,235 @@
+"""Running a sweep: in-process, on a local process pool, or on a Dask cluster.
+
+:func:`run_sweep` skips the jobs that already have a record, runs the rest, and writes each
+record as soon as its job finishes, so a killed sweep resumed with the same call runs only what
+is missing. A job that raises is recorded with its error and traceback (and run again on the
+next resume); the sweep goes on. A worker process that dies (killed, out of memory) breaks a
+local pool: the pool is rebuilt and the jobs it was running are retried once, then recorded as
+failed. With Dask, the cluster's own retry policy applies and a lost task is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+from .experiment import Job, RunFn, Sweep, config_dict
+from .store import ResultStore, to_json
+
+__all__ = ["SweepSummary", "execute_job", "run_sweep"]
+
+CRASH_MESSAGE = (
+    "the worker process died while running this job (killed, or out of memory?); if every "
+    "job of a script failed so, guard the script's entry with `if __name__ == '__main__':` "
+    "(worker processes are spawned and import the main module)"
+)
+
+
+@dataclass
+class SweepSummary:
+    """What :func:`run_sweep` did: counts, and the sweep's records and failures afterwards."""
+
+    total: int
+    skipped: int
+    ran: int
+    ok: int
+    failed: int
+    seconds: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.records) == self.total
+
+    def line(self) -> str:
+        return (
+            f"{self.total} jobs: {self.skipped} already done, {self.ran} run "
+            f"({self.ok} ok, {self.failed} failed) in {self.seconds:.1f} s"
+        )
+
+
+def execute_job(run: RunFn, job: Job) -> dict[str, Any]:
+    """Run one job and return its record; an exception becomes a ``status: "error"`` record."""
+    start = time.time()
+    record: dict[str, Any] = {
+        "job_id": job.id,
+        "experiment": job.experiment,
+        "config": config_dict(job.config),
+        "config_type": f"{type(job.config).__module__}.{type(job.config).__qualname__}",
+        "seed": job.seed,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": start,
+    }
+    try:
+        result = run(job.config, job.seed)
+        if not isinstance(result, dict):
+            raise TypeError(f"the experiment returned a {type(result).__name__}, not a dict")
+        to_json(result)  # fail here, inside the job, if it is not JSON-able
+        record.update(status="ok", result=result)
+    except Exception as exc:
+        record.update(
+            status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
+    record["seconds"] = time.time() - start
+    return record
+
+
+def _crash_record(job: Job, message: str) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "experiment": job.experiment,
+        "config": config_dict(job.config),
+        "seed": job.seed,
+        "status": "error",
+        "error": message,
+        "started": time.time(),
+        "seconds": 0.0,
+    }
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+    )
+
+
+def _local(run: RunFn, jobs: list[Job], workers: int) -> Iterator[dict[str, Any]]:
+    """Jobs on a pool of ``workers`` spawned processes (``1``: in this process).
+
+    A dying worker breaks the whole pool and fails every job not yet finished. Those jobs go
+    to a fresh pool; a job caught in a second break runs alone in a pool of its own, where a
+    crash is surely its own and is recorded as its failure.
+    """
+    if workers == 1:
+        for job in jobs:
+            yield execute_job(run, job)
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pending, breaks = list(jobs), dict.fromkeys((j.id for j in jobs), 0)
+    while pending:
+        alone = [j for j in pending if breaks[j.id] >= 2]
+        batches = [[j] for j in alone] + [[j for j in pending if breaks[j.id] < 2]]
+        pending = []
+        for batch in filter(None, batches):
+            ex = _pool(min(workers, len(batch)), threads)
+            futures: dict[Future, Job] = {ex.submit(execute_job, run, j): j for j in batch}
+            try:
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = futures.pop(fut)
+                        try:
+                            yield fut.result()
+                        except BrokenProcessPool:
+                            breaks[job.id] += 1
+                            if len(batch) == 1 and breaks[job.id] > 2:
+                                yield _crash_record(job, CRASH_MESSAGE)
+                            else:
+                                pending.append(job)
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _dask(run: RunFn, jobs: list[Job], scheduler: Any) -> Iterator[dict[str, Any]]:
+    from dask.distributed import Client, as_completed
+
+    own = not isinstance(scheduler, Client)
+    client = Client(scheduler) if own else scheduler
+    try:
+        futures = {
+            client.submit(execute_job, run, j, key=f"{j.experiment}-{j.id}", pure=False): j
+            for j in jobs
+        }
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                yield fut.result()
+            except Exception as exc:  # a lost worker (KilledWorker) or a cancelled task
+                yield _crash_record(job, f"the Dask task failed: {type(exc).__name__}: {exc}")
+            fut.release()
+    finally:
+        if own:
+            client.close()
+
+
+def _bar(total: int, enabled: bool | None, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if enabled is None else enabled
+    return tqdm(total=total, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
+
+
+def run_sweep(
+    sweep: Sweep,
+    results: str | os.PathLike[str] = "results",
+    *,
+    workers: int | None = None,
+    scheduler: Any = None,
+    progress: bool | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> SweepSummary:
+    """Run the jobs of ``sweep`` that have no record under ``results/<experiment>/``.
+
+    Args:
+        sweep: the configs × seeds to run.
+        results: the results root folder.
+        workers: local processes (default: the CPU count, at most the number of jobs);
+            ``1`` runs every job in this process. Workers are spawned, so a script calling
+            this with ``workers > 1`` needs the ``if __name__ == "__main__":`` guard.
+        scheduler: a Dask scheduler address (``"tcp://host:8786"``) or a
+            ``dask.distributed.Client``; the jobs then run on that cluster (its workers must be
+            able to import the experiment's module) and ``workers`` is ignored.
+        progress: a progress bar over jobs (default: only when stderr is a terminal).
+        on_record: called with each new record (ok or failed) after it is stored.
+
+    Returns:
+        a :class:`SweepSummary` with every finished record of the sweep (old and new).
+    """
+    start = time.time()
+    store = ResultStore(results, sweep.experiment)
+    jobs = sweep.jobs()
+    done = store.done_ids()
+    todo = [j for j in jobs if j.id not in done]
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
+    if scheduler is not None:
+        stream = _dask(sweep.run, todo, scheduler)
+    else:
+        stream = _local(sweep.run, todo, n_workers)
+    ok = failed = 0
+    with _bar(len(todo), progress, f"{sweep.experiment}") as bar:
+        for record in stream:
+            store.write(record)
+            ok, failed = (ok + 1, failed) if record["status"] == "ok" else (ok, failed + 1)
+            bar.update(1)
+            if on_record is not None:
+                on_record(record)
+    ids = [j.id for j in jobs]
+    return SweepSummary(
+        total=len(jobs),
+        skipped=len(jobs) - len(todo),
+        ran=ok + failed,
+        ok=ok,
+        failed=failed,
+        seconds=time.time() - start,
+        records=store.records(ids),
+        failures=store.failures(ids),
+    )

@@ -1,0 +1,101 @@
+"""Each experiment's small setting runs, and its record supports the published claim.
+
+The tolerances are those the small settings support (measured margins are wide: see each
+experiment's summary); a claim the small setting does not reproduce is checked only for being
+reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import experiments
+from symlab.cli import app
+from symlab.runner import run_sweep
+
+
+def _run(name: str, tmp_path, seeds: int | None = None):
+    exp = experiments.get(name)
+    out = run_sweep(exp.sweep("small", seeds), tmp_path, workers=1, progress=False)
+    assert out.complete, [f["error"] for f in out.failures]
+    rep = exp.report(out.records, tmp_path / name, "small")
+    assert all(p.exists() for p in rep.files)
+    assert {p.suffix for p in rep.files} == {".png", ".pdf", ".md"}
+    return out.records, rep
+
+
+def test_registry_lists_every_module():
+    assert experiments.names()[:3] == ["e1", "e2", "e3"]
+    for name in experiments.names():
+        exp = experiments.get(name)
+        assert {"small", "full"} <= set(exp.settings) and exp.settings["full"].runtime
+        assert exp.paper
+
+
+def test_e2_cli_run_prints_table_and_figure(tmp_path):
+    """The issue's "done when": `symlab experiment run e2 --small`."""
+    out = CliRunner().invoke(
+        app,
+        [
+            "experiment",
+            "run",
+            "e2",
+            "--small",
+            "--seeds",
+            "1",
+            "--workers",
+            "1",
+            "--results",
+            str(tmp_path),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    assert "| wasym_k1 |" in out.output and "| standard |" in out.output
+    assert (tmp_path / "e2" / "e2_small.png").exists()
+    assert (tmp_path / "e2" / "e2_small.pdf").exists()
+    summary = (tmp_path / "e2" / "e2_small.md").read_text()
+    assert "Lim, Putterman" in summary and "**held**: W-asymmetric" in summary
+    records = [json.loads(p.read_text()) for p in (tmp_path / "e2" / "jobs").glob("*.json")]
+    from experiments.e2_asymmetric import claims as e2_claims
+
+    claims = e2_claims(records)
+    assert claims["lim_wasym_connects"]["held"], claims
+    assert claims["rebasin_aligns_standard"]["held"], claims
+    assert claims["burgin_kappa"]["held"], claims
+    assert "figlu_lowers_barrier" in claims  # reported either way
+    by = {r["config"]["variant"]: r["result"] for r in records}
+    assert by["wasym_k1"]["paths"]["none"]["barrier_loss"] < 0.25
+    assert by["standard"]["paths"]["none"]["barrier_loss"] > 0.4
+    assert by["wasym_k1"]["log10_group_order"] == 0  # the derived group has no permutations
+
+
+def test_e1_rebasin(tmp_path):
+    from experiments.e1_rebasin import claims
+
+    records, rep = _run("e1", tmp_path, seeds=1)
+    cl = claims(records)
+    assert cl["alignment_reduces_barrier"]["held"], cl
+    assert cl["planted_recovered"]["held"], cl
+    assert "width_helps" in cl  # a single pair per width is too noisy to assert the trend
+    assert "| 512 |" in rep.table
+
+
+def test_e3_identifiability(tmp_path):
+    from experiments.e3_identifiability import claims
+
+    records, _ = _run("e3", tmp_path, seeds=1)
+    cl = claims(records)
+    assert cl["coherence_connects"]["held"], cl
+    assert cl["mask_vs_dense"]["held"], cl
+    assert cl["score_predicts_mnist1d"]["held"], cl
+    assert cl["score_predicts_sandbox"]["spearman"] < 0.5  # weak in the sandbox; reported
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["e1", "e2", "e3"])
+def test_small_settings_with_all_seeds(name, tmp_path):
+    _, rep = _run(name, tmp_path)
+    assert rep.claim_held, rep.summary
