@@ -395,18 +395,23 @@ class SymmetryGroup:
         return "\n".join(lines)
 
     def order_str(self) -> str:
-        """The order as a short product, e.g. ``128!·128!·2^128`` (exact value: :attr:`order`)."""
+        """The order as a short product, e.g. ``128!^2·2^256`` (exact value: :attr:`order`)."""
         if not self.graph.is_concrete:
             return str(self.order)
-        parts = []
+        facts: dict[int, int] = {}
+        twos = 0
         for f in self.factors:
             if f.kind == "permutation":
-                sizes = [len(b) for b in f.blocks] if f.blocks else [int(f.size)]
-                parts += [f"{k}!" for k in sizes if k > 1]
+                for k in [len(b) for b in f.blocks] if f.blocks else [int(f.size)]:
+                    if k > 1:
+                        facts[k] = facts.get(k, 0) + 1
             elif f.kind in ("sign", "flip"):
-                parts.append(f"2^{f.size}")
+                twos += int(f.size)
             elif f.kind == "common_sign":
-                parts.append("2")
+                twos += 1
+        parts = [f"{k}!" + (f"^{c}" if c > 1 else "") for k, c in sorted(facts.items())]
+        if twos:
+            parts.append(f"2^{twos}")
         return "·".join(parts) or "1"
 
     def _repr_latex_(self) -> str:
