@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: $(VENV)/.installed
-	$(VENV)/bin/ruff format --check symlab tests benchmarks experiments
-	$(VENV)/bin/ruff check symlab tests benchmarks experiments
+	$(VENV)/bin/ruff format --check symlab tests benchmarks experiments notebooks docs/_ext
+	$(VENV)/bin/ruff check symlab tests benchmarks experiments notebooks docs/_ext
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -n 2 -q --doctest-modules tests symlab
 
 demo: $(VENV)/.installed
@@ -25,8 +25,8 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff format symlab tests benchmarks experiments
-	$(VENV)/bin/ruff check --fix symlab tests benchmarks experiments
+	$(VENV)/bin/ruff format symlab tests benchmarks experiments notebooks docs/_ext
+	$(VENV)/bin/ruff check --fix symlab tests benchmarks experiments notebooks docs/_ext
 
 clean:
 	rm -rf $(VENV) build *.egg-info

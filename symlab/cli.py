@@ -207,7 +207,7 @@ def experiment_run(
     ] = None,
 ) -> None:
     """Run (or resume) an experiment's sweep, then print its table and write its figures."""
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     from symlab.runner import run_sweep
 

@@ -63,3 +63,32 @@ def test_params_without_action_fail_closed():
           "h.weight": torch.randn(2, 4), "h.bias": torch.randn(2)}  # fmt: skip
     with pytest.raises(sl.errors.UnsupportedOpError, match="defines no action"):
         G.act(G.sample(0), sd)
+
+
+def test_register_a_rule_for_a_function():
+    from symlab.graph.fx_trace import register_function
+
+    class UsesSin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 5), nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.b(torch.sin(self.a(x)))
+
+    x = torch.randn(6, 3, dtype=torch.float64)
+    model = UsesSin().double()
+    with pytest.raises(sl.errors.UnsupportedOpError, match="register_function"):
+        sl.symmetries(model, x)
+
+    @rule("sin_test")
+    def sin_rule(node, graph):  # sin is odd: permutations and sign flips pass through
+        x_in = graph.inputs(node.name)[0]
+        return OpSymmetry(
+            tie=[(x_in, node.name)], admits=[(x_in, Admits(Mag.NONE, Sign.DIAG), "sin")]
+        )
+
+    register_function(torch.sin, "sin_test")
+    G = sl.symmetries(model, x)
+    assert G.order == 120 * 2**5
+    assert sl.check_invariance(model, G, x).passed

@@ -6,8 +6,10 @@ into graph nodes (see :mod:`symlab.graph.fx_macros`); functions and tensor metho
 ``torch.tanh``, ``x + y``, ``flatten``/``view`` after convolutions, ``torch.cat``, means and
 pools) map to ops. Shapes come from running the example input (``ShapeProp``), so every node
 knows its feature axis: the channel axis after convolutions, the last axis after linear maps.
-Ops symlab does not model unit by unit (softmax, matmul, reshapes into heads, …) become
-*opaque* nodes whose inputs and outputs are fixed (sound: nothing is derived through them).
+Multi-head attention written by hand (Linear projections, reshapes into heads, softmax,
+matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as one
+``attention_linear`` node (see :mod:`symlab.graph.fx_attention`). Other ops symlab does not
+model unit by unit (softmax, matmul, reshapes into heads, …) become *opaque* nodes whose inputs and outputs are fixed (sound: nothing is derived through them).
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -29,7 +31,7 @@ from symlab.errors import SymlabError, UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 from symlab.graph.modules import module_op_for
 
-__all__ = ["TraceError", "declare_leaf", "trace_fx"]
+__all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
 
 
 class TraceError(SymlabError):
@@ -43,6 +45,21 @@ def declare_leaf(module_type: type[nn.Module]) -> None:
     """Trace ``module_type`` as one op (register its op with
     :func:`symlab.graph.modules.register_module_op` and a rule with ``@symlab.symmetry.rule``)."""
     _EXTRA_LEAVES.add(module_type)
+
+
+_USER_FUNCS: dict[Any, tuple[str, dict[str, Any]]] = {}
+
+
+def register_function(function: Any, op: str, /, **attrs: Any) -> None:
+    """Trace calls of ``function`` (a function such as ``torch.sin``, or a tensor method name such as
+    ``"abs"``) as the graph op ``op`` with ``attrs``; its tensor arguments become the node's
+    inputs in order. Give ``op`` a rule with ``@symlab.symmetry.rule(op)``.
+
+    >>> register_function(torch.sin, "activation", fn="sin_example")
+    >>> _USER_FUNCS.pop(torch.sin)[0]
+    'activation'
+    """
+    _USER_FUNCS[function] = (op, dict(attrs))
 
 
 ACT_FUNCS: dict[Any, str] = {
@@ -106,9 +123,10 @@ def _where(node: fx.Node) -> str:
 def _unsupported(node: fx.Node, what: str) -> UnsupportedOpError:
     return UnsupportedOpError(
         f"node {node.name!r}: {what} has no symmetry rule{_where(node)}. symlab never assumes an "
-        "unknown op is harmless. Register a rule with @symlab.symmetry.rule('<op>') and map the "
-        "module with symlab.graph.modules.register_module_op (then "
-        "symlab.graph.fx_trace.declare_leaf for custom modules)"
+        "unknown op is harmless. Register a rule with @symlab.symmetry.rule('<op>'), then map "
+        "a module with symlab.graph.modules.register_module_op (plus "
+        "symlab.graph.fx_trace.declare_leaf for your own modules) or a function / tensor "
+        "method with symlab.graph.fx_trace.register_function"
     )
 
 
@@ -218,9 +236,16 @@ class _Converter:
 
     # -- conversion ---------------------------------------------------------------------------
     def run(self) -> ArchGraph:
+        from symlab.graph.fx_attention import emit_attention, find_attention
+
         outs = 0
+        attention, swallowed = find_attention(self.gm)  # hand-written attention blocks
         for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
+            if node in swallowed:
+                continue
+            if node in attention:
+                emit_attention(self, attention[node])
+            elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:
                     fa = self.input_axis(node, len(shape))
@@ -360,7 +385,10 @@ class _Converter:
                 self.tuples:  # fmt: skip
             self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
             return
-        if fn in ACT_FUNCS:
+        if fn in _USER_FUNCS:
+            op, extra = _USER_FUNCS[fn]
+            self.emit(node, f"@{node.name}", op, ins, **extra)
+        elif fn in ACT_FUNCS:
             attrs: dict[str, Any] = {"fn": ACT_FUNCS[fn]}
             if attrs["fn"] == "leaky_relu":
                 slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope")

@@ -32,9 +32,13 @@ class FunctionClasses:
 
     Attributes:
         support: the input support.
-        v: (n, k) centres; S: (n, k, k) Grams; a: (n, k) realised coefficients of the trained
-        units; mask: (n, d) the 0/1 mask D; rtol: relative eigenvalue cut for ``S⁺``.
-        ``M`` (n, k, d), the operators, is computed on demand.
+        v: (n, k) centres.
+        mask: (n, d) the 0/1 mask D.
+        S: (n, k, k) Grams.
+        a: (n, k) realised coefficients of the trained units.
+        rtol: relative eigenvalue cut for ``S⁺``.
+
+    The operators ``M`` (n, k, d) are computed on demand.
     """
 
     support: Support

@@ -170,7 +170,7 @@ def _dask(run: RunFn, jobs: list[Job], scheduler: Any) -> Iterator[dict[str, Any
 
 
 def _bar(total: int, enabled: bool | None, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     show = sys.stderr.isatty() if enabled is None else enabled
     return tqdm(total=total, desc=desc, disable=not show, leave=False, dynamic_ncols=True)

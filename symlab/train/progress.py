@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 __all__ = ["progress_bar"]
 

@@ -1,0 +1,356 @@
+"""Recognise multi-head attention written by hand in a torch.fx graph.
+
+The pattern, from three ``nn.Linear`` projections to an output ``nn.Linear``::
+
+    q = self.q(x).view(B, T, H, D).transpose(1, 2)     # or .unflatten(-1, (H, D)), .reshape
+    k = self.k(x).view(B, T, H, D).transpose(1, 2)
+    v = self.v(x).view(B, T, H, Dv).transpose(1, 2)
+    a = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)   # or / math.sqrt(D); dropout
+    y = (a @ v).transpose(1, 2).reshape(B, T, H * Dv)   # or .flatten(2), .contiguous().view
+    return self.o(y)                                    # or F.scaled_dot_product_attention
+
+is collapsed into one ``attention_linear`` graph node (rule in
+:mod:`symlab.symmetry.attention_rules`). The match is an abstract interpretation that labels
+every axis of every tensor between the projections and ``o``: ``h:i``/``d:i`` (heads and head
+dimension of projection ``i``), ``H`` (heads once two projections met), ``m`` (the merged
+heads) or ``x`` (batch and token axes, which no symmetry touches). It proves that
+(1) scores contract the head dimension of one projection with that of another, head by head;
+(2) the values are multiplied by a function of the scores only, head by head; (3) the heads
+are merged head-major into the last axis read by ``o``; (4) no intermediate tensor is read by
+anything else. Any op outside the short list below, any other axis arrangement, or any
+outside reader makes the match fail, and the ops are then traced one by one (opaque: sound).
+Reshapes are judged from the shapes of the example input, like the rest of the front-end.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn import functional as F
+
+from symlab.errors import UnsupportedOpError
+from symlab.graph.archgraph import ParamSpec
+
+if TYPE_CHECKING:
+    from symlab.graph.fx_trace import _Converter
+
+__all__ = ["AttentionMatch", "emit_attention", "find_attention"]
+
+_LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
+_RESHAPE = {"view", "reshape", "unflatten", "flatten", torch.reshape, torch.flatten}
+_TRANSPOSE = {"transpose", torch.transpose, "permute", torch.permute}
+_IDENTITY = {"contiguous", "clone", F.dropout}
+_SCALE = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
+_SOFTMAX = {F.softmax, torch.softmax, "softmax"}
+_MATMUL = {operator.matmul, torch.matmul, "matmul"}
+_SHAPE_OPS = {"size", "dim", getattr, operator.getitem, operator.mul, operator.floordiv,
+              operator.truediv, operator.add, operator.sub, operator.pow}  # fmt: skip
+_MAX_NODES = 64
+
+
+@dataclass(frozen=True)
+class AttentionMatch:
+    """One recognised attention block: its four Linear call nodes and what lies between."""
+
+    q: fx.Node
+    k: fx.Node
+    v: fx.Node
+    o: fx.Node
+    interior: frozenset[fx.Node]
+    num_heads: int
+    head_dim: int
+    head_dim_v: int
+
+
+class _NoMatch(Exception):
+    pass
+
+
+@dataclass
+class _Val:
+    kind: str  # "proj" | "scores" | "out" | "merged"
+    labels: tuple[str, ...]
+    shape: tuple[int, ...]
+
+
+@dataclass
+class _State:
+    vals: dict[fx.Node, _Val] = field(default_factory=dict)
+    qk: tuple[str, str] | None = None
+    v: str | None = None
+    split: dict[str, tuple[int, int]] = field(default_factory=dict)  # projection -> (H, D)
+
+
+def _require(cond: bool) -> None:
+    if not cond:
+        raise _NoMatch
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    tm = node.meta.get("tensor_meta")
+    _require(hasattr(tm, "shape"))
+    return tuple(int(s) for s in tm.shape)
+
+
+def _is_tensor(node: fx.Node) -> bool:
+    return hasattr(node.meta.get("tensor_meta"), "shape")
+
+
+def _shape_scalar(a: Any, depth: int = 0) -> bool:
+    """A Python number, or a value computed from tensor sizes only (never from tensor data)."""
+    if isinstance(a, int | float) and not isinstance(a, bool):
+        return True
+    if not isinstance(a, fx.Node) or depth > 8 or _is_tensor(a):
+        return False
+    if a.op not in ("call_function", "call_method") or a.target not in _SHAPE_OPS:
+        return False
+    if a.target is getattr and a.args[1] != "shape":
+        return False
+    if a.target in ("size", "dim") or (a.target is getattr):
+        return True  # reads only the shape of its tensor
+    return all(_shape_scalar(b, depth + 1) for b in a.args) and not a.kwargs
+
+
+def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
+    """The tensor inputs of an op the pattern may contain; raises _NoMatch for any other op."""
+    t = node.target
+    if node.op == "call_module":
+        _require(type(gm.get_submodule(str(t))) is nn.Dropout)
+        return [node.args[0]]  # type: ignore[list-item]
+    _require(node.op in ("call_function", "call_method") and _is_tensor(node))
+    if t == F.scaled_dot_product_attention:
+        names = ("query", "key", "value")
+        qkv = list(node.args[:3]) + [node.kwargs[n] for n in names[len(node.args) :]]
+        _require(all(isinstance(a, fx.Node) for a in qkv))
+        return qkv  # type: ignore[return-value]
+    if t in _MATMUL:
+        args = list(node.args[:2])
+    elif t in _SCALE:
+        args = [a for a in node.args if isinstance(a, fx.Node) and _is_tensor(a)]
+    else:
+        args = [node.args[0]]
+    _require(all(isinstance(a, fx.Node) for a in args))
+    return args  # type: ignore[return-value]
+
+
+def _broadcast(a: _Val, b: _Val) -> tuple[list[str], str, str]:
+    """Batch labels of a matmul (heads must meet heads, size for size); the two head labels."""
+    la, lb, sa, sb = a.labels[:-2], b.labels[:-2], a.shape[:-2], b.shape[:-2]
+    n = max(len(la), len(lb))
+    la, lb = ("x",) * (n - len(la)) + la, ("x",) * (n - len(lb)) + lb
+    sa, sb = (1,) * (n - len(sa)) + sa, (1,) * (n - len(sb)) + sb
+    out, heads = [], []
+    for x, y, p, q in zip(la, lb, sa, sb, strict=True):
+        head_x, head_y = x[0] in "hH", y[0] in "hH"
+        _require(head_x == head_y and x[0] in "hHx" and y[0] in "hHx")
+        if head_x:
+            _require(p == q)
+            heads.append((x, y))
+        out.append("H" if head_x else "x")
+    _require(len(heads) == 1)
+    return out, *heads[0]
+
+
+def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
+    t = node.target
+    shape = _shape(node)
+    if node.op == "call_module" or t in _IDENTITY:
+        if t is F.dropout:
+            _require(all(_shape_scalar(a) or isinstance(a, bool) for a in node.args[1:]))
+        src = st.vals[node.args[0]]  # type: ignore[index]
+        return _Val(src.kind, src.labels, shape)
+    if t == F.scaled_dot_product_attention:
+        return _sdpa(node, st, shape)
+    if t in _MATMUL:
+        return _matmul(node, st, shape)
+    (src,) = _data_args(node, gm)
+    x = st.vals[src]
+    if t in _TRANSPOSE:
+        nd = len(x.labels)
+        if t in ("transpose", torch.transpose):
+            i, j = (int(d) % nd for d in (*node.args[1:], *node.kwargs.values()))
+            order = list(range(nd))
+            order[i], order[j] = j, i
+        else:
+            dims = node.args[1:] if t == "permute" else node.args[1:2]
+            dims = dims[0] if len(dims) == 1 and isinstance(dims[0], list | tuple) else dims
+            order = [int(d) % nd for d in dims]  # type: ignore[union-attr]
+        _require(sorted(order) == list(range(nd)))
+        return _Val(x.kind, tuple(x.labels[i] for i in order), shape)
+    if t in _SCALE:
+        args = list(node.args)
+        _require(len(args) == 2 and not node.kwargs)
+        other = args[1] if args[0] is src else args[0]
+        numerator = args[0] is src  # c / x is not linear in x
+        _require(_shape_scalar(other) and (numerator or t in (operator.mul, torch.mul, "mul")))
+        return _Val(x.kind, x.labels, shape)
+    if t in _SOFTMAX:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        _require(x.kind == "scores" and isinstance(dim, int) and dim % len(shape) == len(shape) - 1)
+        _require(set(node.kwargs) <= {"dim", "dtype", "_stacklevel"})
+        return _Val("scores", x.labels, shape)
+    if t in _RESHAPE:
+        if x.kind == "proj" and x.labels[-1].startswith("f:"):  # split the heads off
+            _require(len(shape) == len(x.shape) + 1 and shape[:-2] == x.shape[:-1])
+            i = x.labels[-1][2:]
+            _require(st.split.setdefault(i, shape[-2:]) == shape[-2:])  # type: ignore[arg-type]
+            return _Val("proj", (*x.labels[:-1], f"h:{i}", f"d:{i}"), shape)
+        _require(x.kind == "out" and x.labels[-2] == "H" and x.labels[-1].startswith("d:"))
+        _require(len(shape) == len(x.shape) - 1 and shape[:-1] == x.shape[:-2])
+        return _Val("merged", (*x.labels[:-2], "m"), shape)
+    raise _NoMatch
+
+
+def _matmul(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
+    _require(not node.kwargs and len(node.args) == 2)
+    a, b = (st.vals[n] for n in node.args)  # type: ignore[index]
+    _require(min(len(a.labels), len(b.labels)) >= 3)
+    batch, ha, hb = _broadcast(a, b)
+    if a.kind == "proj" and b.kind == "proj":  # scores: q @ kᵀ
+        _require(st.qk is None and a.labels[-2] == "x" and b.labels[-1] == "x")
+        qa, kb = a.labels[-1], b.labels[-2]
+        _require(qa.startswith("d:") and kb.startswith("d:") and qa != kb)
+        _require(ha == "h:" + qa[2:] and hb == "h:" + kb[2:])
+        st.qk = (qa[2:], kb[2:])
+        return _Val("scores", (*batch, "x", "x"), shape)
+    _require(a.kind == "scores" and b.kind == "proj" and st.v is None and st.qk is not None)
+    _require(a.labels[-2:] == ("x", "x") and b.labels[-2] == "x" and b.labels[-1][:2] == "d:")
+    i = b.labels[-1][2:]
+    _require(ha == "H" and hb == f"h:{i}" and i not in st.qk)
+    st.v = i
+    return _Val("out", (*batch, "x", f"d:{i}"), shape)
+
+
+def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
+    allowed = {"query", "key", "value", "dropout_p", "is_causal", "scale", "attn_mask"}
+    _require(len(node.args) <= 3 and set(node.kwargs) <= allowed)
+    _require(node.kwargs.get("attn_mask") is None and st.qk is None and st.v is None)
+    for key in ("dropout_p", "scale"):
+        _require(node.kwargs.get(key) is None or _shape_scalar(node.kwargs[key]))
+    _require(isinstance(node.kwargs.get("is_causal", False), bool))
+    q, k, v = (st.vals[n] for n in _data_args(node, None))  # type: ignore[arg-type]
+    _require(q.kind == k.kind == v.kind == "proj")
+    _require(len(q.labels) == len(k.labels) == len(v.labels) >= 3)
+    ids = [p.labels[-1][2:] for p in (q, k, v)]
+    _require(len(set(ids)) == 3 and all(p.labels[-1][:2] == "d:" for p in (q, k, v)))
+    heads = [p.labels.index(f"h:{i}") if f"h:{i}" in p.labels else -1 for p, i in zip((q, k, v), ids, strict=True)]
+    _require(heads[0] == heads[1] == heads[2] < len(q.labels) - 2)
+    _require(q.shape[heads[0]] == k.shape[heads[0]] == v.shape[heads[0]])
+    for p in (q, k, v):
+        _require(all(lab == "x" for j, lab in enumerate(p.labels[:-1]) if j != heads[0]))
+    st.qk, st.v = (ids[0], ids[1]), ids[2]
+    labels = ["x"] * (len(q.labels) - 1) + [f"d:{ids[2]}"]
+    labels[heads[0]] = "H"
+    return _Val("out", tuple(labels), shape)
+
+
+def _match(o: fx.Node, linears: dict[fx.Node, nn.Module], gm: fx.GraphModule) -> AttentionMatch:
+    _require(len(o.args) == 1 and not o.kwargs and isinstance(o.args[0], fx.Node))
+    interior: set[fx.Node] = set()
+    leaves: dict[str, fx.Node] = {}
+    todo = [o.args[0]]
+    while todo:
+        n = todo.pop()
+        if n in interior or n in leaves.values():
+            continue
+        if n in linears and n is not o:
+            leaves[str(len(leaves))] = n
+            continue
+        interior.add(n)
+        _require(len(interior) <= _MAX_NODES)
+        todo.extend(_data_args(n, gm))
+    _require(len(leaves) == 3 and all(isinstance(a, fx.Node) for a in todo))
+    for n in [*interior, *leaves.values()]:  # nothing outside may read an inner tensor
+        for u in n.users:
+            inside = u in interior or u is o
+            _require(inside or (u.op == "call_method" and u.target in ("size", "dim")) or (
+                u.target is getattr and u.args[1] in ("shape", "dtype", "device", "ndim")))
+    st = _State()
+    for i, leaf in leaves.items():
+        shape = _shape(leaf)
+        st.vals[leaf] = _Val("proj", ("x",) * (len(shape) - 1) + (f"f:{i}",), shape)
+    for n in gm.graph.nodes:
+        if n in interior:
+            st.vals[n] = _step(n, st, gm)
+    out = st.vals[o.args[0]]  # type: ignore[index]
+    _require(out.kind == "merged" and out.labels[-1] == "m" and st.qk is not None)
+    q, k, v = leaves[st.qk[0]], leaves[st.qk[1]], leaves[st.v]  # type: ignore[index]
+    (hq, dq), (hv, dv) = st.split[st.qk[0]], st.split[st.v]  # type: ignore[index]
+    _require(hq == hv and linears[o].in_features == hq * dv)
+    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv)
+
+
+def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], set[fx.Node]]:
+    """Matches keyed by their output Linear call, and every node they swallow (q/k/v calls
+    and the ops between them and the output)."""
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    linears = {
+        n: gm.get_submodule(str(n.target))
+        for n in gm.graph.nodes
+        if n.op == "call_module" and calls[str(n.target)] == 1
+        and type(gm.get_submodule(str(n.target))) in _LINEARS
+    }  # fmt: skip
+    matches: dict[fx.Node, AttentionMatch] = {}
+    skip: set[fx.Node] = set()
+    for o in linears:
+        if o in skip:
+            continue
+        try:
+            m = _match(o, linears, gm)
+        except (_NoMatch, KeyError, IndexError, TypeError, ValueError, AttributeError):
+            continue
+        matches[o] = m
+        skip |= m.interior | {m.q, m.k, m.v}
+    return matches, skip
+
+
+def emit_attention(cv: _Converter, m: AttentionMatch) -> str:
+    """Add the ``attention_linear`` node of ``m`` to the converter's graph."""
+    targets = []
+    for n in (m.q, m.k, m.v, m.o):
+        t = str(n.target)
+        if cv.strip is not None:
+            t = t.removeprefix(cv.strip).removeprefix(".")
+        if t in cv.used_modules:
+            raise UnsupportedOpError(f"module {t!r} is called more than once (weight sharing)")
+        cv.used_modules.add(t)
+        targets.append(t)
+    srcs = [cv.name[n.args[0]] for n in (m.q, m.k, m.v)]  # type: ignore[index]
+    ins = list(dict.fromkeys(srcs))
+    for s in ins:
+        if cv.fa[s] != len(cv.shape[s]) - 1:
+            raise UnsupportedOpError(f"attention projections read {s!r} off its feature axis")
+    qkv = tuple(ins.index(s) for s in srcs)
+    params = []
+    for t, n, port in zip(targets, (m.q, m.k, m.v, m.o), (*qkv, None), strict=True):
+        mod = cv.gm.get_submodule(str(n.target))
+        rows, cols = int(mod.out_features), int(mod.in_features)
+        if port is None:
+            params.append(ParamSpec(f"{t}.weight", (rows, cols), ("out", "none")))
+        else:
+            params.append(ParamSpec(f"{t}.weight", (rows, cols), ("none", "in" if port == 0 else "none")))
+        if mod.bias is not None:
+            params.append(ParamSpec(f"{t}.bias", (rows,), ("out" if port is None else "none",)))
+    parts = [t.split(".") for t in targets]
+    common = []
+    for seg in zip(*parts, strict=False):
+        if len(set(seg)) != 1:
+            break
+        common.append(seg[0])
+    name = ".".join(common[: min(len(p) for p in parts) - 1])
+    if not name or name in cv.g.nx:
+        name = f"@{m.o.name}_attention"
+    shape = cv.meta_shape(m.o) or (*cv.shape[ins[0]][:-1], int(params[-1].shape[0]))
+    cv.add_node(name, "attention_linear", ins, shape, -1, params, absolute_keys=True,
+                num_heads=m.num_heads, head_dim=m.head_dim, head_dim_v=m.head_dim_v,
+                qkv=qkv, modules=tuple(targets))  # fmt: skip
+    cv.name[m.o] = name
+    return name
