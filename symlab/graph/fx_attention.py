@@ -24,6 +24,7 @@ Reshapes are judged from the shapes of the example input, like the rest of the f
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -49,7 +50,8 @@ _SCALE = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _MATMUL = {operator.matmul, torch.matmul, "matmul"}
 _SHAPE_OPS = {"size", "dim", getattr, operator.getitem, operator.mul, operator.floordiv,
-              operator.truediv, operator.add, operator.sub, operator.pow}  # fmt: skip
+              operator.truediv, operator.add, operator.sub, operator.pow, operator.neg,
+              math.sqrt}  # fmt: skip
 _MAX_NODES = 64
 
 
@@ -120,7 +122,7 @@ def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
     """The tensor inputs of an op the pattern may contain; raises _NoMatch for any other op."""
     t = node.target
     if node.op == "call_module":
-        _require(type(gm.get_submodule(str(t))) is nn.Dropout)
+        _require(type(gm.get_submodule(str(t))) in (nn.Dropout, nn.Identity))
         return [node.args[0]]  # type: ignore[list-item]
     _require(node.op in ("call_function", "call_method") and _is_tensor(node))
     if t == F.scaled_dot_product_attention:
@@ -191,7 +193,8 @@ def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
         return _Val(x.kind, x.labels, shape)
     if t in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        _require(x.kind == "scores" and isinstance(dim, int) and dim % len(shape) == len(shape) - 1)
+        _require(x.kind == "scores" and isinstance(dim, int) and x.labels[-1] == "x")
+        _require(dim % len(shape) == len(shape) - 1)  # over the keys, never over the heads
         _require(set(node.kwargs) <= {"dim", "dtype", "_stacklevel"})
         return _Val("scores", x.labels, shape)
     if t in _RESHAPE:
@@ -238,7 +241,10 @@ def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
     _require(len(q.labels) == len(k.labels) == len(v.labels) >= 3)
     ids = [p.labels[-1][2:] for p in (q, k, v)]
     _require(len(set(ids)) == 3 and all(p.labels[-1][:2] == "d:" for p in (q, k, v)))
-    heads = [p.labels.index(f"h:{i}") if f"h:{i}" in p.labels else -1 for p, i in zip((q, k, v), ids, strict=True)]
+    heads = [
+        p.labels.index(f"h:{i}") if f"h:{i}" in p.labels else -1
+        for p, i in zip((q, k, v), ids, strict=True)
+    ]
     _require(heads[0] == heads[1] == heads[2] < len(q.labels) - 2)
     _require(q.shape[heads[0]] == k.shape[heads[0]] == v.shape[heads[0]])
     for p in (q, k, v):
@@ -249,7 +255,11 @@ def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
     return _Val("out", tuple(labels), shape)
 
 
-def _match(o: fx.Node, linears: dict[fx.Node, nn.Module], gm: fx.GraphModule) -> AttentionMatch:
+def _match(
+    o: fx.Node, linears: dict[fx.Node, nn.Module], gm: fx.GraphModule, taken: set[fx.Node]
+) -> AttentionMatch:
+    """Match the block ending in ``o`` (its projections must not be the output of a block
+    matched before: ``taken``)."""
     _require(len(o.args) == 1 and not o.kwargs and isinstance(o.args[0], fx.Node))
     interior: set[fx.Node] = set()
     leaves: dict[str, fx.Node] = {}
@@ -264,12 +274,15 @@ def _match(o: fx.Node, linears: dict[fx.Node, nn.Module], gm: fx.GraphModule) ->
         interior.add(n)
         _require(len(interior) <= _MAX_NODES)
         todo.extend(_data_args(n, gm))
-    _require(len(leaves) == 3 and all(isinstance(a, fx.Node) for a in todo))
+    _require(len(leaves) == 3 and not any(n in taken for n in leaves.values()))
     for n in [*interior, *leaves.values()]:  # nothing outside may read an inner tensor
         for u in n.users:
             inside = u in interior or u is o
-            _require(inside or (u.op == "call_method" and u.target in ("size", "dim")) or (
-                u.target is getattr and u.args[1] in ("shape", "dtype", "device", "ndim")))
+            _require(
+                inside
+                or (u.op == "call_method" and u.target in ("size", "dim"))
+                or (u.target is getattr and u.args[1] in ("shape", "dtype", "device", "ndim"))
+            )
     st = _State()
     for i, leaf in leaves.items():
         shape = _shape(leaf)
@@ -304,7 +317,7 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
         if o in skip:
             continue
         try:
-            m = _match(o, linears, gm)
+            m = _match(o, linears, gm, set(matches))
         except (_NoMatch, KeyError, IndexError, TypeError, ValueError, AttributeError):
             continue
         matches[o] = m
@@ -336,7 +349,9 @@ def emit_attention(cv: _Converter, m: AttentionMatch) -> str:
         if port is None:
             params.append(ParamSpec(f"{t}.weight", (rows, cols), ("out", "none")))
         else:
-            params.append(ParamSpec(f"{t}.weight", (rows, cols), ("none", "in" if port == 0 else "none")))
+            params.append(
+                ParamSpec(f"{t}.weight", (rows, cols), ("none", "in" if port == 0 else "none"))
+            )
         if mod.bias is not None:
             params.append(ParamSpec(f"{t}.bias", (rows,), ("out" if port is None else "none",)))
     parts = [t.split(".") for t in targets]
@@ -346,8 +361,8 @@ def emit_attention(cv: _Converter, m: AttentionMatch) -> str:
             break
         common.append(seg[0])
     name = ".".join(common[: min(len(p) for p in parts) - 1])
-    if not name or name in cv.g.nx:
-        name = f"@{m.o.name}_attention"
+    if not name or name in cv.g.nx:  # no enclosing module: named after the output Linear
+        name = targets[3] if targets[3] not in cv.g.nx else f"@{m.o.name}"
     shape = cv.meta_shape(m.o) or (*cv.shape[ins[0]][:-1], int(params[-1].shape[0]))
     cv.add_node(name, "attention_linear", ins, shape, -1, params, absolute_keys=True,
                 num_heads=m.num_heads, head_dim=m.head_dim, head_dim_v=m.head_dim_v,

@@ -9,7 +9,8 @@ knows its feature axis: the channel axis after convolutions, the last axis after
 Multi-head attention written by hand (Linear projections, reshapes into heads, softmax,
 matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as one
 ``attention_linear`` node (see :mod:`symlab.graph.fx_attention`). Other ops symlab does not
-model unit by unit (softmax, matmul, reshapes into heads, …) become *opaque* nodes whose inputs and outputs are fixed (sound: nothing is derived through them).
+model unit by unit (softmax, matmul, reshapes into heads, …) become *opaque* nodes whose
+inputs and outputs are fixed (sound: nothing is derived through them).
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -51,9 +52,9 @@ _USER_FUNCS: dict[Any, tuple[str, dict[str, Any]]] = {}
 
 
 def register_function(function: Any, op: str, /, **attrs: Any) -> None:
-    """Trace calls of ``function`` (a function such as ``torch.sin``, or a tensor method name such as
-    ``"abs"``) as the graph op ``op`` with ``attrs``; its tensor arguments become the node's
-    inputs in order. Give ``op`` a rule with ``@symlab.symmetry.rule(op)``.
+    """Trace calls of ``function`` (a function such as ``torch.sin``, or a tensor method name
+    such as ``"abs"``) as the graph op ``op`` with ``attrs``; its tensor arguments become the
+    node's inputs in order. Give ``op`` a rule with ``@symlab.symmetry.rule(op)``.
 
     >>> register_function(torch.sin, "activation", fn="sin_example")
     >>> _USER_FUNCS.pop(torch.sin)[0]

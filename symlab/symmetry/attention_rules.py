@@ -77,13 +77,60 @@ def _mha_act(
     out = dict(params, in_proj_weight=torch.cat(parts))
     if b is not None:
         out["in_proj_bias"] = torch.cat(biases)
-    wo = params["out_proj.weight"]
+    out["out_proj.weight"] = t_out.out(_map_cols(params["out_proj.weight"], perm, mv, h), 0)
+    if "out_proj.bias" in params:
+        out["out_proj.bias"] = t_out.out(params["out_proj.bias"], 0)
+    return out
+
+
+def _map_cols(
+    wo: torch.Tensor, perm: torch.Tensor | None, mv: torch.Tensor | None, h: int
+) -> torch.Tensor:
+    """``W_O``'s columns, head by head: permuted, then ``W_O^h ↦ W_O^h N_h^{-1}``."""
     cols = _heads(wo.T, h)  # (h, d, E_out)
     if perm is not None:
         cols = cols[perm]
     if mv is not None:
         cols = torch.einsum("hij,hi...->hj...", torch.linalg.inv(mv).to(wo.dtype), cols)
-    out["out_proj.weight"] = t_out.out(cols.reshape(wo.T.shape).T, 0)
-    if "out_proj.bias" in params:
-        out["out_proj.bias"] = t_out.out(params["out_proj.bias"], 0)
+    return cols.reshape(wo.T.shape).T
+
+
+@rule("attention_linear")
+def attention_linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Attention written by hand from four ``nn.Linear`` (matched by
+    :mod:`symlab.graph.fx_attention`): the same symmetries as ``mha``, with head dimension
+    ``head_dim`` for queries/keys and ``head_dim_v`` for values/output."""
+    h = int(node.attrs["num_heads"])
+    ins = graph.inputs(node.name)
+    return OpSymmetry(
+        admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
+        internal=[
+            InternalFactor("heads", "permutation", h),
+            InternalFactor("qk", "GL", int(node.attrs["head_dim"]), copies=h),
+            InternalFactor("vo", "GL", int(node.attrs["head_dim_v"]), copies=h),
+        ],
+    )
+
+
+@attention_linear_rule.action
+def _attention_linear_act(
+    node: Node,
+    params: Params,
+    t_in: list[Transform],
+    t_out: Transform,
+    internal: dict[str, torch.Tensor],
+) -> Params:
+    h = int(node.attrs["num_heads"])
+    q, k, v, o = node.attrs["modules"]
+    perm, mq, mv = internal.get("heads"), internal.get("qk"), internal.get("vo")
+    mk = None if mq is None else torch.linalg.inv(mq).transpose(-1, -2)
+    out = dict(params)
+    for mod, mats, port in zip((q, k, v), (mq, mk, mv), node.attrs["qkv"], strict=True):
+        w = t_in[port].contract(params[f"{mod}.weight"], 1)
+        out[f"{mod}.weight"] = _map_rows(w, perm, mats, h)
+        if f"{mod}.bias" in params:
+            out[f"{mod}.bias"] = _map_rows(params[f"{mod}.bias"], perm, mats, h)
+    out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], perm, mv, h), 0)
+    if f"{o}.bias" in params:
+        out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
     return out
