@@ -18,6 +18,10 @@ MODULES: dict[str, str] = {
     "e1": "experiments.e1_rebasin",
     "e2": "experiments.e2_asymmetric",
     "e3": "experiments.e3_identifiability",
+    "e4": "experiments.e4_width",
+    "e5": "experiments.e5_spawning",
+    "e6": "experiments.e6_repair",
+    "e7": "experiments.e7_curves",
 }
 
 

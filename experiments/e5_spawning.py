@@ -1,0 +1,228 @@
+"""E5 Spawning: the barrier between two children forked at step k, vs k.
+
+One run of a ReLU MLP on MNIST-1D is trained to step ``k`` (SGD with momentum, a large
+learning rate with cosine decay); there it is forked (:func:`symlab.train.spawn`) into two
+children that share the weights and optimizer state but see different data orders from step
+``k`` on, and both are trained to the end of the schedule. The children are compared *without
+alignment*: the test error barrier (Frankle et al.'s instability) and the train and test loss
+barriers of the straight line between them.
+
+Published claim: Frankle, Dziugaite, Roy, Carbin (ICML 2020), "Linear Mode Connectivity and the
+Lottery Ticket Hypothesis" (their Fig. 3, instability vs k): children forked at initialisation
+are separated by a barrier; past a *stability point* early in training (a small fraction of the
+run) the children are linearly connected — the error barrier falls below 2 percentage points.
+Frankle et al. find LeNet on MNIST stable already at k = 0; this setting (MNIST-1D, SGD at a
+large learning rate) is chosen to be unstable at initialisation, like their CIFAR nets.
+
+Settings: ``small`` — 40-128-128-10, SGD lr 0.3 (cosine), momentum 0.9, batch 128, 15 epochs
+(480 steps), k ∈ {0, 4, 16, 32, 64, 128, 256}, 2 seeds (about 1 s per job; 15 s in all on 2
+cores). ``full`` — hidden 512-512-512, 30 epochs (960 steps), k ∈ {0, 2, 4, 8, …, 512}, 5 seeds
+(about 12 min on 2 cores; 13 s per job).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import symlab as sl
+from symlab.nn import MLP
+from symlab.runner import Experiment, Report, Setting
+from symlab.seeding import child_seed
+from symlab.train import TrainConfig, spawn
+
+from ._common import figure, fmt, group_by, markdown_table, mean_std, save_figure, write_summary
+
+#: Frankle et al.'s stability threshold on the test error barrier.
+STABLE = 0.02
+
+
+@dataclass(frozen=True)
+class E5Config:
+    """One E5 job: an MLP trained to step ``k``, forked into two children trained to the end."""
+
+    k: int = 0
+    hidden: tuple[int, ...] = (128, 128)
+    data: str = "mnist1d"
+    optimizer: str = "sgd"
+    lr: float = 0.3
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    batch_size: int = 128
+    epochs: int = 15
+    n_alphas: int = 25
+
+
+def run(cfg: E5Config, seed: int) -> dict[str, Any]:
+    """Parent from init ``seed`` trained to ``k``; children with two fresh data orders."""
+    data = sl.data.load(cfg.data)
+    tc = TrainConfig(
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        schedule=cfg.schedule,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        progress=False,
+    )
+    total = tc.total_steps(data.n_train)
+    model = MLP([data.input_shape[0], *cfg.hidden, data.num_classes], seed=seed)
+    sp = spawn(
+        model,
+        data,
+        tc,
+        k=min(cfg.k, total),
+        data_seeds=[child_seed(seed, 1), child_seed(seed, 2)],
+        parent_data_seed=child_seed(seed, 0),
+    )
+    a, b = sp.children
+    test = sl.connect.interpolate(a, b, data, cfg.n_alphas)
+    train = sl.connect.interpolate(a, b, data, cfg.n_alphas, split="train")
+    return {
+        "k": sp.k,
+        "total_steps": total,
+        "runs": [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in sp.results],
+        "error_barrier": test.barrier("error"),
+        "test_loss_barrier": test.barrier("loss"),
+        "train_loss_barrier": train.barrier("loss"),
+        "alphas": [round(float(x), 6) for x in test.alphas],
+        "test_error": [1.0 - float(x) for x in test.accuracy],
+    }
+
+
+def _curve(records: list[dict], key: str) -> tuple[list[int], list[tuple[float, float]]]:
+    by = {k[0]: v for k, v in sorted(group_by(records, "k").items())}
+    return list(by), [mean_std(r["result"][key] for r in recs) for recs in by.values()]
+
+
+def stability_point(records: list[dict[str, Any]]) -> int | None:
+    """The smallest k from which the mean error barrier stays below 2 points (None: never)."""
+    ks, ms = _curve(records, "error_barrier")
+    point = None
+    for k, (m, _) in reversed(list(zip(ks, ms, strict=True))):
+        if m >= STABLE:
+            break
+        point = k
+    return point
+
+
+def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The qualitative claims, each with the numbers it rests on and whether it held."""
+    ks, ms = _curve(records, "error_barrier")
+    if not ks:
+        return {}
+    first, last = ms[0][0], ms[-1][0]
+    point = stability_point(records)
+    total = records[0]["result"]["total_steps"]
+    return {
+        "unstable_at_init": {
+            "claim": f"children forked at k = {ks[0]} are separated by an error barrier "
+            "(Frankle et al. 2020, Fig. 3, unstable networks)",
+            "test": f"mean error barrier at k = {ks[0]} ≥ {STABLE}",
+            "barrier": first,
+            "held": first >= STABLE,
+        },
+        "stable_later": {
+            "claim": "past a stability point early in training the children are linearly "
+            "connected (Frankle et al. 2020)",
+            "test": f"a stability point exists (error barrier < {STABLE} from it on) at ≤ half "
+            f"the run, and barrier at k = {ks[-1]} < 0.25 × at k = {ks[0]}",
+            "barrier": last,
+            "stability_point": point,
+            "fraction_of_run": None if point is None else point / total,
+            "held": point is not None and point <= total / 2 and last < 0.25 * first,
+        },
+    }
+
+
+def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
+    """Table, figure (barriers vs k; error along the path) and summary of E5."""
+    by = {k[0]: v for k, v in sorted(group_by(records, "k").items())}
+    rows = []
+    for k, recs in by.items():
+        accs = [run["test_acc"] for r in recs for run in r["result"]["runs"]]
+        vals = [[r["result"][key] for r in recs] for key in _KEYS]
+        rows.append(
+            [k, len(recs), fmt(accs), *(fmt(v, 4 if i == 0 else 3) for i, v in enumerate(vals))]
+        )
+    header = [
+        "fork step k",
+        "pairs",
+        "test acc",
+        "test error barrier",
+        "test loss barrier",
+        "train loss barrier",
+    ]
+    table = markdown_table(header, rows)
+    fig, (ax0, ax1) = figure(2)
+    for i, key in enumerate(_KEYS):
+        ks, ms = _curve(records, key)
+        xs = [max(k, 1) for k in ks]  # k = 0 drawn at 1 on the log axis
+        ax0.errorbar(
+            xs,
+            [a for a, _ in ms],
+            [s for _, s in ms],
+            marker="o",
+            capsize=3,
+            color=f"C{i}",
+            label=key.replace("_", " "),
+        )
+    ax0.axhline(STABLE, color="gray", ls=":", lw=1, label="2% (stability threshold)")
+    ax0.set(
+        xscale="log",
+        xlabel="fork step k (0 drawn at 1)",
+        ylabel="barrier",
+        title="Barrier between children vs fork step",
+    )
+    for i, (k, recs) in enumerate(by.items()):
+        r = recs[0]["result"]
+        ax1.plot(r["alphas"], r["test_error"], color=f"C{i}", label=f"k = {k}")
+    ax1.set(xlabel="α", ylabel="test error", title="Error along the path (first seed)")
+    if by:
+        ax0.legend(fontsize=6)
+        ax1.legend(fontsize=6)
+    files = save_figure(fig, out_dir, f"e5_{setting}")
+    cl = claims(records)
+    lines = [
+        f"# E5 Spawning ({setting})",
+        "",
+        "Corresponds to Frankle et al. 2020 (Fig. 3: instability — the test error barrier "
+        "between children — vs the fork step k).",
+        "",
+        table,
+        "",
+    ]
+    for c in cl.values():
+        nums = ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in c.items()
+            if k in ("barrier", "stability_point", "fraction_of_run")
+        )
+        lines.append(
+            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
+        )
+    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
+    summary = write_summary(out_dir, f"e5_{setting}", "\n".join(lines) + "\n")
+    main = None if not cl else cl["unstable_at_init"]["held"] and cl["stable_later"]["held"]
+    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+
+
+_KEYS = ("error_barrier", "test_loss_barrier", "train_loss_barrier")
+
+EXPERIMENT = Experiment(
+    name="e5",
+    title="Spawning: barrier between children vs fork step k (stability point)",
+    run=run,
+    settings={
+        "small": Setting(E5Config(), {"k": [0, 4, 16, 32, 64, 128, 256]}, seeds=2, runtime="~15 s"),
+        "full": Setting(
+            E5Config(hidden=(512, 512, 512), epochs=30),
+            {"k": [0, 2, 4, 8, 16, 32, 64, 128, 256, 512]},
+            seeds=5,
+            runtime="~12 min on 2 cores",
+        ),
+    },
+    report=report,
+    paper="Frankle et al. 2020 (linear mode connectivity and the LTH), Fig. 3",
+)
