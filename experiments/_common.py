@@ -133,3 +133,29 @@ def figure(ncols: int = 2, width: float = 4.2, height: float = 3.2) -> tuple[Any
 
     fig = Figure(figsize=(width * ncols, height))
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
+
+
+def claims_report(
+    out_dir: Path,
+    stem: str,
+    header: Sequence[str],
+    table: str,
+    claims: Mapping[str, Mapping[str, Any]],
+    files: list[Path],
+    main: bool | None,
+    keys: Sequence[str] | None = None,
+) -> Any:
+    """Write the markdown summary (header, table, one line per claim saying whether it held,
+    the figure files) and return the experiment's Report. ``keys`` picks the numbers quoted
+    per claim (default: every float)."""
+    from symlab.runner import Report
+
+    lines = [*header, table, ""]
+    for c in claims.values():
+        items = [(k, v) for k, v in c.items() if (k in keys if keys else isinstance(v, float))]
+        nums = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in items)
+        verdict = "held" if c["held"] else "did NOT hold"
+        lines.append(f"- **{verdict}**: {c['claim']} [{c['test']}{'; ' + nums if nums else ''}]")
+    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
+    summary = write_summary(out_dir, stem, "\n".join(lines) + "\n")
+    return Report(table, [*files, summary], main, "\n".join(lines[len(header) + 2 :]))

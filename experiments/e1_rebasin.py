@@ -32,6 +32,7 @@ from symlab.train import TrainConfig
 
 from ._common import (
     barriers,
+    claims_report,
     figure,
     fmt,
     group_by,
@@ -39,7 +40,6 @@ from ._common import (
     mean_std,
     save_figure,
     train_models,
-    write_summary,
 )
 
 METHODS = ("none", "weight", "activation")
@@ -187,25 +187,21 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         ax1.legend(fontsize=7)
     files = save_figure(fig, out_dir, f"e1_{setting}")
     cl = claims(records)
-    lines = [
-        f"# E1 Git Re-Basin ({setting})",
-        "",
-        "Corresponds to Ainsworth et al. 2023 (Fig. 2: MNIST MLP interpolation; width "
-        "figure: barrier vs width multiplier).",
-        "",
+    return claims_report(
+        out_dir,
+        f"e1_{setting}",
+        [
+            f"# E1 Git Re-Basin ({setting})",
+            "",
+            "Corresponds to Ainsworth et al. 2023 (Fig. 2: MNIST MLP interpolation; width "
+            "figure: barrier vs width multiplier).",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} "
-            f"[{c['test']}{'; ' + nums if nums else ''}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e1_{setting}", "\n".join(lines) + "\n")
-    main = cl.get("alignment_reduces_barrier", {}).get("held")
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        cl.get("alignment_reduces_barrier", {}).get("held"),
+    )
 
 
 EXPERIMENT = Experiment(

@@ -32,13 +32,13 @@ from symlab.train import TrainConfig
 
 from ._common import (
     barriers,
+    claims_report,
     figure,
     fmt,
     group_by,
     markdown_table,
     mean_std,
     save_figure,
-    write_summary,
 )
 
 VARIANTS = ("standard", "wasym_k1", "wasym_k0", "figlu")
@@ -233,23 +233,21 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
     files = save_figure(fig, out_dir, f"e2_{setting}")
     cl = claims(records)
     main = cl.get("lim_wasym_connects", {}).get("held")
-    lines = [
-        f"# E2 Asymmetric nets ({setting})",
-        "",
-        "Corresponds to Lim, Putterman et al. 2024 (LMC experiment, Fig. 3 / LMC table) and "
-        "Bürgin et al. 2026 (MLP experiments, κ ∈ {0, 1}).",
-        "",
+    return claims_report(
+        out_dir,
+        f"e2_{setting}",
+        [
+            f"# E2 Asymmetric nets ({setting})",
+            "",
+            "Corresponds to Lim, Putterman et al. 2024 (LMC experiment, Fig. 3 / LMC table) and "
+            "Bürgin et al. 2026 (MLP experiments, κ ∈ {0, 1}).",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e2_{setting}", "\n".join(lines) + "\n")
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        main,
+    )
 
 
 EXPERIMENT = Experiment(

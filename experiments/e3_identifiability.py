@@ -40,6 +40,7 @@ from symlab.seeding import generator
 from symlab.train import TrainConfig
 
 from ._common import (
+    claims_report,
     figure,
     fmt,
     group_by,
@@ -47,7 +48,6 @@ from ._common import (
     mean_std,
     save_figure,
     train_models,
-    write_summary,
 )
 
 MARKERS = {"dense": "o", "mask": "s", "standard": "^", "wasym_k1": "D", "wasym_k0": "v"}
@@ -278,24 +278,21 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         ax1.legend(fontsize=7)
     files = save_figure(fig, out_dir, f"e3_{setting}")
     cl = claims(records)
-    lines = [
-        f"# E3 Identifiability predicts mergeability ({setting})",
-        "",
-        "Corresponds to Bürgin et al. 2026: the coherence-sandbox figure and the "
-        "identifiability-vs-barrier analysis.",
-        "",
+    return claims_report(
+        out_dir,
+        f"e3_{setting}",
+        [
+            f"# E3 Identifiability predicts mergeability ({setting})",
+            "",
+            "Corresponds to Bürgin et al. 2026: the coherence-sandbox figure and the "
+            "identifiability-vs-barrier analysis.",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e3_{setting}", "\n".join(lines) + "\n")
-    main = cl.get("coherence_connects", {}).get("held")
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        cl.get("coherence_connects", {}).get("held"),
+    )
 
 
 _SANDBOX = {"family": ["sandbox"], "variant": ["mask", "dense"]}

@@ -39,6 +39,7 @@ from symlab.runner import Experiment, Report, Setting
 from symlab.train import TrainConfig
 
 from ._common import (
+    claims_report,
     figure,
     fmt,
     group_by,
@@ -46,7 +47,6 @@ from ._common import (
     mean_std,
     save_figure,
     train_models,
-    write_summary,
 )
 
 PAIRS = ((0, 1), (0, 2), (1, 2))
@@ -212,24 +212,21 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         ax1.set_title(f"Train loss, jointly aligned simplex (width {widths[-1]})", fontsize=8)
     files = save_figure(fig, out_dir, f"e4_{setting}")
     cl = claims(records)
-    lines = [
-        f"# E4 Width and many models ({setting})",
-        "",
-        "Corresponds to Sharma et al. 2024 (Fig. 1/2: barrier vs width after alignment; Fig. 3: "
-        "the three-network simplex, weak vs strong linear connectivity).",
-        "",
+    return claims_report(
+        out_dir,
+        f"e4_{setting}",
+        [
+            f"# E4 Width and many models ({setting})",
+            "",
+            "Corresponds to Sharma et al. 2024 (Fig. 1/2: barrier vs width after alignment; "
+            "Fig. 3: the three-network simplex, weak vs strong linear connectivity).",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e4_{setting}", "\n".join(lines) + "\n")
-    main = cl.get("strong_falls_with_width", {}).get("held")
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        cl.get("strong_falls_with_width", {}).get("held"),
+    )
 
 
 EXPERIMENT = Experiment(

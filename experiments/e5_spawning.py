@@ -32,7 +32,7 @@ from symlab.runner import Experiment, Report, Setting
 from symlab.seeding import child_seed
 from symlab.train import TrainConfig, spawn
 
-from ._common import figure, fmt, group_by, markdown_table, mean_std, save_figure, write_summary
+from ._common import claims_report, figure, fmt, group_by, markdown_table, mean_std, save_figure
 
 #: Frankle et al.'s stability threshold on the test error barrier.
 STABLE = 0.02
@@ -184,28 +184,22 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         ax1.legend(fontsize=6)
     files = save_figure(fig, out_dir, f"e5_{setting}")
     cl = claims(records)
-    lines = [
-        f"# E5 Spawning ({setting})",
-        "",
-        "Corresponds to Frankle et al. 2020 (Fig. 3: instability — the test error barrier "
-        "between children — vs the fork step k).",
-        "",
+    return claims_report(
+        out_dir,
+        f"e5_{setting}",
+        [
+            f"# E5 Spawning ({setting})",
+            "",
+            "Corresponds to Frankle et al. 2020 (Fig. 3: instability — the test error barrier "
+            "between children — vs the fork step k).",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in c.items()
-            if k in ("barrier", "stability_point", "fraction_of_run")
-        )
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e5_{setting}", "\n".join(lines) + "\n")
-    main = None if not cl else cl["unstable_at_init"]["held"] and cl["stable_later"]["held"]
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        None if not cl else cl["unstable_at_init"]["held"] and cl["stable_later"]["held"],
+        keys=("barrier", "stability_point", "fraction_of_run"),
+    )
 
 
 _KEYS = ("error_barrier", "test_loss_barrier", "train_loss_barrier")

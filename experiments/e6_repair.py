@@ -33,6 +33,7 @@ from symlab.runner import Experiment, Report, Setting
 from symlab.train import TrainConfig
 
 from ._common import (
+    claims_report,
     figure,
     fmt,
     group_by,
@@ -40,7 +41,6 @@ from ._common import (
     mean_std,
     save_figure,
     train_models,
-    write_summary,
 )
 
 MIDPOINT = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
@@ -232,24 +232,21 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         ax1.legend(fontsize=7)
     files = save_figure(fig, out_dir, f"e6_{setting}")
     cl = claims(records)
-    lines = [
-        f"# E6 REPAIR ({setting})",
-        "",
-        "Corresponds to Jordan et al. 2023 (Figs. 2–3: variance collapse; Figs. 4–5: barrier "
-        "with and without REPAIR for MLPs of increasing depth).",
-        "",
+    return claims_report(
+        out_dir,
+        f"e6_{setting}",
+        [
+            f"# E6 REPAIR ({setting})",
+            "",
+            "Corresponds to Jordan et al. 2023 (Figs. 2–3: variance collapse; Figs. 4–5: barrier "
+            "with and without REPAIR for MLPs of increasing depth).",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e6_{setting}", "\n".join(lines) + "\n")
-    main = cl.get("repair_reduces_barrier", {}).get("held")
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        cl.get("repair_reduces_barrier", {}).get("held"),
+    )
 
 
 EXPERIMENT = Experiment(

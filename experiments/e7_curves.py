@@ -35,13 +35,13 @@ from symlab.runner import Experiment, Report, Setting
 from symlab.train import TrainConfig
 
 from ._common import (
+    claims_report,
     figure,
     fmt,
     markdown_table,
     mean_std,
     save_figure,
     train_models,
-    write_summary,
 )
 
 ALIGNS = ("none", "weight")
@@ -211,25 +211,22 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
     )
     files = save_figure(fig, out_dir, f"e7_{setting}")
     cl = claims(records)
-    lines = [
-        f"# E7 Curves vs lines ({setting})",
-        "",
-        "Corresponds to Garipov et al. 2018 (Figs. 1–2: trained curves between independent "
-        "minima) and Tatro et al. 2020 (Figs. 1, 3: curves after neuron alignment). "
-        f"Loss barriers; endpoint test accuracy {fmt(accs)}.",
-        "",
+    return claims_report(
+        out_dir,
+        f"e7_{setting}",
+        [
+            f"# E7 Curves vs lines ({setting})",
+            "",
+            "Corresponds to Garipov et al. 2018 (Figs. 1–2: trained curves between independent "
+            "minima) and Tatro et al. 2020 (Figs. 1, 3: curves after neuron alignment). "
+            f"Loss barriers; endpoint test accuracy {fmt(accs)}.",
+            "",
+        ],
         table,
-        "",
-    ]
-    for c in cl.values():
-        nums = ", ".join(f"{k} {v:.3f}" for k, v in c.items() if isinstance(v, float))
-        lines.append(
-            f"- **{'held' if c['held'] else 'did NOT hold'}**: {c['claim']} [{c['test']}; {nums}]"
-        )
-    lines += ["", f"Figure: {files[0].name}, {files[1].name}"]
-    summary = write_summary(out_dir, f"e7_{setting}", "\n".join(lines) + "\n")
-    main = cl.get("curve_beats_line", {}).get("held")
-    return Report(table, [*files, summary], main, "\n".join(lines[6:]))
+        cl,
+        files,
+        cl.get("curve_beats_line", {}).get("held"),
+    )
 
 
 EXPERIMENT = Experiment(
