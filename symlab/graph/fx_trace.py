@@ -26,10 +26,21 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
-from torch.nn import functional as F
 
 from symlab.errors import SymlabError, UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, ParamSpec
+from symlab.graph.fx_functions import (
+    ACT_FUNCS,
+    ADD_FUNCS,
+    FLATTEN_FUNCS,
+    IDENTITY_FUNCS,
+    MEAN_FUNCS,
+    MUL_FUNCS,
+    OPAQUE_FUNCS,
+    POOL_FUNCS,
+    USER_FUNCS,
+    register_function,
+)
 from symlab.graph.modules import module_op_for
 
 __all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
@@ -46,49 +57,6 @@ def declare_leaf(module_type: type[nn.Module]) -> None:
     """Trace ``module_type`` as one op (register its op with
     :func:`symlab.graph.modules.register_module_op` and a rule with ``@symlab.symmetry.rule``)."""
     _EXTRA_LEAVES.add(module_type)
-
-
-_USER_FUNCS: dict[Any, tuple[str, dict[str, Any]]] = {}
-
-
-def register_function(function: Any, op: str, /, **attrs: Any) -> None:
-    """Trace calls of ``function`` (a function such as ``torch.sin``, or a tensor method name
-    such as ``"abs"``) as the graph op ``op`` with ``attrs``; its tensor arguments become the
-    node's inputs in order. Give ``op`` a rule with ``@symlab.symmetry.rule(op)``.
-
-    >>> register_function(torch.sin, "activation", fn="sin_example")
-    >>> _USER_FUNCS.pop(torch.sin)[0]
-    'activation'
-    """
-    _USER_FUNCS[function] = (op, dict(attrs))
-
-
-ACT_FUNCS: dict[Any, str] = {
-    F.relu: "relu", torch.relu: "relu", F.leaky_relu: "leaky_relu", torch.tanh: "tanh",
-    F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.gelu: "gelu",
-    F.silu: "silu", F.softplus: "softplus", F.elu: "elu",
-    "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", F.relu6: "relu6",
-    F.hardtanh: "hardtanh", F.softsign: "softsign", F.tanhshrink: "tanhshrink", F.mish: "mish",
-    F.hardswish: "hardswish", F.selu: "selu", F.celu: "celu", F.hardsigmoid: "hardsigmoid",
-    F.logsigmoid: "logsigmoid", torch.relu_: "relu", F.relu_: "relu",
-}  # fmt: skip
-OPAQUE_FUNCS: set[Any] = {
-    F.softmax, torch.softmax, torch.matmul, operator.matmul, torch.bmm, torch.einsum,
-    F.scaled_dot_product_attention, torch.transpose, torch.permute, torch.split, torch.chunk,
-    torch.unsqueeze, torch.squeeze, operator.getitem, torch.stack, F.log_softmax,
-    "softmax", "transpose", "permute", "unsqueeze", "squeeze", "expand", "split", "chunk",
-    "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
-}  # fmt: skip
-ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
-MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}
-FLATTEN_FUNCS = {torch.flatten, "flatten", "view", "reshape", torch.reshape}
-MEAN_FUNCS = {torch.mean, "mean"}
-POOL_FUNCS = {
-    F.adaptive_avg_pool1d: "pool_avg", F.adaptive_avg_pool2d: "pool_avg",
-    F.avg_pool1d: "pool_avg", F.avg_pool2d: "pool_avg", F.max_pool1d: "pool_max",
-    F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max",
-}  # fmt: skip
-IDENTITY_FUNCS = {"contiguous", F.dropout, "clone", "detach"}
 
 
 def _flat_nodes(args: Any) -> list[fx.Node]:
@@ -386,8 +354,8 @@ class _Converter:
                 self.tuples:  # fmt: skip
             self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
             return
-        if fn in _USER_FUNCS:
-            op, extra = _USER_FUNCS[fn]
+        if fn in USER_FUNCS:
+            op, extra = USER_FUNCS[fn]
             self.emit(node, f"@{node.name}", op, ins, **extra)
         elif fn in ACT_FUNCS:
             attrs: dict[str, Any] = {"fn": ACT_FUNCS[fn]}

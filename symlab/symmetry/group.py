@@ -21,6 +21,7 @@ from symlab.graph.archgraph import ArchGraph
 from symlab.graph.widths import Width
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.derive import Structure, derive_structure
+from symlab.symmetry.display import group_repr, order_str, product_str
 from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.transform import Transform
 
@@ -372,50 +373,19 @@ class SymmetryGroup:
                     new[keys[name]] = value.to(params[name].dtype)
         return OrderedDict((k, new.get(k, v)) for k, v in state_dict.items())
 
-    # -- display ------------------------------------------------------------------------------
+    # -- display (symlab/symmetry/display.py) -------------------------------------------------
     def _product(self, latex: bool) -> str:
-        parts = [f.latex() if latex else f.short() for f in self.factors]
-        parts = [p for p in parts if p]
-        if not parts:
-            return "1" if not latex else r"\{e\}"
-        return (r" \times " if latex else " × ").join(parts)
+        return product_str(self, latex)
 
     def __repr__(self) -> str:
-        lines = [f"SymmetryGroup  {self._product(False)}"]
-        log10 = self.log10_order
-        log10_s = f"{log10:.4g}" if isinstance(log10, float) else str(log10)
-        lines.append(
-            f"  order = {self.order_str()}  (log10 = {log10_s}),  dimension = {self.dimension}"
-        )
-        for f in self.factors:
-            moved = ", ".join(f"{k}:{a}" for k, a in f.axes[:4])
-            more = f" (+{len(f.axes) - 4})" if len(f.axes) > 4 else ""
-            caveat = f"  [{f.note}]" if f.note else ""
-            lines.append(f"  {f.name:<28} {f.short():<14} moves {moved}{more}{caveat}")
-        return "\n".join(lines)
+        return group_repr(self)
 
     def order_str(self) -> str:
         """The order as a short product, e.g. ``128!^2·2^256`` (exact value: :attr:`order`)."""
-        if not self.graph.is_concrete:
-            return str(self.order)
-        facts: dict[int, int] = {}
-        twos = 0
-        for f in self.factors:
-            if f.kind == "permutation":
-                for k in [len(b) for b in f.blocks] if f.blocks else [int(f.size)]:
-                    if k > 1:
-                        facts[k] = facts.get(k, 0) + 1
-            elif f.kind in ("sign", "flip"):
-                twos += int(f.size)
-            elif f.kind == "common_sign":
-                twos += 1
-        parts = [f"{k}!" + (f"^{c}" if c > 1 else "") for k, c in sorted(facts.items())]
-        if twos:
-            parts.append(f"2^{twos}")
-        return "·".join(parts) or "1"
+        return order_str(self)
 
     def _repr_latex_(self) -> str:
-        return f"${self._product(True)}$"
+        return f"${product_str(self, True)}$"
 
 
 def _concat(parts: list[Transform], st: Structure, name: str) -> Transform:
