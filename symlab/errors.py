@@ -24,7 +24,15 @@ __all__ = [
 
 
 class SymlabError(Exception):
-    """Base class of every error symlab raises on purpose."""
+    """Base class of every error symlab raises on purpose.
+
+    >>> import symlab as sl
+    >>> try:
+    ...     sl.data.load("no-such-data")
+    ... except SymlabError as err:  # catches every deliberate symlab error
+    ...     print(type(err).__name__)
+    DataError
+    """
 
 
 class UnsupportedOpError(SymlabError):

@@ -208,6 +208,15 @@ def activation_matching(
 
     Raises:
         DataError: fewer than two samples, or constant units with ``constant="raise"``.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net); sd = net.state_dict()
+    >>> other = sl.nn.MLP([3, 4, 2])
+    >>> h = G.element({"P[layers.0.linear]": torch.tensor([1, 0, 3, 2])})
+    >>> _ = other.load_state_dict(G.act(h, sd))  # the same function, units reordered
+    >>> al = activation_matching(net, other, torch.randn(64, 3), G)
+    >>> al.perms["P[layers.0.linear]"].tolist(), round(al.objective, 6)
+    ([1, 0, 3, 2], 1.0)
     """
     factors = matchable_factors(G)
     stats, where = correlation_matrices(

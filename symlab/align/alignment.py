@@ -34,6 +34,15 @@ class Alignment:
         trace: the objective after initialisation and after every pass.
         method: ``"weight_matching"``, ``"activation_matching"``, ...
         info: method-specific diagnostics (passes, solves, constant units, ...).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net); sd = net.state_dict()
+    >>> moved = G.act(G.element({"P[layers.0.linear]": torch.tensor([1, 0, 3, 2])}), sd)
+    >>> al = sl.align.weight_matching(sd, moved, G)
+    >>> al.method, al.perms["P[layers.0.linear]"].tolist()
+    ('weight_matching', [1, 0, 3, 2])
+    >>> all(torch.equal(al.apply(moved)[k], sd[k]) for k in sd)
+    True
     """
 
     group: SymmetryGroup

@@ -160,7 +160,15 @@ def canonical_scale_element(
     state_dict: StateDict, G: SymmetryGroup, *, max_iter: int = 200, tol: float = 1e-24
 ) -> GroupElement:
     """The scaling element ``h`` that brings ``state_dict`` to the canonical scale:
-    ``G.act(h, state_dict)`` is balanced (see the module docstring). Other factors: identity."""
+    ``G.act(h, state_dict)`` is balanced (see the module docstring). Other factors: identity.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net)
+    >>> c = G.act(canonical_scale_element(net.state_dict(), G), net.state_dict())
+    >>> w_in = (c["layers.0.linear.weight"] ** 2).sum(1) + c["layers.0.linear.bias"] ** 2
+    >>> torch.allclose(w_in, (c["head.weight"] ** 2).sum(0))  # each ReLU unit balanced
+    True
+    """
     factors = scale_factors(G)
     if not factors:
         return G.identity()
@@ -245,7 +253,19 @@ def canonical_sign_element(
     state_dict: StateDict, G: SymmetryGroup
 ) -> tuple[GroupElement, dict[str, torch.Tensor]]:
     """The sign element that fixes the signs of ``state_dict`` by the module docstring's rule,
-    and per sign factor a mask of the units that had no deciding entry (kept as they were)."""
+    and per sign factor a mask of the units that had no deciding entry (kept as they were).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], activation="tanh", seed=0); G = sl.symmetries(net)
+    >>> sd = net.state_dict()
+    >>> flipped = G.act(G.element({"sign[layers.0.linear]": torch.tensor([-1.0, 1, -1, 1])}), sd)
+    >>> def canon(s):
+    ...     h, undecided = canonical_sign_element(s, G)
+    ...     return G.act(h, s), undecided
+    >>> (c1, undecided), (c2, _) = canon(sd), canon(flipped)
+    >>> all(torch.allclose(c1[k], c2[k]) for k in sd), undecided["sign[layers.0.linear]"].any()
+    (True, tensor(False))
+    """
     factors = sign_factors(G)
     if not factors:
         return G.identity(), {}

@@ -73,6 +73,13 @@ def straight_through(
         best midpoint loss on the split; ``trace`` that value at every distinct projection
         (the first: plain weight matching); ``info`` holds ``midpoint_loss``,
         ``start_midpoint_loss``, ``projections``.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> x, y = torch.randn(64, 3), torch.randint(0, 2, (64,))
+    >>> al = straight_through(a, b, (x, y), sl.symmetries(a), steps=5)  # default: 200 steps
+    >>> al.method, sorted(al.info)[:2]
+    ('straight_through', ['midpoint_loss', 'projections'])
     """
     tensors = split_tensors(data, split)
     if tensors is None or tensors[1] is None:

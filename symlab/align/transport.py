@@ -80,6 +80,14 @@ class TransportAlignment:
         costs: factor name → transport cost ``⟨T, C⟩``.
         objective: ``−Σ costs`` (larger is better, as for :class:`Alignment`).
         info: ground metric, ``reg``, visiting order.
+
+    >>> import symlab as sl
+    >>> small, wide = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 6, 2], seed=1)
+    >>> ta = ot_alignment(small.state_dict(), wide.state_dict(), sl.symmetries(small),
+    ...                   sl.symmetries(wide))
+    >>> plan = ta.plans["P[layers.0.linear]"]
+    >>> tuple(plan.shape), np.allclose(plan.sum(1), 1 / 4), ta.objective <= 0
+    ((4, 6), True, True)
     """
 
     group_a: SymmetryGroup
@@ -139,6 +147,13 @@ def ot_alignment(
 
     Returns:
         a :class:`TransportAlignment`; ``.apply(sd_b)`` is B in A's basis and widths.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net); sd = net.state_dict()
+    >>> moved = G.act(G.element({"P[layers.0.linear]": torch.tensor([1, 0, 3, 2])}), sd)
+    >>> ta = ot_alignment(sd, moved, G)  # equal widths: the plan is the permutation / 4
+    >>> (ta.plans["P[layers.0.linear]"] * 4).round().long().argmax(1).tolist()
+    [1, 0, 3, 2]
     """
     ot = _ot()
     group_b = group_a if group_b is None else group_b
@@ -204,7 +219,18 @@ def fuse_state_dicts(
     sd_a: StateDict, sd_b: StateDict, alignment: TransportAlignment, weight: float = 0.5
 ) -> OrderedDict[str, torch.Tensor]:
     """OT fusion: ``(1 − weight) θ_A + weight · T(θ_B)`` in A's widths (floating tensors;
-    others from A). Reset BatchNorm statistics of the result on data before use."""
+    others from A). Reset BatchNorm statistics of the result on data before use.
+
+    >>> import symlab as sl
+    >>> small, wide = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 6, 2], seed=1)
+    >>> sd_a, sd_b = small.state_dict(), wide.state_dict()
+    >>> ta = ot_alignment(sd_a, sd_b, sl.symmetries(small), sl.symmetries(wide))
+    >>> fused = fuse_state_dicts(sd_a, sd_b, ta)
+    >>> tuple(fused["layers.0.linear.weight"].shape)  # A's widths
+    (4, 3)
+    >>> all(torch.allclose(fuse_state_dicts(sd_a, sd_b, ta, weight=0.0)[k], sd_a[k]) for k in sd_a)
+    True
+    """
     moved = alignment.apply(sd_b)
     out = OrderedDict()
     for k, v in sd_a.items():

@@ -41,14 +41,26 @@ StateDict = Mapping[str, torch.Tensor]
 
 
 class AlignmentError(SymlabError):
-    """Alignment inputs that do not fit together (an ``init`` from another group, ...)."""
+    """Alignment inputs that do not fit together (an ``init`` from another group, ...).
+
+    >>> from symlab.errors import SymlabError
+    >>> issubclass(AlignmentError, SymlabError)
+    True
+    """
 
 
 def solve_assignment(
     cost: np.ndarray, blocks: tuple[tuple[int, ...], ...] | None = None
 ) -> torch.Tensor:
     """The permutation ``p`` maximising ``Σ_i cost[i, p[i]]``; with ``blocks``, units are
-    assigned only within their block (one independent problem per block)."""
+    assigned only within their block (one independent problem per block).
+
+    >>> solve_assignment(np.array([[0.0, 1.0], [1.0, 0.0]])).tolist()
+    [1, 0]
+    >>> cost = np.array([[0.0, 1.0, 5.0], [1.0, 0.0, 5.0], [5.0, 5.0, 0.0]])
+    >>> solve_assignment(cost, blocks=((0, 1), (2,))).tolist()  # unit 2 stays in its own block
+    [1, 0, 2]
+    """
     n = cost.shape[0]
     if blocks is None:
         _, cols = linear_sum_assignment(cost, maximize=True)

@@ -46,14 +46,24 @@ def _finish(x: float, v0: float, v1: float) -> float:
 
 
 def loss_barrier(alphas: torch.Tensor, loss: torch.Tensor) -> float:
-    """``max_α L(α) − ½ (L(0) + L(1))`` (Git Re-Basin, Ainsworth et al. 2023; Frankle 2020)."""
+    """``max_α L(α) − ½ (L(0) + L(1))`` (Git Re-Basin, Ainsworth et al. 2023; Frankle 2020).
+
+    >>> alphas = torch.linspace(0, 1, 5)
+    >>> loss_barrier(alphas, torch.tensor([1.0, 2.0, 1.0, 0.5, 0.0]))
+    1.5
+    """
     _, v, v0, v1 = _prep(alphas, loss, "loss barrier")
     with np.errstate(invalid="ignore"):
         return _finish(v.max() - 0.5 * (v0 + v1), v0, v1)
 
 
 def weighted_barrier(alphas: torch.Tensor, loss: torch.Tensor) -> float:
-    """``max_α L(α) − [(1 − α) L(0) + α L(1)]`` (Entezari et al., ICLR 2022)."""
+    """``max_α L(α) − [(1 − α) L(0) + α L(1)]`` (Entezari et al., ICLR 2022).
+
+    >>> alphas = torch.linspace(0, 1, 5)
+    >>> weighted_barrier(alphas, torch.tensor([1.0, 2.0, 1.0, 0.5, 0.0]))
+    1.25
+    """
     a, v, v0, v1 = _prep(alphas, loss, "weighted barrier")
     with np.errstate(invalid="ignore"):
         return _finish((v - ((1 - a) * v0 + a * v1)).max(), v0, v1)
@@ -61,14 +71,24 @@ def weighted_barrier(alphas: torch.Tensor, loss: torch.Tensor) -> float:
 
 def error_barrier(alphas: torch.Tensor, accuracy: torch.Tensor) -> float:
     """``max_α err(α) − ½ (err(0) + err(1))`` on the error rate ``1 − accuracy``, as a fraction
-    (Frankle et al., ICML 2020, "instability"; stable when below 0.02)."""
+    (Frankle et al., ICML 2020, "instability"; stable when below 0.02).
+
+    >>> alphas = torch.linspace(0, 1, 5)
+    >>> round(error_barrier(alphas, torch.tensor([0.9, 0.8, 0.5, 0.7, 0.8])), 4)
+    0.35
+    """
     acc = torch.as_tensor(accuracy, dtype=torch.float64)
     return loss_barrier(alphas, 1.0 - acc)
 
 
 def relative_accuracy_drop(alphas: torch.Tensor, accuracy: torch.Tensor) -> float:
     """``(min_α acc(α) − max(acc(0), acc(1))) / max(acc(0), acc(1)) · 100``, in percent;
-    negative when the path loses accuracy (Bürgin et al. 2026)."""
+    negative when the path loses accuracy (Bürgin et al. 2026).
+
+    >>> alphas = torch.linspace(0, 1, 5)
+    >>> round(relative_accuracy_drop(alphas, torch.tensor([0.9, 0.8, 0.5, 0.7, 0.8])), 1)
+    -44.4
+    """
     _, v, v0, v1 = _prep(alphas, -torch.as_tensor(accuracy, dtype=torch.float64), "accuracy")
     best = max(-v0, -v1)
     if best == 0 or not np.isfinite(best):
@@ -94,7 +114,14 @@ def barrier(
     loss: torch.Tensor | None = None,
     accuracy: torch.Tensor | None = None,
 ) -> float:
-    """The barrier named ``kind`` (one of :data:`BARRIERS`) of a curve."""
+    """The barrier named ``kind`` (one of :data:`BARRIERS`) of a curve.
+
+    >>> alphas = torch.linspace(0, 1, 5)
+    >>> barrier("loss", alphas, loss=torch.tensor([1.0, 2.0, 1.0, 0.5, 0.0]))
+    1.5
+    >>> round(barrier("error", alphas, accuracy=torch.tensor([0.9, 0.8, 0.5, 0.7, 0.8])), 4)
+    0.35
+    """
     if kind in _ON_LOSS:
         if loss is None:
             raise DataError(f"the {kind!r} barrier needs losses")

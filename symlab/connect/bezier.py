@@ -39,6 +39,13 @@ class BezierCurve(Curve):
 
     Extra attributes: ``control`` (the trained ``θ_C``, parameter name → tensor) and
     ``train_loss`` (the minibatch loss at each training step).
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    >>> curve = bezier_curve(a, b, (x, y), steps=5, n_alphas=3)
+    >>> tuple(curve.alphas.shape), len(curve.train_loss), set(curve.control) == set(a.state_dict())
+    ((3,), 5, True)
     """
 
     control: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
@@ -51,7 +58,16 @@ def bezier_state(
     control: dict[str, torch.Tensor],
     t: float,
 ) -> dict[str, torch.Tensor]:
-    """``θ(t)`` for the parameters in ``control``; other floating tensors linear in ``t``."""
+    """``θ(t)`` for the parameters in ``control``; other floating tensors linear in ``t``.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> sd_a, sd_b = a.state_dict(), b.state_dict()
+    >>> control = {"head.bias": torch.zeros(2)}
+    >>> end = bezier_state(sd_a, sd_b, control, 1.0)
+    >>> all(torch.allclose(end[k], sd_b[k]) for k in sd_b)
+    True
+    """
     out = {}
     for k, a in sd_a.items():
         b = sd_b[k]
@@ -92,6 +108,13 @@ def bezier_curve(
 
     Returns:
         a :class:`BezierCurve`.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    >>> curve = bezier_curve(a, b, (x, y), steps=5, n_alphas=3)  # steps=500 by default
+    >>> curve.alphas.tolist(), curve.barrier("loss") >= 0
+    ([0.0, 0.5, 1.0], True)
     """
     sd_a = {k: v.detach() for k, v in model_a.state_dict().items()}
     sd_b = {k: v.detach() for k, v in model_b.state_dict().items()}

@@ -20,7 +20,12 @@ __all__ = ["has_batchnorm", "reset_bn_stats"]
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    """Whether ``model`` has a BatchNorm layer that tracks running statistics."""
+    """Whether ``model`` has a BatchNorm layer that tracks running statistics.
+
+    >>> import symlab as sl
+    >>> has_batchnorm(sl.nn.MLP([3, 4, 2])), has_batchnorm(sl.nn.MLP([3, 4, 2], norm="batchnorm"))
+    (False, True)
+    """
     return any(isinstance(m, _BatchNorm) and m.track_running_stats for m in model.modules())
 
 
@@ -32,8 +37,12 @@ def reset_bn_stats(
     Returns the model (in eval mode). Other parameters are untouched.
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    >>> _ = reset_bn_stats(net, torch.ones(8, 3) * torch.arange(8.0)[:, None])
-    >>> bool(net[1].running_var.max() > 1.0)
+    >>> x = torch.randn(64, 3)
+    >>> _ = reset_bn_stats(net, x)
+    >>> h = net[0](x).detach()
+    >>> torch.allclose(net[1].running_mean, h.mean(0), atol=1e-5), net.training
+    (True, False)
+    >>> torch.allclose(net[1].running_var, h.var(0), atol=1e-5)
     True
     """
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]

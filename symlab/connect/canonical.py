@@ -56,7 +56,15 @@ StateDict = Mapping[str, torch.Tensor]
 
 def canonical_permutation_element(state_dict: StateDict, G: SymmetryGroup) -> GroupElement:
     """The permutation element that sorts every permutation factor's units (within blocks) by
-    total squared mass, largest first (ties: incoming mass, then position)."""
+    total squared mass, largest first (ties: incoming mass, then position).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net)
+    >>> canon = G.act(canonical_permutation_element(net.state_dict(), G), net.state_dict())
+    >>> mass = (canon["layers.0.linear.weight"] ** 2).sum(1) + (canon["head.weight"] ** 2).sum(0)
+    >>> bool((mass[:-1] >= mass[1:]).all())
+    True
+    """
     keys = G.graph.state_keys()
     values = {}
     for name, fas in factor_axes(G).items():
@@ -102,6 +110,13 @@ def canonicalize(
 
     Returns:
         the canonical state_dict (same keys, dtypes and order), and optionally ``h``.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net); sd = net.state_dict()
+    >>> moved = G.act(G.sample(0), sd)  # the same function, other weights
+    >>> a, b = canonicalize(sd, G), canonicalize(moved, G)
+    >>> all(torch.allclose(a[k], b[k], atol=1e-5) for k in sd)
+    True
     """
     G.check_state_dict(state_dict)
     h = G.identity()
@@ -130,6 +145,12 @@ class OrbitDistance:
             no discrete factor left to optimise over (pure scaling groups); False when it is an
             upper bound found by weight matching.
         alignment: the weight matching of the two canonical forms (None when not needed).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], seed=0); G = sl.symmetries(net); sd = net.state_dict()
+    >>> d = orbit_distance(sd, G.act(G.sample(0), sd), G, details=True)
+    >>> d.value < 1e-5, d.exact, d.alignment is not None
+    (True, False, True)
     """
 
     value: float
@@ -164,6 +185,13 @@ def orbit_distance(
 
     Returns:
         the distance as a float, or an :class:`OrbitDistance` with ``details=True``.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1); G = sl.symmetries(a)
+    >>> orbit_distance(a.state_dict(), G.act(G.sample(0), a.state_dict()), G) < 1e-5
+    True
+    >>> orbit_distance(a.state_dict(), b.state_dict(), G) > 0.1
+    True
     """
     ca, cb = canonicalize(a, G), canonicalize(b, G)
     has_perm = bool(factor_axes(G))

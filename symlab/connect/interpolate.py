@@ -47,6 +47,13 @@ class Curve:
         accuracy: classification accuracy at each α (None for regression losses).
         bn_reset: whether BatchNorm statistics were recomputed for interior α.
         label: a name for plots.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    >>> curve = interpolate(a, b, (x, y), n_alphas=5)
+    >>> tuple(curve.alphas.shape), tuple(curve.loss.shape), curve.barrier("loss") >= 0
+    ((5,), (5,), True)
     """
 
     alphas: torch.Tensor
@@ -95,7 +102,16 @@ class Curve:
 
 
 def check_same_architecture(sd_a: StateDict, sd_b: StateDict) -> None:
-    """Raise :class:`ArchitectureMismatchError` naming the first differing parameter."""
+    """Raise :class:`ArchitectureMismatchError` naming the first differing parameter.
+
+    >>> import symlab as sl
+    >>> sd = sl.nn.MLP([3, 4, 2]).state_dict()
+    >>> check_same_architecture(sd, sl.nn.MLP([3, 4, 2], seed=1).state_dict())
+    >>> check_same_architecture(sd, sl.nn.MLP([3, 5, 2]).state_dict())
+    Traceback (most recent call last):
+        ...
+    symlab.errors.ArchitectureMismatchError: parameter layers.0.linear.weight has shape (4, 3) ...
+    """
     missing, extra = [k for k in sd_a if k not in sd_b], [k for k in sd_b if k not in sd_a]
     if missing or extra:
         raise ArchitectureMismatchError(
@@ -111,7 +127,17 @@ def check_same_architecture(sd_a: StateDict, sd_b: StateDict) -> None:
 
 
 def interpolate_state(sd_a: StateDict, sd_b: StateDict, alpha: float) -> dict[str, torch.Tensor]:
-    """``(1 − α) θ_A + α θ_B`` for floating tensors (exact at α = 0 and 1); others from A."""
+    """``(1 − α) θ_A + α θ_B`` for floating tensors (exact at α = 0 and 1); others from A.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> sd_a, sd_b = a.state_dict(), b.state_dict()
+    >>> mid = interpolate_state(sd_a, sd_b, 0.5)
+    >>> torch.allclose(mid["head.bias"], (sd_a["head.bias"] + sd_b["head.bias"]) / 2)
+    True
+    >>> all(torch.equal(interpolate_state(sd_a, sd_b, 0.0)[k], sd_a[k]) for k in sd_a)
+    True
+    """
     out = {}
     for k, a in sd_a.items():
         b = sd_b[k]
@@ -220,6 +246,13 @@ def interpolate(
 
     Raises:
         ArchitectureMismatchError: the state_dicts differ in keys or shapes.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    >>> curve = interpolate(a, b, (x, y), n_alphas=5)
+    >>> curve.alphas.tolist(), curve.accuracy is not None
+    ([0.0, 0.25, 0.5, 0.75, 1.0], True)
     """
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     check_same_architecture(sd_a, sd_b)

@@ -28,7 +28,14 @@ __all__ = ["MergeResult", "average_state_dicts", "merge"]
 
 @dataclass(frozen=True, eq=False)
 class MergeResult:
-    """A merged model, the alignments that made it, and how many alignment rounds ran."""
+    """A merged model, the alignments that made it, and how many alignment rounds ran.
+
+    >>> import symlab as sl
+    >>> models = [sl.nn.MLP([3, 4, 2], seed=s) for s in range(3)]
+    >>> result = merge(models, sl.symmetries(models[0]))
+    >>> type(result.model).__name__, len(result.alignments), result.rounds >= 1
+    ('MLP', 3, True)
+    """
 
     model: nn.Module
     state_dict: dict[str, torch.Tensor]
@@ -39,7 +46,15 @@ class MergeResult:
 def average_state_dicts(
     sds: Sequence[dict[str, torch.Tensor]], weights: Sequence[float] | None = None
 ) -> dict[str, torch.Tensor]:
-    """``Σ w_m θ_m`` of floating tensors (equal weights by default); others from the first."""
+    """``Σ w_m θ_m`` of floating tensors (equal weights by default); others from the first.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> sd_a, sd_b = a.state_dict(), b.state_dict()
+    >>> avg = average_state_dicts([sd_a, sd_b], weights=[0.25, 0.75])
+    >>> torch.allclose(avg["head.bias"], 0.25 * sd_a["head.bias"] + 0.75 * sd_b["head.bias"])
+    True
+    """
     w = [1.0 / len(sds)] * len(sds) if weights is None else [float(v) for v in weights]
     out = {}
     for k, v in sds[0].items():

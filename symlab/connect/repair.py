@@ -31,7 +31,12 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def repair_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     """Names of the layers REPAIR corrects: linear/conv modules in the order they run on
-    ``x``, the last one (the output head) left out."""
+    ``x``, the last one (the output head) left out.
+
+    >>> import symlab as sl
+    >>> repair_layers(sl.nn.MLP([3, 4, 4, 2]), torch.randn(8, 3))
+    ['layers.0.linear', 'layers.1.linear']
+    """
     order: list[str] = []
     hs = [
         m.register_forward_hook(lambda _m, _i, _o, n=name: order.append(n))
@@ -102,6 +107,14 @@ def repair(
 
     Returns:
         the repaired model (a copy unless ``inplace``), in eval mode.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
+    >>> merged = sl.nn.MLP([3, 4, 2])
+    >>> _ = merged.load_state_dict(sl.connect.average_state_dicts([a.state_dict(), b.state_dict()]))
+    >>> fixed = repair(merged, [a, b], [0.5, 0.5], torch.randn(64, 3))
+    >>> fixed is merged, fixed.training
+    (False, False)
     """
     if len(endpoints) != len(weights) or not endpoints:
         raise ValueError("give one weight per endpoint model")

@@ -37,7 +37,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def simplex_grid(resolution: int) -> torch.Tensor:
-    """Barycentric weights ``(i, j, k) / resolution`` with ``i + j + k = resolution``."""
+    """Barycentric weights ``(i, j, k) / resolution`` with ``i + j + k = resolution``.
+
+    >>> simplex_grid(2).tolist()  # doctest: +NORMALIZE_WHITESPACE
+    [[0.0, 0.0, 1.0], [0.0, 0.5, 0.5], [0.0, 1.0, 0.0],
+     [0.5, 0.0, 0.5], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]
+    """
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
     pts = [
@@ -52,6 +57,13 @@ class Simplex:
 
     Attributes:
         weights: ``[K, 3]`` barycentric weights; ``loss``, ``accuracy``: ``[K]``.
+
+    >>> import symlab as sl
+    >>> models = [sl.nn.MLP([3, 4, 2], seed=s) for s in range(3)]
+    >>> x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    >>> grid = simplex(models, (x, y), resolution=2)
+    >>> tuple(grid.weights.shape), tuple(grid.loss.shape), tuple(grid.accuracy.shape)
+    ((6, 3), (6,), (6,))
     """
 
     weights: torch.Tensor
@@ -124,6 +136,13 @@ def simplex(
 
     Returns:
         a :class:`Simplex`.
+
+    >>> import symlab as sl
+    >>> models = [sl.nn.MLP([3, 4, 2], seed=s) for s in range(3)]
+    >>> x, y = torch.randn(32, 3), torch.randint(0, 2, (32,))
+    >>> grid = simplex(models, (x, y), resolution=2)
+    >>> tuple(grid.weights.shape), bool(torch.isfinite(grid.loss).all())
+    ((6, 3), True)
     """
     if len(models) != 3:
         raise ValueError(f"simplex needs exactly three models, got {len(models)}")

@@ -37,6 +37,19 @@ def register(name: str, *, default_seed: int = 0) -> Callable[[Builder], Builder
 
     The builder's first parameter must be ``seed``; every other parameter must be keyword-only
     with a default, so that :func:`load` knows the valid options.
+
+    >>> import symlab as sl, torch
+    >>> @register("line")  # doctest: +SKIP
+    ... def line(seed, *, n=64):
+    ...     g = torch.Generator().manual_seed(seed)
+    ...     x = torch.randn(n, 1, generator=g)
+    ...     return from_tensors(x, 2 * x, name="line")
+    >>> ds = sl.data.load("line", n=8)  # doctest: +SKIP
+    >>> @register("bad")  # builders take the seed first
+    ... def bad(n): ...
+    Traceback (most recent call last):
+        ...
+    TypeError: data builder 'bad' must take `seed` as its first parameter
     """
 
     def deco(builder: Builder) -> Builder:

@@ -35,6 +35,12 @@ class ParamSpec:
     (trainable, moved by symmetries), ``"buffer"`` (moved with its channel, e.g. running
     statistics) or ``"fixed"`` (fixed data such as asymmetric masks: never moved; it is what
     can make units distinguishable).
+
+    >>> import symlab as sl
+    >>> node = sl.symmetries(sl.nn.MLP([3, 4, 2])).graph.node("layers.0.linear")
+    >>> spec = node.param("weight")
+    >>> spec.shape, spec.axes, spec.kind, node.key(spec)
+    ((4, 3), ('out', 'in'), 'param', 'layers.0.linear.weight')
     """
 
     name: str
@@ -49,7 +55,15 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class Node:
-    """One op of the graph: its name (the module path), op type, output width and parameters."""
+    """One op of the graph: its name (the module path), op type, output width and parameters.
+
+    >>> import symlab as sl
+    >>> graph = sl.symmetries(sl.nn.MLP([3, 4, 2])).graph
+    >>> [(node.name, node.op, node.width) for node in graph.nodes()][1:3]
+    [('layers.0.linear', 'linear', 4), ('layers.0.act', 'activation', 4)]
+    >>> [p.name for p in graph.node("layers.0.linear").params]
+    ['weight', 'bias']
+    """
 
     name: str
     op: str

@@ -39,6 +39,12 @@ class FunctionClasses:
         rtol: relative eigenvalue cut for ``S⁺``.
 
     The operators ``M`` (n, k, d) are computed on demand.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([5, 8, 2], seed=0)
+    >>> fc = sl.identify.function_classes(net, torch.randn(64, 5), "layers.0.linear", k=3)
+    >>> tuple(fc.v.shape), tuple(fc.mask.shape), tuple(fc.S.shape)
+    ((8, 3), (8, 5), (8, 3, 3))
     """
 
     support: Support

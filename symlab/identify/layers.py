@@ -23,7 +23,13 @@ def _module(model: nn.Module, layer: str) -> nn.Module:
 
 def layer_inputs(model: nn.Module, data: torch.Tensor, layer: str) -> torch.Tensor:
     """The inputs the module at path ``layer`` receives when ``model`` runs on ``data``
-    (flattened to (samples, features))."""
+    (flattened to (samples, features)).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([4, 8, 2], seed=0)
+    >>> tuple(layer_inputs(net, torch.randn(64, 4), "head").shape)  # the hidden activations
+    (64, 8)
+    """
     module = _module(model, layer)
     seen: list[torch.Tensor] = []
     handle = module.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))

@@ -21,7 +21,14 @@ __all__ = ["Prediction", "PredictionCheck", "predict_alignment_free", "test_pred
 
 @dataclass(frozen=True)
 class Prediction:
-    """Whether unaligned interpolation should be low-loss, and why."""
+    """Whether unaligned interpolation should be low-loss, and why.
+
+    >>> import symlab as sl, torch
+    >>> a = sl.nn.MLP([4, 8, 2], seed=0)
+    >>> p = predict_alignment_free(sl.identify.identifiability(a, a, torch.randn(64, 4)))
+    >>> p.low_loss, p.identifiable, p.not_identifiable
+    (True, ('layers.0.linear',), ())
+    """
 
     low_loss: bool
     identifiable: tuple[str, ...]
@@ -31,7 +38,15 @@ class Prediction:
 
 
 def predict_alignment_free(report: IdentifiabilityReport, threshold: float = 0.9) -> Prediction:
-    """Predict low-loss unaligned interpolation iff every layer's score is ≥ ``threshold``."""
+    """Predict low-loss unaligned interpolation iff every layer's score is ≥ ``threshold``.
+
+    >>> import symlab as sl, torch
+    >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
+    >>> report = sl.identify.identifiability(a, b, torch.randn(64, 4))
+    >>> p = predict_alignment_free(report, threshold=0.9)
+    >>> p.low_loss, p.not_identifiable
+    (False, ('layers.0.linear',))
+    """
     ok = tuple(k for k, v in report.layers.items() if v.score >= threshold)
     bad = tuple(k for k, v in report.layers.items() if v.score < threshold)
     if bad:
@@ -51,7 +66,14 @@ def predict_alignment_free(report: IdentifiabilityReport, threshold: float = 0.9
 
 @dataclass(frozen=True)
 class PredictionCheck:
-    """A prediction next to the measured unaligned barrier."""
+    """A prediction next to the measured unaligned barrier.
+
+    >>> import symlab as sl, torch
+    >>> a = sl.nn.MLP([4, 8, 2], seed=0)
+    >>> check = test_prediction(a, a, (torch.randn(64, 4), torch.randint(0, 2, (64,))))
+    >>> check.prediction.low_loss, check.low_loss_measured, check.agree, check.barrier < 1e-6
+    (True, True, True, True)
+    """
 
     prediction: Prediction
     barrier: float
@@ -86,7 +108,14 @@ def test_prediction(
     **kwargs: Any,
 ) -> PredictionCheck:
     """Predict from identifiability, then measure the unaligned barrier (``tolerance`` on the
-    chosen barrier decides "low-loss"; Bürgin et al. use 21 interpolation points)."""
+    chosen barrier decides "low-loss"; Bürgin et al. use 21 interpolation points).
+
+    >>> import symlab as sl, torch
+    >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
+    >>> check = test_prediction(a, b, (torch.randn(64, 4), torch.randint(0, 2, (64,))))
+    >>> check.prediction.low_loss, check.barrier_kind, len(check.curve.alphas)
+    (False, 'loss', 21)
+    """
     from symlab.connect import interpolate
 
     report = report or identifiability(model_a, model_b, data)

@@ -32,7 +32,13 @@ __all__ = ["ReluRealizers", "relu_realizers"]
 
 @dataclass(frozen=True)
 class ReluRealizers:
-    """The set of exact realisers of one ReLU unit on a finite support (see module doc)."""
+    """The set of exact realisers of one ReLU unit on a finite support (see module doc).
+
+    >>> X = np.array([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])
+    >>> r = relu_realizers(X, np.array([1.0, 5.0]), 0.0)
+    >>> r.w.shape, r.dimension, r.n_active, r.max_violation < 1e-9
+    ((2,), 1, 2, True)
+    """
 
     w: np.ndarray  # least-norm weights
     b: float  # least-norm bias

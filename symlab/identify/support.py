@@ -14,7 +14,12 @@ __all__ = ["Support", "coherence", "support"]
 
 @dataclass(frozen=True)
 class Support:
-    """``U`` (d × k, orthonormal columns), the explained variance reached, and ν(U)."""
+    """``U`` (d × k, orthonormal columns), the explained variance reached, and ν(U).
+
+    >>> s = support(torch.randn(100, 3), k=2)
+    >>> tuple(s.U.shape), s.k, s.d, torch.allclose(s.U.T @ s.U, torch.eye(2, dtype=s.U.dtype))
+    ((3, 2), 2, 3, True)
+    """
 
     U: torch.Tensor
     explained_variance: float

@@ -32,6 +32,15 @@ def asym_mask(
 
     Each row's fixed positions are a uniformly random subset chosen by a seeded generator
     (Lim et al. 2024); ``shared=True`` uses one subset for every row.
+
+    >>> mask = asym_mask(3, 4, num_fixed=2, seed=0)
+    >>> tuple(mask.shape), (mask == 0).sum(1).tolist()
+    ((3, 4), [2, 2, 2])
+    >>> torch.equal(mask, asym_mask(3, 4, num_fixed=2, seed=0))  # seeded
+    True
+    >>> shared = asym_mask(3, 4, num_fixed=2, seed=0, shared=True)  # one subset for all rows
+    >>> bool((shared == shared[0]).all())
+    True
     """
     if not 0 <= num_fixed <= in_features:
         raise ValueError(f"num_fixed must be in [0, {in_features}], got {num_fixed}")

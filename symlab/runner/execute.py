@@ -36,7 +36,22 @@ CRASH_MESSAGE = (
 
 @dataclass
 class SweepSummary:
-    """What :func:`run_sweep` did: counts, and the sweep's records and failures afterwards."""
+    """What :func:`run_sweep` did: counts, and the sweep's records and failures afterwards.
+
+    >>> import dataclasses, tempfile
+    >>> from symlab.runner import Sweep
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    >>> def run(config, seed):
+    ...     return {"score": config.width + seed}
+    >>> with tempfile.TemporaryDirectory() as results:
+    ...     summary = run_sweep(Sweep("demo", run, Config(), seeds=3), results, workers=1)
+    >>> summary.total, summary.ok, summary.failed, summary.complete
+    (3, 3, 0, True)
+    >>> sorted(r["result"]["score"] for r in summary.records)
+    [4, 5, 6]
+    """
 
     total: int
     skipped: int
@@ -59,7 +74,19 @@ class SweepSummary:
 
 
 def execute_job(run: RunFn, job: Job) -> dict[str, Any]:
-    """Run one job and return its record; an exception becomes a ``status: "error"`` record."""
+    """Run one job and return its record; an exception becomes a ``status: "error"`` record.
+
+    >>> import dataclasses
+    >>> from symlab.runner import Job
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    >>> record = execute_job(lambda config, seed: {"score": config.width}, Job("demo", Config(), 0))
+    >>> record["status"], record["result"]
+    ('ok', {'score': 4})
+    >>> execute_job(lambda config, seed: 1 / 0, Job("demo", Config(), 0))["status"]
+    'error'
+    """
     start = time.time()
     record: dict[str, Any] = {
         "job_id": job.id,
@@ -201,6 +228,20 @@ def run_sweep(
 
     Returns:
         a :class:`SweepSummary` with every finished record of the sweep (old and new).
+
+    >>> import dataclasses, tempfile
+    >>> from symlab.runner import Sweep
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    >>> def run(config, seed):
+    ...     return {"score": config.width + seed}
+    >>> sweep = Sweep("demo", run, Config(), grid={"width": [4, 8]}, seeds=2)
+    >>> with tempfile.TemporaryDirectory() as results:
+    ...     first = run_sweep(sweep, results, workers=1)
+    ...     again = run_sweep(sweep, results, workers=1)  # every job already has a record
+    >>> (first.ran, first.ok), (again.skipped, again.ran)
+    ((4, 4), (4, 0))
     """
     start = time.time()
     store = ResultStore(results, sweep.experiment)

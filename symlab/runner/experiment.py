@@ -48,7 +48,11 @@ RunFn = Callable[[Any, int], Mapping[str, Any]]
 
 
 class RunnerError(SymlabError):
-    """A sweep or experiment is ill-defined (bad config, grid, seeds or setting name)."""
+    """A sweep or experiment is ill-defined (bad config, grid, seeds or setting name).
+
+    >>> issubclass(RunnerError, SymlabError)
+    True
+    """
 
 
 def _plain(obj: Any) -> Any:
@@ -65,7 +69,16 @@ def _plain(obj: Any) -> Any:
 
 
 def config_dict(config: Any) -> dict[str, Any]:
-    """The fields of a dataclass config as a JSON-able dict."""
+    """The fields of a dataclass config as a JSON-able dict.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    ...     lr: float = 0.1
+    >>> config_dict(Config(width=8))
+    {'width': 8, 'lr': 0.1}
+    """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise RunnerError(
             f"an experiment config must be a dataclass instance, got {type(config).__name__}"
@@ -74,7 +87,11 @@ def config_dict(config: Any) -> dict[str, Any]:
 
 
 def canonical_json(obj: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces) of ``obj``."""
+    """Deterministic JSON (sorted keys, no spaces) of ``obj``.
+
+    >>> canonical_json({"b": 1, "a": [1.5, 2]})
+    '{"a":[1.5,2],"b":1}'
+    """
     return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
@@ -95,7 +112,16 @@ def job_id(experiment: str, config: Any, seed: int) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One point of a sweep: a config and a seed."""
+    """One point of a sweep: a config and a seed.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    >>> job = Job("demo", Config(), seed=0)
+    >>> len(job.id), job.id == Job("demo", Config(), 0).id, job.id == Job("demo", Config(), 1).id
+    (16, True, False)
+    """
 
     experiment: str
     config: Any
@@ -118,6 +144,19 @@ class Sweep:
         grid: field name → values; configs are every combination (in the grid's order). A
             list of such mappings sweeps the union of their cross products (duplicates once).
         seeds: a count ``n`` (seeds 0..n-1) or explicit seeds.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    ...     lr: float = 0.1
+    >>> def run(config, seed):
+    ...     return {"score": config.width + seed}
+    >>> sweep = Sweep("demo", run, Config(), grid={"width": [4, 8]}, seeds=2)
+    >>> sweep.configs()
+    [Config(width=4, lr=0.1), Config(width=8, lr=0.1)]
+    >>> [(job.config.width, job.seed) for job in sweep.jobs()]
+    [(4, 0), (4, 1), (8, 0), (8, 1)]
     """
 
     experiment: str
@@ -179,7 +218,17 @@ class Sweep:
 
 @dataclass(frozen=True)
 class Setting:
-    """A named size of an experiment: base config, grid, seeds and a runtime estimate."""
+    """A named size of an experiment: base config, grid, seeds and a runtime estimate.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    >>> small = Setting(Config(), grid={"width": [4, 8]}, seeds=3, runtime="1 s")
+    >>> exp = Experiment("demo", "A demo", lambda config, seed: {}, {"small": small})
+    >>> len(exp.sweep("small").jobs())
+    6
+    """
 
     base: Any
     grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] = field(
@@ -191,7 +240,12 @@ class Setting:
 
 @dataclass(frozen=True)
 class Report:
-    """What an experiment's report produced: a markdown table, files, and the claim's verdict."""
+    """What an experiment's report produced: a markdown table, files, and the claim's verdict.
+
+    >>> report = Report(table="| width | score |", files=[], claim_held=True, summary="holds")
+    >>> report.claim_held, report.files
+    (True, [])
+    """
 
     table: str
     files: list[Path]
@@ -213,6 +267,16 @@ class Experiment:
         settings: ``{"small": Setting, "full": Setting, ...}``.
         report: ``report(records, out_dir, setting) -> Report`` (writes figures and summary).
         paper: the published figure or claim it reproduces.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Config:
+    ...     width: int = 4
+    >>> def run(config, seed):
+    ...     return {"score": config.width + seed}
+    >>> exp = Experiment("demo", "A demo", run, {"small": Setting(Config(), seeds=2)})
+    >>> [job.seed for job in exp.sweep("small").jobs()], len(exp.sweep("small", seeds=5).jobs())
+    ([0, 1], 5)
     """
 
     name: str

@@ -58,6 +58,10 @@ def to_json(record: Mapping[str, Any]) -> str:
 
     Raises:
         TypeError: a value cannot be converted.
+
+    >>> import json, numpy as np, torch
+    >>> json.loads(to_json({"x": np.float32(0.5), "t": torch.tensor([1, 2]), "n": float("nan")}))
+    {'n': 'nan', 't': [1, 2], 'x': 0.5}
     """
     plain = json.loads(json.dumps(record, default=_default, allow_nan=True))
     return json.dumps(_finite(plain), indent=1, sort_keys=True, allow_nan=False)

@@ -193,6 +193,12 @@ def brute_force_group(
     preserve the function is decided only by evaluating the real model, so this is an oracle
     for the discrete part of the derived group (permutations incl. asymmetric restrictions,
     and sign/flip factors). Raises :class:`TooLargeError` beyond ``max_candidates``.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([2, 3, 1], activation="tanh", seed=0)
+    >>> bf = brute_force_group(net, torch.randn(16, 2))
+    >>> bf.spaces, len(bf.permutations), len(bf.signs)  # S_3, and every sign pattern of tanh
+    (['layers.0.linear'], 6, 8)
     """
     from symlab import symmetries
 

@@ -39,6 +39,13 @@ class Factor:
         internal: the factor lives inside one op (attention heads), not on a graph tensor.
         exact: False when the invariance holds only up to a normalisation's ``eps``.
         note: why the factor is inexact, or other caveats.
+
+    >>> import symlab as sl
+    >>> f = sl.symmetries(sl.nn.MLP([3, 4, 2])).factors[0]
+    >>> f.name, f.kind, f.size, f.space
+    ('P[layers.0.linear]', 'permutation', 4, 'layers.0.linear')
+    >>> f.axes
+    (('layers.0.linear.weight', 0), ('layers.0.linear.bias', 0), ('head.weight', 1))
     """
 
     name: str
@@ -123,6 +130,14 @@ class GroupElement:
 
     Permutations are index tensors (``perm[i]`` = old index of new unit ``i``); scalings and
     signs are vectors (or scalars for the common kinds); GL factors are matrices.
+
+    >>> import symlab as sl
+    >>> G = sl.symmetries(sl.nn.MLP([3, 4, 2]))
+    >>> h = G.element({"P[layers.0.linear]": torch.tensor([1, 0, 3, 2])})
+    >>> h.values["P[layers.0.linear]"].tolist(), h.values["scale[layers.0.linear]"].tolist()
+    ([1, 0, 3, 2], [1.0, 1.0, 1.0, 1.0])
+    >>> G.compose(h, G.inverse(h)).values["P[layers.0.linear]"].tolist()
+    [0, 1, 2, 3]
     """
 
     signature: tuple[tuple[str, str, str], ...]

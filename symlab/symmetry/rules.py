@@ -48,7 +48,14 @@ def _no_params(
 
 @dataclass
 class Rule:
-    """A registered rule: ``derive`` and ``act`` for one op."""
+    """A registered rule: ``derive`` and ``act`` for one op.
+
+    >>> import symlab as sl
+    >>> graph = sl.symmetries(sl.nn.MLP([3, 4, 2])).graph; node = graph.node("head")
+    >>> r = get_rule(node)
+    >>> r.op, r.derive(node, graph).absorbs_shift
+    ('linear', True)
+    """
 
     op: str
     derive: DeriveFn
@@ -74,7 +81,17 @@ def _check_signature(fn: Callable[..., object], names: tuple[str, ...], what: st
 
 
 def rule(op: str, *, replace: bool = False) -> Callable[[DeriveFn], Rule]:
-    """Register ``fn(node, graph) -> OpSymmetry`` as the rule of ``op``; returns the Rule."""
+    """Register ``fn(node, graph) -> OpSymmetry`` as the rule of ``op``; returns the Rule.
+
+    >>> from symlab.symmetry import Admits, Mag, OpSymmetry, Sign
+    >>> @rule("doctest_abs", replace=True)  # |cx| = c|x| for c > 0
+    ... def abs_rule(node, graph):
+    ...     x = graph.inputs(node.name)[0]
+    ...     return OpSymmetry(tie=[(x, node.name)],
+    ...                       admits=[(x, Admits(Mag.DIAG, Sign.NONE), "|cx| = c|x|")])
+    >>> type(abs_rule).__name__, "doctest_abs" in registered_ops()
+    ('Rule', True)
+    """
 
     def register(fn: DeriveFn) -> Rule:
         _check_signature(fn, ("node", "graph"), f"rule {op!r}")
@@ -88,7 +105,13 @@ def rule(op: str, *, replace: bool = False) -> Callable[[DeriveFn], Rule]:
 
 
 def get_rule(node: Node) -> Rule:
-    """The rule for ``node.op``, or :class:`UnsupportedOpError` (fail closed)."""
+    """The rule for ``node.op``, or :class:`UnsupportedOpError` (fail closed).
+
+    >>> import symlab as sl
+    >>> graph = sl.symmetries(sl.nn.MLP([3, 4, 2])).graph
+    >>> get_rule(graph.node("layers.0.linear")).op
+    'linear'
+    """
     try:
         return _REGISTRY[node.op]
     except KeyError:
@@ -100,5 +123,9 @@ def get_rule(node: Node) -> Rule:
 
 
 def registered_ops() -> list[str]:
-    """Names of every op with a rule."""
+    """Names of every op with a rule.
+
+    >>> {"linear", "activation", "add", "conv"} <= set(registered_ops())
+    True
+    """
     return sorted(_REGISTRY)

@@ -20,7 +20,11 @@ __all__ = ["ANY", "NONE", "Admits", "FixedData", "InternalFactor", "Mag", "OpSym
 
 
 class Mag(IntEnum):
-    """Magnitude part of ``M``: from nothing to a full invertible matrix."""
+    """Magnitude part of ``M``: from nothing to a full invertible matrix.
+
+    >>> Mag.DIAG < Mag.GL, Mag(min(Mag.DIAG, Mag.COMMON)).name
+    (True, 'COMMON')
+    """
 
     NONE = 0
     COMMON = 1  # one positive scalar for all units
@@ -29,7 +33,11 @@ class Mag(IntEnum):
 
 
 class Sign(IntEnum):
-    """Sign part of ``M``."""
+    """Sign part of ``M``.
+
+    >>> Sign.DIAG > Sign.COMMON > Sign.NONE
+    True
+    """
 
     NONE = 0
     COMMON = 1  # one sign for all units
@@ -38,7 +46,14 @@ class Sign(IntEnum):
 
 @dataclass(frozen=True)
 class Admits:
-    """The forms of ``M`` an op admits on a tensor; ``a & b`` is their intersection."""
+    """The forms of ``M`` an op admits on a tensor; ``a & b`` is their intersection.
+
+    >>> relu = Admits(Mag.DIAG, Sign.NONE)  # positive scaling per unit, no sign flips
+    >>> ANY & relu
+    Admits(mag=<Mag.DIAG: 2>, sign=<Sign.NONE: 0>)
+    >>> (relu & NONE) == NONE
+    True
+    """
 
     mag: Mag = Mag.NONE
     sign: Sign = Sign.NONE
@@ -59,6 +74,13 @@ class FixedData:
     feature axis dimension ``k`` runs along (or ``None`` for an axis no symmetry touches).
     Units that carry different fixed data are distinguishable; colour refinement uses these to
     shrink the permutation factors.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 4, 2], asym={"num_fixed": 1, "kappa": 1.0})
+    >>> graph = sl.symmetries(net).graph; node = graph.node("layers.0.linear")
+    >>> fixed = sl.symmetry.get_rule(node).derive(node, graph).fixed_data
+    >>> [fd.key for fd in fixed], fixed[0].axes  # rows run along the unit axis, columns the input
+    (['layers.0.linear.mask', 'layers.0.linear.fixed'], ('layers.0.linear', 'input'))
     """
 
     key: str
@@ -99,6 +121,12 @@ class OpSymmetry:
         fixed_data: data that tells units apart (asymmetric masks, fixed gates).
         internal: symmetries inside the op (attention heads), see :class:`InternalFactor`.
         inexact: a note when the admitted scalings hold only up to a norm's ``eps``.
+
+    >>> import symlab as sl
+    >>> graph = sl.symmetries(sl.nn.MLP([3, 4, 2])).graph; node = graph.node("layers.0.act")
+    >>> verdict = sl.symmetry.get_rule(node).derive(node, graph)  # ReLU
+    >>> verdict.tie, verdict.admits[0][1], verdict.absorbs_shift
+    ([('layers.0.linear', 'layers.0.act')], Admits(mag=<Mag.DIAG: 2>, sign=<Sign.NONE: 0>), False)
     """
 
     tie: list[tuple[str, str]] = field(default_factory=list)

@@ -21,7 +21,15 @@ def _matmul_axis(x: torch.Tensor, mat: torch.Tensor, axis: int, left: bool) -> t
 
 @dataclass(frozen=True)
 class Transform:
-    """The map ``x ↦ M P x + c`` of one tensor's feature axis."""
+    """The map ``x ↦ M P x + c`` of one tensor's feature axis.
+
+    >>> t = Transform(perm=torch.tensor([2, 0, 1]), scale=torch.tensor([1.0, 2.0, -1.0]))
+    >>> t.out(torch.tensor([10.0, 20.0, 30.0]), axis=0)  # permute, then scale
+    tensor([ 30.,  20., -20.])
+    >>> w, x = torch.randn(2, 3), torch.randn(3)
+    >>> torch.allclose(t.contract(w, axis=1) @ t.out(x, axis=0), w @ x)  # the reader compensates
+    True
+    """
 
     perm: torch.Tensor | None = None
     scale: torch.Tensor | None = None

@@ -47,7 +47,12 @@ NORMS = (None, "layernorm", "batchnorm")
 
 @dataclass(frozen=True)
 class MLPConfig:
-    """A drawn MLP architecture; ``graph()`` builds it, ``family`` names its kind."""
+    """A drawn MLP architecture; ``graph()`` builds it, ``family`` names its kind.
+
+    >>> cfg = MLPConfig(widths=(3, 4, 2), activation="tanh", norm="layernorm")
+    >>> cfg.family, [n.op for n in cfg.graph().nodes()][:3]
+    ('tanh/layernorm/plain/bias/std', ['input', 'linear', 'layernorm'])
+    """
 
     widths: tuple[int, ...]
     activation: str
@@ -90,6 +95,13 @@ def mlp_configs(
 
     ``residual``/``asym``: True or False forces the choice; None lets hypothesis pick.
     Hidden layers share one width when residual, so the skips apply.
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=5, deadline=None, database=None)
+    ... @given(mlp_configs(max_hidden=2, residual=True))
+    ... def check(cfg):
+    ...     assert cfg.residual and len(set(cfg.widths[1:-1])) == 1
+    >>> check()
     """
     n_hidden = draw(st.integers(1, max_hidden))
     res = draw(st.booleans()) if residual is None else residual
@@ -111,13 +123,27 @@ def mlp_configs(
 
 
 def architectures(**kwargs: Any) -> st.SearchStrategy[ArchGraph]:
-    """Random MLP graphs (see :func:`mlp_configs` for the options)."""
+    """Random MLP graphs (see :func:`mlp_configs` for the options).
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=5, deadline=None, database=None)
+    ... @given(architectures(max_hidden=1, norms=[None]))
+    ... def check(graph):
+    ...     assert [n.op for n in graph.input_nodes] == ["input"]
+    >>> check()
+    """
     return mlp_configs(**kwargs).map(lambda c: c.graph())
 
 
 def randomize(model: GraphNet, seed: int, batch: int = 64) -> GraphNet:
     """Give every trainable tensor generic N(0, 1) values (fixed data untouched) and, for
-    BatchNorm models, non-trivial running statistics; returns the model in eval mode."""
+    BatchNorm models, non-trivial running statistics; returns the model in eval mode.
+
+    >>> import symlab as sl
+    >>> net = randomize(sl.nn.MLP([3, 4, 2], norm="batchnorm", dtype=torch.float64), seed=0)
+    >>> net.training, bool((net.state_dict()["layers.0.norm.running_mean"] != 0).any())
+    (False, True)
+    """
     g = generator(seed)
     with torch.no_grad():
         for p in model.parameters():
@@ -139,6 +165,16 @@ def models(draw: st.DrawFn, dtype: torch.dtype = torch.float64, **kwargs: Any) -
     """Built, generically initialised models of :func:`mlp_configs` architectures.
 
     The drawn config is available as ``model.config``.
+
+    >>> import symlab as sl
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=3, deadline=None, database=None)
+    ... @given(models(max_hidden=1, max_width=4))
+    ... def check(net):  # every drawn model passes its own invariance check
+    ...     G = sl.symmetries(net)
+    ...     x = torch.randn(8, net.config.widths[0], dtype=torch.float64)
+    ...     assert sl.check_invariance(net, G, x).passed
+    >>> check()
     """
     cfg = draw(mlp_configs(**kwargs))
     seed = draw(st.integers(0, 2**16))
@@ -149,5 +185,15 @@ def models(draw: st.DrawFn, dtype: torch.dtype = torch.float64, **kwargs: Any) -
 
 @st.composite
 def group_elements(draw: st.DrawFn, group: SymmetryGroup) -> GroupElement:
-    """Random elements of ``group`` (seeded from hypothesis, so failures shrink and replay)."""
+    """Random elements of ``group`` (seeded from hypothesis, so failures shrink and replay).
+
+    >>> import symlab as sl
+    >>> from hypothesis import given, settings
+    >>> G = sl.symmetries(sl.nn.MLP([3, 4, 2]))
+    >>> @settings(max_examples=5, deadline=None, database=None)
+    ... @given(group_elements(G))
+    ... def check(h):
+    ...     assert sorted(h.values["P[layers.0.linear]"].tolist()) == [0, 1, 2, 3]
+    >>> check()
+    """
     return group.sample(draw(st.integers(0, 2**32 - 1)))

@@ -54,7 +54,16 @@ class RandomCNN(nn.Module):
 
 @st.composite
 def cnn_models(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
-    """Random small CNNs with their example input."""
+    """Random small CNNs with their example input.
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=2, deadline=None, database=None)
+    ... @given(cnn_models())
+    ... def check(model_and_input):
+    ...     model, x = model_and_input
+    ...     assert model(x).shape[0] == x.shape[0]
+    >>> check()
+    """
     cfg = {
         "in_channels": draw(st.integers(1, 3)),
         "channels": draw(st.integers(2, 6)),
@@ -99,7 +108,16 @@ class RandomTransformer(nn.Module):
 
 @st.composite
 def transformer_models(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
-    """Random small transformer encoders with their example input."""
+    """Random small transformer encoders with their example input.
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=2, deadline=None, database=None)
+    ... @given(transformer_models())
+    ... def check(model_and_input):
+    ...     model, x = model_and_input
+    ...     assert model(x).shape[0] == x.shape[0]
+    >>> check()
+    """
     cfg = {
         "in": draw(st.integers(2, 5)),
         "heads": draw(st.integers(1, 3)),

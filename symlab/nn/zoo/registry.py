@@ -35,7 +35,12 @@ InputFn = Callable[[int, torch.Generator, Mapping[str, Any]], torch.Tensor]
 
 @dataclass(frozen=True)
 class ZooEntry:
-    """A zoo model: its factory, how to make an input for it, and tiny test settings."""
+    """A zoo model: its factory, how to make an input for it, and tiny test settings.
+
+    >>> e = entry("mlp")
+    >>> e.name, dict(e.tiny)
+    ('mlp', {'widths': (8, 6, 6, 6, 3)})
+    """
 
     name: str
     factory: Callable[..., nn.Module]
@@ -133,24 +138,44 @@ _ENTRIES: dict[str, ZooEntry] = {
 
 
 def names() -> list[str]:
-    """The zoo's model names."""
+    """The zoo's model names.
+
+    >>> names()[:3]
+    ['mlp', 'wasym_mlp', 'figlu_mlp']
+    """
     return list(_ENTRIES)
 
 
 def entry(name: str) -> ZooEntry:
-    """The registry entry of ``name``."""
+    """The registry entry of ``name``.
+
+    >>> e = entry("resnet20")
+    >>> e.name, callable(e.factory), tuple(e.make_input(2, torch.Generator(), {}).shape)
+    ('resnet20', True, (2, 3, 32, 32))
+    """
     if name not in _ENTRIES:
         raise KeyError(f"no zoo model {name!r}; choose from {names()}")
     return _ENTRIES[name]
 
 
 def get(name: str, **kw: Any) -> nn.Module:
-    """Build zoo model ``name`` with the factory's keyword arguments (``seed=`` among them)."""
+    """Build zoo model ``name`` with the factory's keyword arguments (``seed=`` among them).
+
+    >>> net = get("mlp", widths=(4, 8, 2), seed=0)
+    >>> tuple(net(torch.randn(5, 4)).shape)
+    (5, 2)
+    """
     return entry(name).factory(**kw)
 
 
 def tiny(name: str) -> dict[str, Any]:
-    """Keyword arguments of a tiny but complete version of ``name`` (for fast tests)."""
+    """Keyword arguments of a tiny but complete version of ``name`` (for fast tests).
+
+    >>> kw = tiny("resnet20")
+    >>> net = get("resnet20", **kw)
+    >>> tuple(net(example_input("resnet20", batch=2, **kw)).shape)
+    (2, 10)
+    """
     return dict(entry(name).tiny)
 
 
@@ -159,5 +184,10 @@ def example_input(name: str, batch: int = 2, seed: int = 0, **kw: Any) -> torch.
 
     Image models get a fixed size (32×32 for CIFAR models, 28×28 for the CNN, 64×64
     for ResNet-50, whose adaptive pooling takes any size from 32 up).
+
+    >>> tuple(example_input("mlp", batch=2).shape), tuple(example_input("cnn", batch=2).shape)
+    ((2, 784), (2, 1, 28, 28))
+    >>> torch.equal(example_input("mlp", seed=1), example_input("mlp", seed=1))
+    True
     """
     return entry(name).make_input(batch, generator(seed, 7), MappingProxyType(kw))

@@ -29,6 +29,14 @@ class ResNetLayers:
     ``role`` names where a layer sits: ``"stem"``, ``"stage{s}"`` (a block's 3×3 convolution in
     stage ``s`` = 1, 2, 3), ``"shortcut{s}"`` (a 1×1 projection shortcut) and ``"head"``.
     Subclasses override these methods to swap in other layers.
+
+    >>> class Tanh(ResNetLayers):  # swap every ReLU for a tanh
+    ...     def act(self, role, channels):
+    ...         return nn.Tanh()
+    >>> net = ResNet20(width=0.25, layers=Tanh(), seed=0)
+    >>> kinds = {type(m).__name__ for m in net.modules()}
+    >>> "ReLU" in kinds, "Tanh" in kinds
+    (False, True)
     """
 
     def conv(
@@ -48,7 +56,12 @@ class ResNetLayers:
 
 
 class BasicBlock(nn.Module):
-    """``act2(norm2(conv2(act1(norm1(conv1(x))))) + shortcut(x))`` with 3×3 convolutions."""
+    """``act2(norm2(conv2(act1(norm1(conv1(x))))) + shortcut(x))`` with 3×3 convolutions.
+
+    >>> block = BasicBlock(4, 8, stride=2, stage=2, norm="batchnorm", layers=ResNetLayers())
+    >>> tuple(block(torch.randn(2, 4, 8, 8)).shape), block.shortcut is not None
+    ((2, 8, 4, 4), True)
+    """
 
     def __init__(
         self,

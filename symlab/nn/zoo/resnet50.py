@@ -25,6 +25,10 @@ class Bottleneck(nn.Module):
     """``relu(norm3(conv3(relu(norm2(conv2(relu(norm1(conv1(x)))))))) + downsample(x))``.
 
     1×1 (reduce) → 3×3 (with the stride) → 1×1 (expand by ``expansion``).
+
+    >>> block = Bottleneck(16, planes=4, stride=1, norm="batchnorm")
+    >>> tuple(block(torch.randn(2, 16, 8, 8)).shape), block.downsample is None
+    ((2, 16, 8, 8), True)
     """
 
     expansion = 4
