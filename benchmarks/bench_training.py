@@ -2,7 +2,8 @@
 
 MLP 40-256-256-10 (ReLU), batch 128, Adam (lr 1e-2, cosine), 30 epochs (960 steps) per model,
 the same steps for every path. The compute floor is forward + backward ≈ 3 × 2 × (matmul
-parameters) FLOPs per example at the rate of a 2048² float32 matrix product measured in this run.
+parameters) FLOPs per example at the rate of a 2048² float32 matrix product measured in this run,
+everything on one thread.
 Goal (issue 4): the vectorised path within 1.2× of the floor, ≥ 2.3× sequential throughput.
 Also prints the accuracy each path reaches (paper reference: MLP ≈ 68 % test accuracy) and the
 same for 16 W-asymmetric MLPs (Lim et al. 2024).
@@ -108,6 +109,7 @@ def _timings(data: Dataset) -> tuple[dict[str, float], float, float, float]:
 
 
 def run() -> None:
+    torch.set_num_threads(1)  # every path and the matmul rate alike; the machine is shared
     data = load("mnist1d")
     steps = CONFIG.total_steps(data.n_train)
     matmul_flops = sum(a * b for a, b in itertools.pairwise(WIDTHS))

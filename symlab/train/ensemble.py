@@ -27,6 +27,7 @@ from .loop import final_metrics, non_finite_error, step_range
 from .progress import progress_bar
 from .result import TrainResult, epoch_means
 from .stacked import StackedModels
+from .stacked_linear import stacked_cross_entropy
 
 __all__ = ["Ensemble", "train_ensemble", "train_stacked"]
 
@@ -63,6 +64,13 @@ class Ensemble:
             f"  seed {s}: {r.summary()}" for s, r in zip(self.seeds, self.results, strict=True)
         ]
         return "\n".join(lines)
+
+
+def _loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
+    """:func:`per_run_loss`, with the fused kernel for class logits ``[N, B, C]``."""
+    if kind == "cross_entropy" and out.ndim == 3 and y.ndim == 2:
+        return stacked_cross_entropy(out, y)
+    return per_run_loss(out, y, kind)
 
 
 def train_stacked(
@@ -118,7 +126,10 @@ def train_stacked(
                 idx = order.indices(step).to(device)
                 for group in opt.param_groups:
                     group["lr"] = config.lr * lr_factor(config, step, total)
-                member_loss = per_run_loss(stack.forward(x[idx]), y[idx], kind)
+                flat = idx.flatten()
+                xb = x.index_select(0, flat).view(*idx.shape, *x.shape[1:])
+                yb = y.index_select(0, flat).view(*idx.shape, *y.shape[1:])
+                member_loss = _loss(stack.forward(xb), yb, kind)
                 if not bool(torch.isfinite(member_loss).all()):
                     bad = [int(i) for i in (~torch.isfinite(member_loss)).nonzero().flatten()]
                     who = f"models {bad}, data_seeds {[data_seeds[i] for i in bad]}"

@@ -6,7 +6,8 @@ model). Two forwards:
 - ``"fast"``: for chains of ``Linear``/``WAsymLinear`` layers and elementwise activations (an
   ``nn.Sequential``, or any module whose leaves run in registration order), each layer is one
   batched matmul (:func:`~symlab.train.stacked_linear.stacked_linear`, ``torch.baddbmm`` over the
-  stacked ``[N, out, in]`` weights), so forward and backward are a handful of large kernels.
+  stacked ``[N, out, in]`` weights, with a following ReLU fused in), so forward and backward
+  are a handful of large kernels.
 - ``"vmap"``: the generic fallback for any module, ``vmap(functional_call)``.
 
 Either way the stacked tensors are ordinary autograd leaves, so ``loss.backward()`` and one
@@ -145,19 +146,23 @@ class StackedModels:
     # -- forward ------------------------------------------------------------------------------
     def _chain_forward(self, x: torch.Tensor) -> torch.Tensor:
         assert self._chain is not None
-        h, p, b = x, self.params, self.buffers
-        fresh = False  # whether h is an intermediate this forward created
-        for name, mod in self._chain:
+        h, p, b, chain = x, self.params, self.buffers, self._chain
+        i = 0
+        while i < len(chain):
+            name, mod = chain[i]
+            i += 1
             if type(mod) is nn.Linear:
                 w = p[f"{name}.weight"]
             elif type(mod) is WAsymLinear:
                 w = torch.addcmul(b[f"{name}.fixed"], b[f"{name}.mask"], p[f"{name}.weight"])
-            else:  # an activation; right after a matmul, ReLU can safely work in place
-                h = torch.relu_(h) if type(mod) is nn.ReLU and fresh else mod(h)
-                fresh = False
+            else:  # an activation that does not follow a linear layer
+                h = mod(h)
                 continue
-            h = stacked_linear(h, w, p.get(f"{name}.bias"))
-            fresh = True
+            relu = i < len(chain) and type(chain[i][1]) is nn.ReLU  # fused into the matmul
+            i += relu
+            # the result feeds only the next linear layer: its backward may reuse the gradient
+            own = i < len(chain) and type(chain[i][1]) in (nn.Linear, WAsymLinear)
+            h = stacked_linear(h, w, p.get(f"{name}.bias"), relu=relu, own_grad=own)
         return h
 
     def _call_one(self, params: dict[str, Any], buffers: dict[str, Any], x: torch.Tensor) -> Any:
