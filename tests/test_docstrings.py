@@ -18,20 +18,8 @@ PACKAGES = ["symlab", "symlab.graph", "symlab.symmetry", "symlab.nn", "symlab.nn
             "symlab.data", "symlab.train", "symlab.align", "symlab.connect", "symlab.identify",
             "symlab.testing.strategies", "symlab.runner"]  # fmt: skip
 
-_TRAIN = "owned by another engineer this session (issue 8 item 4 follow-up)"
 #: Public name -> why it has no example yet.
-ALLOWED: dict[str, str] = {
-    "symlab.train.Ensemble": _TRAIN,
-    "symlab.train.Spawn": _TRAIN,
-    "symlab.train.StackedModels": _TRAIN,
-    "symlab.train.TrainConfigError": _TRAIN,
-    "symlab.train.TrainResult": _TRAIN,
-    "symlab.train.chain_layers": _TRAIN,
-    "symlab.train.check_state_dict": _TRAIN,
-    "symlab.train.load_checkpoint": _TRAIN,
-    "symlab.train.make_optimizer": _TRAIN,
-    "symlab.train.trainable_masks": _TRAIN,
-}
+ALLOWED: dict[str, str] = {}
 
 _EXAMPLE = re.compile(r"^\s*>>>|^\s*Examples?\s*(:|\n\s*-{3,})", re.MULTILINE)
 

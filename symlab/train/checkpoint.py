@@ -118,7 +118,16 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """Raise :class:`CheckpointError` listing missing, extra and mis-shaped keys, if any."""
+    """Raise :class:`CheckpointError` listing missing, extra and mis-shaped keys, if any.
+
+    >>> from torch import nn
+    >>> check_state_dict(nn.Linear(3, 2), nn.Linear(3, 2).state_dict())  # fits: no error
+    >>> try:
+    ...     check_state_dict(nn.Linear(3, 2), nn.Linear(4, 2).state_dict())
+    ... except CheckpointError as e:
+    ...     print("weight" in str(e))
+    True
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     extra = sorted(set(state_dict) - set(own))
@@ -152,6 +161,15 @@ def load_checkpoint(
     Raises:
         CheckpointError: missing, truncated, unsafe or non-fitting checkpoints (the message
             lists missing/unexpected/mis-shaped keys).
+
+    >>> import tempfile, os
+    >>> from torch import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+    >>> _ = save_checkpoint(nn.Linear(3, 2), path)
+    >>> model = nn.Linear(3, 2)
+    >>> sd = load_checkpoint(path, model)
+    >>> sorted(sd)
+    ['bias', 'weight']
     """
     sd = _read(Path(path))
     if model is not None:

@@ -138,6 +138,10 @@ def trainable_masks(model: nn.Module) -> dict[str, torch.Tensor]:
 
     This covers :class:`symlab.nn.WAsymLinear` (Lim et al. 2024): entries where ``mask == 0``
     are fixed; training keeps them exactly unchanged, whatever the optimizer does.
+
+    >>> import symlab as sl
+    >>> sorted(trainable_masks(sl.nn.MLP([3, 4, 2], asym={"num_fixed": 1})))
+    ['head.weight', 'layers.0.linear.weight']
     """
     masks: dict[str, torch.Tensor] = {}
     for name, module in model.named_modules():

@@ -33,7 +33,14 @@ LOSSES: tuple[str, ...] = ("auto", "cross_entropy", "mse")
 
 
 class TrainConfigError(TrainingError, ValueError):
-    """A training option has an invalid value (the message lists the valid ones)."""
+    """A training option has an invalid value (the message lists the valid ones).
+
+    >>> try:
+    ...     TrainConfig(optimizer="lbfgs")
+    ... except TrainConfigError as e:
+    ...     print("optimizer" in str(e))
+    True
+    """
 
 
 @dataclass(frozen=True)
@@ -138,6 +145,11 @@ def make_optimizer(config: TrainConfig, params: Iterable[torch.Tensor]) -> torch
 
     The same call builds the optimizer for one model and for N stacked models; each of
     SGD/Adam/AdamW updates every entry independently, so stacking changes nothing.
+
+    >>> w = torch.zeros(2, requires_grad=True)
+    >>> opt = make_optimizer(TrainConfig(optimizer="sgd", lr=0.1), [w])
+    >>> type(opt).__name__
+    'SGD'
     """
     params = list(params)
     fused = bool(params) and all(p.is_floating_point() for p in params)

@@ -34,7 +34,16 @@ __all__ = ["Ensemble", "train_ensemble", "train_stacked"]
 
 @dataclass
 class Ensemble:
-    """Trained members of :func:`train_ensemble`: ordinary modules plus their results."""
+    """Trained members of :func:`train_ensemble`: ordinary modules plus their results.
+
+    >>> import torch, symlab as sl
+    >>> from torch import nn
+    >>> x = torch.randn(32, 3); data = sl.data.from_tensors(x, (x[:, 0] > 0).long(), num_classes=2)
+    >>> make = lambda seed: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> ens = train_ensemble(make, 2, data, TrainConfig(steps=3, batch_size=16))
+    >>> len(ens.models), len(ens.test_accs)
+    (2, 2)
+    """
 
     models: list[nn.Module]
     results: list[TrainResult]

@@ -32,6 +32,13 @@ class TrainResult:
         optimizer_state: the optimizer's ``state_dict`` at the end, to resume or spawn from.
         method: how it was trained: ``"single"`` (:func:`train`), or the ensemble path
             ``"fast"`` / ``"vmap"``.
+
+    >>> import torch, symlab as sl
+    >>> x = torch.randn(32, 3); data = sl.data.from_tensors(x, (x[:, 0] > 0).long(), num_classes=2)
+    >>> cfg = sl.train.TrainConfig(steps=3, batch_size=16)
+    >>> r = sl.train.train(torch.nn.Linear(3, 2), data, cfg)
+    >>> r.steps, len(r.step_losses)
+    (3, 3)
     """
 
     step_losses: torch.Tensor

@@ -32,6 +32,14 @@ class Spawn:
         parent_result: the run from step 0 to ``k``.
         results: each child's run from step ``k`` to the end.
         k: the fork step.
+
+    >>> import torch, symlab as sl
+    >>> from torch import nn
+    >>> x = torch.randn(32, 3); data = sl.data.from_tensors(x, (x[:, 0] > 0).long(), num_classes=2)
+    >>> make = lambda seed: nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> sp = spawn(make(0), data, TrainConfig(steps=4, batch_size=16), k=2)
+    >>> len(sp.children), sp.k
+    (2, 2)
     """
 
     parent: nn.Module

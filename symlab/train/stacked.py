@@ -56,6 +56,12 @@ def chain_layers(model: nn.Module) -> list[tuple[str, nn.Module]] | None:
     :data:`ELEMENTWISE` activation, at least one is linear, and every parameter and buffer of
     the model belongs to a linear leaf. Whether the leaves really run as a chain is checked
     numerically by :class:`StackedModels`.
+
+    >>> from torch import nn
+    >>> [n for n, _ in chain_layers(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)))]
+    ['0', '1', '2']
+    >>> chain_layers(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))) is None
+    True
     """
     leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
     owned: set[str] = set()
@@ -100,6 +106,12 @@ class StackedModels:
         models: the members; :meth:`write_back` copies trained values into them.
         method: ``"fast"``, ``"vmap"`` or ``"auto"`` (fast where it applies).
         probe: example inputs ``[b, ...]`` used to verify the fast path.
+
+    >>> from torch import nn
+    >>> models = [nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)) for _ in range(3)]
+    >>> st = StackedModels(models)
+    >>> tuple(st.forward(torch.randn(3, 5, 3)).shape)  # [N, B, ...] in, [N, B, ...] out
+    (3, 5, 2)
     """
 
     def __init__(
