@@ -22,6 +22,7 @@ __all__ = [
     "build_model",
     "check_fit",
     "loss_kind",
+    "masked_step",
     "per_run_loss",
     "trainable_masks",
 ]
@@ -154,3 +155,30 @@ def trainable_masks(model: nn.Module) -> dict[str, torch.Tensor]:
         ):
             masks[f"{name}.weight" if name else "weight"] = mask.detach().bool()
     return masks
+
+
+def masked_step(
+    opt: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> None:
+    """One optimizer step on ``loss`` that keeps fixed entries fixed (Lim et al. 2024): the
+    gradient of every ``(param, mask, fixed)`` in ``frozen`` is masked, and after the step the
+    parameter is reset to ``param · mask + fixed`` (so momentum and weight decay cannot move
+    fixed entries either).
+
+    >>> w = torch.nn.Parameter(torch.ones(2)); mask = torch.tensor([1.0, 0.0])
+    >>> opt = torch.optim.SGD([w], lr=0.5, weight_decay=0.1)
+    >>> masked_step(opt, (w * 3).sum(), [(w, mask, torch.zeros(2))])
+    >>> [round(v, 4) for v in w.detach().tolist()]  # 1 - 0.5·(3 + 0.1); the fixed entry stays 0
+    [-0.55, 0.0]
+    """
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for p, mask, _ in frozen:
+        if p.grad is not None:
+            p.grad.mul_(mask)
+    opt.step()
+    with torch.no_grad():
+        for p, mask, fixed in frozen:
+            p.mul_(mask).add_(fixed)

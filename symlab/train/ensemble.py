@@ -21,7 +21,7 @@ from symlab.data import Dataset
 from symlab.errors import TrainingError
 
 from .batches import BatchOrder
-from .checks import build_model, check_fit, loss_kind, per_run_loss
+from .checks import build_model, check_fit, loss_kind, masked_step, per_run_loss
 from .config import TrainConfig, lr_factor, make_optimizer
 from .loop import final_metrics, non_finite_error, step_range
 from .progress import progress_bar
@@ -143,15 +143,7 @@ def train_stacked(
                     bad = [int(i) for i in (~torch.isfinite(member_loss)).nonzero().flatten()]
                     who = f"models {bad}, data_seeds {[data_seeds[i] for i in bad]}"
                     raise non_finite_error(step, total, member_loss.detach(), who)
-                opt.zero_grad(set_to_none=True)
-                member_loss.sum().backward()
-                for p, mask, _ in frozen:
-                    if p.grad is not None:
-                        p.grad.mul_(mask)
-                opt.step()
-                with torch.no_grad():
-                    for p, mask, fixed in frozen:
-                        p.mul_(mask).add_(fixed)
+                masked_step(opt, member_loss.sum(), frozen)
                 losses[step - start_step] = member_loss.detach()
                 bar.update()
                 if step % 50 == 0:

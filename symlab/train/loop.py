@@ -15,7 +15,7 @@ from symlab.data import Dataset
 from symlab.errors import TrainingError
 
 from .batches import BatchOrder
-from .checks import check_fit, loss_kind, per_run_loss, trainable_masks
+from .checks import check_fit, loss_kind, masked_step, per_run_loss, trainable_masks
 from .config import TrainConfig, lr_factor, make_optimizer
 from .progress import progress_bar
 from .result import TrainResult, epoch_means, evaluate
@@ -116,15 +116,7 @@ def train(
             loss = per_run_loss(model(x[idx]).unsqueeze(0), y[idx].unsqueeze(0), kind)[0]
             if not bool(torch.isfinite(loss)):
                 raise non_finite_error(step, total, loss.detach(), f"data_seed {data_seed}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p, mask, _ in frozen:
-                if p.grad is not None:
-                    p.grad.mul_(mask)
-            opt.step()
-            with torch.no_grad():
-                for p, mask, fixed in frozen:
-                    p.mul_(mask).add_(fixed)
+            masked_step(opt, loss, frozen)
             losses[step - start_step] = loss.detach()
             bar.update()
             if step % 50 == 0:
