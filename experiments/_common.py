@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections import defaultdict
@@ -27,6 +28,14 @@ __all__ = [
     "train_models",
     "write_summary",
 ]
+
+
+def train_config(cfg: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of an experiment config: every field the two share by name
+    (optimizer, lr, weight_decay, momentum, schedule, batch_size, epochs, …), no progress bar."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    shared = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in known}
+    return TrainConfig(**{**shared, "progress": False})
 
 
 def train_models(

@@ -28,7 +28,6 @@ import symlab as sl
 from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
 from symlab.seeding import generator
-from symlab.train import TrainConfig
 
 from ._common import (
     barriers,
@@ -39,6 +38,7 @@ from ._common import (
     markdown_table,
     mean_std,
     save_figure,
+    train_config,
     train_models,
 )
 
@@ -80,14 +80,7 @@ def planted_recovery(model: torch.nn.Module, G: sl.SymmetryGroup, seed: int) -> 
 def run(cfg: E1Config, seed: int) -> dict[str, Any]:
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *([cfg.width] * cfg.depth), data.num_classes]
-    tc = TrainConfig(
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        progress=False,
-    )
+    tc = train_config(cfg)
     (a, b), stats = train_models(
         lambda s: MLP(widths, cfg.activation, seed=s), [2 * seed, 2 * seed + 1], data, tc
     )

@@ -28,7 +28,6 @@ from typing import Any
 import symlab as sl
 from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
-from symlab.train import TrainConfig
 
 from ._common import (
     barriers,
@@ -39,6 +38,7 @@ from ._common import (
     markdown_table,
     mean_std,
     save_figure,
+    train_config,
 )
 
 VARIANTS = ("standard", "wasym_k1", "wasym_k0", "figlu")
@@ -94,14 +94,7 @@ def run(cfg: E2Config, seed: int) -> dict[str, Any]:
 
     data = sl.data.load(cfg.data)
     d_in, d_out = data.input_shape[0], data.num_classes
-    tc = TrainConfig(
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        progress=False,
-    )
+    tc = train_config(cfg)
     (a, b), stats = train_models(
         lambda s: make_model(cfg, d_in, d_out, s), [2 * seed, 2 * seed + 1], data, tc
     )

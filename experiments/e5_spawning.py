@@ -30,9 +30,18 @@ import symlab as sl
 from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
 from symlab.seeding import child_seed
-from symlab.train import TrainConfig, spawn
+from symlab.train import spawn
 
-from ._common import claims_report, figure, fmt, group_by, markdown_table, mean_std, save_figure
+from ._common import (
+    claims_report,
+    figure,
+    fmt,
+    group_by,
+    markdown_table,
+    mean_std,
+    save_figure,
+    train_config,
+)
 
 #: Frankle et al.'s stability threshold on the test error barrier.
 STABLE = 0.02
@@ -57,15 +66,7 @@ class E5Config:
 def run(cfg: E5Config, seed: int) -> dict[str, Any]:
     """Parent from init ``seed`` trained to ``k``; children with two fresh data orders."""
     data = sl.data.load(cfg.data)
-    tc = TrainConfig(
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        schedule=cfg.schedule,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        progress=False,
-    )
+    tc = train_config(cfg)
     total = tc.total_steps(data.n_train)
     model = MLP([data.input_shape[0], *cfg.hidden, data.num_classes], seed=seed)
     sp = spawn(

@@ -30,7 +30,6 @@ import torch
 import symlab as sl
 from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
-from symlab.train import TrainConfig
 
 from ._common import (
     claims_report,
@@ -40,6 +39,7 @@ from ._common import (
     markdown_table,
     mean_std,
     save_figure,
+    train_config,
     train_models,
 )
 
@@ -78,13 +78,7 @@ def run(cfg: E6Config, seed: int) -> dict[str, Any]:
     """Train runs ``2·seed`` and ``2·seed + 1``, align, and measure the midpoint barriers."""
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *([cfg.width] * cfg.depth), data.num_classes]
-    tc = TrainConfig(
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        progress=False,
-    )
+    tc = train_config(cfg)
     (a, b), stats = train_models(lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc)
     G = sl.symmetries(a)
     if cfg.align == "activation":

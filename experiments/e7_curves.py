@@ -32,7 +32,6 @@ from torch.nn import functional as F
 import symlab as sl
 from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
-from symlab.train import TrainConfig
 
 from ._common import (
     claims_report,
@@ -41,6 +40,7 @@ from ._common import (
     markdown_table,
     mean_std,
     save_figure,
+    train_config,
     train_models,
 )
 
@@ -77,13 +77,7 @@ def run(cfg: E7Config, seed: int) -> dict[str, Any]:
     """Train runs ``2·seed`` and ``2·seed + 1``; linear and Bézier paths, raw and aligned."""
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *cfg.hidden, data.num_classes]
-    tc = TrainConfig(
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        batch_size=cfg.batch_size,
-        epochs=cfg.epochs,
-        progress=False,
-    )
+    tc = train_config(cfg)
     (a, b), stats = train_models(lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc)
     G = sl.symmetries(a)
     wm = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
