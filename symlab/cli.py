@@ -185,16 +185,16 @@ def _print_report(rep: Any) -> None:
     typer.echo("wrote " + ", ".join(str(p) for p in rep.files))
 
 
+FullOption = Annotated[bool, typer.Option("--full/--small", help="setting (default: --small)")]
+SeedsOption = Annotated[int | None, typer.Option(help="number of seeds (default: the setting's)")]
+
+
 @experiment_app.command("run")
 @_friendly
 def experiment_run(
     name: Annotated[str, typer.Argument(help="experiment name (see `symlab experiment list`)")],
-    full: Annotated[
-        bool, typer.Option("--full/--small", help="setting (default: --small)")
-    ] = False,
-    seeds: Annotated[
-        int | None, typer.Option(help="number of seeds (default: the setting's)")
-    ] = None,
+    full: FullOption = False,
+    seeds: SeedsOption = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")
     ] = None,
@@ -246,12 +246,8 @@ def experiment_run(
 @_friendly
 def experiment_report(
     name: Annotated[str, typer.Argument(help="experiment name")],
-    full: Annotated[
-        bool, typer.Option("--full/--small", help="setting (default: --small)")
-    ] = False,
-    seeds: Annotated[
-        int | None, typer.Option(help="number of seeds (default: the setting's)")
-    ] = None,
+    full: FullOption = False,
+    seeds: SeedsOption = None,
     results: Annotated[Path, typer.Option(help="results root folder")] = RESULTS,
 ) -> None:
     """Print the table and write the figures of an experiment from its stored records."""
