@@ -17,8 +17,9 @@ def _inputs(model, n=32, seed=0):
 
 
 def _err(model, sd, x):
-    ref = model(x)
-    out = torch.func.functional_call(model, sd, (x,))
+    with torch.no_grad():
+        ref = model(x)
+        out = torch.func.functional_call(model, sd, (x,))
     return float((out - ref).abs().max() / ref.abs().max())
 
 
@@ -46,7 +47,10 @@ def test_soundness_covers_many_families():
 
 @given(sst.models(max_width=5), st.integers(0, 2**31))
 def test_act_inverse_and_compose(model, seed):
-    G = sl.symmetries(model)
+    _group_laws(sl.symmetries(model), model, seed)
+
+
+def _group_laws(G, model, seed):
     sd = model.state_dict()
     h1, h2 = G.sample(seed), G.sample(seed + 1)
     back = G.act(G.inverse(h1), G.act(h1, sd))
@@ -141,6 +145,9 @@ def test_traced_cnns_are_sound(model_and_input, seed):
     model, x = model_and_input
     G = sl.symmetries(model, x)
     assert sl.check_invariance(model, G, x, samples=3, seed=seed, tol=1e-5).passed
+    shifts = [f for f in G.factors if f.kind == "translation"]
+    assert len(shifts) == (model.cfg["softmax"] is not None)
+    _group_laws(G, model, seed)
 
 
 @given(sst.transformer_models(), st.integers(0, 2**31))
@@ -148,4 +155,6 @@ def test_traced_transformers_are_sound(model_and_input, seed):
     model, x = model_and_input
     G = sl.symmetries(model, x)
     assert any(f.internal for f in G.factors)
+    assert any(f.kind == "translation" for f in G.factors)  # the key biases
     assert sl.check_invariance(model, G, x, samples=3, seed=seed, tol=1e-5).passed
+    _group_laws(G, model, seed)

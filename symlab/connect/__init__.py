@@ -21,6 +21,7 @@ from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.canonical import (
     OrbitDistance,
     canonical_permutation_element,
+    canonical_translation_element,
     canonicalize,
     orbit_distance,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "bezier_curve",
     "bezier_state",
     "canonical_permutation_element",
+    "canonical_translation_element",
     "canonicalize",
     "check_same_architecture",
     "error_barrier",

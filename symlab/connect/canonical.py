@@ -17,6 +17,11 @@ No existing library has these; the rule is symlab's own, applied in three steps,
    networks) units are sorted by their total squared parameter mass over every axis the factor
    moves, largest first; ties by incoming mass, then by current position.
 
+4. **Translations** (softmax shifts, attention key biases; done first): the minimum-norm point
+   of each translation orbit, i.e. the parameters' component along the translation removed
+   (logit rows centred to mean zero with a mean-zero bias; the key bias set to zero). The
+   other steps keep this property (they act linearly on it), so it survives them.
+
 What is *not* canonicalised, honestly: ``GL`` factors (linear activations, attention's
 query/key and value/output maps) and internal factors (attention heads) are left as they are,
 so the result is a canonical representative only modulo those factors; ties (exactly equal
@@ -48,8 +53,15 @@ from symlab.align.units import factor_axes
 from symlab.align.weight_matching import weight_matching
 from symlab.symmetry.factors import GroupElement
 from symlab.symmetry.group import SymmetryGroup
+from symlab.symmetry.spec import Translation
 
-__all__ = ["OrbitDistance", "canonical_permutation_element", "canonicalize", "orbit_distance"]
+__all__ = [
+    "OrbitDistance",
+    "canonical_permutation_element",
+    "canonical_translation_element",
+    "canonicalize",
+    "orbit_distance",
+]
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -89,10 +101,46 @@ def canonical_permutation_element(state_dict: StateDict, G: SymmetryGroup) -> Gr
     return G.element(values)
 
 
+def canonical_translation_element(state_dict: StateDict, G: SymmetryGroup) -> GroupElement:
+    """The translation element that moves every translation factor to its minimum-norm point:
+    ``t* = -(EᵀE)⁻¹ Eᵀ θ`` (each coordinate of a translation moves its own entries, so
+    ``EᵀE`` is diagonal).
+
+    >>> import symlab as sl
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.Softmax(dim=-1)); G = sl.symmetries(net)
+    >>> c = G.act(canonical_translation_element(net.state_dict(), G), net.state_dict())
+    >>> bool(c["0.weight"].sum(0).abs().max() < 1e-6), bool(c["0.bias"].sum().abs() < 1e-6)
+    (True, True)
+    """
+    values = {}
+    for f in G.factors:
+        if f.kind != "translation":
+            continue
+        tr = G.translation(f.name)
+        node = G.graph.node(tr.node)
+        params = {p.name: state_dict[node.key(p)].detach().double() for p in node.params}
+        values[f.name] = _min_norm_shift(tr, params, int(f.size))
+    return G.element(values)
+
+
+def _min_norm_shift(tr: Translation, params: Mapping[str, torch.Tensor], n: int) -> torch.Tensor:
+    def embed(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        update = tr.embed(t, params)
+        return tuple(update[k] for k in sorted(update))
+
+    t0 = torch.zeros(n, dtype=torch.float64)
+    _, pullback = torch.func.vjp(embed, t0)
+    (et_theta,) = pullback(tuple(params[k] for k in sorted(tr.embed(t0, params))))
+    (diag,) = pullback(embed(torch.ones_like(t0)))
+    return -et_theta / diag
+
+
 def canonicalize(
     state_dict: StateDict,
     G: SymmetryGroup,
     *,
+    translations: bool = True,
     scales: bool = True,
     signs: bool = True,
     permutations: bool = True,
@@ -104,7 +152,7 @@ def canonicalize(
     Args:
         state_dict: parameters of a model of ``G``'s architecture.
         G: its symmetry group.
-        scales, signs, permutations: which steps to run (all by default).
+        translations, scales, signs, permutations: which steps to run (all by default).
         return_element: also return the element ``h`` with ``G.act(h, state_dict)`` equal to
             the result.
 
@@ -121,9 +169,13 @@ def canonicalize(
     G.check_state_dict(state_dict)
     h = G.identity()
     sd = OrderedDict(state_dict)
+    if translations and any(f.kind == "translation" for f in G.factors):
+        h = canonical_translation_element(sd, G)
+        sd = G.act(h, sd)
     if scales:
-        h = canonical_scale_element(sd, G)
-        sd = G.act(h, state_dict)
+        c = canonical_scale_element(sd, G)
+        h = G.compose(c, h)
+        sd = G.act(c, sd)
     if signs and sign_factors(G):
         s, _ = canonical_sign_element(sd, G)
         h = G.compose(s, h)

@@ -22,6 +22,7 @@ __all__ = [
     "MUL_FUNCS",
     "OPAQUE_FUNCS",
     "POOL_FUNCS",
+    "SOFTMAX_FUNCS",
     "USER_FUNCS",
     "register_function",
 ]
@@ -67,3 +68,6 @@ POOL_FUNCS = {
     F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max",
 }  # fmt: skip
 IDENTITY_FUNCS = {"contiguous", F.dropout, "clone", "detach"}
+SOFTMAX_FUNCS = {
+    F.softmax, torch.softmax, "softmax", F.log_softmax, torch.log_softmax, "log_softmax",
+}  # fmt: skip

@@ -38,6 +38,7 @@ from symlab.graph.fx_functions import (
     MUL_FUNCS,
     OPAQUE_FUNCS,
     POOL_FUNCS,
+    SOFTMAX_FUNCS,
     USER_FUNCS,
     register_function,
 )
@@ -301,6 +302,9 @@ class _Converter:
         if op == "flatten":
             self.flatten(node, x, target)
             return
+        if op == "softmax":
+            self.softmax(node, x, attrs["dim"], target)
+            return
         last = len(self.shape[x]) - 1
         need = {"linear": last, "wasym_linear": last, "layernorm": last, "figlu": last,
                 "conv": 1, "dwconv": 1, "grouped_conv": 1, "batchnorm": 1, "groupnorm": 1,
@@ -333,6 +337,16 @@ class _Converter:
         repeat = math.prod(shape_in[2:])
         return self.emit(node, name, "flatten", [x], 1, repeat=repeat)
 
+    def softmax(self, node: fx.Node, x: str, dim: Any, name: str) -> str:
+        """A softmax over the units of ``x`` (the shift of its logits is a symmetry); over any
+        other axis it is opaque."""
+        nd = len(self.shape[x])
+        if not isinstance(dim, int) or dim % nd != self.fa[x]:
+            return (
+                self.opaque(node) if name.startswith("@") else self.emit(node, name, "opaque", [x])
+            )
+        return self.emit(node, name, "softmax", [x], dim=dim)
+
     def call_function(self, node: fx.Node) -> None:
         fn = node.target
         if "tensor_meta" not in node.meta:
@@ -345,15 +359,15 @@ class _Converter:
             if isinstance(a, fx.Node) and a in self.tuples and a not in self.name and ins:
                 other = ins[0]
                 self.tuples[a](len(self.shape[other]) - self.fa[other], node)
+        if fn is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0] in \
+                self.tuples:  # fmt: skip
+            self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
+            return
         ins = self.tensor_args(node)
         if not ins:
             self.opaque(node)
             return
         x = ins[0]
-        if fn is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0] in \
-                self.tuples:  # fmt: skip
-            self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
-            return
         if fn in USER_FUNCS:
             op, extra = USER_FUNCS[fn]
             self.emit(node, f"@{node.name}", op, ins, **extra)
@@ -370,6 +384,9 @@ class _Converter:
         elif fn in MUL_FUNCS:
             op = "scale" if len(ins) == 1 and len(node.args) == 2 else "opaque"
             self.emit(node, f"@{node.name}", op, ins)
+        elif fn in SOFTMAX_FUNCS:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            self.softmax(node, x, dim, f"@{node.name}")
         elif fn in FLATTEN_FUNCS:
             self.flatten(node, x, f"@{node.name}")
         elif fn in POOL_FUNCS or fn in MEAN_FUNCS:

@@ -170,8 +170,9 @@ def _read_dropout(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
 
 
 register_module_op(nn.Dropout, _read_dropout)
-for _t in (nn.Softmax, nn.LogSoftmax, nn.Unflatten):  # not modelled unit by unit: fixed
-    register_module_op(_t, lambda m, w_in: ("opaque", w_in, {}))
+register_module_op(nn.Unflatten, lambda m, w_in: ("opaque", w_in, {}))  # fixed
+for _t in (nn.Softmax, nn.LogSoftmax):  # fixed; a shift of its logits is a symmetry
+    register_module_op(_t, lambda m, w_in: ("softmax", w_in, {"dim": m.dim}))
 
 
 def _read_conv(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:

@@ -72,6 +72,8 @@ def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) 
                 "with @symlab.symmetry.rule(op)"
             )
         op, out_width, attrs = entry.read(child, g.node(prev).width)
+        if op == "softmax" and attrs.get("dim") not in (1, -1):
+            op, attrs = "opaque", {}  # read as (batch, features): not over the units
         in_f = getattr(child, "in_features", None)
         if in_f is not None and in_f != g.node(prev).width:
             raise UnsupportedOpError(

@@ -4,7 +4,9 @@ For head ``h`` with queries ``q_h = W_Q^h x`` and keys ``k_h = W_K^h x``, the sc
 ``q_hᵀ k_h`` are unchanged by ``q_h ↦ M_h q_h``, ``k_h ↦ M_h^{-T} k_h``; values
 ``v_h ↦ N_h v_h`` are undone by ``W_O^h ↦ W_O^h N_h^{-1}``; heads can be permuted jointly.
 The inputs and the output of the block admit any invertible map (the projections are linear).
-Biases of the projections move with their rows. Follows SCIENCE.md §1.
+Biases of the projections move with their rows. The key bias is free (it adds ``q·b_K`` to
+every score of a query, which the softmax over keys ignores): a translation factor
+(:mod:`symlab.symmetry.shift_rules`). Follows SCIENCE.md §1.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.symmetry.rules import rule
+from symlab.symmetry.shift_rules import key_bias_translation
 from symlab.symmetry.spec import ANY, InternalFactor, OpSymmetry
 from symlab.symmetry.transform import Transform
 
@@ -25,6 +28,7 @@ def mha_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     h = int(node.attrs["num_heads"])
     d = int(node.width) // h
     ins = graph.inputs(node.name)
+    bias = [p for p in node.params if p.name == "in_proj_bias"]
     return OpSymmetry(
         admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
         internal=[
@@ -32,6 +36,7 @@ def mha_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
             InternalFactor("qk", "GL", d, copies=h),
             InternalFactor("vo", "GL", d, copies=h),
         ],
+        translations=[key_bias_translation(node, "in_proj_bias", h * d, h * d) for _ in bias],
     )
 
 
@@ -102,13 +107,17 @@ def attention_linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     ``head_dim`` for queries/keys and ``head_dim_v`` for values/output."""
     h = int(node.attrs["num_heads"])
     ins = graph.inputs(node.name)
+    d = int(node.attrs["head_dim"])
+    key_bias = f"{node.attrs['modules'][1]}.bias"
+    free = node.attrs.get("softmax_keys", False) and any(p.name == key_bias for p in node.params)
     return OpSymmetry(
         admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
         internal=[
             InternalFactor("heads", "permutation", h),
-            InternalFactor("qk", "GL", int(node.attrs["head_dim"]), copies=h),
+            InternalFactor("qk", "GL", d, copies=h),
             InternalFactor("vo", "GL", int(node.attrs["head_dim_v"]), copies=h),
         ],
+        translations=[key_bias_translation(node, key_bias, 0, h * d)] if free else [],
     )
 
 

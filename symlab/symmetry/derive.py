@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from networkx.utils import UnionFind
@@ -23,12 +23,13 @@ from symlab.graph.widths import Width
 from symlab.symmetry import (  # noqa: F401  (importing registers the built-in rules)
     attention_rules,
     builtin_rules,
+    shift_rules,
     structural_rules,
 )
 from symlab.symmetry.factors import Factor
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
-from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign
+from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
 
 __all__ = ["Structure", "derive_structure"]
 
@@ -53,6 +54,7 @@ class Structure:
     blocks: dict[str, list[list[int]]]
     out_shift: dict[str, object]
     factors: list[Factor]
+    translations: dict[str, Translation] = field(default_factory=dict)  # by factor name
 
 
 def derive_structure(
@@ -303,6 +305,14 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
                 )
             )
             st.segment_class.setdefault(space, space)
+    for node in st.nodes:
+        for tr in st.specs[node.name].translations:
+            owner = st.graph.node(tr.node)
+            keys = {p.name: owner.key(p) for p in owner.params}
+            name = f"T[{tr.node}#{tr.suffix}]"
+            axes = tuple((keys[p], a) for p, a in tr.axes)
+            factors.append(Factor(name, "translation", tr.size, f"{tr.node}#{tr.suffix}", axes))
+            st.translations[name] = tr
     return factors
 
 

@@ -15,7 +15,7 @@ from symlab.graph.widths import Width
 __all__ = ["Factor", "FactorKind", "GroupElement"]
 
 FactorKind = Literal[
-    "permutation", "scaling", "common_scaling", "sign", "common_sign", "flip", "GL"
+    "permutation", "scaling", "common_scaling", "sign", "common_sign", "flip", "GL", "translation"
 ]
 
 _DISCRETE = {"permutation", "sign", "common_sign", "flip"}
@@ -30,7 +30,8 @@ class Factor:
         kind: ``permutation`` (S_n, or a product of S_k over ``blocks``), ``scaling``
             (positive diagonal, R_{>0}^n), ``common_scaling`` (one positive scalar),
             ``sign`` (±1 per unit), ``common_sign`` (one ±1), ``flip`` (sigmoid flips
-            σ(-z) = 1 - σ(z), compensated by the next bias), ``GL`` (any invertible matrix).
+            σ(-z) = 1 - σ(z), compensated by the next bias), ``GL`` (any invertible matrix),
+            ``translation`` (``θ ↦ θ + E t``, ``t ∈ R^n``: softmax shifts, attention key biases).
         size: number of units acted on (int or sympy expression).
         space: the tensor that names the space (permutation) or segment (the others).
         axes: the ``(state_dict key, axis)`` pairs this factor moves.
@@ -92,7 +93,8 @@ class Factor:
     def dimension(self) -> Width:
         """Dimension of the continuous part (0 for discrete factors)."""
         n = self.size
-        return {"scaling": n, "common_scaling": 1, "GL": self.copies * n * n}.get(self.kind, 0)
+        dims = {"scaling": n, "common_scaling": 1, "GL": self.copies * n * n, "translation": n}
+        return dims.get(self.kind, 0)
 
     def latex(self) -> str:
         n = sp.latex(sp.sympify(self.size))
@@ -107,6 +109,7 @@ class Factor:
             "flip": rf"\mathbb{{Z}}_2^{{{n}}}",
             "common_sign": r"\{\pm 1\}",
             "GL": f"GL_{{{n}}}" + (f"^{{{self.copies}}}" if self.copies > 1 else ""),
+            "translation": rf"(\mathbb{{R}}^{{{n}}}, +)",
         }[self.kind]
 
     def short(self) -> str:
@@ -121,6 +124,7 @@ class Factor:
             "flip": f"Z2^{n}(flip)",
             "common_sign": "{±1}",
             "GL": f"GL_{n}" + (f"^{self.copies}" if self.copies > 1 else ""),
+            "translation": f"(R^{n},+)",
         }[self.kind]
 
 
@@ -129,7 +133,8 @@ class GroupElement:
     """An element of a :class:`SymmetryGroup`: one value per factor name.
 
     Permutations are index tensors (``perm[i]`` = old index of new unit ``i``); scalings and
-    signs are vectors (or scalars for the common kinds); GL factors are matrices.
+    signs are vectors (or scalars for the common kinds); GL factors are matrices; translations
+    are vectors of their coordinates.
 
     >>> import symlab as sl
     >>> G = sl.symmetries(sl.nn.MLP([3, 4, 2]))

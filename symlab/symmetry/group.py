@@ -17,12 +17,13 @@ import sympy as sp
 import torch
 
 from symlab.errors import ForeignElementError, NonFiniteError, StateDictError, WidthError
-from symlab.graph.archgraph import ArchGraph
+from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.derive import Structure, derive_structure
 from symlab.symmetry.display import group_repr, order_str, product_str
 from symlab.symmetry.factors import Factor, GroupElement
+from symlab.symmetry.spec import Translation
 from symlab.symmetry.transform import Transform
 
 __all__ = ["SymmetryGroup"]
@@ -85,6 +86,16 @@ class SymmetryGroup:
     def signature(self) -> tuple[tuple[str, str, str], ...]:
         return tuple((f.name, f.kind, str(f.size)) for f in self.factors)
 
+    def translation(self, name: str) -> Translation:
+        """The :class:`~symlab.symmetry.spec.Translation` behind a translation factor (how its
+        coordinates embed into the parameters)."""
+        if name not in self._st.translations:
+            raise ForeignElementError(
+                f"{name!r} is not a translation factor of this group; its translation factors "
+                f"are {list(self._st.translations)}"
+            )
+        return self._st.translations[name]
+
     def permutation_spec(self) -> dict[str, list[tuple[str, int]]]:
         """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]``."""
         return {f.name: list(f.axes) for f in self.factors if f.kind == "permutation"}
@@ -113,6 +124,8 @@ class SymmetryGroup:
                 vals[f.name] = eye.expand(f.copies, n, n).clone() if f.internal else eye
             elif f.kind in ("common_scaling", "common_sign"):
                 vals[f.name] = torch.ones((), dtype=torch.float64)
+            elif f.kind == "translation":
+                vals[f.name] = torch.zeros(n, dtype=torch.float64)
             else:
                 vals[f.name] = torch.ones(n, dtype=torch.float64)
         return self._element(vals)
@@ -165,7 +178,7 @@ class SymmetryGroup:
     ) -> GroupElement:
         """A random element: uniform permutations (within blocks) and signs, scalings
         log-uniform in ``[1/scale_range, scale_range]``, GL matrices ``Q₁ D Q₂`` with ``D`` in
-        the same range."""
+        the same range, translations standard normal."""
         self._require_concrete()
         g = make_generator(generator)
         lo = math.log(scale_range)
@@ -194,6 +207,8 @@ class SymmetryGroup:
                 vals[f.name] = signs(n)
             elif f.kind == "common_sign":
                 vals[f.name] = signs()
+            elif f.kind == "translation":
+                vals[f.name] = torch.randn(n, generator=g, dtype=torch.float64)
             else:  # GL: Q₁ D Q₂, well conditioned
                 c = f.copies if f.internal else 1
                 q1 = torch.linalg.qr(torch.randn(c, n, n, generator=g, dtype=torch.float64))[0]
@@ -226,6 +241,8 @@ class SymmetryGroup:
         vals = {}
         for f in self.factors:
             v = h[f.name]
+            if f.kind == "translation":
+                continue  # below: they need the inverse of the rest
             q = inv.get(self._class_of(f))
             if f.kind == "permutation":
                 vals[f.name] = inv[f.space]
@@ -240,7 +257,10 @@ class SymmetryGroup:
                 vals[f.name] = r if q is None else r[q]
             else:
                 vals[f.name] = 1.0 / v
-        return self._element(vals)
+        if self._st.translations:  # (g, t)⁻¹ = (g⁻¹, -L_{g⁻¹} t)
+            for name, t in self._translate(self._element({**h.values, **vals}), h).items():
+                vals[name] = -t
+        return self._element({f.name: vals[f.name] for f in self.factors})
 
     def compose(self, h1: GroupElement, h2: GroupElement) -> GroupElement:
         """``h1 ∘ h2``: acting with it equals acting with ``h2`` and then with ``h1``."""
@@ -248,8 +268,12 @@ class SymmetryGroup:
         self._check_element(h2)
         p1 = self._perms(h1)
         vals = {}
+        moved = self._translate(h1, h2) if self._st.translations else {}
         for f in self.factors:
             a, b = h1[f.name], h2[f.name]
+            if f.kind == "translation":  # (g₁, t₁)(g₂, t₂) = (g₁g₂, t₁ + L_{g₁} t₂)
+                vals[f.name] = a + moved[f.name]
+                continue
             q = p1.get(self._class_of(f))
             if f.kind == "permutation":
                 vals[f.name] = b[a]
@@ -296,7 +320,7 @@ class SymmetryGroup:
         perms = self._perms(h)
         scales: dict[str, torch.Tensor] = {}
         for f in self.factors:
-            if f.kind == "permutation" or f.internal:
+            if f.kind in ("permutation", "translation") or f.internal:
                 continue
             n = int(f.size)
             cur = scales.get(f.space)
@@ -336,12 +360,43 @@ class SymmetryGroup:
         self._require_concrete()
         self._check_element(h)
         self.check_state_dict(state_dict)
+        out = self.act_transforms(self._element_transforms(h), state_dict, self._internal(h))
+        for name, tr in self._st.translations.items():  # θ ↦ g·θ + E t
+            node = self.graph.node(tr.node)
+            keys = {p.name: node.key(p) for p in node.params}
+            params = {p: out[k] for p, k in keys.items()}
+            for p, update in tr.embed(h[name], params).items():
+                out[keys[p]] = out[keys[p]] + update.to(out[keys[p]].dtype)
+        return out
+
+    def _internal(self, h: GroupElement) -> dict[str, dict[str, torch.Tensor]]:
+        """Per node, the values of its internal factors (attention heads)."""
         internal: dict[str, dict[str, torch.Tensor]] = {}
         for f in self.factors:
             if f.internal:
                 node, suffix = f.name[f.name.index("[") + 1 : -1].split("#")
                 internal.setdefault(node, {})[suffix] = h[f.name]
-        return self.act_transforms(self._element_transforms(h), state_dict, internal)
+        return internal
+
+    def _translate(self, g: GroupElement, h: GroupElement) -> dict[str, torch.Tensor]:
+        """Per translation factor, the coordinates of ``L_g(E t)``: the linear part of ``g``'s
+        action applied to ``h``'s translation ``E t`` (the action is affine, so it is
+        ``g·(0 + E t) - g·0`` on the node's parameters alone)."""
+        transforms, internal = self._element_transforms(g), self._internal(g)
+        out = {}
+        for name, tr in self._st.translations.items():
+            node = self.graph.node(tr.node)
+            zero = {
+                p.name: torch.zeros([int(d) for d in p.shape], dtype=torch.float64)
+                for p in node.params
+                if p.kind != "fixed"
+            }
+            update = tr.embed(h[name], zero)
+            moved = {k: zero[k] + update[k] if k in update else zero[k] for k in zero}
+            a = self._act_node(node, moved, transforms, internal)
+            b = self._act_node(node, zero, transforms, internal)
+            out[name] = tr.project({k: a[k] - b[k] for k in a})
+        return out
 
     def act_transforms(
         self,
@@ -352,26 +407,37 @@ class SymmetryGroup:
         """Apply per-tensor maps (from :meth:`tensor_transforms`) through each op's action;
         ``internal`` gives, per node, the values of its internal factors."""
         internal = internal or {}
-        st = self._st
         new: dict[str, torch.Tensor] = {}
-        for node in st.nodes:
-            if not node.params:
-                continue
+        for node in self._st.nodes:
             movable = [p for p in node.params if p.kind != "fixed"]
+            if not movable:
+                continue
             keys = {p.name: node.key(p) for p in movable}
             params = {name: state_dict[key] for name, key in keys.items()}
-            ins = [transforms[t] for t in st.graph.inputs(node.name)]
-            t_out = transforms[node.name]
-            mine = internal.get(node.name)
-            if params and (mine or not (t_out.is_identity and all(t.is_identity for t in ins))):
-                rule = st.rules[node.name]
-                if st.specs[node.name].internal:
-                    moved = rule.act(node, params, ins, t_out, dict(mine or {}))  # type: ignore[call-arg]
-                else:
-                    moved = rule.act(node, params, ins, t_out)
+            moved = self._act_node(node, params, transforms, internal)
+            if moved is not params:
                 for name, value in moved.items():
                     new[keys[name]] = value.to(params[name].dtype)
         return OrderedDict((k, new.get(k, v)) for k, v in state_dict.items())
+
+    def _act_node(
+        self,
+        node: Node,
+        params: Mapping[str, torch.Tensor],
+        transforms: Mapping[str, Transform],
+        internal: Mapping[str, Mapping[str, torch.Tensor]],
+    ) -> Mapping[str, torch.Tensor]:
+        """One node's moved parameters (``params`` itself when nothing moves them)."""
+        st = self._st
+        ins = [transforms[t] for t in st.graph.inputs(node.name)]
+        t_out = transforms[node.name]
+        mine = internal.get(node.name)
+        if not mine and t_out.is_identity and all(t.is_identity for t in ins):
+            return params
+        rule = st.rules[node.name]
+        if st.specs[node.name].internal:
+            return rule.act(node, dict(params), ins, t_out, dict(mine or {}))  # type: ignore[call-arg]
+        return rule.act(node, dict(params), ins, t_out)
 
     # -- display (symlab/symmetry/display.py) -------------------------------------------------
     def _product(self, latex: bool) -> str:

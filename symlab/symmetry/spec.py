@@ -10,13 +10,25 @@ intersection of what every op touching it admits (Godfrey et al. 2022, intertwin
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import torch
 
-__all__ = ["ANY", "NONE", "Admits", "FixedData", "InternalFactor", "Mag", "OpSymmetry", "Sign"]
+from symlab.graph.widths import Width
+
+__all__ = [
+    "ANY",
+    "NONE",
+    "Admits",
+    "FixedData",
+    "InternalFactor",
+    "Mag",
+    "OpSymmetry",
+    "Sign",
+    "Translation",
+]
 
 
 class Mag(IntEnum):
@@ -103,6 +115,30 @@ class InternalFactor:
     copies: int = 1
 
 
+Params = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Translation:
+    """An additive symmetry of one node's own parameters: ``θ ↦ θ + E t`` for every ``t``.
+
+    The softmax shift (a constant added to every logit) and the key bias of attention are of
+    this kind. ``embed(t, params)`` returns the update ``E t`` for the node's parameters named
+    like the keys of ``params`` (which give shapes and dtype; parameters it does not touch may
+    be left out); ``project(update)`` recovers ``t`` from an update of that form. The set of
+    updates must be mapped into itself by the node's action under the rest of the group (true
+    for every real translation symmetry), which is what composition and inverses rely on.
+    """
+
+    suffix: str
+    node: str
+    size: Width
+    embed: Callable[[torch.Tensor, Params], dict[str, torch.Tensor]]
+    project: Callable[[Params], torch.Tensor]
+    axes: tuple[tuple[str, int], ...] = ()  # (parameter name, axis) pairs it moves
+    note: str = ""
+
+
 @dataclass
 class OpSymmetry:
     """A rule's verdict on one node.
@@ -120,6 +156,8 @@ class OpSymmetry:
             sign vector; consumers must absorb it.
         fixed_data: data that tells units apart (asymmetric masks, fixed gates).
         internal: symmetries inside the op (attention heads), see :class:`InternalFactor`.
+        translations: additive symmetries of parameters (softmax shifts), see
+            :class:`Translation`.
         inexact: a note when the admitted scalings hold only up to a norm's ``eps``.
 
     >>> import symlab as sl
@@ -139,4 +177,5 @@ class OpSymmetry:
     out_shift: Callable[[torch.Tensor], torch.Tensor] | None = None
     fixed_data: list[FixedData] = field(default_factory=list)
     internal: list[InternalFactor] = field(default_factory=list)
+    translations: list[Translation] = field(default_factory=list)
     inexact: str | None = None

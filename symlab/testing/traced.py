@@ -19,7 +19,7 @@ _ACTS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "leaky_relu": F.lea
 
 class RandomCNN(nn.Module):
     """conv → [norm] → act, repeated, optional residual blocks and a depthwise conv, then
-    pooling or flattening into a linear head."""
+    pooling or flattening into a linear head, optionally followed by a (log-)softmax."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
@@ -49,7 +49,11 @@ class RandomCNN(nn.Module):
             x = self.dw(x)
         x = self.pool(x)
         x = x.mean(dim=(2, 3)) if self.cfg["head"] == "mean" else torch.flatten(x, 1)
-        return self.fc(x)
+        return _HEADS[self.cfg["softmax"]](self.fc(x))
+
+
+_HEADS = {None: lambda z: z, "softmax": lambda z: z.softmax(-1),
+          "log_softmax": lambda z: F.log_softmax(z, dim=1)}  # fmt: skip
 
 
 @st.composite
@@ -76,6 +80,7 @@ def cnn_models(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
         "maxpool": draw(st.booleans()),
         "head": draw(st.sampled_from(["mean", "flatten"])),
         "out": draw(st.integers(1, 3)),
+        "softmax": draw(st.sampled_from([None, "softmax", "log_softmax"])),
     }
     seed = draw(st.integers(0, 2**16))
     torch.manual_seed(seed)
