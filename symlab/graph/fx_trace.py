@@ -29,6 +29,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from symlab.errors import SymlabError, UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, ParamSpec
+from symlab.graph.fx_axes import RELAYOUT_FUNCS, moved_feature_axis
 from symlab.graph.fx_functions import (
     ACT_FUNCS,
     ADD_FUNCS,
@@ -337,6 +338,20 @@ class _Converter:
         repeat = math.prod(shape_in[2:])
         return self.emit(node, name, "flatten", [x], 1, repeat=repeat)
 
+    def relayout(self, node: fx.Node, x: str) -> bool:
+        """Transposes, (un)squeezes, expands, reshapes and indexing that keep every unit whole:
+        the same units on another axis (a ``relayout`` node). False when they do not."""
+        shape = self.meta_shape(node)
+        src = node.args[0]
+        if shape is None or not isinstance(src, fx.Node) or self.name.get(src) != x:
+            return False
+        args = (*node.args[1:], *node.kwargs.values())
+        fa = moved_feature_axis(node.target, args, self.fa[x], self.shape[x], shape)
+        if fa is None:
+            return False
+        self.emit(node, f"@{node.name}", "relayout", [x], fa)
+        return True
+
     def softmax(self, node: fx.Node, x: str, dim: Any, name: str) -> str:
         """A softmax over the units of ``x`` (the shift of its logits is a symmetry); over any
         other axis it is opaque."""
@@ -359,6 +374,9 @@ class _Converter:
             if isinstance(a, fx.Node) and a in self.tuples and a not in self.name and ins:
                 other = ins[0]
                 self.tuples[a](len(self.shape[other]) - self.fa[other], node)
+            elif a is node.args[0] and a in self.tuples and a.op == "get_attr" and not ins \
+                    and fn in RELAYOUT_FUNCS:  # fmt: skip
+                self.tuples[a](1, node)  # a parameter rearranged alone (cls token): units last
         if fn is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0] in \
                 self.tuples:  # fmt: skip
             self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
@@ -387,6 +405,8 @@ class _Converter:
         elif fn in SOFTMAX_FUNCS:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             self.softmax(node, x, dim, f"@{node.name}")
+        elif fn in RELAYOUT_FUNCS and self.relayout(node, x):
+            pass
         elif fn in FLATTEN_FUNCS:
             self.flatten(node, x, f"@{node.name}")
         elif fn in POOL_FUNCS or fn in MEAN_FUNCS:

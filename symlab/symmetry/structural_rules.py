@@ -156,6 +156,13 @@ def _param_source_act(
     return {name: t_out.out(value, int(node.attrs["feature_axis"]))}
 
 
+@rule("relayout")
+def relayout_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """A transpose, reshape or indexing that keeps every unit whole: the same units, on another
+    axis (:mod:`symlab.graph.fx_axes`)."""
+    return OpSymmetry(tie=[(graph.inputs(node.name)[0], node.name)])
+
+
 @rule("join")
 def join_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Concatenation/stacking along a non-feature axis: every part moves like the result."""

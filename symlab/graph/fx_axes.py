@@ -1,0 +1,115 @@
+"""Where the feature axis goes under ops that only rearrange a tensor.
+
+``transpose``/``permute``, ``unsqueeze``/``squeeze``, ``expand``, reshapes that keep the
+feature axis whole (``x.flatten(2)`` on ``(B, C, H, W)``, ``view(B, T, E)``), and indexing of
+other axes (``x[:, 0]``, ``x[:, 1:]``) move each unit's slice to one slice of the result: the
+units are the same, only their axis changes. :func:`moved_feature_axis` says where it lands, or
+``None`` when the op mixes units (a reshape that splits or merges the feature axis, indexing
+into it) — then the front-end falls back to block maps (flatten after a convolution) or an
+opaque node (sound).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import torch
+
+__all__ = ["RELAYOUT_FUNCS", "moved_feature_axis"]
+
+_TRANSPOSE = {torch.transpose, "transpose", torch.swapaxes, "swapaxes", torch.swapdims, "swapdims"}
+_PERMUTE = {torch.permute, "permute"}
+_UNSQUEEZE = {torch.unsqueeze, "unsqueeze"}
+_SQUEEZE = {torch.squeeze, "squeeze"}
+_EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
+_RESHAPE = {"view", "reshape", torch.reshape, "flatten", torch.flatten, "unflatten"}
+_INDEX = {operator.getitem}
+RELAYOUT_FUNCS: set[Any] = _TRANSPOSE | _PERMUTE | _UNSQUEEZE | _SQUEEZE | _EXPAND | _RESHAPE
+RELAYOUT_FUNCS |= _INDEX
+
+
+def moved_feature_axis(
+    fn: Any,
+    args: tuple[Any, ...],
+    fa: int,
+    shape_in: tuple[int, ...],
+    shape_out: tuple[int, ...],
+) -> int | None:
+    """The feature axis of the result of ``fn(x, *args)``, where ``x`` has shape ``shape_in``
+    and its units on axis ``fa``; ``None`` when the units do not stay whole.
+
+    >>> moved_feature_axis("transpose", (1, 2), 1, (2, 8, 16), (2, 16, 8))
+    2
+    >>> moved_feature_axis("flatten", (2,), 1, (2, 8, 4, 4), (2, 8, 16))
+    1
+    >>> moved_feature_axis("view", (2, 64), 1, (2, 8, 8), (2, 64)) is None  # merged: not whole
+    True
+    >>> import operator
+    >>> moved_feature_axis(operator.getitem, ((slice(None), 0),), 2, (2, 5, 8), (2, 8))
+    1
+    """
+    nd_in = len(shape_in)
+    if not 0 <= fa < nd_in:
+        return None
+    if fn in _TRANSPOSE:
+        dims = [int(d) % nd_in for d in args[:2]]
+        if len(dims) != 2:
+            return None
+        return dims[1] if fa == dims[0] else dims[0] if fa == dims[1] else fa
+    if fn in _PERMUTE:
+        order = args[0] if len(args) == 1 and isinstance(args[0], list | tuple) else args
+        order = [int(d) % nd_in for d in order]
+        return order.index(fa) if sorted(order) == list(range(nd_in)) else None
+    if fn in _INDEX:
+        return _index(args[0] if args else None, fa, shape_in, shape_out)
+    if fn in _SQUEEZE or fn in _UNSQUEEZE or fn in _EXPAND or fn in _RESHAPE:
+        return _by_shapes(fa, shape_in, shape_out)
+    return None
+
+
+def _by_shapes(fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -> int | None:
+    """A rearrangement in row-major order keeps unit ``i``'s elements together iff some output
+    axis has the same size and the same number of elements after it (and, for expands, the
+    same number before it or a broadcast of it)."""
+    n = shape_in[fa]
+    after = math.prod(shape_in[fa + 1 :])
+    before = math.prod(shape_in[:fa])
+    hits = [
+        j
+        for j, m in enumerate(shape_out)
+        if m == n and math.prod(shape_out[j + 1 :]) == after and math.prod(shape_out[:j]) >= before
+    ]
+    if n == 1 or len(hits) != 1:
+        return None
+    return hits[0]
+
+
+def _index(
+    index: Any, fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
+) -> int | None:
+    items = index if isinstance(index, tuple) else (index,)
+    if sum(i is Ellipsis for i in items) > 1:
+        return None
+    if any(not (isinstance(i, int | slice) or i is None or i is Ellipsis) for i in items):
+        return None  # tensor (advanced) indexing or a traced value: not modelled
+    consumed = sum(1 for i in items if i is not None and i is not Ellipsis)
+    expanded: list[Any] = []
+    for i in items:
+        if i is Ellipsis:
+            expanded += [slice(None)] * (len(shape_in) - consumed)
+        else:
+            expanded.append(i)
+    expanded += [slice(None)] * (len(shape_in) - sum(i is not None for i in expanded))
+    axis_in, axis_out = 0, 0
+    for i in expanded:
+        if i is None:
+            axis_out += 1
+            continue
+        if axis_in == fa:
+            whole = isinstance(i, slice) and i == slice(None)
+            return axis_out if whole and shape_out[axis_out] == shape_in[fa] else None
+        axis_out += 0 if isinstance(i, int) else 1
+        axis_in += 1
+    return None
