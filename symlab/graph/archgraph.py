@@ -308,7 +308,7 @@ def default_params(
         return tuple(specs)
     if op == "embedding":
         return (ParamSpec("weight", (attrs["num_embeddings"], width), ("none", "out")),)
-    if op in ("layernorm", "batchnorm", "groupnorm"):
+    if op in ("layernorm", "batchnorm", "groupnorm", "rmsnorm"):
         specs = []
         if attrs.get("affine", True):
             specs = [ParamSpec("weight", (width,), ("out",)), *bias]

@@ -168,6 +168,7 @@ class _Converter:
         self.shape: dict[str, tuple[int, ...]] = {}
         self.tuples: dict[fx.Node, Callable[[int, fx.Node], str]] = {}
         self.used_modules: set[str] = set()
+        self.first_call: dict[str, fx.Node] = {}
 
     # -- helpers ------------------------------------------------------------------------------
     def meta_shape(self, node: fx.Node) -> tuple[int, ...] | None:
@@ -285,6 +286,12 @@ class _Converter:
         target = str(node.target)
         if self.strip is not None:
             target = target.removeprefix(self.strip).removeprefix(".")
+        first = self.first_call.setdefault(target, node)
+        if first is not node and first.args == node.args and first.kwargs == node.kwargs:
+            for table in (self.name, self.tuples):  # the same call again: the same tensor
+                if first in table:
+                    table[node] = table[first]  # type: ignore[index]
+            return
         if target in self.used_modules:
             raise UnsupportedOpError(
                 f"module {target!r} is called more than once (weight sharing){_where(node)}; "
@@ -308,6 +315,7 @@ class _Converter:
             return
         last = len(self.shape[x]) - 1
         need = {"linear": last, "wasym_linear": last, "layernorm": last, "figlu": last,
+                "rmsnorm": last,
                 "conv": 1, "dwconv": 1, "grouped_conv": 1, "batchnorm": 1, "groupnorm": 1,
                 "wasym_conv": 1, "figlu2d": 1,
                 "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
@@ -316,8 +324,8 @@ class _Converter:
                 f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of its "
                 f"input lie on axis {self.fa[x]}{_where(node)}"
             )
-        if op == "layernorm" and len(getattr(mod, "normalized_shape", (0,))) != 1:
-            raise _unsupported(node, "LayerNorm over several axes")
+        if op in ("layernorm", "rmsnorm") and len(getattr(mod, "normalized_shape", (0,))) != 1:
+            raise _unsupported(node, f"{type(mod).__name__} over several axes")
         shape = self.meta_shape(node) or ()
         fa = {"linear": -1, "wasym_linear": -1, "embedding": -1}.get(op)
         if fa is None:
@@ -337,6 +345,11 @@ class _Converter:
             return self.opaque(node)
         repeat = math.prod(shape_in[2:])
         return self.emit(node, name, "flatten", [x], 1, repeat=repeat)
+
+    def same_layout(self, node: fx.Node, ins: list[str]) -> bool:
+        """All inputs and the result have one shape and one feature axis (no broadcasting)."""
+        shape = self.meta_shape(node)
+        return all(self.shape[i] == shape and self.fa[i] == self.fa[ins[0]] for i in ins)
 
     def relayout(self, node: fx.Node, x: str) -> bool:
         """Transposes, (un)squeezes, expands, reshapes and indexing that keep every unit whole:
@@ -401,6 +414,9 @@ class _Converter:
             self.add(node, ins)
         elif fn in MUL_FUNCS:
             op = "scale" if len(ins) == 1 and len(node.args) == 2 else "opaque"
+            divide = fn in (operator.truediv, torch.div, "div")
+            if len(ins) == 2 and not divide and self.same_layout(node, ins):
+                op = "product"  # gated units (SwiGLU): u ⊙ v
             self.emit(node, f"@{node.name}", op, ins)
         elif fn in SOFTMAX_FUNCS:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from symlab.graph.archgraph import Node
@@ -134,8 +135,17 @@ def _read_layernorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
     return "layernorm", m.normalized_shape[-1], attrs
 
 
+def _read_rmsnorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
+    assert isinstance(m, nn.RMSNorm)
+    eps = m.eps if m.eps is not None else torch.finfo(torch.get_default_dtype()).eps
+    attrs = {"eps": eps, "affine": m.elementwise_affine, "bias": False,
+             "normalized_shape": tuple(m.normalized_shape)}  # fmt: skip
+    return "rmsnorm", m.normalized_shape[-1], attrs
+
+
 def _read_batchnorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
-    assert isinstance(m, nn.modules.batchnorm._BatchNorm)
+    """BatchNorm and InstanceNorm (per channel, over positions; a per-channel scale is free)."""
+    assert isinstance(m, nn.modules.batchnorm._NormBase)
     attrs = {
         "eps": m.eps,
         "momentum": m.momentum,
@@ -165,11 +175,14 @@ register_module_op(nn.Flatten, _read_flatten)
 
 
 def _read_dropout(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
-    assert isinstance(m, nn.Dropout)
+    assert isinstance(m, nn.modules.dropout._DropoutNd)
     return "dropout", w_in, {"p": m.p}
 
 
-register_module_op(nn.Dropout, _read_dropout)
+for _t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+           nn.FeatureAlphaDropout):  # fmt: skip
+    register_module_op(_t, _read_dropout)
+register_module_op(nn.RMSNorm, _read_rmsnorm)
 register_module_op(nn.Unflatten, lambda m, w_in: ("opaque", w_in, {}))  # fixed
 for _t in (nn.Softmax, nn.LogSoftmax):  # fixed; a shift of its logits is a symmetry
     register_module_op(_t, lambda m, w_in: ("softmax", w_in, {"dim": m.dim}))
@@ -217,5 +230,11 @@ register_module_op(nn.GroupNorm, _read_groupnorm)
 register_module_op(nn.Embedding, _read_embedding)
 for _t in (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d):
     register_module_op(_t, _pool("pool_max"))
-for _t in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d):
-    register_module_op(_t, _pool("pool_avg"))
+for _t in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+           nn.AdaptiveAvgPool3d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ReflectionPad1d,
+           nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+           nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
+           nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d):  # fmt: skip
+    register_module_op(_t, _pool("pool_avg"))  # linear, channel by channel, on positions only
+for _t in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d):
+    register_module_op(_t, _read_batchnorm)

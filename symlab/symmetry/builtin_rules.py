@@ -11,6 +11,7 @@ import torch
 
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.symmetry.rules import rule
+from symlab.symmetry.shift_rules import logit_translation
 from symlab.symmetry.spec import ANY, NONE, Admits, FixedData, Mag, OpSymmetry, Sign
 from symlab.symmetry.transform import Transform
 
@@ -169,8 +170,21 @@ def _norm_spec(node: Node, graph: ArchGraph, kind: str) -> OpSymmetry:
 
 @rule("layernorm")
 def layernorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
-    """LayerNorm: a common scale (and, with affine, a common sign) of its input is free."""
-    return _norm_spec(node, graph, "layernorm")
+    """LayerNorm: a common scale (and, with affine, a common sign) of its input is free; it
+    subtracts the mean of its units, so when a linear map produces its input for it alone,
+    that map's translations ``W ↦ W + 1vᵀ``, ``b ↦ b + c1`` are free too (exactly)."""
+    spec = _norm_spec(node, graph, "layernorm")
+    x = _x(node, graph)
+    if graph.node(x).op == "linear" and graph.consumers(x) == [node.name]:
+        spec.translations.append(logit_translation(graph.node(x), "mean_shift"))
+    return spec
+
+
+@rule("rmsnorm")
+def rmsnorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """RMSNorm: like LayerNorm without centring (a common scale and sign of its input are
+    free, up to eps; no translation)."""
+    return _norm_spec(node, graph, "rmsnorm")
 
 
 @rule("batchnorm")
@@ -206,6 +220,7 @@ def _norm_act(node: Node, params: Params, t_in: list[Transform], t_out: Transfor
 
 
 layernorm_rule.action(_norm_act)
+rmsnorm_rule.action(_norm_act)
 batchnorm_rule.action(_norm_act)
 
 

@@ -47,9 +47,10 @@ def softmax_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     return spec
 
 
-def logit_translation(node: Node) -> Translation:
+def logit_translation(node: Node, suffix: str = "logit_shift") -> Translation:
     """The translations ``W ↦ W + 1 ⊗ V``, ``b ↦ b + c 1`` of a linear map or convolution whose
-    outputs only ever meet a softmax over them (``V`` has the shape of one output row)."""
+    outputs only ever meet a softmax (or a LayerNorm) over them (``V`` has the shape of one
+    output row)."""
     weight = next(p for p in node.params if p.name == "weight")
     row = tuple(weight.shape[1:])
     fan_in = math.prod(row) if all(isinstance(d, int) for d in row) else _sym_prod(row)
@@ -71,8 +72,9 @@ def logit_translation(node: Node) -> Translation:
 
     axes = (("weight", 0),) + ((("bias", 0),) if bias else ())
     return Translation(
-        "logit_shift", node.name, fan_in + int(bias), embed, project, axes,
-        note="softmax shift: one vector added to every row, one constant to every bias",
+        suffix, node.name, fan_in + int(bias), embed, project, axes,
+        note="one vector added to every row, one constant to every bias: the same amount "
+        "added to every output, which the softmax / normalisation after it removes",
     )  # fmt: skip
 
 

@@ -156,6 +156,22 @@ def _param_source_act(
     return {name: t_out.out(value, int(node.attrs["feature_axis"]))}
 
 
+@rule("product")
+def product_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """``y = u ⊙ v`` (gated units, e.g. SwiGLU ``silu(W₁x) ⊙ W₃x``): the three move with one
+    permutation; ``v`` and ``y`` share a per-unit scale and sign (``D u ⊙ v`` would scale ``y``
+    twice if both moved), ``u`` keeps its magnitudes. ``v`` is the input made by a linear map
+    when there is one."""
+    a, b = graph.inputs(node.name)
+    u, v = (b, a) if graph.node(a).op in ("linear", "conv") else (a, b)
+    diag = Admits(Mag.DIAG, Sign.DIAG)
+    return OpSymmetry(
+        tie=[(v, node.name)],
+        tie_perm=[(u, node.name)],
+        admits=[(u, NONE, "gate of a product"), (v, diag, "product"), (node.name, diag, "product")],
+    )
+
+
 @rule("relayout")
 def relayout_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """A transpose, reshape or indexing that keeps every unit whole: the same units, on another
