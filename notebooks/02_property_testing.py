@@ -54,7 +54,9 @@ SETTINGS = settings(
 drawn = []
 
 
-@settings(max_examples=5, derandomize=True, database=None)
+@settings(
+    max_examples=5, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(sst.models(max_width=5))
 def collect(model):
     drawn.append(model.config)

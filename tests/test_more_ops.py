@@ -170,3 +170,30 @@ def test_a_module_called_twice_on_the_same_input_is_one_op() -> None:
     assert sl.check_invariance(block, G, x).passed
     with pytest.raises(sl.errors.UnsupportedOpError, match="weight sharing"):
         sl.symmetries(Shared(), torch.randn(2, 4))
+
+
+def test_a_stateless_module_reused_is_one_op_per_call() -> None:
+    """torchvision's BasicBlock applies one ``self.relu`` twice: not weight sharing."""
+
+    class Basic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.b1, self.b2 = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+            self.relu = nn.ReLU(inplace=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.relu(self.b1(self.c1(x)))
+            out = self.b2(self.c2(out))
+            out += x
+            return self.relu(out)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), Basic(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2)).double().eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    G = sl.symmetries(model, x)
+    names = [n.name for n in G.graph.nodes()]
+    assert "1.relu" in names and "1.relu@1" in names
+    assert [f.short() for f in G.factors if f.kind == "permutation"] == ["S_4", "S_4"]
+    assert sl.check_invariance(model, G, x).passed

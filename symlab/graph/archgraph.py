@@ -99,6 +99,9 @@ class ArchGraph:
         self._version = 0
         #: which front-end produced the graph: "builder", "nn.Sequential" or "torch.fx"
         self.frontend = "builder"
+        #: ``state_dict`` keys of a traced model that its forward never reads (unused modules):
+        #: accepted by the group's actions and passed through unchanged
+        self.unused_keys: tuple[str, ...] = ()
 
     def _stamp(self) -> tuple[int, int]:
         return (self.nx.number_of_nodes(), self._version)

@@ -236,6 +236,9 @@ class _Converter:
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
         self.g.validate()
+        if self.strip is None:
+            used = self.g.state_keys()
+            self.g.unused_keys = tuple(k for k in self.model.state_dict() if k not in used)
         return self.g
 
     def input_axis(self, node: fx.Node, ndim: int) -> int:
@@ -292,7 +295,12 @@ class _Converter:
                 if first in table:
                     table[node] = table[first]  # type: ignore[index]
             return
-        if target in self.used_modules:
+        stateless = (
+            next(iter(mod.parameters()), None) is None and next(iter(mod.buffers()), None) is None
+        )
+        if target in self.used_modules and stateless:  # e.g. one nn.ReLU used twice: two ops
+            target = f"{target}@{sum(1 for t in self.used_modules if t.startswith(target))}"
+        elif target in self.used_modules:
             raise UnsupportedOpError(
                 f"module {target!r} is called more than once (weight sharing){_where(node)}; "
                 "tied weights are not supported yet"

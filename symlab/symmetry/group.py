@@ -336,7 +336,8 @@ class SymmetryGroup:
         """Raise a named error if ``sd`` does not fit this group's architecture."""
         expected = self.graph.state_keys()
         missing = [k for k in expected if k not in sd]
-        extra = [k for k in sd if k not in expected]
+        unused = set(self.graph.unused_keys)
+        extra = [k for k in sd if k not in expected and k not in unused]
         if missing or extra:
             raise StateDictError(
                 f"state_dict does not match the architecture: missing {missing[:6]}"
