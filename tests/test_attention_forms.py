@@ -273,6 +273,16 @@ def test_near_misses_stay_opaque_and_sound(name):
     assert not moved & {"attn.c_attn.weight", "attn.qkv.weight", "attn.q.weight"}
 
 
+def test_a_mask_buffer_read_elsewhere_too_is_not_trusted():
+    class Leaky(Nano):
+        def forward(self, x):
+            return super().forward(x) + self.bias[0, 0, : x.shape[1], :1]  # the buffer, again
+
+    graph = sl.trace(_model(Leaky()), _x())
+    assert all(not n.op.startswith("attention") for n in graph.nodes())
+    assert all(n.op != "attention_fused" for n in sl.trace(_model(Nano()), _x()).nodes()) is False
+
+
 def _d_major_heads(w, perm, blocks):
     """Permute heads as if each block's rows were ordered (d, h): the wrong layout."""
     return w.reshape(blocks, D, H, *w.shape[1:])[:, :, perm].reshape(w.shape)

@@ -271,21 +271,24 @@ def settle_masks(matches: dict[fx.Node, AttentionMatch], skip: set[fx.Node]) -> 
     """Hand each block the mask nodes read only by matched blocks (they leave the graph with
     it: a fixed mask carries no symmetry), adding them to ``skip``. Returns the blocks whose
     mask reads a buffer that something else reads too (the group might move that buffer)."""
-    cand = set().union(*(m.masks for m in matches.values())) if matches else set()
+    if not matches:
+        return set()
+    nodes = list(next(iter(matches)).graph.nodes)
+    order = {n: i for i, n in enumerate(nodes)}
+    cand = set().union(*(m.masks for m in matches.values()))
     gone: set[fx.Node] = set()
-    for n in sorted(cand, key=lambda n: -_order(n)):
+    for n in sorted(cand, key=order.__getitem__, reverse=True):
         if n.op != "placeholder" and all(u in skip or u in gone for u in n.users):
             gone.add(n)
-    bad = {o for o, m in matches.items() if any(n.op == "get_attr" for n in m.masks - gone)}
+    # a buffer read elsewhere as well may be moved with its channel there: not a fixed mask
+    kept = {n.target for n in nodes if n.op == "get_attr" and n not in gone}
+    bad = {o for o, m in matches.items() if any(n.op == "get_attr" and n.target in kept
+                                                for n in m.masks)}  # fmt: skip
     for o, m in matches.items():
         matches[o] = replace(m, masks=m.masks & gone)
         gone -= m.masks
         skip |= m.masks
     return bad
-
-
-def _order(n: fx.Node) -> int:
-    return list(n.graph.nodes).index(n)
 
 
 def mask_nodes(interior: set[fx.Node], gm: fx.GraphModule) -> frozenset[fx.Node]:
