@@ -83,7 +83,22 @@ def _fixed_node(n: fx.Node, gm: fx.GraphModule, seen: set[fx.Node]) -> bool:
 
 
 def fixed(node: Any, gm: fx.GraphModule) -> bool:
-    """Whether a mask (or any argument) is independent of every parameter of the model."""
+    """Whether a mask (or any argument) is independent of every parameter of the model.
+
+    >>> from torch import nn
+    >>> from symlab.graph.fx_trace import _Tracer
+    >>> class M(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.lin = nn.Linear(2, 2)
+    ...         self.register_buffer("keep", torch.ones(2))
+    ...     def forward(self, x):
+    ...         return self.lin(x) * (self.keep > 0), self.lin(x) > 0
+    >>> m = M()
+    >>> gm = fx.GraphModule(m, _Tracer().trace(m))
+    >>> [fixed(n, gm) for n in gm.graph.nodes if n.target is operator.gt]
+    [True, False]
+    """
     return _fixed(node, gm, set())
 
 
@@ -203,7 +218,6 @@ def _cut(node: fx.Node, st: _State) -> _Val:
 
 def _select(node: fx.Node, st: _State, src: fx.Node, i: int) -> _Val:
     x, (how, arg) = st.vals[src], st.parts[src]
-    role = f"{i}"
     shape = _shape(node)
     if how == "s":  # select block i on the selector axis (unbind or x[i])
         dim = int(arg)
@@ -280,10 +294,13 @@ def settle_masks(matches: dict[fx.Node, AttentionMatch], skip: set[fx.Node]) -> 
     for n in sorted(cand, key=order.__getitem__, reverse=True):
         if n.op != "placeholder" and all(u in skip or u in gone for u in n.users):
             gone.add(n)
-    # a buffer read elsewhere as well may be moved with its channel there: not a fixed mask
+    # a buffer read elsewhere as well (or owned by a layer, such as a BatchNorm's statistics)
+    # may be moved with its channel there: not a fixed mask
     kept = {n.target for n in nodes if n.op == "get_attr" and n not in gone}
-    bad = {o for o, m in matches.items() if any(n.op == "get_attr" and n.target in kept
-                                                for n in m.masks)}  # fmt: skip
+    layers = {str(n.target) for n in nodes if n.op == "call_module"}
+    mine = [n for n in cand if n.op == "get_attr"]
+    kept |= {n.target for n in mine if str(n.target).rpartition(".")[0] in layers}
+    bad = {o for o, m in matches.items() if any(n.target in kept for n in m.masks & set(mine))}
     for o, m in matches.items():
         matches[o] = replace(m, masks=m.masks & gone)
         gone -= m.masks
