@@ -24,9 +24,11 @@ class Nano(nn.Module):
     """nanoGPT's CausalSelfAttention (flash path, or the manual path with its tril buffer),
     with a few variations (``mask``) for the tests below."""
 
-    def __init__(self, e=E, h=H, flash=False, bias=True, mask="causal", dv=None, layout="ok"):
+    def __init__(self, e=E, h=H, flash=False, bias=True, mask="causal", dv=None, layout="ok",
+                 cut="split"):  # fmt: skip
         super().__init__()
         self.h, self.e, self.flash, self.mask, self.layout = h, e, flash, mask, layout
+        self.cut = cut
         self.dv = dv or e // h
         extra = e if mask == "gate" else 0  # a 4th part of the fused rows, read elsewhere
         self.c_attn = nn.Linear(e, 2 * e + h * self.dv + extra, bias=bias)
@@ -43,7 +45,12 @@ class Nano(nn.Module):
     def forward(self, x):
         B, T, C = x.size()
         sizes = [self.e, self.e, self.h * self.dv] + ([self.e] if self.mask == "gate" else [])
-        parts = self.c_attn(x).split(sizes, dim=2)
+        if self.cut == "chunk":
+            parts = self.c_attn(x).chunk(3, dim=-1)
+        elif self.cut == "torch.split":
+            parts = torch.split(self.c_attn(x), sizes, dim=-1)
+        else:
+            parts = self.c_attn(x).split(sizes, dim=2)
         q, k, v = parts[0], parts[1], parts[2]
         if self.layout == "d_major":  # key rows ordered (d, h): not head-major
             k = k.view(B, T, C // self.h, self.h).permute(0, 3, 1, 2)
@@ -242,6 +249,31 @@ def test_keys_and_values_fused_queries_separate():
     assert node.attrs["roles"] == ((0, 0, E), (1, 0, E), (1, E, E))
 
 
+def test_padding_mask_given_as_a_network_input():
+    class Padded(nn.Module):  # timm-style, with a key padding mask as a second input
+        def __init__(self):
+            super().__init__()
+            self.qkv, self.o = nn.Linear(E, 3 * E), nn.Linear(E, E)
+
+        def forward(self, x, keep):
+            B, N, C = x.shape
+            qkv = self.qkv(x).reshape(B, N, 3, H, D).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+            return self.o(y.transpose(1, 2).reshape(B, N, C))
+
+    model = Padded().double().eval()
+    x, keep = _x(), torch.ones(2, 5, dtype=torch.bool)
+    keep[0, -2:] = False
+    G = sl.symmetries(model, (x, keep))
+    _assert_heads(G, node="o")
+    sd = model.state_dict()
+    base = model(x, keep)
+    for seed in range(3):  # check_invariance takes one input tensor: act by hand
+        out = torch.func.functional_call(model, G.act(G.sample(seed), sd), (x, keep))
+        assert (out - base).abs().max() < 1e-9 * base.abs().max()
+
+
 def test_two_blocks_each_with_its_causal_buffer():
     model = nn.Sequential(Block(Nano()), Block(Nano()))
     for m in model.modules():
@@ -331,10 +363,11 @@ def test_the_head_permutation_moves_whole_head_major_row_blocks():
     bias=st.booleans(),
     causal=st.booleans(),
     flash=st.booleans(),
+    cut=st.sampled_from(["split", "chunk", "torch.split"]),
 )
-def test_nanogpt_variants(h, d, bias, causal, flash):
+def test_nanogpt_variants(h, d, bias, causal, flash, cut):
     e = h * d
-    attn = Nano(e=e, h=h, flash=flash, bias=bias, mask="causal" if causal else "none")
+    attn = Nano(e=e, h=h, flash=flash, bias=bias, mask="causal" if causal else "none", cut=cut)
     model = nn.Sequential(nn.Linear(E, e), attn, nn.ReLU(), nn.Linear(e, 2)).double().eval()
     x = _x(t=4)
     G = _group(model, x)
