@@ -44,11 +44,14 @@ def block_name(cv: _Converter, targets: list[str], o: fx.Node) -> str:
 def mask_specs(cv: _Converter, m: AttentionMatch) -> list[ParamSpec]:
     """The buffers read by the block's masks, declared as fixed data of its node (never
     moved; they stay in the model's ``state_dict``)."""
+    buffers = [n for n in m.masks if n.op == "get_attr"]
+    if not buffers:
+        return []
     state = cv.model.state_dict()
     order = {n: i for i, n in enumerate(cv.gm.graph.nodes)}
     specs = []
-    for n in sorted(m.masks, key=order.__getitem__):
-        if n.op == "get_attr" and str(n.target) in state:
+    for n in sorted(buffers, key=order.__getitem__):
+        if str(n.target) in state:
             shape = tuple(state[str(n.target)].shape)
             key = _key(cv, str(n.target))
             specs.append(ParamSpec(key, shape, ("none",) * len(shape), "fixed"))
