@@ -20,6 +20,11 @@ are merged head-major into the last axis read by ``o``; (4) no intermediate tens
 anything else. Any op outside the short list below, any other axis arrangement, or any
 outside reader makes the match fail, and the ops are then traced one by one (opaque: sound).
 Reshapes are judged from the shapes of the example input, like the rest of the front-end.
+
+:mod:`symlab.graph.fx_attention_forms` extends the pattern with fused projections (one Linear
+cut into q/k/v row blocks: an ``attention_fused`` node), fixed masks on the scores (causal
+``masked_fill``, added masks, ``attn_mask``/``is_causal``) and two-operand ``torch.einsum``;
+:mod:`symlab.graph.fx_attention_emit` writes the graph nodes.
 """
 
 from __future__ import annotations
@@ -33,9 +38,6 @@ import torch
 import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
-
-from symlab.errors import UnsupportedOpError
-from symlab.graph.archgraph import ParamSpec
 
 if TYPE_CHECKING:
     from symlab.graph.fx_trace import _Converter
@@ -67,6 +69,8 @@ class AttentionMatch:
     num_heads: int
     head_dim: int
     head_dim_v: int
+    rows: tuple[tuple[fx.Node, int, int], ...] | None = None  # fused: (Linear, offset, rows)
+    masks: frozenset[fx.Node] = frozenset()  # fixed nodes read only by the masks
 
 
 class _NoMatch(Exception):
@@ -86,6 +90,8 @@ class _State:
     qk: tuple[str, str] | None = None
     v: str | None = None
     split: dict[str, tuple[int, int]] = field(default_factory=dict)  # projection -> (H, D)
+    parts: dict[fx.Node, tuple[str, Any]] = field(default_factory=dict)  # cuts of fused rows
+    rows: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # part -> leaf rows
 
 
 def _require(cond: bool) -> None:
@@ -120,16 +126,18 @@ def _shape_scalar(a: Any, depth: int = 0) -> bool:
 
 def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
     """The tensor inputs of an op the pattern may contain; raises _NoMatch for any other op."""
+    from symlab.graph import fx_attention_forms as forms
+
     t = node.target
+    extra = forms.data_args(node, gm)
+    if extra is not None:
+        return extra
     if node.op == "call_module":
         _require(type(gm.get_submodule(str(t))) in (nn.Dropout, nn.Identity))
         return [node.args[0]]  # type: ignore[list-item]
     _require(node.op in ("call_function", "call_method") and _is_tensor(node))
     if t == F.scaled_dot_product_attention:
-        names = ("query", "key", "value")
-        qkv = list(node.args[:3]) + [node.kwargs[n] for n in names[len(node.args) :]]
-        _require(all(isinstance(a, fx.Node) for a in qkv))
-        return qkv  # type: ignore[return-value]
+        return _sdpa_args(node)
     if t in _MATMUL:
         args = list(node.args[:2])
     elif t in _SCALE:
@@ -138,6 +146,13 @@ def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
         args = [node.args[0]]
     _require(all(isinstance(a, fx.Node) for a in args))
     return args  # type: ignore[return-value]
+
+
+def _sdpa_args(node: fx.Node) -> list[fx.Node]:
+    names = ("query", "key", "value")
+    qkv = list(node.args[:3]) + [node.kwargs[n] for n in names[len(node.args) :]]
+    _require(all(isinstance(a, fx.Node) for a in qkv))
+    return qkv  # type: ignore[return-value]
 
 
 def _broadcast(a: _Val, b: _Val) -> tuple[list[str], str, str]:
@@ -159,7 +174,12 @@ def _broadcast(a: _Val, b: _Val) -> tuple[list[str], str, str]:
 
 
 def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
+    from symlab.graph import fx_attention_forms as forms
+
     t = node.target
+    val = forms.step(node, st)
+    if val is not None:
+        return val
     shape = _shape(node)
     if node.op == "call_module" or t in _IDENTITY:
         if t is F.dropout:
@@ -232,11 +252,11 @@ def _matmul(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
 def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
     allowed = {"query", "key", "value", "dropout_p", "is_causal", "scale", "attn_mask"}
     _require(len(node.args) <= 3 and set(node.kwargs) <= allowed)
-    _require(node.kwargs.get("attn_mask") is None and st.qk is None and st.v is None)
+    _require(st.qk is None and st.v is None)
     for key in ("dropout_p", "scale"):
         _require(node.kwargs.get(key) is None or _shape_scalar(node.kwargs[key]))
     _require(isinstance(node.kwargs.get("is_causal", False), bool))
-    q, k, v = (st.vals[n] for n in _data_args(node, None))  # type: ignore[arg-type]
+    q, k, v = (st.vals[n] for n in _sdpa_args(node))
     _require(q.kind == k.kind == v.kind == "proj")
     _require(len(q.labels) == len(k.labels) == len(v.labels) >= 3)
     ids = [p.labels[-1][2:] for p in (q, k, v)]
@@ -252,7 +272,11 @@ def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
     st.qk, st.v = (ids[0], ids[1]), ids[2]
     labels = ["x"] * (len(q.labels) - 1) + [f"d:{ids[2]}"]
     labels[heads[0]] = "H"
-    return _Val("out", tuple(labels), shape)
+    out = _Val("out", tuple(labels), shape)
+    from symlab.graph.fx_attention_forms import sdpa_mask
+
+    sdpa_mask(node, out)  # a mask must be fixed and the same for every head
+    return out
 
 
 def _match(
@@ -274,7 +298,7 @@ def _match(
         interior.add(n)
         _require(len(interior) <= _MAX_NODES)
         todo.extend(_data_args(n, gm))
-    _require(len(leaves) == 3 and not any(n in taken for n in leaves.values()))
+    _require(1 <= len(leaves) <= 3 and not any(n in taken for n in leaves.values()))
     for n in [*interior, *leaves.values()]:  # nothing outside may read an inner tensor
         for u in n.users:
             inside = u in interior or u is o
@@ -292,10 +316,22 @@ def _match(
             st.vals[n] = _step(n, st, gm)
     out = st.vals[o.args[0]]  # type: ignore[index]
     _require(out.kind == "merged" and out.labels[-1] == "m" and st.qk is not None)
-    q, k, v = leaves[st.qk[0]], leaves[st.qk[1]], leaves[st.v]  # type: ignore[index]
     (hq, dq), (hv, dv) = st.split[st.qk[0]], st.split[st.v]  # type: ignore[index]
     _require(hq == hv and linears[o].in_features == hq * dv)
-    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv)
+    roles = (*st.qk, st.v)
+    rows = [st.rows[r] if r in st.rows else (r, 0, linears[leaves[r]].out_features) for r in roles]
+    for j, leaf in leaves.items():  # every row of every projection Linear serves one role
+        cuts = sorted((off, off + n) for i, off, n in rows if i == j)
+        _require([a for a, _ in cuts] == [0, *(b for _, b in cuts[:-1])])
+        _require(cuts[-1][1] == linears[leaf].out_features)
+    q, k, v = (leaves[r[0]] for r in rows)
+    from symlab.graph.fx_attention_forms import mask_nodes
+
+    masks = mask_nodes(interior, gm)
+    if not st.rows:  # three whole Linears: the plain form
+        return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, masks=masks)
+    cut = tuple((leaves[i], off, n) for i, off, n in rows)
+    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks)
 
 
 def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], set[fx.Node]]:
@@ -311,61 +347,29 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
         if n.op == "call_module" and calls[str(n.target)] == 1
         and type(gm.get_submodule(str(n.target))) in _LINEARS
     }  # fmt: skip
-    matches: dict[fx.Node, AttentionMatch] = {}
-    skip: set[fx.Node] = set()
-    for o in linears:
-        if o in skip:
-            continue
-        try:
-            m = _match(o, linears, gm, set(matches))
-        except (_NoMatch, KeyError, IndexError, TypeError, ValueError, AttributeError):
-            continue
-        matches[o] = m
-        skip |= m.interior | {m.q, m.k, m.v}
-    return matches, skip
+    from symlab.graph.fx_attention_forms import settle_masks
+
+    banned: set[fx.Node] = set()  # blocks whose mask buffers are also read elsewhere
+    while True:
+        matches: dict[fx.Node, AttentionMatch] = {}
+        skip: set[fx.Node] = set()
+        for o in linears:
+            if o in skip or o in banned:
+                continue
+            try:
+                m = _match(o, linears, gm, set(matches))
+            except (_NoMatch, KeyError, IndexError, TypeError, ValueError, AttributeError):
+                continue
+            matches[o] = m
+            skip |= m.interior | {m.q, m.k, m.v}
+        bad = settle_masks(matches, skip)
+        if not bad:
+            return matches, skip
+        banned |= bad
 
 
 def emit_attention(cv: _Converter, m: AttentionMatch) -> str:
-    """Add the ``attention_linear`` node of ``m`` to the converter's graph."""
-    targets = []
-    for n in (m.q, m.k, m.v, m.o):
-        t = str(n.target)
-        if cv.strip is not None:
-            t = t.removeprefix(cv.strip).removeprefix(".")
-        if t in cv.used_modules:
-            raise UnsupportedOpError(f"module {t!r} is called more than once (weight sharing)")
-        cv.used_modules.add(t)
-        targets.append(t)
-    srcs = [cv.name[n.args[0]] for n in (m.q, m.k, m.v)]  # type: ignore[index]
-    ins = list(dict.fromkeys(srcs))
-    for s in ins:
-        if cv.fa[s] != len(cv.shape[s]) - 1:
-            raise UnsupportedOpError(f"attention projections read {s!r} off its feature axis")
-    qkv = tuple(ins.index(s) for s in srcs)
-    params = []
-    for t, n, port in zip(targets, (m.q, m.k, m.v, m.o), (*qkv, None), strict=True):
-        mod = cv.gm.get_submodule(str(n.target))
-        rows, cols = int(mod.out_features), int(mod.in_features)
-        if port is None:
-            params.append(ParamSpec(f"{t}.weight", (rows, cols), ("out", "none")))
-        else:
-            params.append(
-                ParamSpec(f"{t}.weight", (rows, cols), ("none", "in" if port == 0 else "none"))
-            )
-        if mod.bias is not None:
-            params.append(ParamSpec(f"{t}.bias", (rows,), ("out" if port is None else "none",)))
-    parts = [t.split(".") for t in targets]
-    common = []
-    for seg in zip(*parts, strict=False):
-        if len(set(seg)) != 1:
-            break
-        common.append(seg[0])
-    name = ".".join(common[: min(len(p) for p in parts) - 1])
-    if not name or name in cv.g.nx:  # no enclosing module: named after the output Linear
-        name = targets[3] if targets[3] not in cv.g.nx else f"@{m.o.name}"
-    shape = cv.meta_shape(m.o) or (*cv.shape[ins[0]][:-1], int(params[-1].shape[0]))
-    cv.add_node(name, "attention_linear", ins, shape, -1, params, absolute_keys=True,
-                num_heads=m.num_heads, head_dim=m.head_dim, head_dim_v=m.head_dim_v,
-                qkv=qkv, modules=tuple(targets))  # fmt: skip
-    cv.name[m.o] = name
-    return name
+    """Add the node of ``m`` to the converter's graph (see :mod:`.fx_attention_emit`)."""
+    from symlab.graph.fx_attention_emit import emit
+
+    return emit(cv, m)

@@ -57,6 +57,9 @@ OPAQUE_FUNCS: set[Any] = {
     torch.unsqueeze, torch.squeeze, operator.getitem, torch.stack, F.log_softmax,
     "softmax", "transpose", "permute", "unsqueeze", "squeeze", "expand", "split", "chunk",
     "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
+    torch.unbind, "unbind", torch.masked_fill, torch.tril, torch.triu, "tril", "triu",
+    torch.where, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    "sum", torch.sum,
 }  # fmt: skip
 ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
 MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}

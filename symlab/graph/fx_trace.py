@@ -68,6 +68,8 @@ def _flat_nodes(args: Any) -> list[fx.Node]:
 
 
 class _Tracer(fx.Tracer):
+    proxy_buffer_attributes = True  # buffers sliced by a traced size (causal masks)
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from symlab.graph.fx_macros import MACROS
 

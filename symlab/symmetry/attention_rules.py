@@ -143,3 +143,59 @@ def _attention_linear_act(
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
     return out
+
+
+@rule("attention_fused")
+def attention_fused_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Attention whose projections are row blocks cut from fused ``nn.Linear`` (nanoGPT's
+    ``c_attn(x).split(E, dim=2)``, timm's ``qkv(x).reshape(B, N, 3, H, D)``; matched by
+    :mod:`symlab.graph.fx_attention_forms`): the symmetries of ``attention_linear``, acting on
+    the rows ``roles`` names for queries, keys and values (the layout of
+    ``nn.MultiheadAttention``'s ``in_proj_weight`` when one Linear holds all three)."""
+    h = int(node.attrs["num_heads"])
+    ins = graph.inputs(node.name)
+    return OpSymmetry(
+        admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
+        internal=[
+            InternalFactor("heads", "permutation", h),
+            InternalFactor("qk", "GL", int(node.attrs["head_dim"]), copies=h),
+            InternalFactor("vo", "GL", int(node.attrs["head_dim_v"]), copies=h),
+        ],
+    )
+
+
+@attention_fused_rule.action
+def _attention_fused_act(
+    node: Node,
+    params: Params,
+    t_in: list[Transform],
+    t_out: Transform,
+    internal: dict[str, torch.Tensor],
+) -> Params:
+    h = int(node.attrs["num_heads"])
+    *projs, o = node.attrs["modules"]
+    perm, mq, mv = internal.get("heads"), internal.get("qk"), internal.get("vo")
+    mk = None if mq is None else torch.linalg.inv(mq).transpose(-1, -2)
+    out = dict(params)
+    for j, (mod, port) in enumerate(zip(projs, node.attrs["ports"], strict=True)):
+        w = t_in[port].contract(params[f"{mod}.weight"], 1)
+        b = params.get(f"{mod}.bias")
+        blocks = sorted(
+            (
+                (off, size, mats)
+                for (leaf, off, size), mats in zip(node.attrs["roles"], (mq, mk, mv), strict=True)
+                if leaf == j
+            ),
+            key=lambda r: r[0],
+        )  # the roles tile the rows of each fused Linear (the matcher proved it)
+        out[f"{mod}.weight"] = torch.cat(
+            [_map_rows(w[a : a + n], perm, m, h) for a, n, m in blocks]
+        )
+        if b is not None:
+            out[f"{mod}.bias"] = torch.cat(
+                [_map_rows(b[a : a + n], perm, m, h) for a, n, m in blocks]
+            )
+    out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], perm, mv, h), 0)
+    if f"{o}.bias" in params:
+        out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
+    return out
