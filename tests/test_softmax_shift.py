@@ -144,3 +144,60 @@ def test_canonical_form_removes_translations() -> None:
     c, h = sl.connect.canonicalize(moved, G, return_element=True)
     again = G.act(h, moved)
     assert all(torch.allclose(c[k], again[k], atol=1e-10) for k in sd)
+
+
+class _Hand(nn.Module):
+    """Hand-written attention; ``form`` picks separate or fused projections and the weighting."""
+
+    def __init__(self, form: str, e: int = 8, h: int = 2) -> None:
+        super().__init__()
+        self.form, self.h = form, h
+        if form.startswith("fused"):
+            self.qkv = nn.Linear(e, 3 * e)
+        else:
+            self.q, self.k, self.v = nn.Linear(e, e), nn.Linear(e, e), nn.Linear(e, e)
+        self.o = nn.Linear(e, e)
+        self.register_buffer("causal", torch.tril(torch.ones(5, 5)).view(1, 1, 5, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, e = x.shape
+        if self.form.startswith("fused"):
+            q, k, v = self.qkv(x).split(e, dim=2)
+        else:
+            q, k, v = self.q(x), self.k(x), self.v(x)
+        q, k, v = (z.view(b, t, self.h, e // self.h).transpose(1, 2) for z in (q, k, v))
+        if self.form == "fused_sdpa":
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = q @ k.transpose(-2, -1) * 0.5
+            if self.form in ("plain_inf", "fused_inf"):
+                att = att.masked_fill(self.causal[:, :, :t, :t] == 0, float("-inf"))
+            if self.form == "plain_zero":  # a finite fill: not shift invariant
+                att = att.masked_fill(self.causal[:, :, :t, :t] == 0, 0.0)
+            if self.form != "plain_linear":  # linear attention: no softmax at all
+                att = att.softmax(dim=-1)
+            y = att @ v
+        return self.o(y.transpose(1, 2).reshape(b, t, e))
+
+
+@pytest.mark.parametrize(
+    ("form", "free"),
+    [("plain", True), ("plain_inf", True), ("fused_inf", True), ("fused_sdpa", True),
+     ("plain_zero", False), ("plain_linear", False)],
+)  # fmt: skip
+def test_key_bias_of_hand_written_attention(form: str, free: bool) -> None:
+    torch.manual_seed(0)
+    model = _Hand(form).double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    G = sl.symmetries(model, x)
+    assert any(f.name.endswith("#heads]") for f in G.factors)  # matched as attention
+    shifts = _translations(G)
+    assert (len(shifts) == 1 and 8 in shifts.values()) if free else not shifts
+    assert sl.check_invariance(model, G, x).passed
+    _laws(G, model)
+    if not free and form == "plain_zero":  # the shift would indeed change the output
+        sd = model.state_dict()
+        sd["k.bias"] = sd["k.bias"] + torch.randn(8, dtype=torch.float64)
+        moved = _Hand(form).double()
+        moved.load_state_dict(sd)
+        assert not torch.allclose(moved(x), model(x))

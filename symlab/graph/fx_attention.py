@@ -71,6 +71,7 @@ class AttentionMatch:
     head_dim_v: int
     rows: tuple[tuple[fx.Node, int, int], ...] | None = None  # fused: (Linear, offset, rows)
     masks: frozenset[fx.Node] = frozenset()  # fixed nodes read only by the masks
+    softmax_keys: bool = False  # the values are weighted by a softmax over the keys
 
 
 class _NoMatch(Exception):
@@ -92,6 +93,9 @@ class _State:
     split: dict[str, tuple[int, int]] = field(default_factory=dict)  # projection -> (H, D)
     parts: dict[fx.Node, tuple[str, Any]] = field(default_factory=dict)  # cuts of fused rows
     rows: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # part -> leaf rows
+    soft: set[fx.Node] = field(default_factory=set)  # scores after a softmax over the keys
+    shift_kept: bool = True  # every op before the softmax keeps a per-query shift of scores
+    weighted_by_softmax: bool = False
 
 
 def _require(cond: bool) -> None:
@@ -314,6 +318,7 @@ def _match(
     for n in gm.graph.nodes:
         if n in interior:
             st.vals[n] = _step(n, st, gm)
+            _track_softmax(n, st)
     out = st.vals[o.args[0]]  # type: ignore[index]
     _require(out.kind == "merged" and out.labels[-1] == "m" and st.qk is not None)
     (hq, dq), (hv, dv) = st.split[st.qk[0]], st.split[st.v]  # type: ignore[index]
@@ -328,10 +333,39 @@ def _match(
     from symlab.graph.fx_attention_forms import mask_nodes
 
     masks = mask_nodes(interior, gm)
+    soft = st.weighted_by_softmax and st.shift_kept
     if not st.rows:  # three whole Linears: the plain form
-        return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, masks=masks)
+        return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, None, masks, soft)
     cut = tuple((leaves[i], off, n) for i, off, n in rows)
-    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks)
+    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft)
+
+
+def _track_softmax(n: fx.Node, st: _State) -> None:
+    """Whether the values end up weighted by a softmax over the keys of scores that were only
+    scaled or masked before it: then adding the same amount to every score of a query (what a
+    key bias does) changes nothing. A finite ``masked_fill`` breaks that (its entries do not
+    move with the others); ``-inf`` keeps it."""
+    from symlab.graph.fx_attention_forms import masked_fill_value
+
+    val = st.vals[n]
+    srcs = [a for a in _flat(n) if a in st.vals]
+    scores_in = [a for a in srcs if st.vals[a].kind == "scores"]
+    if n.target == F.scaled_dot_product_attention:
+        st.weighted_by_softmax = True
+    elif n.target in _SOFTMAX or (val.kind == "scores" and any(a in st.soft for a in srcs)):
+        st.soft.add(n)
+    elif val.kind == "scores" and scores_in:
+        fill = masked_fill_value(n)
+        if fill is not None and fill != float("-inf"):
+            st.shift_kept = False
+    if val.kind == "out" and scores_in:
+        st.weighted_by_softmax = all(a in st.soft for a in scores_in)
+
+
+def _flat(n: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((n.args, n.kwargs), found.append)
+    return found
 
 
 def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], set[fx.Node]]:

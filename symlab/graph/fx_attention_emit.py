@@ -85,7 +85,8 @@ def emit(cv: _Converter, m: AttentionMatch) -> str:
     name = block_name(cv, targets, m.o)
     shape = cv.meta_shape(m.o) or (*cv.shape[ins[0]][:-1], int(params[-1].shape[0]))
     params += mask_specs(cv, m)
-    heads = {"num_heads": m.num_heads, "head_dim": m.head_dim, "head_dim_v": m.head_dim_v}
+    heads = {"num_heads": m.num_heads, "head_dim": m.head_dim, "head_dim_v": m.head_dim_v,
+             "softmax_keys": m.softmax_keys}  # fmt: skip
     if m.rows is None:
         cv.add_node(name, "attention_linear", ins, shape, -1, params, absolute_keys=True,
                     qkv=ports, modules=tuple(targets), **heads)  # fmt: skip

@@ -174,6 +174,14 @@ def step(node: fx.Node, st: _State) -> _Val | None:
     return None
 
 
+def masked_fill_value(node: fx.Node) -> float | None:
+    """The fill value of a ``masked_fill`` node (None for other nodes or a traced value)."""
+    if node.target not in _MASKED_FILL:
+        return None
+    value = node.args[2] if len(node.args) > 2 else node.kwargs.get("value")
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
 def sdpa_mask(node: fx.Node, out: _Val) -> None:
     """Check the ``attn_mask`` of a matched ``scaled_dot_product_attention``."""
     mask = node.kwargs.get("attn_mask")

@@ -154,6 +154,9 @@ def attention_fused_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     ``nn.MultiheadAttention``'s ``in_proj_weight`` when one Linear holds all three)."""
     h = int(node.attrs["num_heads"])
     ins = graph.inputs(node.name)
+    leaf, offset, size = node.attrs["roles"][1]
+    key_bias = f"{node.attrs['modules'][leaf]}.bias"
+    free = node.attrs.get("softmax_keys", False) and any(p.name == key_bias for p in node.params)
     return OpSymmetry(
         admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
         internal=[
@@ -161,6 +164,7 @@ def attention_fused_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
             InternalFactor("qk", "GL", int(node.attrs["head_dim"]), copies=h),
             InternalFactor("vo", "GL", int(node.attrs["head_dim_v"]), copies=h),
         ],
+        translations=[key_bias_translation(node, key_bias, offset, size)] if free else [],
     )
 
 
