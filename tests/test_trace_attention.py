@@ -165,8 +165,9 @@ def test_zoo_hand_attention():
     f = _heads(G)
     d = E // H
     assert f["P[o#heads]"].order == math.factorial(H)
-    # inputs and outputs of the network are fixed: only the internal factors remain
-    assert G.order == math.factorial(H) and G.dimension == 2 * H * d * d
+    # inputs and outputs of the network are fixed: only the internal factors remain, and the
+    # key bias (free: the softmax over keys ignores q·b_K)
+    assert G.order == math.factorial(H) and G.dimension == 2 * H * d * d + H * d
 
 
 def test_zoo_hand_transformer_every_block():

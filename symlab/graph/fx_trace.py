@@ -171,6 +171,7 @@ class _Converter:
         self.tuples: dict[fx.Node, Callable[[int, fx.Node], str]] = {}
         self.used_modules: set[str] = set()
         self.first_call: dict[str, fx.Node] = {}
+        self.state_keys = set(model.state_dict())
 
     # -- helpers ------------------------------------------------------------------------------
     def meta_shape(self, node: fx.Node) -> tuple[int, ...] | None:
@@ -272,6 +273,11 @@ class _Converter:
             fa = len(shape) - align_fa_from_right
             name = f"@{node.name}"
             if name in self.g.nx:
+                return name
+            if key not in self.state_keys:  # a non-persistent buffer: a constant, never moved
+                self.g.add(name, "input", [], width=int(shape[fa]))
+                self.fa[name], self.shape[name] = fa, shape
+                self.name[node] = name
                 return name
             axes = tuple("out" if i == fa else "none" for i in range(len(shape)))
             kind = "param" if isinstance(value, nn.Parameter) else "buffer"
@@ -400,9 +406,10 @@ class _Converter:
             elif a is node.args[0] and a in self.tuples and a.op == "get_attr" and not ins \
                     and fn in RELAYOUT_FUNCS:  # fmt: skip
                 self.tuples[a](1, node)  # a parameter rearranged alone (cls token): units last
-        if fn is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0] in \
-                self.tuples:  # fmt: skip
-            self.name[node] = self.tuples[node.args[0]](int(node.args[1]), node)
+        src = node.args[0] if node.args else None
+        if fn is operator.getitem and isinstance(src, fx.Node) and src in self.tuples and \
+                src.op != "get_attr" and isinstance(node.args[1], int):  # fmt: skip
+            self.name[node] = self.tuples[src](node.args[1], node)  # an item of a tuple output
             return
         ins = self.tensor_args(node)
         if not ins:
