@@ -15,9 +15,9 @@ the ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` macros) reads it un
 * parameters and buffers read outside leaf modules become ``get_attr`` nodes (``x + self.pos``);
 * every other aten op becomes the torch function or tensor method of
   :data:`symlab.graph.export_aten.ATEN` (or stays itself when registered with
-  ``register_function``); computations on constants alone (a causal mask from a buffer) keep
-  their aten op and become constants, as torch.fx would make them; in-place ops are read
-  out of place when nothing else sees the write; any other op is refused with
+  ``register_function``); tensors computed from constants alone (``torch.triu(torch.ones(t,
+  t))``) become constants, as torch.fx computes them while tracing; in-place ops are read out
+  of place when nothing else sees the write; any other op is refused with
   :class:`~symlab.errors.UnsupportedOpError`.
 
 Data-dependent control flow (an ``if`` on tensor *values*) stops both front-ends; the
@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -47,7 +47,6 @@ from symlab.graph.fx_trace import TraceError, _flat_nodes, _where
 __all__ = ["export_graph"]
 
 _LITERALS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format)
-_MAX_CONSTANT = 4096  # elements of a lifted tensor constant written into the graph
 
 
 def export_graph(model: nn.Module, inputs: tuple[Any, ...], fx_error: Exception) -> fx.Graph:
@@ -131,6 +130,10 @@ class _Rewriter:
         self.graph = fx.Graph()
         self.env: dict[fx.Node, Any] = {}
         self.live: set[fx.Node] = set()  # nodes computed from a user input
+        self.pure: set[fx.Node] = {  # nodes computed from constants alone
+            n for n in ep.graph.nodes
+            if n.op == "placeholder" and self.calls.kind[n.name][0] == InputKind.CONSTANT_TENSOR
+        }  # fmt: skip
 
     # -- emitting the torch-level graph --------------------------------------------------------
     def arg(self, a: Any, user: fx.Node) -> Any:
@@ -153,11 +156,10 @@ class _Rewriter:
         kind, target = self.calls.kind[node.name]
         if kind in (InputKind.PARAMETER, InputKind.BUFFER):
             new = self.graph.get_attr(target)
-        elif kind == InputKind.CONSTANT_TENSOR:
-            value = self.ep.constants[target]
-            if not isinstance(value, torch.Tensor) or value.numel() > _MAX_CONSTANT:
-                raise _unmapped(node, f"a constant {type(value).__name__} created in forward")
-            new = self.graph.call_function(torch.tensor, (value.tolist(),), {"dtype": value.dtype})
+        elif kind == InputKind.CONSTANT_TENSOR and isinstance(
+            self.ep.constants[target], torch.Tensor
+        ):
+            new = self.graph.call_function(_constant(self.ep.constants[target]))
         else:
             raise _unmapped(node, f"an input of kind {kind}")
         self.env[node] = new
@@ -212,10 +214,17 @@ class _Rewriter:
             self.env[o] = self.graph.call_function(operator.getitem, (call_node, i))
 
     def emit_op(self, node: fx.Node) -> None:
-        target = node.target
-        in_place = getattr(_packet(node), "__name__", "").endswith("_")
+        target, packet = node.target, _packet(node)
+        in_place = getattr(packet, "__name__", "").endswith("_")
         if not node.users and not in_place:
             return  # dead: the indices of a max pool, an assertion on metadata
+        packet = self.out_of_place(node, packet)
+        if all(a in self.pure for a in _flat_nodes((node.args, node.kwargs))):
+            self.pure.add(node)  # reads no input, parameter or buffer: a constant
+            value = self.calls.value(node)
+            if isinstance(value, torch.Tensor):
+                self.env[node] = self.graph.call_function(_constant(value))
+            return
         if target is operator.getitem:
             src = node.args[0]
             if isinstance(src, fx.Node) and _packet(src) in FIRST_OF_PAIR:
@@ -226,16 +235,14 @@ class _Rewriter:
             self.env[node] = self.emit(node, "call_function", operator.getitem,
                                        self.arg(node.args, node), {})  # fmt: skip
             return
-        packet = _packet(node)
         if target in USER_FUNCS or packet in USER_FUNCS:  # registered with register_function
             self.env[node] = self.emit(node, "call_function", target,
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
             return
-        packet = self.out_of_place(node, packet)
         args, kwargs = self.arg((tuple(node.args), dict(node.kwargs)), node)
         call = rewrite(packet, args, kwargs) if packet is not None else None
         if call is None and not (set(_flat_nodes((node.args, node.kwargs))) & self.live):
-            # computed from parameters, buffers and constants alone: a constant, as in torch.fx
+            # computed from parameters or buffers alone: torch.fx would read these ops too
             self.env[node] = self.emit(node, "call_function", target, args, kwargs)
             return
         if call is None:
@@ -312,6 +319,16 @@ def _may_alias(node: fx.Node) -> bool:
         node = node.args[0]  # in place over its input: that input must be unshared too
         if len(node.users) != 1:
             return True
+
+
+def _constant(value: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A graph function returning ``value``: what torch.fx makes of a tensor computed from no
+    traced value (``torch.triu(torch.ones(t, t))``), a constant the converter keeps fixed."""
+
+    def constant() -> torch.Tensor:
+        return value
+
+    return constant
 
 
 def _writes(node: fx.Node) -> bool:
