@@ -86,10 +86,11 @@ def _both_failed(model: nn.Module, fx_error: Exception, export_error: Exception)
     return TraceError(
         f"neither torch.fx nor torch.export could trace {type(model).__name__}. "
         f"torch.fx: {_brief(fx_error)}. torch.export: {_brief(export_error)}. This usually means "
-        "data-dependent control flow (an `if` on tensor values). Rewrite the branch without "
-        "Python control flow (torch.where, torch.cond), declare the module as a leaf with a rule "
-        "(symlab.graph.fx_trace.declare_leaf, symlab.graph.modules.register_module_op and "
-        "@symlab.symmetry.rule), or describe the architecture with an ArchGraph / symlab builders"
+        "data-dependent control flow (an `if` on tensor values). Remove the branch (or write it "
+        "with torch.where / torch.cond and register a rule for that op), declare the module as a "
+        "leaf with a rule (symlab.graph.fx_trace.declare_leaf, symlab.graph.modules."
+        "register_module_op and @symlab.symmetry.rule), or describe the architecture with an "
+        "ArchGraph / symlab builders"
     )
 
 
@@ -104,14 +105,17 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
-def _unmapped(node: fx.Node, what: str) -> UnsupportedOpError:
+def _unmapped(node: fx.Node, what: str, fix: str | None = None) -> UnsupportedOpError:
+    fix = fix or (
+        "Give the op a rule with @symlab.symmetry.rule('<op>') and map it with "
+        f"symlab.graph.fx_trace.register_function({_op_name(node)}, '<op>'), or move the code "
+        "into a module registered with symlab.graph.modules.register_module_op and "
+        "symlab.graph.fx_trace.declare_leaf"
+    )
     return UnsupportedOpError(
         f"node {node.name!r} of the torch.export graph: {what}{_where(node)}. (torch.fx could "
         "not trace this model, so symlab read it through torch.export.) symlab never assumes "
-        "an unknown op is harmless. Give the op a rule with @symlab.symmetry.rule('<op>') and "
-        f"map it with symlab.graph.fx_trace.register_function({_op_name(node)}, '<op>'), or "
-        "move the code into a module registered with symlab.graph.modules.register_module_op "
-        "and symlab.graph.fx_trace.declare_leaf"
+        f"an unknown op is harmless. {fix}"
     )
 
 
@@ -229,7 +233,8 @@ class _Rewriter:
             src = node.args[0]
             if isinstance(src, fx.Node) and _packet(src) in FIRST_OF_PAIR:
                 if node.args[1] != 0:
-                    raise _unmapped(node, f"the indices returned by {_op_name(src)}")
+                    raise _unmapped(node, f"the indices returned by {_op_name(src)}",
+                                    "Use the pooled values only.")  # fmt: skip
                 self.env[node] = self.env[src]
                 return
             self.env[node] = self.emit(node, "call_function", operator.getitem,
