@@ -12,7 +12,8 @@ matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as on
 model unit by unit (softmax, matmul, reshapes into heads, …) become *opaque* nodes whose
 inputs and outputs are fixed (sound: nothing is derived through them).
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
-line and how to register a rule.
+line and how to register a rule. When torch.fx cannot trace the model (Python code on sizes),
+the graph comes from torch.export instead (:mod:`symlab.graph.export_trace`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ __all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
 
 
 class TraceError(SymlabError):
-    """torch.fx could not trace the model (typically data-dependent control flow)."""
+    """Neither torch.fx nor its torch.export fallback could trace the model (typically
+    data-dependent control flow)."""
 
 
 _EXTRA_LEAVES: set[type[nn.Module]] = set()
@@ -133,22 +135,21 @@ def _trace_and_convert(
 ) -> ArchGraph:
     tracer = _Tracer()
     tracer.record_stack_traces = stack_traces
+    frontend = "torch.fx"
     try:
         graph = tracer.trace(model)
     except (fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError) as e:
-        raise TraceError(
-            f"torch.fx could not trace {type(model).__name__}: {e}. This usually means "
-            "data-dependent control flow (an `if` on tensor values). Rewrite it without the "
-            "branch, declare the module as a leaf with a rule (symlab.graph.fx_trace."
-            "declare_leaf), or describe the architecture with an ArchGraph / symlab builders"
-        ) from e
+        # Python code on sizes stops torch.fx; torch.export runs it (TraceError if it cannot)
+        from symlab.graph.export_trace import export_graph
+
+        graph, frontend = export_graph(model, inputs, fx_error=e), "torch.export"
     graph.owning_module = model
     graph.eliminate_dead_code()
     gm = fx.GraphModule(model, graph)  # compiles once, after dead code is gone
     with torch.no_grad():
         ShapeProp(gm).propagate(*inputs)
     graph_out = _Converter(model, gm, strip="root" if root_is_leaf else None).run()
-    graph_out.frontend = "torch.fx"
+    graph_out.frontend = frontend
     return graph_out
 
 
@@ -396,6 +397,11 @@ class _Converter:
         if "tensor_meta" not in node.meta:
             return  # not a tensor (a size, a shape tuple, …): no node
         if fn == "size" or fn is getattr:
+            return
+        src = node.args[0] if node.args else None
+        if fn is operator.getitem and isinstance(src, fx.Node) and src.op == "call_module" \
+                and src in self.tuples:  # fmt: skip
+            self.name[node] = self.tuples[src](int(node.args[1]), node)  # attention's (out, w)
             return
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand

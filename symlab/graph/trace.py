@@ -4,7 +4,8 @@
 without an example input is read child by child (node names are the child names, so parameter
 names are the ``state_dict`` keys). Everything else goes through the torch.fx front-end
 (:func:`symlab.graph.fx_trace.trace_fx`), which needs an example input (for a model whose first
-layer is ``nn.Linear`` one is made up).
+layer is ``nn.Linear`` one is made up); models torch.fx cannot trace because of Python code on
+sizes are read through torch.export (:mod:`symlab.graph.export_trace`).
 """
 
 from __future__ import annotations
