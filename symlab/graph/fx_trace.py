@@ -398,11 +398,6 @@ class _Converter:
             return  # not a tensor (a size, a shape tuple, …): no node
         if fn == "size" or fn is getattr:
             return
-        src = node.args[0] if node.args else None
-        if fn is operator.getitem and isinstance(src, fx.Node) and src.op == "call_module" \
-                and src in self.tuples:  # fmt: skip
-            self.name[node] = self.tuples[src](int(node.args[1]), node)  # attention's (out, w)
-            return
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:
