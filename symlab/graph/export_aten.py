@@ -180,6 +180,11 @@ ATEN: dict[Any, _Rule] = {
     aten._log_softmax: _softmax(F.log_softmax),
     aten.scaled_dot_product_attention: _sdpa,
     aten.masked_fill: _method("masked_fill", 3),
+    # comparisons and masks (opaque in the fx front-end; matched inside attention masks)
+    aten.eq: _fn(operator.eq, 2), aten.ne: _fn(operator.ne, 2), aten.lt: _fn(operator.lt, 2),
+    aten.le: _fn(operator.le, 2), aten.gt: _fn(operator.gt, 2), aten.ge: _fn(operator.ge, 2),
+    aten.tril: _fn(torch.tril, 2), aten.triu: _fn(torch.triu, 2),
+    aten.where: _fn(torch.where, 3), aten.unbind: _fn(torch.unbind, 2),
     # shapes
     aten.view: _method("view", 2),
     aten._unsafe_view: _method("view", 2),
