@@ -108,3 +108,31 @@ def test_nanogpt_group(flash: bool) -> None:
     stream = [f for f in G.factors if ("transformer.wte.weight", 1) in f.axes]
     assert [f.kind for f in stream] == ["permutation", "common_scaling", "common_sign"]
     assert sl.check_invariance(model, G, idx).passed
+
+
+def test_tied_embedding_and_head() -> None:
+    """nanoGPT ties ``wte.weight`` and ``lm_head.weight``: the residual stream and the final
+    LayerNorm's output then share one map that is its own inverse (signs, no scalings)."""
+    torch.manual_seed(0)
+    model = GPT(True).double().eval()
+    untied = GPT(True).double().eval()
+    untied.load_state_dict(model.state_dict())
+    model.transformer.wte.weight = model.lm_head.weight
+    for mod in [*model.modules(), *untied.modules()]:
+        if isinstance(mod, nn.LayerNorm):
+            mod.eps = 1e-12
+    idx = torch.randint(0, 11, (2, 6), generator=torch.Generator().manual_seed(0))
+    G = sl.symmetries(model, idx)
+    assert G.graph.tied_keys == (("transformer.wte.weight", "lm_head.weight"),)
+    stream = [f.kind for f in G.factors if ("transformer.wte.weight", 1) in f.axes]
+    assert stream == ["permutation", "common_sign"]
+    assert ("lm_head.weight", 1) in next(
+        f for f in G.factors if f.name == "P[transformer.wte]"
+    ).axes
+    assert sl.check_invariance(model, G, idx).passed
+    moved = G.act(G.sample(0), model.state_dict())
+    assert torch.equal(moved["transformer.wte.weight"], moved["lm_head.weight"])
+    # negative control: the untied model's group moves the two copies apart
+    U = sl.symmetries(untied, idx)
+    apart = U.act(U.sample(0), model.state_dict())
+    assert not torch.allclose(apart["transformer.wte.weight"], apart["lm_head.weight"])

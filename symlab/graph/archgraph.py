@@ -102,6 +102,9 @@ class ArchGraph:
         #: ``state_dict`` keys of a traced model that its forward never reads (unused modules):
         #: accepted by the group's actions and passed through unchanged
         self.unused_keys: tuple[str, ...] = ()
+        #: groups of ``state_dict`` keys that are one tensor (tied weights, e.g. a language
+        #: model's embedding and output layer); their axes must move identically
+        self.tied_keys: tuple[tuple[str, ...], ...] = ()
 
     def _stamp(self) -> tuple[int, int]:
         return (self.nx.number_of_nodes(), self._version)

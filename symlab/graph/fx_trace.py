@@ -243,6 +243,11 @@ class _Converter:
         if self.strip is None:
             used = self.g.state_keys()
             self.g.unused_keys = tuple(k for k in self.model.state_dict() if k not in used)
+            by_tensor: dict[int, list[str]] = {}
+            for key, value in self.model.state_dict(keep_vars=True).items():
+                if key in used:
+                    by_tensor.setdefault(id(value), []).append(key)
+            self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
         return self.g
 
     def input_axis(self, node: fx.Node, ndim: int) -> int:

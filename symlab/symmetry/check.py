@@ -36,9 +36,24 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / (b.abs().max() + 1e-30))
 
 
-def _outputs(model: nn.Module, sd: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+def _outputs(
+    model: nn.Module,
+    sd: dict[str, torch.Tensor],
+    inputs: torch.Tensor,
+    tied: tuple[tuple[str, ...], ...] = (),
+) -> torch.Tensor:
+    """The model's outputs with parameters ``sd``; tied keys (one tensor) are passed once, and
+    an action that moved their copies differently gives NaN outputs (a failed check)."""
+    sd = dict(sd)
+    consistent = True
+    for group in tied:
+        first, *rest = group
+        for key in rest:
+            consistent &= bool(torch.equal(sd[key], sd[first]))
+            del sd[key]
     out = torch.func.functional_call(model, sd, (inputs,))
-    return torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out
+    out = torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out
+    return out if consistent else torch.full_like(out, float("nan"))
 
 
 @dataclass
@@ -100,9 +115,11 @@ def check_invariance(
     sd = dict(model.state_dict())
     g = make_generator(seed)
     with torch.no_grad(), _eval_mode(model) as m:
-        ref = _outputs(m, sd, inputs)
+        tied = G.graph.tied_keys
+        ref = _outputs(m, sd, inputs, tied)
         errors = [
-            _rel_err(_outputs(m, dict(G.act(G.sample(g), sd)), inputs), ref) for _ in range(samples)
+            _rel_err(_outputs(m, dict(G.act(G.sample(g), sd)), inputs, tied), ref)
+            for _ in range(samples)
         ]
     notes = sorted({f.note for f in G.factors if f.note})
     report = InvarianceReport(errors, tol, notes)

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -111,6 +112,7 @@ def derive_structure(
         ):
             admits[name] = admits.get(name, ANY) & Admits(Mag.GL, Sign.NONE)
 
+    _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
     order = {t: i for i, t in enumerate(plain)}
     first = {}
     for t in plain:
@@ -177,6 +179,56 @@ def derive_structure(
     )
     st.factors = _factors(st, order)
     return st
+
+
+def _tie_shared_weights(
+    graph: ArchGraph,
+    specs: Mapping[str, OpSymmetry],
+    perm_uf: UnionFind,
+    seg_uf: UnionFind,
+    admits: dict[str, Admits],
+    fixed: set[str],
+    parts: Callable[[str], list[str]],
+    composite: Mapping[str, list[str]],
+) -> None:
+    """Tied weights (one tensor under several keys, e.g. ``lm_head.weight = wte.weight``): each
+    axis must move identically in every place, so the tensors those axes belong to share one
+    permutation and one map ``M`` with ``M = M⁻¹`` where one place reads the axis and the other
+    writes it — signs only, no scaling (sound, not complete: orthogonal maps are not derived)."""
+    if not graph.tied_keys:
+        return
+    from symlab.errors import UnsupportedOpError
+
+    keys = graph.state_keys()
+    for group in graph.tied_keys:
+        members = [keys[k] for k in group if k in keys]
+        for node, p in members:
+            if specs[node.name].internal or specs[node.name].translations or p.kind == "fixed":
+                raise UnsupportedOpError(
+                    f"{node.key(p)!r} is tied to {[k for k in group if k != node.key(p)]} and "
+                    f"is moved by {node.op!r} in a way symlab cannot tie yet; untie the weights "
+                    "(clone them) to derive the group of the untied model"
+                )
+        for (n1, p1), (n2, p2) in itertools.pairwise(members):
+            for a1, a2 in zip(p1.axes, p2.axes, strict=True):
+                t1, t2 = _axis_tensor(graph, n1, a1), _axis_tensor(graph, n2, a2)
+                if t1 is None and t2 is None:
+                    continue
+                if t1 is None or t2 is None or t1 in composite or t2 in composite:
+                    fixed.update(p for t in (t1, t2) if t is not None for p in parts(t))
+                    continue
+                perm_uf.union(t1, t2)
+                seg_uf.union(t1, t2)
+                for t in (t1, t2):
+                    admits[t] = admits.get(t, ANY) & Admits(Mag.NONE, Sign.DIAG)
+
+
+def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
+    if role == "out":
+        return node.name
+    if role == "in":
+        return graph.inputs(node.name)[0]
+    return None
 
 
 def _no_composite(a: str, b: str, composite: Mapping[str, list[str]], where: str) -> None:
