@@ -201,3 +201,27 @@ def test_key_bias_of_hand_written_attention(form: str, free: bool) -> None:
         moved = _Hand(form).double()
         moved.load_state_dict(sd)
         assert not torch.allclose(moved(x), model(x))
+
+
+def test_additive_mask_buffer_of_minus_infinity() -> None:
+    """A persistent mask buffer holding -inf is fixed data of the attention node: accepted by
+    the group's actions (parameters must be finite, fixed data need not be)."""
+
+    class Masked(_Hand):
+        def __init__(self) -> None:
+            super().__init__("plain")
+            self.register_buffer("mask", torch.triu(torch.full((5, 5), float("-inf")), 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, t, e = x.shape
+            q, k, v = (z(x).view(b, t, 2, 4).transpose(1, 2) for z in (self.q, self.k, self.v))
+            att = (q @ k.transpose(-2, -1) + self.mask).softmax(dim=-1)
+            return self.o((att @ v).transpose(1, 2).reshape(b, t, e))
+
+    torch.manual_seed(0)
+    model = Masked().double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    G = sl.symmetries(model, x)
+    assert any(f.name.endswith("#heads]") for f in G.factors)
+    assert len(_translations(G)) == 1  # an additive mask keeps the key bias free
+    assert sl.check_invariance(model, G, x).passed

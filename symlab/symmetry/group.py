@@ -351,8 +351,8 @@ class SymmetryGroup:
                 raise StateDictError(
                     f"{key} has shape {tuple(sd[key].shape)}, the architecture needs {shape}"
                 )
-            v = sd[key]
-            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            v = sd[key]  # fixed data (an attention mask of -inf) may be non-finite on purpose
+            if spec.kind != "fixed" and v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 raise NonFiniteError(f"{key} contains NaN or infinite values; fix the model first")
 
     def act(self, h: GroupElement, state_dict: StateDict) -> OrderedDict[str, torch.Tensor]:
