@@ -4,8 +4,9 @@ Registered modules (Linear, Conv, norms, activations, pooling, Embedding, W-asym
 FiGLU, …) are leaves; ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` are expanded
 into graph nodes (see :mod:`symlab.graph.fx_macros`); functions and tensor methods (``F.relu``,
 ``torch.tanh``, ``x + y``, ``flatten``/``view`` after convolutions, ``torch.cat``, means and
-pools) map to ops. Shapes come from running the example input (``ShapeProp``), so every node
-knows its feature axis: the channel axis after convolutions, the last axis after linear maps.
+pools) map to ops. Shapes come from running the example input (:mod:`symlab.graph.shapes`), so
+every node knows its feature axis: the channel axis after convolutions, the last axis after
+linear maps.
 Multi-head attention written by hand (Linear projections, reshapes into heads, softmax,
 matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as one
 ``attention_linear`` node (see :mod:`symlab.graph.fx_attention`). Other ops symlab does not
@@ -25,7 +26,6 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from symlab.errors import SymlabError, UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, ParamSpec
@@ -42,6 +42,7 @@ from symlab.graph.fx_functions import (
     register_function,
 )
 from symlab.graph.modules import module_op_for
+from symlab.graph.shapes import record_shapes
 
 __all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
 
@@ -141,8 +142,7 @@ def _trace_and_convert(
     graph.owning_module = model
     graph.eliminate_dead_code()
     gm = fx.GraphModule(model, graph)  # compiles once, after dead code is gone
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*inputs)
+    record_shapes(gm, inputs)  # ShapeProp's node.meta["tensor_meta"], faster
     graph_out = _Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = "torch.fx"
     return graph_out
