@@ -12,7 +12,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from symlab.graph.fx_trace import _Tracer
-from symlab.graph.shapes import record_shapes, shape_only_ok
+from symlab.graph.shapes import graph_module, record_shapes, shape_only_ok
 from symlab.nn import zoo
 
 
@@ -96,3 +96,24 @@ def test_errors_match_shapeprop() -> None:
         with pytest.raises(RuntimeError, match="ShapeProp error for: node=%_0") as info:
             record_shapes(gm, (bad,))
         assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_graph_module_drops_dead_code_like_fx() -> None:
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _ = torch.relu(self.a(x)) * 2  # dead
+            return self.b(x)
+
+    model = Unused()
+    ours = graph_module(model, _Tracer().trace(model))
+    ref = _Tracer().trace(model)
+    ref.owning_module = model
+    ref.eliminate_dead_code()
+    assert [n.format_node() for n in ours.graph.nodes] == [n.format_node() for n in ref.nodes]
+    assert len(ours.graph.nodes) == 3  # x, b, output: a, relu and mul gone
+    x = torch.randn(2, 3)
+    assert torch.equal(ours(x), model(x))  # its code is generated on the first call

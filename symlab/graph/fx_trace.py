@@ -42,7 +42,7 @@ from symlab.graph.fx_functions import (
     register_function,
 )
 from symlab.graph.modules import module_op_for
-from symlab.graph.shapes import record_shapes
+from symlab.graph.shapes import graph_module, record_shapes
 
 __all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
 
@@ -140,8 +140,7 @@ def _trace_and_convert(
             "declare_leaf), or describe the architecture with an ArchGraph / symlab builders"
         ) from e
     graph.owning_module = model
-    graph.eliminate_dead_code()
-    gm = fx.GraphModule(model, graph)  # compiles once, after dead code is gone
+    gm = graph_module(model, graph)  # dead code removed, Python code generated lazily
     record_shapes(gm, inputs)  # ShapeProp's node.meta["tensor_meta"], faster
     graph_out = _Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = "torch.fx"

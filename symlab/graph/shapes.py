@@ -39,7 +39,12 @@ from symlab.graph.fx_functions import (
 )
 from symlab.graph.modules import _ACT_TYPES
 
-__all__ = ["record_shapes", "shape_only_ok"]
+try:  # torch's own lazily compiled GraphModule (code generated on first call, if ever)
+    from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
+except ImportError:  # pragma: no cover - older or newer torch
+    _GraphModule = fx.GraphModule
+
+__all__ = ["graph_module", "record_shapes", "shape_only_ok"]
 
 _CONVS: dict[type[nn.Module], int] = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
 # modules whose output (shape and side effects) never depends on the values of their input
@@ -217,6 +222,26 @@ def _fetch_attr(root: nn.Module, target: str) -> Any:
             raise RuntimeError(f"Node referenced nonexistent target {missing}")
         obj = getattr(obj, atom)
     return obj
+
+
+def graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """``fx.GraphModule(model, graph)`` after ``graph.eliminate_dead_code()``, cheaper: dead code
+    elimination runs only where some node is unused (or reads an attribute, which may hold a
+    subgraph), and the module's Python code is generated only if it is ever called (symlab only
+    reads its graph and submodules).
+
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    >>> gm = graph_module(net, fx.Tracer().trace(net))
+    >>> [n.op for n in gm.graph.nodes], gm(torch.ones(1, 2)).shape
+    (['placeholder', 'call_module', 'call_module', 'output'], torch.Size([1, 3]))
+    """
+    graph.owning_module = model
+    if any(
+        n.op == "get_attr" or (not n.users and n.op not in ("placeholder", "output"))
+        for n in graph.nodes
+    ):
+        graph.eliminate_dead_code()
+    return _GraphModule(model, graph)
 
 
 def _fetch_module(root: nn.Module, target: str) -> Any:
