@@ -117,3 +117,14 @@ def test_graph_module_drops_dead_code_like_fx() -> None:
     assert len(ours.graph.nodes) == 3  # x, b, output: a, relu and mul gone
     x = torch.randn(2, 3)
     assert torch.equal(ours(x), model(x))  # its code is generated on the first call
+
+
+def test_the_callers_input_is_never_touched() -> None:
+    model = nn.Sequential(
+        nn.BatchNorm2d(2), nn.ReLU(inplace=True), nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3),
+        nn.ReLU(inplace=True),
+    ).eval()  # fmt: skip
+    x = torch.randn(1, 2, 5, 5)
+    kept = x.clone()
+    gm = _same_as_shapeprop(model, x)
+    assert shape_only_ok(gm, _modules(gm)) and torch.equal(x, kept)

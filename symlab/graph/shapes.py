@@ -6,13 +6,14 @@ fraction of its cost:
 
 * the nodes run in a plain loop (no ``Interpreter`` dispatch per node) and the tensor metadata is
   read with torch's C++ contiguity checks;
-* when a shape cannot depend on values, convolutions are not computed. Where every node of the
-  graph is a known value-blind op (convolutions, linear maps, eval-mode norms, activations,
-  pools, sums, reshapes, …: :func:`shape_only_ok`), an unhooked ``nn.Conv1d/2d/3d`` returns zeros
-  of the shape torch's convolution formula gives instead of computing the convolution — the
-  shapes of all nodes are unchanged (no op after it looks at values) while the arithmetic of a
-  CNN's forward pass, nearly all of it in convolutions, is skipped. Any other graph (custom
-  leaves, train-mode batch norms, indexing by tensors, …) runs exactly, value by value.
+* when no shape can depend on values, convolutions are not computed. Where every node of the
+  graph is a known value-blind op (convolutions, linear maps, eval-mode batch norms,
+  activations, pools, sums, reshapes, …: :func:`shape_only_ok`), an unhooked ``nn.Conv1d/2d/3d``
+  returns zeros of the shape torch's convolution formula gives, and an eval-mode batch norm
+  reading such zeros returns them unchanged — the shapes of all nodes stay the same (no op
+  looks at values) while the arithmetic of a CNN's forward pass, nearly all of it in
+  convolutions, is skipped. Any other graph (custom leaves, train-mode batch norms, indexing by
+  tensors, …) runs exactly, value by value.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def shape_only_ok(gm: fx.GraphModule, modules: dict[fx.Node, Any]) -> bool:
         _global_hooks()
         or torch._C._len_torch_function_stack()
         or torch._C._len_torch_dispatch_stack()
-        or torch.is_autocast_enabled("cpu")
+        or any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda"))
     ):
         return False
     for n in gm.graph.nodes:
@@ -156,13 +157,16 @@ def _conv_zeros(mod: nn.Module, args: tuple[Any, ...]) -> torch.Tensor | None:
         if span < reach:
             return None  # torch raises: let it
         out.append((span - reach) // mod.stride[i] + 1)
-    return torch.zeros(out, dtype=x.dtype, device=x.device)
+    zeros = torch.zeros(out, dtype=x.dtype, device=x.device)
+    zeros._symlab_scratch = True  # ours alone: a batch norm may pass it on (no one else sees it)
+    return zeros
 
 
 def _norm_passthrough(mod: nn.Module, args: tuple[Any, ...]) -> torch.Tensor | None:
     """The input itself (same shape, dtype, strides) for an eval-mode batch norm with running
-    statistics, whose output is shaped like its input; None where unsure."""
-    if len(args) != 1 or mod.training:
+    statistics reading a convolution's scratch zeros (never a tensor the caller could see);
+    None where unsure."""
+    if len(args) != 1 or mod.training or not getattr(args[0], "_symlab_scratch", False):
         return None
     x, mean = args[0], mod._buffers.get("running_mean")
     w = mod._parameters.get("weight")
