@@ -18,6 +18,7 @@ line and how to register a rule.
 
 from __future__ import annotations
 
+import collections
 import math
 import operator
 from collections.abc import Callable
@@ -66,7 +67,18 @@ def _flat_nodes(args: Any) -> list[fx.Node]:
     return flat
 
 
+class _ModuleStack(collections.OrderedDict):
+    """fx's module stack, which it copies into every node's meta: copied without pickling."""
+
+    def __copy__(self) -> _ModuleStack:
+        return _ModuleStack(self)
+
+
 class _Tracer(fx.Tracer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.module_stack = _ModuleStack()
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from symlab.graph.fx_macros import MACROS
 
