@@ -46,7 +46,7 @@ def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = Non
                 "symlab.symmetries(model, example_input)"
             )
         example_input = torch.zeros(2, first.in_features)
-    with paused_gc():  # many short-lived objects, no cyclic garbage: see symlab.perf
+    with paused_gc():  # many objects made, none freed before the end: see symlab.perf
         return trace_fx(model, example_input)
 
 
