@@ -7,6 +7,7 @@ from torch import nn
 
 from symlab.graph.archgraph import ArchGraph
 from symlab.graph.trace import trace
+from symlab.perf import LazyStateDict, paused_gc
 from symlab.symmetry.group import SymmetryGroup
 
 __all__ = ["symmetries", "trace"]
@@ -24,6 +25,7 @@ def symmetries(
     >>> G.order == (sl.sympy.factorial(8) * 2**8) ** 2
     True
     """
-    graph = trace(model, example_input)
-    fixed = model.state_dict() if isinstance(model, nn.Module) else None
-    return SymmetryGroup.from_graph(graph, fixed)
+    with paused_gc():  # many objects made, none freed before the end: see symlab.perf
+        graph = trace(model, example_input)
+        fixed = LazyStateDict(model) if isinstance(model, nn.Module) else None
+        return SymmetryGroup.from_graph(graph, fixed)

@@ -133,3 +133,11 @@ def test_symbolic_graph_cannot_be_built():
 def test_errors_are_symlab_errors():
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.SymlabError)
+
+
+def test_example_input_that_does_not_fit_the_model():
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 5)).double()
+    with pytest.raises(sl.errors.SymlabError, match="shape and dtype"):
+        sl.symmetries(net, torch.randn(2, 3))  # float32 input, float64 model
+    with pytest.raises(sl.errors.SymlabError, match="cannot be multiplied"):
+        sl.symmetries(net, torch.randn(2, 7, dtype=torch.float64))

@@ -4,8 +4,9 @@ Registered modules (Linear, Conv, norms, activations, pooling, Embedding, W-asym
 FiGLU, …) are leaves; ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` are expanded
 into graph nodes (see :mod:`symlab.graph.fx_macros`); functions and tensor methods (``F.relu``,
 ``torch.tanh``, ``x + y``, ``flatten``/``view`` after convolutions, ``torch.cat``, means and
-pools) map to ops. Shapes come from running the example input (``ShapeProp``), so every node
-knows its feature axis: the channel axis after convolutions, the last axis after linear maps.
+pools) map to ops. Shapes come from running the example input (:mod:`symlab.graph.shapes`), so
+every node knows its feature axis: the channel axis after convolutions, the last axis after
+linear maps.
 Multi-head attention written by hand (Linear projections, reshapes into heads, softmax,
 matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as one
 ``attention_linear`` node (see :mod:`symlab.graph.fx_attention`). Other ops symlab does not
@@ -18,6 +19,7 @@ the graph comes from torch.export instead (:mod:`symlab.graph.export_trace`).
 
 from __future__ import annotations
 
+import collections
 import math
 import operator
 from collections.abc import Callable
@@ -26,7 +28,6 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 from symlab.errors import SymlabError, UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, ParamSpec
@@ -45,6 +46,7 @@ from symlab.graph.fx_functions import (
     register_function,
 )
 from symlab.graph.modules import module_op_for
+from symlab.graph.shapes import graph_module, record_shapes
 
 __all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
 
@@ -69,8 +71,19 @@ def _flat_nodes(args: Any) -> list[fx.Node]:
     return flat
 
 
+class _ModuleStack(collections.OrderedDict):
+    """fx's module stack, which it copies into every node's meta: copied without pickling."""
+
+    def __copy__(self) -> _ModuleStack:
+        return _ModuleStack(self)
+
+
 class _Tracer(fx.Tracer):
     proxy_buffer_attributes = True  # buffers sliced by a traced size (causal masks)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.module_stack = _ModuleStack()
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from symlab.graph.fx_macros import MACROS
@@ -144,10 +157,17 @@ def _trace_and_convert(
 
         graph, frontend = export_graph(model, inputs, fx_error=e), "torch.export"
     graph.owning_module = model
-    graph.eliminate_dead_code()
-    gm = fx.GraphModule(model, graph)  # compiles once, after dead code is gone
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*inputs)
+    gm = graph_module(model, graph)  # dead code removed, Python code generated lazily
+    try:
+        record_shapes(gm, inputs)  # ShapeProp's node.meta["tensor_meta"], faster
+    except RuntimeError as e:
+        cause = e.__cause__ or e
+        raise TraceError(
+            f"the example input does not run through {type(model).__name__}: "
+            f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}. "
+            "Pass an input of the shape and dtype the model expects (e.g. "
+            "x.to(next(model.parameters()).dtype))"
+        ) from e
     graph_out = _Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = frontend
     return graph_out

@@ -16,6 +16,7 @@ from torch import nn
 from symlab.errors import UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph
 from symlab.graph.modules import module_op_for
+from symlab.perf import paused_gc
 
 __all__ = ["trace"]
 
@@ -46,7 +47,8 @@ def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = Non
                 "symlab.symmetries(model, example_input)"
             )
         example_input = torch.zeros(2, first.in_features)
-    return trace_fx(model, example_input)
+    with paused_gc():  # many objects made, none freed before the end: see symlab.perf
+        return trace_fx(model, example_input)
 
 
 def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) -> ArchGraph:

@@ -1,0 +1,130 @@
+"""symlab.graph.shapes: the same node metadata as torch.fx's ShapeProp, convolutions skipped only
+where no node looks at values."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from symlab.graph.fx_trace import _Tracer
+from symlab.graph.shapes import graph_module, record_shapes, shape_only_ok
+from symlab.nn import zoo
+
+
+def _gm(model: nn.Module) -> fx.GraphModule:
+    graph = _Tracer().trace(model)
+    graph.owning_module = model
+    return fx.GraphModule(model, graph)
+
+
+def _metas(gm: fx.GraphModule) -> list[dict]:
+    return [{k: n.meta.get(k) for k in ("tensor_meta", "type")} for n in gm.graph.nodes]
+
+
+def _modules(gm: fx.GraphModule) -> dict:
+    return {n: gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"}
+
+
+def _same_as_shapeprop(model: nn.Module, *inputs: torch.Tensor) -> fx.GraphModule:
+    ours, theirs = _gm(model), _gm(model)
+    out = record_shapes(ours, inputs)
+    with torch.no_grad():
+        ref = ShapeProp(theirs).propagate(*inputs)
+    assert _metas(ours) == _metas(theirs)
+    assert type(out) is type(ref)
+    return ours
+
+
+_ZOO = ["cnn", "cnn1d", "resnet20", "vgg16", "wasym_resnet20", "transformer", "hand_transformer"]
+
+
+@pytest.mark.parametrize("name", _ZOO)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_zoo_metadata_equals_shapeprop(name: str, mode: str) -> None:
+    kw = zoo.tiny(name)
+    model = getattr(zoo.get(name, **kw), mode)()
+    _same_as_shapeprop(model, zoo.example_input(name, batch=2, **kw))
+
+
+def test_eval_cnn_skips_convolutions_unless_hooked() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, (1, 3), dilation=(1, 2), padding="same"), nn.Conv2d(4, 5, 3),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 2),
+    ).eval()  # fmt: skip
+    gm = _same_as_shapeprop(model, torch.randn(2, 3, 9, 11))
+    assert shape_only_ok(gm, _modules(gm))
+    calls = []
+    model[0].register_forward_hook(lambda *a: calls.append(1))
+    gm = _same_as_shapeprop(model, torch.randn(2, 3, 9, 11))
+    assert not shape_only_ok(gm, _modules(gm)) and calls  # a hooked module runs for real
+
+
+def test_values_matter_in_train_mode_batch_norm_and_tensor_indexing() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train()
+    twin = copy.deepcopy(model)
+    gm = _gm(model)
+    assert not shape_only_ok(gm, _modules(gm))
+    x = torch.randn(4, 1, 5, 5)
+    record_shapes(gm, (x,))  # running statistics updated from the real activations
+    with torch.no_grad():
+        ShapeProp(_gm(twin)).propagate(x)
+    assert torch.equal(model[1].running_mean, twin[1].running_mean)
+    assert torch.equal(model[1].running_var, twin[1].running_var)
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x).flatten(1)
+            return y[y > 0]  # data-dependent shape
+
+    gm = _same_as_shapeprop(Masked().eval(), torch.randn(1, 1, 5, 5))
+    assert not shape_only_ok(gm, _modules(gm))
+
+
+def test_errors_match_shapeprop() -> None:
+    gm = _gm(nn.Sequential(nn.Conv2d(3, 4, 5)).eval())
+    for bad in (torch.randn(1, 2, 8, 8), torch.randn(1, 3, 3, 3)):  # channels, too small
+        with pytest.raises(RuntimeError, match="ShapeProp error for: node=%_0") as info:
+            record_shapes(gm, (bad,))
+        assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_graph_module_drops_dead_code_like_fx() -> None:
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _ = torch.relu(self.a(x)) * 2  # dead
+            return self.b(x)
+
+    model = Unused()
+    ours = graph_module(model, _Tracer().trace(model))
+    ref = _Tracer().trace(model)
+    ref.owning_module = model
+    ref.eliminate_dead_code()
+    assert [n.format_node() for n in ours.graph.nodes] == [n.format_node() for n in ref.nodes]
+    assert len(ours.graph.nodes) == 3  # x, b, output: a, relu and mul gone
+    x = torch.randn(2, 3)
+    assert torch.equal(ours(x), model(x))  # its code is generated on the first call
+
+
+def test_the_callers_input_is_never_touched() -> None:
+    model = nn.Sequential(
+        nn.BatchNorm2d(2), nn.ReLU(inplace=True), nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3),
+        nn.ReLU(inplace=True),
+    ).eval()  # fmt: skip
+    x = torch.randn(1, 2, 5, 5)
+    kept = x.clone()
+    gm = _same_as_shapeprop(model, x)
+    assert shape_only_ok(gm, _modules(gm)) and torch.equal(x, kept)
