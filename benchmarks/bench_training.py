@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import statistics
 import time
 import types
@@ -38,7 +39,9 @@ N_MODELS = 16
 CONFIG = TrainConfig(optimizer="adam", lr=1e-2, schedule="cosine", batch_size=128, epochs=30)
 TIMING_STEPS = 96  # three epochs
 ROUNDS = 6  # alternately by each clock
-THREADS = (1, 2)
+#: thread counts to time; ``SYMLAB_BENCH_THREADS=1`` (comma-separated) restricts them — on an
+#: oversubscribed machine two OpenMP threads wait for each other at every kernel and crawl
+THREADS = tuple(int(t) for t in os.environ.get("SYMLAB_BENCH_THREADS", "1,2").split(","))
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 PATHS = ("vectorised (fast)", "vectorised (vmap)", "sequential", "W-asym vectorised")
 KAPPA = 0.1  # fixed values F ~ κ·N(0,1); Lim et al.'s κ = 1 pairs with LayerNorm

@@ -84,7 +84,7 @@ def _loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def chain_step(
+def _chain_step(
     chain: ChainStep,
     opt: torch.optim.Optimizer,
     frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
@@ -112,7 +112,8 @@ def train_stacked(
     Member ``i`` sees the batch order of ``data_seeds[i]``; everything else is as in
     :func:`symlab.train.train`, including resuming with ``start_step``/``optimizer_states`` and
     keeping W-asymmetric fixed entries unchanged. ``method``: ``"fast"`` (batched matmuls for
-    Linear/activation chains), ``"vmap"`` (any module) or ``"auto"``.
+    Linear/activation chains; for Linear/ReLU classifiers a hand-written step without autograd,
+    :class:`~symlab.train.stacked_chain.ChainStep`), ``"vmap"`` (any module) or ``"auto"``.
 
     >>> from symlab.data import load
     >>> ds = load("gaussian_mixture", n_train=64, n_test=32)
@@ -162,7 +163,7 @@ def train_stacked(
                     who = f"models {bad}, data_seeds {[data_seeds[i] for i in bad]}"
                     raise non_finite_error(step, total, member_loss.detach(), who)
                 if chain is not None:
-                    chain_step(chain, opt, frozen)
+                    _chain_step(chain, opt, frozen)
                 else:
                     masked_step(opt, member_loss.sum(), frozen)
                 losses[step - start_step] = member_loss.detach()
