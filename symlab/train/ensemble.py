@@ -27,6 +27,7 @@ from .loop import final_metrics, non_finite_error, step_range
 from .progress import progress_bar
 from .result import TrainResult, epoch_means
 from .stacked import StackedModels
+from .stacked_chain import ChainStep
 from .stacked_linear import stacked_cross_entropy
 
 __all__ = ["Ensemble", "train_ensemble", "train_stacked"]
@@ -82,6 +83,19 @@ def _loss(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     return per_run_loss(out, y, kind)
 
 
+@torch.no_grad()
+def _chain_step(
+    chain: ChainStep,
+    opt: torch.optim.Optimizer,
+    frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> None:
+    """The optimizer step after :meth:`ChainStep.loss_and_grads` (whose gradients are already
+    masked): fixed entries are reset afterwards as in :func:`masked_step`."""
+    chain.optimizer_step(opt)
+    for p, mask, fixed in frozen:
+        p.mul_(mask).add_(fixed)
+
+
 def train_stacked(
     models: Sequence[nn.Module],
     data: Dataset,
@@ -98,7 +112,8 @@ def train_stacked(
     Member ``i`` sees the batch order of ``data_seeds[i]``; everything else is as in
     :func:`symlab.train.train`, including resuming with ``start_step``/``optimizer_states`` and
     keeping W-asymmetric fixed entries unchanged. ``method``: ``"fast"`` (batched matmuls for
-    Linear/activation chains), ``"vmap"`` (any module) or ``"auto"``.
+    Linear/activation chains; for Linear/ReLU classifiers a hand-written step without autograd,
+    :class:`~symlab.train.stacked_chain.ChainStep`), ``"vmap"`` (any module) or ``"auto"``.
 
     >>> from symlab.data import load
     >>> ds = load("gaussian_mixture", n_train=64, n_test=32)
@@ -124,6 +139,7 @@ def train_stacked(
         except (ValueError, KeyError) as err:
             raise TrainingError(f"optimizer_states do not fit these models: {err}") from None
     frozen = stack.frozen_entries()
+    chain = ChainStep.build(stack, kind, data.x_train[:8].to(device))
     order = BatchOrder(data.n_train, config.batch_size, data_seeds, config.drop_last)
     losses = torch.empty(end - start_step, stack.n)
     t0 = time.perf_counter()
@@ -135,21 +151,29 @@ def train_stacked(
                 idx = order.indices(step).to(device)
                 for group in opt.param_groups:
                     group["lr"] = config.lr * lr_factor(config, step, total)
-                flat = idx.flatten()
-                xb = x.index_select(0, flat).view(*idx.shape, *x.shape[1:])
-                yb = y.index_select(0, flat).view(*idx.shape, *y.shape[1:])
-                member_loss = _loss(stack.forward(xb), yb, kind)
+                if chain is not None:  # gradients straight into the persistent .grad
+                    member_loss = chain.loss_and_grads(*chain.batch(x, y, idx))
+                else:
+                    flat = idx.flatten()
+                    xb = x.index_select(0, flat).view(*idx.shape, *x.shape[1:])
+                    yb = y.index_select(0, flat).view(*idx.shape, *y.shape[1:])
+                    member_loss = _loss(stack.forward(xb), yb, kind)
                 if not bool(torch.isfinite(member_loss).all()):
                     bad = [int(i) for i in (~torch.isfinite(member_loss)).nonzero().flatten()]
                     who = f"models {bad}, data_seeds {[data_seeds[i] for i in bad]}"
                     raise non_finite_error(step, total, member_loss.detach(), who)
-                masked_step(opt, member_loss.sum(), frozen)
+                if chain is not None:
+                    _chain_step(chain, opt, frozen)
+                else:
+                    masked_step(opt, member_loss.sum(), frozen)
                 losses[step - start_step] = member_loss.detach()
                 bar.update()
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{float(member_loss.detach().mean()):.4f}")
     finally:
         stack.write_back()
+        if chain is not None:
+            chain.release()
     seconds = time.perf_counter() - t0
     opt_states = stack.unstack_optimizer_state(opt.state_dict())
     results = []

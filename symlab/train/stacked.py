@@ -12,7 +12,9 @@ model). Two forwards:
 
 Either way the stacked tensors are ordinary autograd leaves, so ``loss.backward()`` and one
 optimizer over them train all N models at once. The fast path is used only after it reproduces
-the real module's outputs on probe inputs.
+the real module's outputs on probe inputs. Training a fast-path chain of linear layers and ReLUs
+with cross-entropy goes one step further, past autograd altogether
+(:class:`~symlab.train.stacked_chain.ChainStep`).
 """
 
 from __future__ import annotations
