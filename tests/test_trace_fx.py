@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import symlab as sl
-from symlab.graph.fx_trace import TraceError
 
 torch.manual_seed(0)
 
@@ -211,21 +210,6 @@ def test_unknown_function_names_node_and_source_line():
 
     with pytest.raises(sl.errors.UnsupportedOpError, match=r"erf.*test_trace_fx.py.*rule"):
         sl.symmetries(Odd(), torch.randn(2, 3))
-
-
-def test_control_flow_says_so():
-    class Branchy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(3, 3)
-
-        def forward(self, x):
-            if x.sum() > 0:
-                return self.a(x)
-            return x
-
-    with pytest.raises(TraceError, match="control flow"):
-        sl.symmetries(Branchy(), torch.randn(2, 3))
 
 
 def test_weight_sharing_is_refused():

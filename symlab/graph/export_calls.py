@@ -18,7 +18,8 @@ import torch.fx as fx
 from torch import nn
 from torch.export.graph_signature import InputKind
 
-from symlab.graph.fx_trace import TraceError, _flat_nodes, _Tracer
+from symlab.graph.fx_convert import _flat_nodes
+from symlab.graph.fx_trace import TraceError, _Tracer
 
 __all__ = ["Group", "LeafCalls"]
 

@@ -41,8 +41,9 @@ from torch.utils import _pytree as pytree
 from symlab.errors import UnsupportedOpError
 from symlab.graph.export_aten import FIRST_OF_PAIR, rewrite
 from symlab.graph.export_calls import Group, LeafCalls
+from symlab.graph.fx_convert import _flat_nodes, _where
 from symlab.graph.fx_functions import USER_FUNCS
-from symlab.graph.fx_trace import TraceError, _flat_nodes, _where
+from symlab.graph.fx_trace import TraceError
 
 __all__ = ["export_graph"]
 

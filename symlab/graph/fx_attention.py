@@ -40,7 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 
 if TYPE_CHECKING:
-    from symlab.graph.fx_trace import _Converter
+    from symlab.graph.fx_convert import _Converter
 
 __all__ = ["AttentionMatch", "emit_attention", "find_attention"]
 

@@ -18,7 +18,7 @@ from symlab.graph.archgraph import ParamSpec
 
 if TYPE_CHECKING:
     from symlab.graph.fx_attention import AttentionMatch
-    from symlab.graph.fx_trace import _Converter
+    from symlab.graph.fx_convert import _Converter
 
 __all__ = ["block_name", "emit", "mask_specs"]
 

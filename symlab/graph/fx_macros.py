@@ -20,7 +20,7 @@ from symlab.graph.archgraph import ParamSpec
 from symlab.graph.modules import module_op_for
 
 if TYPE_CHECKING:
-    from symlab.graph.fx_trace import _Converter
+    from symlab.graph.fx_convert import _Converter
 
 __all__ = ["MACROS"]
 

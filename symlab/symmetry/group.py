@@ -20,11 +20,13 @@ from symlab.errors import ForeignElementError, NonFiniteError, StateDictError, W
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
 from symlab.seeding import generator as make_generator
+from symlab.symmetry.composite import concat_transform
 from symlab.symmetry.derive import Structure, derive_structure
 from symlab.symmetry.display import group_repr, order_str, product_str
 from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.spec import Translation
 from symlab.symmetry.transform import Transform
+from symlab.symmetry.translations import add_translations, linear_part
 
 __all__ = ["SymmetryGroup"]
 
@@ -258,7 +260,7 @@ class SymmetryGroup:
             else:
                 vals[f.name] = 1.0 / v
         if self._st.translations:  # (g, t)⁻¹ = (g⁻¹, -L_{g⁻¹} t)
-            for name, t in self._translate(self._element({**h.values, **vals}), h).items():
+            for name, t in linear_part(self, self._element({**h.values, **vals}), h).items():
                 vals[name] = -t
         return self._element({f.name: vals[f.name] for f in self.factors})
 
@@ -268,7 +270,7 @@ class SymmetryGroup:
         self._check_element(h2)
         p1 = self._perms(h1)
         vals = {}
-        moved = self._translate(h1, h2) if self._st.translations else {}
+        moved = linear_part(self, h1, h2) if self._st.translations else {}
         for f in self.factors:
             a, b = h1[f.name], h2[f.name]
             if f.kind == "translation":  # (g₁, t₁)(g₂, t₂) = (g₁g₂, t₁ + L_{g₁} t₂)
@@ -310,7 +312,7 @@ class SymmetryGroup:
                 shift = st.out_shift[t](torch.sign(scale))  # type: ignore[operator]
             out[t] = Transform(perms.get(k), scale, shift)
         for t in self._composite_order():
-            out[t] = _concat([out[p] for p in st.composite[t]], st, t)
+            out[t] = concat_transform([out[p] for p in st.composite[t]], st, t)
         return out
 
     def _composite_order(self) -> list[str]:
@@ -362,13 +364,7 @@ class SymmetryGroup:
         self._check_element(h)
         self.check_state_dict(state_dict)
         out = self.act_transforms(self._element_transforms(h), state_dict, self._internal(h))
-        for name, tr in self._st.translations.items():  # θ ↦ g·θ + E t
-            node = self.graph.node(tr.node)
-            keys = {p.name: node.key(p) for p in node.params}
-            params = {p: out[k] for p, k in keys.items()}
-            for p, update in tr.embed(h[name], params).items():
-                out[keys[p]] = out[keys[p]] + update.to(out[keys[p]].dtype)
-        return out
+        return add_translations(self, h, out)  # θ ↦ g·θ + E t
 
     def _internal(self, h: GroupElement) -> dict[str, dict[str, torch.Tensor]]:
         """Per node, the values of its internal factors (attention heads)."""
@@ -378,26 +374,6 @@ class SymmetryGroup:
                 node, suffix = f.name[f.name.index("[") + 1 : -1].split("#")
                 internal.setdefault(node, {})[suffix] = h[f.name]
         return internal
-
-    def _translate(self, g: GroupElement, h: GroupElement) -> dict[str, torch.Tensor]:
-        """Per translation factor, the coordinates of ``L_g(E t)``: the linear part of ``g``'s
-        action applied to ``h``'s translation ``E t`` (the action is affine, so it is
-        ``g·(0 + E t) - g·0`` on the node's parameters alone)."""
-        transforms, internal = self._element_transforms(g), self._internal(g)
-        out = {}
-        for name, tr in self._st.translations.items():
-            node = self.graph.node(tr.node)
-            zero = {
-                p.name: torch.zeros([int(d) for d in p.shape], dtype=torch.float64)
-                for p in node.params
-                if p.kind != "fixed"
-            }
-            update = tr.embed(h[name], zero)
-            moved = {k: zero[k] + update[k] if k in update else zero[k] for k in zero}
-            a = self._act_node(node, moved, transforms, internal)
-            b = self._act_node(node, zero, transforms, internal)
-            out[name] = tr.project({k: a[k] - b[k] for k in a})
-        return out
 
     def act_transforms(
         self,
@@ -453,30 +429,3 @@ class SymmetryGroup:
 
     def _repr_latex_(self) -> str:
         return f"${product_str(self, True)}$"
-
-
-def _concat(parts: list[Transform], st: Structure, name: str) -> Transform:
-    """The map of a block tensor: parts side by side, each unit repeated ``repeat`` times."""
-    if all(p.is_identity for p in parts):
-        return Transform()
-    r = st.repeat.get(name, 1)
-    widths = [int(st.graph.node(q).width) for q in st.composite[name]]
-    perm, scale, shift, offset = [], [], [], 0
-    any_gl = any(p.scale is not None and p.scale.ndim == 2 for p in parts)
-    for p, n in zip(parts, widths, strict=True):
-        idx = p.perm if p.perm is not None else torch.arange(n)
-        perm.append(((idx * r)[:, None] + torch.arange(r)).reshape(-1) + offset)
-        s = p.scale if p.scale is not None else torch.ones(n, dtype=torch.float64)
-        if any_gl:
-            m = torch.diag(s) if s.ndim == 1 else s
-            scale.append(torch.kron(m, torch.eye(r, dtype=m.dtype)))
-        else:
-            scale.append(s.repeat_interleave(r))
-        c = p.shift if p.shift is not None else torch.zeros(n, dtype=torch.float64)
-        shift.append(c.repeat_interleave(r))
-        offset += n * r
-    return Transform(
-        torch.cat(perm),
-        torch.block_diag(*scale) if any_gl else torch.cat(scale),
-        torch.cat(shift) if any(p.shift is not None for p in parts) else None,
-    )

@@ -1,0 +1,409 @@
+"""From a torch.fx graph with shapes to an ArchGraph: one graph op per fx node.
+
+The converter behind :func:`symlab.graph.fx_trace.trace_fx` (and the torch.export fallback):
+registered modules become their op, functions and tensor methods map through the tables of
+:mod:`symlab.graph.fx_functions`, rearrangements that keep units whole move the feature axis
+(:mod:`symlab.graph.fx_axes`), hand-written attention becomes one node
+(:mod:`symlab.graph.fx_attention`), and ops symlab does not model unit by unit are opaque.
+Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
+line and how to register a rule.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from symlab.errors import UnsupportedOpError
+from symlab.graph.archgraph import ArchGraph, ParamSpec
+from symlab.graph.fx_axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.graph.fx_functions import (
+    ACT_FUNCS,
+    ADD_FUNCS,
+    FLATTEN_FUNCS,
+    IDENTITY_FUNCS,
+    MEAN_FUNCS,
+    MUL_FUNCS,
+    OPAQUE_FUNCS,
+    POOL_FUNCS,
+    SOFTMAX_FUNCS,
+    USER_FUNCS,
+)
+from symlab.graph.modules import module_op_for
+
+__all__: list[str] = []
+
+
+def _flat_nodes(args: Any) -> list[fx.Node]:
+    flat: list[fx.Node] = []
+    fx.node.map_arg(args, flat.append)
+    return flat
+
+
+def _where(node: fx.Node) -> str:
+    """The user's source line that created ``node`` (skipping torch's own frames)."""
+    st = node.stack_trace
+    if not st:
+        return ""
+    lines = [ln.strip() for ln in st.strip().splitlines() if ln.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        ln = lines[i]
+        if ln.startswith("File ") and "/torch/" not in ln:
+            code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") \
+                else ""  # fmt: skip
+            return f" (at {ln}: {code})"
+    return ""
+
+
+def _unsupported(node: fx.Node, what: str) -> UnsupportedOpError:
+    return UnsupportedOpError(
+        f"node {node.name!r}: {what} has no symmetry rule{_where(node)}. symlab never assumes an "
+        "unknown op is harmless. Register a rule with @symlab.symmetry.rule('<op>'), then map "
+        "a module with symlab.graph.modules.register_module_op (plus "
+        "symlab.graph.fx_trace.declare_leaf for your own modules) or a function / tensor "
+        "method with symlab.graph.fx_trace.register_function"
+    )
+
+
+class _Converter:
+    def __init__(self, model: nn.Module, gm: fx.GraphModule, strip: str | None = None) -> None:
+        self.model, self.gm, self.strip = model, gm, strip
+        self.g = ArchGraph()
+        self.name: dict[fx.Node, str] = {}  # fx node -> graph node holding its tensor
+        self.fa: dict[str, int] = {}  # graph node -> feature axis
+        self.shape: dict[str, tuple[int, ...]] = {}
+        self.tuples: dict[fx.Node, Callable[[int, fx.Node], str]] = {}
+        self.used_modules: set[str] = set()
+        self.first_call: dict[str, fx.Node] = {}
+        self.state_keys = set(model.state_dict())
+
+    # -- helpers ------------------------------------------------------------------------------
+    def meta_shape(self, node: fx.Node) -> tuple[int, ...] | None:
+        tm = node.meta.get("tensor_meta")
+        return tuple(tm.shape) if hasattr(tm, "shape") else None
+
+    def tensor_args(self, node: fx.Node) -> list[str]:
+        out: list[str] = []
+        for n in _flat_nodes((node.args, node.kwargs)):
+            if n in self.name and self.name[n] not in out:
+                out.append(self.name[n])
+        return out
+
+    def add_node(self, name: str, op: str, inputs: list[str], shape: tuple[int, ...], fa: int,
+                 params: list[ParamSpec] | None = None, **attrs: Any) -> str:  # fmt: skip
+        fa = fa % max(len(shape), 1)
+        width = int(shape[fa]) if shape else 1
+        self.g.add(name, op, inputs, width=width, params=params, **attrs)
+        self.fa[name], self.shape[name] = fa, shape
+        return name
+
+    def emit(self, node: fx.Node, name: str, op: str, inputs: list[str], fa: int | None = None,
+             params: list[ParamSpec] | None = None, **attrs: Any) -> str:  # fmt: skip
+        shape = self.meta_shape(node)
+        if shape is None:
+            shape = self.shape[inputs[0]] if inputs else (1,)
+        if fa is None:
+            same_rank = bool(inputs) and len(shape) == len(self.shape[inputs[0]])
+            fa = self.fa[inputs[0]] if same_rank else len(shape) - 1
+        self.add_node(name, op, inputs, shape, fa, params, **attrs)
+        self.name[node] = name
+        return name
+
+    def opaque(self, node: fx.Node) -> str:
+        ins = self.tensor_args(node)
+        return self.emit(node, f"@{node.name}", "opaque" if ins else "input", ins)
+
+    # -- conversion ---------------------------------------------------------------------------
+    def run(self) -> ArchGraph:
+        from symlab.graph.fx_attention import emit_attention, find_attention
+
+        outs = 0
+        attention, swallowed = find_attention(self.gm)  # hand-written attention blocks
+        for node in self.gm.graph.nodes:
+            if node in swallowed:
+                continue
+            if node in attention:
+                emit_attention(self, attention[node])
+            elif node.op == "placeholder":
+                shape = self.meta_shape(node)
+                if shape is not None and node.users:
+                    fa = self.input_axis(node, len(shape))
+                    name = node.name if "input" in self.g.nx else "input"
+                    self.emit(node, name, "input", [], fa)
+            elif node.op == "output":
+                for n in _flat_nodes(node.args):
+                    if n in self.name:
+                        self.g.add("output" if outs == 0 else f"output.{outs}", "output",
+                                   [self.name[n]])  # fmt: skip
+                        outs += 1
+            elif node.op == "call_module":
+                self.call_module(node)
+            elif node.op in ("call_function", "call_method"):
+                self.call_function(node)
+            elif node.op == "get_attr":
+                self.tuples[node] = self.param_source(node)
+        self.g.validate()
+        if self.strip is None:
+            used = self.g.state_keys()
+            self.g.unused_keys = tuple(k for k in self.model.state_dict() if k not in used)
+            by_tensor: dict[int, list[str]] = {}
+            for key, value in self.model.state_dict(keep_vars=True).items():
+                if key in used:
+                    by_tensor.setdefault(id(value), []).append(key)
+            self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
+        return self.g
+
+    def input_axis(self, node: fx.Node, ndim: int) -> int:
+        """The feature axis of a network input, judged from the first layer that reads it."""
+        from symlab.graph.fx_macros import MACROS
+
+        channel_first = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
+        seen, todo = set(), list(node.users)
+        while todo:
+            user = todo.pop(0)
+            if user in seen:
+                continue
+            seen.add(user)
+            if user.op == "call_module":
+                mod = self.gm.get_submodule(str(user.target))
+                if isinstance(mod, channel_first):
+                    return 1
+                if isinstance(mod, nn.Linear | nn.LayerNorm | nn.Embedding) or type(mod) in MACROS:
+                    return ndim - 1
+            todo.extend(user.users)
+        return 1 if ndim >= 3 else ndim - 1
+
+    def param_source(self, node: fx.Node) -> Callable[[int, fx.Node], str]:
+        def make(align_fa_from_right: int, consumer: fx.Node) -> str:
+            key = str(node.target)
+            value = self.gm.get_parameter(key) if key in dict(self.model.named_parameters()) \
+                else self.gm.get_buffer(key)  # fmt: skip
+            shape = tuple(value.shape)
+            fa = len(shape) - align_fa_from_right
+            name = f"@{node.name}"
+            if name in self.g.nx:
+                return name
+            if key not in self.state_keys:  # a non-persistent buffer: a constant, never moved
+                self.g.add(name, "input", [], width=int(shape[fa]))
+                self.fa[name], self.shape[name] = fa, shape
+                self.name[node] = name
+                return name
+            axes = tuple("out" if i == fa else "none" for i in range(len(shape)))
+            kind = "param" if isinstance(value, nn.Parameter) else "buffer"
+            spec = ParamSpec(key, shape, axes, kind)  # type: ignore[arg-type]
+            self.g.add(name, "param_source", [], width=int(shape[fa]), params=[spec],
+                       absolute_keys=True, feature_axis=fa)  # fmt: skip
+            self.fa[name], self.shape[name] = fa, shape
+            self.name[node] = name
+            return name
+
+        return make
+
+    def call_module(self, node: fx.Node) -> None:
+        from symlab.graph.fx_macros import MACROS
+
+        mod = self.gm.get_submodule(str(node.target))
+        target = str(node.target)
+        if self.strip is not None:
+            target = target.removeprefix(self.strip).removeprefix(".")
+        first = self.first_call.setdefault(target, node)
+        if first is not node and first.args == node.args and first.kwargs == node.kwargs:
+            for table in (self.name, self.tuples):  # the same call again: the same tensor
+                if first in table:
+                    table[node] = table[first]  # type: ignore[index]
+            return
+        stateless = (
+            next(iter(mod.parameters()), None) is None and next(iter(mod.buffers()), None) is None
+        )
+        if target in self.used_modules and stateless:  # e.g. one nn.ReLU used twice: two ops
+            target = f"{target}@{sum(1 for t in self.used_modules if t.startswith(target))}"
+        elif target in self.used_modules:
+            raise UnsupportedOpError(
+                f"module {target!r} is called more than once (weight sharing){_where(node)}; "
+                "tied weights are not supported yet"
+            )
+        self.used_modules.add(target)
+        ins = self.tensor_args(node)
+        if type(mod) in MACROS:
+            MACROS[type(mod)](self, node, target, mod, ins)
+            return
+        entry = module_op_for(mod)
+        if entry is None:
+            raise _unsupported(node, f"module {target!r} of type {type(mod).__name__}")
+        x = ins[0]
+        op, _, attrs = entry.read(mod, self.g.node(x).width)
+        if op == "flatten":
+            self.flatten(node, x, target)
+            return
+        if op == "softmax":
+            self.softmax(node, x, attrs["dim"], target)
+            return
+        last = len(self.shape[x]) - 1
+        need = {"linear": last, "wasym_linear": last, "layernorm": last, "figlu": last,
+                "rmsnorm": last,
+                "conv": 1, "dwconv": 1, "grouped_conv": 1, "batchnorm": 1, "groupnorm": 1,
+                "wasym_conv": 1, "figlu2d": 1,
+                "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
+        if op != "embedding" and need is not None and self.fa[x] != need:
+            raise UnsupportedOpError(
+                f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of its "
+                f"input lie on axis {self.fa[x]}{_where(node)}"
+            )
+        if op in ("layernorm", "rmsnorm") and len(getattr(mod, "normalized_shape", (0,))) != 1:
+            raise _unsupported(node, f"{type(mod).__name__} over several axes")
+        shape = self.meta_shape(node) or ()
+        fa = {"linear": -1, "wasym_linear": -1, "embedding": -1}.get(op)
+        if fa is None:
+            fa = self.fa[x] if len(shape) == len(self.shape[x]) else min(1, len(shape) - 1)
+        if target:
+            self.emit(node, target, op, ins, fa, **attrs)
+        else:  # the root module itself is the op: its parameter names are the whole keys
+            self.emit(node, "@root", op, ins, fa, absolute_keys=True, **attrs)
+
+    def flatten(self, node: fx.Node, x: str, name: str) -> str:
+        shape_in, shape_out = self.shape[x], self.meta_shape(node)
+        if shape_out is None or len(shape_out) != 2 or shape_out[0] != shape_in[0]:
+            return self.opaque(node)
+        if len(shape_in) == 2:
+            return self.emit(node, name, "flatten", [x], 1)
+        if self.fa[x] != 1:
+            return self.opaque(node)
+        repeat = math.prod(shape_in[2:])
+        return self.emit(node, name, "flatten", [x], 1, repeat=repeat)
+
+    def same_layout(self, node: fx.Node, ins: list[str]) -> bool:
+        """All inputs and the result have one shape and one feature axis (no broadcasting)."""
+        shape = self.meta_shape(node)
+        return all(self.shape[i] == shape and self.fa[i] == self.fa[ins[0]] for i in ins)
+
+    def relayout(self, node: fx.Node, x: str) -> bool:
+        """Transposes, (un)squeezes, expands, reshapes and indexing that keep every unit whole:
+        the same units on another axis (a ``relayout`` node). False when they do not."""
+        shape = self.meta_shape(node)
+        src = node.args[0]
+        if shape is None or not isinstance(src, fx.Node) or self.name.get(src) != x:
+            return False
+        args = (*node.args[1:], *node.kwargs.values())
+        fa = moved_feature_axis(node.target, args, self.fa[x], self.shape[x], shape)
+        if fa is None:
+            return False
+        self.emit(node, f"@{node.name}", "relayout", [x], fa)
+        return True
+
+    def softmax(self, node: fx.Node, x: str, dim: Any, name: str) -> str:
+        """A softmax over the units of ``x`` (the shift of its logits is a symmetry); over any
+        other axis it is opaque."""
+        nd = len(self.shape[x])
+        if not isinstance(dim, int) or dim % nd != self.fa[x]:
+            return (
+                self.opaque(node) if name.startswith("@") else self.emit(node, name, "opaque", [x])
+            )
+        return self.emit(node, name, "softmax", [x], dim=dim)
+
+    def call_function(self, node: fx.Node) -> None:
+        fn = node.target
+        if "tensor_meta" not in node.meta:
+            return  # not a tensor (a size, a shape tuple, …): no node
+        if fn == "size" or fn is getattr:
+            return
+        ins = self.tensor_args(node)
+        # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
+        for a in node.args:
+            if isinstance(a, fx.Node) and a in self.tuples and a not in self.name and ins:
+                other = ins[0]
+                self.tuples[a](len(self.shape[other]) - self.fa[other], node)
+            elif a is node.args[0] and a in self.tuples and a.op == "get_attr" and not ins \
+                    and fn in RELAYOUT_FUNCS:  # fmt: skip
+                self.tuples[a](1, node)  # a parameter rearranged alone (cls token): units last
+        src = node.args[0] if node.args else None
+        if fn is operator.getitem and isinstance(src, fx.Node) and src in self.tuples and \
+                src.op != "get_attr" and isinstance(node.args[1], int):  # fmt: skip
+            self.name[node] = self.tuples[src](node.args[1], node)  # an item of a tuple output
+            return
+        ins = self.tensor_args(node)
+        if not ins:
+            self.opaque(node)
+            return
+        x = ins[0]
+        if fn in USER_FUNCS:
+            op, extra = USER_FUNCS[fn]
+            self.emit(node, f"@{node.name}", op, ins, **extra)
+        elif fn in ACT_FUNCS:
+            attrs: dict[str, Any] = {"fn": ACT_FUNCS[fn]}
+            if attrs["fn"] == "leaky_relu":
+                slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope")
+                attrs["negative_slope"] = 0.01 if slope is None else float(slope)
+            self.emit(node, f"@{node.name}", "activation", [x], **attrs)
+        elif fn in IDENTITY_FUNCS:
+            self.emit(node, f"@{node.name}", "activation", [x], fn="identity")
+        elif fn in ADD_FUNCS:
+            self.add(node, ins)
+        elif fn in MUL_FUNCS:
+            op = "scale" if len(ins) == 1 and len(node.args) == 2 else "opaque"
+            divide = fn in (operator.truediv, torch.div, "div")
+            if len(ins) == 2 and not divide and self.same_layout(node, ins):
+                op = "product"  # gated units (SwiGLU): u ⊙ v
+            self.emit(node, f"@{node.name}", op, ins)
+        elif fn in SOFTMAX_FUNCS:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+            self.softmax(node, x, dim, f"@{node.name}")
+        elif fn in RELAYOUT_FUNCS and self.relayout(node, x):
+            pass
+        elif fn in FLATTEN_FUNCS:
+            self.flatten(node, x, f"@{node.name}")
+        elif fn in POOL_FUNCS or fn in MEAN_FUNCS:
+            self.pool(node, x, POOL_FUNCS.get(fn, "pool_avg"))
+        elif fn in (torch.cat, torch.concat):
+            self.cat(node, ins)
+        elif fn in OPAQUE_FUNCS or fn == "size":
+            self.opaque(node)
+        else:
+            what = getattr(fn, "__name__", str(fn))
+            raise _unsupported(node, f"function {what!r}")
+
+    def add(self, node: fx.Node, ins: list[str]) -> None:
+        shape = self.meta_shape(node)
+        if len(ins) == 1:
+            other = [a for a in node.args if not isinstance(a, fx.Node)]
+            op = "shift_const" if other and isinstance(other[0], int | float) else "opaque"
+            self.emit(node, f"@{node.name}", op, ins)
+            return
+        from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
+        widths = {self.shape[i][self.fa[i]] for i in ins}
+        if shape is None or len(from_right) != 1 or len(widths) != 1:
+            self.opaque(node)  # broadcasting across feature axes: not modelled
+            return
+        self.emit(node, f"@{node.name}", "add", ins, len(shape) - from_right.pop())
+
+    def pool(self, node: fx.Node, x: str, op: str) -> None:
+        shape = self.meta_shape(node)
+        if shape is None:
+            self.opaque(node)
+            return
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        fa = self.fa[x]
+        if dims is not None and node.target in MEAN_FUNCS:
+            nd = len(self.shape[x])
+            dims = [d % nd for d in (dims if isinstance(dims, list | tuple) else [dims])]
+            if fa in dims:
+                self.opaque(node)  # a mean over the units themselves
+                return
+            if len(shape) < nd:  # keepdim=False: the feature axis moves left
+                fa -= sum(d < fa for d in dims)
+        self.emit(node, f"@{node.name}", op, [x], fa)
+
+    def cat(self, node: fx.Node, ins: list[str]) -> None:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        nd = len(self.shape[ins[0]])
+        if any(self.fa[i] != self.fa[ins[0]] for i in ins):
+            self.opaque(node)
+        elif dim % nd == self.fa[ins[0]]:
+            self.emit(node, f"@{node.name}", "concat", ins)
+        else:
+            self.emit(node, f"@{node.name}", "join", ins)
