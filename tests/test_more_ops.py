@@ -197,3 +197,30 @@ def test_a_stateless_module_reused_is_one_op_per_call() -> None:
     assert "1.relu" in names and "1.relu@1" in names
     assert [f.short() for f in G.factors if f.kind == "permutation"] == ["S_4", "S_4"]
     assert sl.check_invariance(model, G, x).passed
+
+
+def test_two_input_model_is_traced_and_checked() -> None:
+    """Cross-attention from a second stream, with a key padding mask passed as an input."""
+
+    class Cross(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q_in, self.kv_in = nn.Linear(3, 8), nn.Linear(5, 8)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+            q, kv = self.q_in(x), self.kv_in(y)
+            return self.out(self.attn(q, kv, kv, key_padding_mask=pad, need_weights=False)[0])
+
+    torch.manual_seed(0)
+    model = Cross().double()
+    pad = torch.zeros(2, 6, dtype=torch.bool)
+    pad[:, -2:] = True
+    inputs = (torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 6, 5, dtype=torch.float64),
+              pad)  # fmt: skip
+    G = sl.symmetries(model, inputs)
+    assert any(f.name == "P[attn#heads]" for f in G.factors)
+    assert sl.check_invariance(model, G, inputs).passed
+    with pytest.raises(sl.errors.NonFiniteError):
+        sl.check_invariance(model, G, (inputs[0] * float("nan"), inputs[1], pad))

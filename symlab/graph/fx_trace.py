@@ -74,6 +74,7 @@ class _Tracer(fx.Tracer):
 def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
     """Trace ``model`` on ``example_input`` (a tensor or a tuple of tensors) with torch.fx.
 
+    >>> import torch
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
     >>> g = trace_fx(net, torch.randn(2, 1, 6, 6))
     >>> [n.op for n in g.nodes()]

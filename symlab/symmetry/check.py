@@ -39,7 +39,7 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _outputs(
     model: nn.Module,
     sd: dict[str, torch.Tensor],
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | tuple[torch.Tensor, ...],
     tied: tuple[tuple[str, ...], ...] = (),
 ) -> torch.Tensor:
     """The model's outputs with parameters ``sd``; tied keys (one tensor) are passed once, and
@@ -51,7 +51,8 @@ def _outputs(
         for key in rest:
             consistent &= bool(torch.equal(sd[key], sd[first]))
             del sd[key]
-    out = torch.func.functional_call(model, sd, (inputs,))
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    out = torch.func.functional_call(model, sd, args)
     out = torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out
     return out if consistent else torch.full_like(out, float("nan"))
 
@@ -83,7 +84,7 @@ class InvarianceReport:
 def check_invariance(
     model: nn.Module,
     G: SymmetryGroup,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | tuple[torch.Tensor, ...],
     samples: int = 8,
     *,
     seed: int = 0,
@@ -93,10 +94,12 @@ def check_invariance(
     """Soundness check: outputs are unchanged after acting with random elements of ``G``.
 
     The model is evaluated in eval mode (BatchNorm uses its running statistics, which the
-    action moves). ``tol`` defaults to 1e-5 in float64 and 1e-3 otherwise (relative to the
-    largest output), widened to 100 × the largest norm eps when the group has scalings that a
-    normalisation divides out (exact only up to eps). Raises :class:`InvarianceError` on
-    failure unless ``raise_on_failure`` is False. Follows the proof obligation of DESIGN.md:
+    action moves); ``inputs`` is one tensor or a tuple of the forward's positional arguments
+    (token ids, masks, a second stream). ``tol`` defaults to 1e-5 in float64 and 1e-3
+    otherwise (relative to the largest output), widened to 100 × the largest norm eps when the
+    group has scalings that a normalisation divides out (exact only up to eps). Raises
+    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Follows the proof
+    obligation of DESIGN.md:
     every derived element is checked on the real model.
 
     >>> import symlab as sl
@@ -104,7 +107,8 @@ def check_invariance(
     >>> sl.check_invariance(net, sl.symmetries(net), torch.randn(5, 3, dtype=torch.float64)).passed
     True
     """
-    if not bool(torch.isfinite(inputs).all()):
+    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    if any(a.is_floating_point() and not bool(torch.isfinite(a).all()) for a in args):
         raise NonFiniteError("inputs contain NaN or infinity")
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     if tol is None:
