@@ -224,3 +224,78 @@ def test_two_input_model_is_traced_and_checked() -> None:
     assert sl.check_invariance(model, G, inputs).passed
     with pytest.raises(sl.errors.NonFiniteError):
         sl.check_invariance(model, G, (inputs[0] * float("nan"), inputs[1], pad))
+
+
+# -- ConvNeXt (channels-last LayerNorm, layer scale) and MobileNet (squeeze-excitation) --------
+class CNXBlock(nn.Module):
+    def __init__(s, c):
+        super().__init__()
+        s.dw = nn.Conv2d(c, c, 7, padding=3, groups=c)
+        s.norm = nn.LayerNorm(c, eps=1e-12)
+        s.pw1 = nn.Linear(c, 4 * c)
+        s.act = nn.GELU()
+        s.pw2 = nn.Linear(4 * c, c)
+        s.gamma = nn.Parameter(torch.rand(c) + 0.5)
+
+    def forward(s, x):
+        inp = x
+        x = s.dw(x)
+        x = x.permute(0, 2, 3, 1)
+        x = s.norm(x)
+        x = s.pw2(s.act(s.pw1(x)))
+        x = s.gamma * x
+        x = x.permute(0, 3, 1, 2)
+        return inp + x
+
+
+class ConvNeXt(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.stem = nn.Conv2d(3, 8, 2, stride=2)
+        s.b = nn.Sequential(CNXBlock(8), CNXBlock(8))
+        s.head = nn.Linear(8, 3)
+
+    def forward(s, x):
+        return s.head(s.b(s.stem(x)).mean((-2, -1)))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(s, c):
+        super().__init__()
+        s.fc1 = nn.Conv2d(c, c // 2, 1)
+        s.fc2 = nn.Conv2d(c // 2, c, 1)
+
+    def forward(s, x):
+        return x * torch.sigmoid(s.fc2(F.relu(s.fc1(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class MobileSE(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        s.b1 = nn.BatchNorm2d(8)
+        s.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        s.b2 = nn.BatchNorm2d(8)
+        s.se = SqueezeExcite(8)
+        s.pw = nn.Conv2d(8, 4, 1)
+        s.head = nn.Linear(4, 2)
+
+    def forward(s, x):
+        x = F.relu6(s.b1(s.c1(x)))
+        x = F.relu6(s.b2(s.dw(x)))
+        x = s.se(x)
+        x = s.pw(x)
+        return s.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("arch", ["ConvNeXt", "MobileSE"])
+def test_layer_scale_and_squeeze_excitation_keep_channel_spaces(arch: str) -> None:
+    torch.manual_seed(0)
+    model = {"ConvNeXt": ConvNeXt, "MobileSE": MobileSE}[arch]().double().eval()
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    G = sl.symmetries(model, x)
+    perms = sorted(int(f.size) for f in G.factors if f.kind == "permutation")
+    # ConvNeXt: the 8-channel stream (through permutes, LayerNorm, gamma * x) and two MLPs;
+    # MobileSE: the 8 expanded channels (through the gate x * sigmoid(...)) and the 4 outputs
+    assert perms == ([8, 32, 32] if arch == "ConvNeXt" else [4, 8])
+    assert sl.check_invariance(model, G, x).passed

@@ -277,10 +277,17 @@ class _Converter:
         repeat = math.prod(shape_in[2:])
         return self.emit(node, name, "flatten", [x], 1, repeat=repeat)
 
-    def same_layout(self, node: fx.Node, ins: list[str]) -> bool:
-        """All inputs and the result have one shape and one feature axis (no broadcasting)."""
+    def aligned_axis(self, node: fx.Node, ins: list[str]) -> int | None:
+        """The result's feature axis when every input has its units on the same axis counted
+        from the right, with the same width (broadcasting only over other axes: a
+        squeeze-excitation gate of shape (B, C, 1, 1), a layer-scale vector); else None."""
         shape = self.meta_shape(node)
-        return all(self.shape[i] == shape and self.fa[i] == self.fa[ins[0]] for i in ins)
+        from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
+        widths = {self.shape[i][self.fa[i]] for i in ins}
+        if shape is None or len(from_right) != 1 or len(widths) != 1:
+            return None
+        fa = len(shape) - from_right.pop()
+        return fa if 0 <= fa < len(shape) and shape[fa] == widths.pop() else None
 
     def relayout(self, node: fx.Node, x: str) -> bool:
         """Transposes, (un)squeezes, expands, reshapes and indexing that keep every unit whole:
@@ -347,9 +354,11 @@ class _Converter:
         elif fn in MUL_FUNCS:
             op = "scale" if len(ins) == 1 and len(node.args) == 2 else "opaque"
             divide = fn in (operator.truediv, torch.div, "div")
-            if len(ins) == 2 and not divide and self.same_layout(node, ins):
-                op = "product"  # gated units (SwiGLU): u ⊙ v
-            self.emit(node, f"@{node.name}", op, ins)
+            fa = self.aligned_axis(node, ins) if len(ins) == 2 and not divide else None
+            if fa is not None:  # gated units (SwiGLU, squeeze-excitation, layer scale): u ⊙ v
+                self.emit(node, f"@{node.name}", "product", ins, fa)
+            else:
+                self.emit(node, f"@{node.name}", op, ins)
         elif fn in SOFTMAX_FUNCS:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             self.softmax(node, x, dim, f"@{node.name}")
@@ -368,18 +377,16 @@ class _Converter:
             raise _unsupported(node, f"function {what!r}")
 
     def add(self, node: fx.Node, ins: list[str]) -> None:
-        shape = self.meta_shape(node)
         if len(ins) == 1:
             other = [a for a in node.args if not isinstance(a, fx.Node)]
             op = "shift_const" if other and isinstance(other[0], int | float) else "opaque"
             self.emit(node, f"@{node.name}", op, ins)
             return
-        from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
-        widths = {self.shape[i][self.fa[i]] for i in ins}
-        if shape is None or len(from_right) != 1 or len(widths) != 1:
+        fa = self.aligned_axis(node, ins)
+        if fa is None:
             self.opaque(node)  # broadcasting across feature axes: not modelled
             return
-        self.emit(node, f"@{node.name}", "add", ins, len(shape) - from_right.pop())
+        self.emit(node, f"@{node.name}", "add", ins, fa)
 
     def pool(self, node: fx.Node, x: str, op: str) -> None:
         shape = self.meta_shape(node)
