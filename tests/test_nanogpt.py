@@ -136,3 +136,20 @@ def test_tied_embedding_and_head() -> None:
     U = sl.symmetries(untied, idx)
     apart = U.act(U.sample(0), model.state_dict())
     assert not torch.allclose(apart["transformer.wte.weight"], apart["lm_head.weight"])
+
+
+def test_tied_weights_with_a_softmax_shift_are_refused() -> None:
+    """A tied output layer read by a softmax would get a shift on one copy only: refused."""
+
+    class LM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(7, 4), nn.Linear(4, 4)
+            self.head = nn.Linear(4, 7, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.fc(self.emb(idx)))).softmax(-1)
+
+    with pytest.raises(sl.errors.UnsupportedOpError, match="tied to.*untie"):
+        sl.symmetries(LM(), torch.randint(0, 7, (2, 5)))

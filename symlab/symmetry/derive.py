@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from networkx.utils import UnionFind
 
-from symlab.errors import GraphError, WidthError
+from symlab.errors import GraphError, UnsupportedOpError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
 from symlab.symmetry import (  # noqa: F401  (importing registers the built-in rules)
@@ -197,17 +197,17 @@ def _tie_shared_weights(
     writes it — signs only, no scaling (sound, not complete: orthogonal maps are not derived)."""
     if not graph.tied_keys:
         return
-    from symlab.errors import UnsupportedOpError
-
     keys = graph.state_keys()
+    translated = {tr.node for s in specs.values() for tr in s.translations}
     for group in graph.tied_keys:
         members = [keys[k] for k in group if k in keys]
         for node, p in members:
-            if specs[node.name].internal or specs[node.name].translations or p.kind == "fixed":
+            if specs[node.name].internal or node.name in translated or p.kind == "fixed":
                 raise UnsupportedOpError(
                     f"{node.key(p)!r} is tied to {[k for k in group if k != node.key(p)]} and "
-                    f"is moved by {node.op!r} in a way symlab cannot tie yet; untie the weights "
-                    "(clone them) to derive the group of the untied model"
+                    f"is moved by {node.op!r} {node.name!r} with attention heads, a softmax or "
+                    "LayerNorm shift, or as fixed data, which symlab cannot tie yet; untie the "
+                    "weights (clone them) to derive the group of the untied model"
                 )
         for (n1, p1), (n2, p2) in itertools.pairwise(members):
             for a1, a2 in zip(p1.axes, p2.axes, strict=True):
@@ -224,6 +224,7 @@ def _tie_shared_weights(
 
 
 def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
+    """The tensor whose units a parameter axis with this role runs along (None: no tensor)."""
     if role == "out":
         return node.name
     if role == "in":
@@ -234,8 +235,6 @@ def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
 def _no_composite(a: str, b: str, composite: Mapping[str, list[str]], where: str) -> None:
     for t in (a, b):
         if t in composite:
-            from symlab.errors import UnsupportedOpError
-
             raise UnsupportedOpError(
                 f"node {where!r} ties the concatenation {t!r} to another tensor elementwise; "
                 "symlab derives concatenations read by linear layers only — register a rule "
@@ -274,14 +273,13 @@ def _refine(
 def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
     keys_by_tensor: dict[str, list[tuple[str, int]]] = {}
     for node in st.nodes:
-        ins = st.graph.inputs(node.name)
         for p in node.params:
             if p.kind == "fixed":
                 continue
             for axis, role in enumerate(p.axes):
-                if role == "none":
+                t = _axis_tensor(st.graph, node, role)
+                if t is None:
                     continue
-                t = node.name if role == "out" else ins[0]
                 for part in _parts(st, t):
                     keys_by_tensor.setdefault(part, []).append((node.key(p), axis))
 
