@@ -81,7 +81,8 @@ class _Converter:
         self.tuples: dict[fx.Node, Callable[[int, fx.Node], str]] = {}
         self.used_modules: set[str] = set()
         self.first_call: dict[str, fx.Node] = {}
-        self.state_keys = set(model.state_dict())
+        self.calls: dict[str, int] = {}  # calls of each parameter-free module so far
+        self.state = model.state_dict(keep_vars=True)  # the tensors themselves: ties show
 
     # -- helpers ------------------------------------------------------------------------------
     def meta_shape(self, node: fx.Node) -> tuple[int, ...] | None:
@@ -151,9 +152,9 @@ class _Converter:
         self.g.validate()
         if self.strip is None:
             used = self.g.state_keys()
-            self.g.unused_keys = tuple(k for k in self.model.state_dict() if k not in used)
+            self.g.unused_keys = tuple(k for k in self.state if k not in used)
             by_tensor: dict[int, list[str]] = {}
-            for key, value in self.model.state_dict(keep_vars=True).items():
+            for key, value in self.state.items():
                 if key in used:
                     by_tensor.setdefault(id(value), []).append(key)
             self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
@@ -182,14 +183,14 @@ class _Converter:
     def param_source(self, node: fx.Node) -> Callable[[int, fx.Node], str]:
         def make(align_fa_from_right: int, consumer: fx.Node) -> str:
             key = str(node.target)
-            value = self.gm.get_parameter(key) if key in dict(self.model.named_parameters()) \
+            value = self.gm.get_parameter(key) if isinstance(self.state.get(key), nn.Parameter) \
                 else self.gm.get_buffer(key)  # fmt: skip
             shape = tuple(value.shape)
             fa = len(shape) - align_fa_from_right
             name = f"@{node.name}"
             if name in self.g.nx:
                 return name
-            if key not in self.state_keys:  # a non-persistent buffer: a constant, never moved
+            if key not in self.state:  # a non-persistent buffer: a constant, never moved
                 self.g.add(name, "input", [], width=int(shape[fa]))
                 self.fa[name], self.shape[name] = fa, shape
                 self.name[node] = name
@@ -222,11 +223,12 @@ class _Converter:
             next(iter(mod.parameters()), None) is None and next(iter(mod.buffers()), None) is None
         )
         if target in self.used_modules and stateless:  # e.g. one nn.ReLU used twice: two ops
-            target = f"{target}@{sum(1 for t in self.used_modules if t.startswith(target))}"
+            self.calls[target] = self.calls.get(target, 0) + 1
+            target = f"{target}@{self.calls[target]}"
         elif target in self.used_modules:
             raise UnsupportedOpError(
-                f"module {target!r} is called more than once (weight sharing){_where(node)}; "
-                "tied weights are not supported yet"
+                f"module {target!r} is called more than once on different inputs (weight "
+                f"sharing){_where(node)}; that is not supported yet"
             )
         self.used_modules.add(target)
         ins = self.tensor_args(node)
@@ -308,9 +310,7 @@ class _Converter:
         other axis it is opaque."""
         nd = len(self.shape[x])
         if not isinstance(dim, int) or dim % nd != self.fa[x]:
-            return (
-                self.opaque(node) if name.startswith("@") else self.emit(node, name, "opaque", [x])
-            )
+            return self.emit(node, name, "opaque", [x])
         return self.emit(node, name, "softmax", [x], dim=dim)
 
     def call_function(self, node: fx.Node) -> None:

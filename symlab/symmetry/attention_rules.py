@@ -24,19 +24,32 @@ Params = dict[str, torch.Tensor]
 
 @rule("mha")
 def mha_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
-    """``nn.MultiheadAttention`` with packed ``in_proj_weight``."""
+    """``nn.MultiheadAttention`` with packed ``in_proj_weight`` (its key bias is always weighted
+    by a softmax over keys)."""
     h = int(node.attrs["num_heads"])
     d = int(node.width) // h
+    return _attention_spec(node, graph, d, d, ("in_proj_bias", h * d, h * d))
+
+
+def _attention_spec(
+    node: Node, graph: ArchGraph, d_qk: int, d_v: int, key_bias: tuple[str, int, int] | None
+) -> OpSymmetry:
+    """What every attention op admits: any invertible map of its inputs and output, head
+    permutations, per-head GL on (W_Q, W_K) and on (W_V, W_O); and, when the op has the key
+    bias ``key_bias = (parameter, first row, rows)``, that bias as a translation."""
+    h = int(node.attrs["num_heads"])
     ins = graph.inputs(node.name)
-    bias = [p for p in node.params if p.name == "in_proj_bias"]
+    translations = []
+    if key_bias is not None and any(p.name == key_bias[0] for p in node.params):
+        translations.append(key_bias_translation(node, *key_bias))
     return OpSymmetry(
         admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
         internal=[
             InternalFactor("heads", "permutation", h),
-            InternalFactor("qk", "GL", d, copies=h),
-            InternalFactor("vo", "GL", d, copies=h),
+            InternalFactor("qk", "GL", d_qk, copies=h),
+            InternalFactor("vo", "GL", d_v, copies=h),
         ],
-        translations=[key_bias_translation(node, "in_proj_bias", h * d, h * d) for _ in bias],
+        translations=translations,
     )
 
 
@@ -104,20 +117,13 @@ def _map_cols(
 def attention_linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Attention written by hand from four ``nn.Linear`` (matched by
     :mod:`symlab.graph.fx_attention`): the same symmetries as ``mha``, with head dimension
-    ``head_dim`` for queries/keys and ``head_dim_v`` for values/output."""
-    h = int(node.attrs["num_heads"])
-    ins = graph.inputs(node.name)
-    d = int(node.attrs["head_dim"])
-    key_bias = f"{node.attrs['modules'][1]}.bias"
-    free = node.attrs.get("softmax_keys", False) and any(p.name == key_bias for p in node.params)
-    return OpSymmetry(
-        admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
-        internal=[
-            InternalFactor("heads", "permutation", h),
-            InternalFactor("qk", "GL", d, copies=h),
-            InternalFactor("vo", "GL", int(node.attrs["head_dim_v"]), copies=h),
-        ],
-        translations=[key_bias_translation(node, key_bias, 0, h * d)] if free else [],
+    ``head_dim`` for queries/keys and ``head_dim_v`` for values/output; the key bias is free
+    when the matcher saw the values weighted by a softmax over keys (``softmax_keys``)."""
+    h, d = int(node.attrs["num_heads"]), int(node.attrs["head_dim"])
+    key_bias = (f"{node.attrs['modules'][1]}.bias", 0, h * d)
+    soft = node.attrs.get("softmax_keys", False)
+    return _attention_spec(
+        node, graph, d, int(node.attrs["head_dim_v"]), key_bias if soft else None
     )
 
 
@@ -152,20 +158,11 @@ def attention_fused_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     :mod:`symlab.graph.fx_attention_forms`): the symmetries of ``attention_linear``, acting on
     the rows ``roles`` names for queries, keys and values (the layout of
     ``nn.MultiheadAttention``'s ``in_proj_weight`` when one Linear holds all three)."""
-    h = int(node.attrs["num_heads"])
-    ins = graph.inputs(node.name)
     leaf, offset, size = node.attrs["roles"][1]
-    key_bias = f"{node.attrs['modules'][leaf]}.bias"
-    free = node.attrs.get("softmax_keys", False) and any(p.name == key_bias for p in node.params)
-    return OpSymmetry(
-        admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
-        internal=[
-            InternalFactor("heads", "permutation", h),
-            InternalFactor("qk", "GL", int(node.attrs["head_dim"]), copies=h),
-            InternalFactor("vo", "GL", int(node.attrs["head_dim_v"]), copies=h),
-        ],
-        translations=[key_bias_translation(node, key_bias, offset, size)] if free else [],
-    )
+    key_bias = (f"{node.attrs['modules'][leaf]}.bias", offset, size)
+    soft = node.attrs.get("softmax_keys", False)
+    d_qk, d_v = int(node.attrs["head_dim"]), int(node.attrs["head_dim_v"])
+    return _attention_spec(node, graph, d_qk, d_v, key_bias if soft else None)
 
 
 @attention_fused_rule.action

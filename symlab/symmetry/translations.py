@@ -26,8 +26,7 @@ def add_translations(
 ) -> OrderedDict[str, torch.Tensor]:
     """Add every translation ``E t`` of ``h`` to the parameters ``out`` (already moved by the
     rest of ``h``)."""
-    for name in G._st.translations:
-        tr = G.translation(name)
+    for name, tr in G._st.translations.items():
         node = G.graph.node(tr.node)
         keys = {p.name: node.key(p) for p in node.params}
         params = {p: out[k] for p, k in keys.items()}
@@ -42,8 +41,7 @@ def linear_part(G: SymmetryGroup, g: GroupElement, h: GroupElement) -> dict[str,
     ``g·(0 + E t) - g·0`` on the node's parameters alone)."""
     transforms, internal = G._element_transforms(g), G._internal(g)
     out = {}
-    for name in G._st.translations:
-        tr = G.translation(name)
+    for name, tr in G._st.translations.items():
         node = G.graph.node(tr.node)
         zero = {
             p.name: torch.zeros([int(d) for d in p.shape], dtype=torch.float64)
