@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import io
 import operator
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,6 +44,7 @@ from symlab.graph.export_calls import Group, LeafCalls
 from symlab.graph.fx_convert import _flat_nodes, _where
 from symlab.graph.fx_functions import USER_FUNCS
 from symlab.graph.fx_trace import TraceError
+from symlab.modes import eval_mode
 
 __all__ = ["export_graph"]
 
@@ -69,7 +70,7 @@ def export_graph(model: nn.Module, inputs: tuple[Any, ...], fx_error: Exception)
     >>> [n for n in g.nodes][2].target is torch.relu
     True
     """
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # export prints partial graphs
                 ep = torch.export.export(model, inputs, strict=False)
@@ -93,17 +94,6 @@ def _both_failed(model: nn.Module, fx_error: Exception, export_error: Exception)
         "register_module_op and @symlab.symmetry.rule), or describe the architecture with an "
         "ArchGraph / symlab builders"
     )
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 def _unmapped(node: fx.Node, what: str, fix: str | None = None) -> UnsupportedOpError:

@@ -39,6 +39,8 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
+from symlab.graph.fx_convert import _flat_nodes
+
 if TYPE_CHECKING:
     from symlab.graph.fx_convert import _Converter
 
@@ -348,7 +350,7 @@ def _track_softmax(n: fx.Node, st: _State) -> None:
     from symlab.graph.fx_attention_forms import masked_fill_value
 
     val = st.vals[n]
-    srcs = [a for a in _flat(n) if a in st.vals]
+    srcs = [a for a in _flat_nodes((n.args, n.kwargs)) if a in st.vals]
     scores_in = [a for a in srcs if st.vals[a].kind == "scores"]
     if n.target == F.scaled_dot_product_attention:
         st.weighted_by_softmax = True
@@ -360,12 +362,6 @@ def _track_softmax(n: fx.Node, st: _State) -> None:
             st.shift_kept = False
     if val.kind == "out" and scores_in:
         st.weighted_by_softmax = all(a in st.soft for a in scores_in)
-
-
-def _flat(n: fx.Node) -> list[fx.Node]:
-    found: list[fx.Node] = []
-    fx.node.map_arg((n.args, n.kwargs), found.append)
-    return found
 
 
 def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], set[fx.Node]]:

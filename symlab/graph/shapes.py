@@ -28,6 +28,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.nn.modules import module as _module
 
+from symlab.graph.fx_convert import _flat_nodes
 from symlab.graph.fx_functions import (
     ACT_FUNCS,
     ADD_FUNCS,
@@ -117,12 +118,6 @@ def shape_only_ok(gm: fx.GraphModule, modules: dict[fx.Node, Any]) -> bool:
             if n.target is operator.getitem and _flat_nodes(n.args[1:]):
                 return False  # indexing by a computed value (possibly a boolean mask)
     return True
-
-
-def _flat_nodes(args: Any) -> list[fx.Node]:
-    flat: list[fx.Node] = []
-    fx.node.map_arg(args, flat.append)
-    return flat
 
 
 def _conv_zeros(mod: nn.Module, args: tuple[Any, ...]) -> torch.Tensor | None:

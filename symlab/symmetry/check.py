@@ -3,33 +3,20 @@ group of tiny nets (the completeness oracle)."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from symlab.errors import InvarianceError, NonFiniteError, TooLargeError
+from symlab.modes import eval_mode
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.spec import Mag, Sign
 
 __all__ = ["BruteForceGroup", "InvarianceReport", "brute_force_group", "check_invariance"]
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """The model in eval mode (BatchNorm on running statistics), restored afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
 
 
 def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -118,7 +105,7 @@ def check_invariance(
             tol = max(tol, 100 * max(eps, default=0.0))  # invariance holds up to the norm's eps
     sd = dict(model.state_dict())
     g = make_generator(seed)
-    with torch.no_grad(), _eval_mode(model) as m:
+    with torch.no_grad(), eval_mode(model) as m:
         tied = G.graph.tied_keys
         ref = _outputs(m, sd, inputs, tied)
         errors = [
@@ -240,7 +227,7 @@ def brute_force_group(
     sd = dict(model.state_dict())
     found_p: set[tuple[tuple[int, ...], ...]] = set()
     found_s: set[tuple[tuple[int, ...], ...]] = set()
-    with torch.no_grad(), _eval_mode(model) as m:
+    with torch.no_grad(), eval_mode(model) as m:
         ref = _outputs(m, sd, inputs)
         for cand in itertools.product(*[itertools.permutations(range(n)) for n in widths]):
             perms = {k: torch.tensor(p) for k, p in zip(spaces, cand, strict=True)}
