@@ -24,6 +24,7 @@ __all__ = [
     "loss_kind",
     "masked_step",
     "per_run_loss",
+    "reset_fixed",
     "trainable_masks",
 ]
 
@@ -179,6 +180,18 @@ def masked_step(
         if p.grad is not None:
             p.grad.mul_(mask)
     opt.step()
-    with torch.no_grad():
-        for p, mask, fixed in frozen:
-            p.mul_(mask).add_(fixed)
+    reset_fixed(frozen)
+
+
+@torch.no_grad()
+def reset_fixed(frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+    """Put every fixed entry back after an optimizer step: ``param ← param · mask + fixed``
+    (Lim et al. 2024; momentum and weight decay must not move them).
+
+    >>> w = torch.nn.Parameter(torch.tensor([2.0, 5.0]))
+    >>> reset_fixed([(w, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.7]))])
+    >>> [round(v, 4) for v in w.detach().tolist()]
+    [2.0, 0.7]
+    """
+    for p, mask, fixed in frozen:
+        p.mul_(mask).add_(fixed)

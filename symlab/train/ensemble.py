@@ -21,7 +21,7 @@ from symlab.data import Dataset
 from symlab.errors import TrainingError
 
 from .batches import BatchOrder
-from .checks import build_model, check_fit, loss_kind, masked_step, per_run_loss
+from .checks import build_model, check_fit, loss_kind, masked_step, per_run_loss, reset_fixed
 from .config import TrainConfig, lr_factor, make_optimizer
 from .loop import final_metrics, non_finite_error, step_range
 from .progress import progress_bar
@@ -90,10 +90,9 @@ def _chain_step(
     frozen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
 ) -> None:
     """The optimizer step after :meth:`ChainStep.loss_and_grads` (whose gradients are already
-    masked): fixed entries are reset afterwards as in :func:`masked_step`."""
+    masked): fixed entries are reset afterwards (:func:`reset_fixed`)."""
     chain.optimizer_step(opt)
-    for p, mask, fixed in frozen:
-        p.mul_(mask).add_(fixed)
+    reset_fixed(frozen)
 
 
 def train_stacked(
