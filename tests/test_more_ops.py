@@ -224,6 +224,8 @@ def test_two_input_model_is_traced_and_checked() -> None:
     assert sl.check_invariance(model, G, inputs).passed
     with pytest.raises(sl.errors.NonFiniteError):
         sl.check_invariance(model, G, (inputs[0] * float("nan"), inputs[1], pad))
+    with pytest.raises(sl.errors.DataError, match="tuple of tensors"):
+        sl.check_invariance(model, G, list(inputs))  # type: ignore[arg-type]
 
 
 # -- ConvNeXt (channels-last LayerNorm, layer scale) and MobileNet (squeeze-excitation) --------

@@ -158,3 +158,16 @@ def test_traced_transformers_are_sound(model_and_input, seed):
     assert any(f.kind == "translation" for f in G.factors)  # the key biases
     assert sl.check_invariance(model, G, x, samples=3, seed=seed, tol=1e-5).passed
     _group_laws(G, model, seed)
+
+
+def test_inverse_of_a_gl_factor_through_a_flatten():
+    """A GL factor read through a flatten after a convolution (block maps built with kron):
+    the inverse's matrices are column-major, which must not break the block map."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 1)
+    ).double()
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    G = sl.symmetries(net, x)
+    assert [f.kind for f in G.factors] == ["GL"]
+    _group_laws(G, net, 0)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from symlab.errors import InvarianceError, NonFiniteError, TooLargeError
+from symlab.errors import DataError, InvarianceError, NonFiniteError, TooLargeError
 from symlab.modes import eval_mode
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.group import SymmetryGroup
@@ -95,6 +95,11 @@ def check_invariance(
     True
     """
     args = inputs if isinstance(inputs, tuple) else (inputs,)
+    if not all(isinstance(a, torch.Tensor) for a in args):
+        raise DataError(
+            f"inputs must be a tensor or a tuple of tensors (the forward's positional "
+            f"arguments), got {type(inputs).__name__}"
+        )
     if any(a.is_floating_point() and not bool(torch.isfinite(a).all()) for a in args):
         raise NonFiniteError("inputs contain NaN or infinity")
     dtype = next((p.dtype for p in model.parameters()), torch.float32)

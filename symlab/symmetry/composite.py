@@ -24,8 +24,8 @@ def concat_transform(parts: list[Transform], st: Structure, name: str) -> Transf
         perm.append(((idx * r)[:, None] + torch.arange(r)).reshape(-1) + offset)
         s = p.scale if p.scale is not None else torch.ones(n, dtype=torch.float64)
         if any_gl:
-            m = torch.diag(s) if s.ndim == 1 else s
-            scale.append(torch.kron(m, torch.eye(r, dtype=m.dtype)))
+            m = torch.diag(s) if s.ndim == 1 else s.contiguous()  # inverses are column-major
+            scale.append(torch.kron(m, torch.eye(r, dtype=m.dtype)))  # kron needs contiguity
         else:
             scale.append(s.repeat_interleave(r))
         c = p.shift if p.shift is not None else torch.zeros(n, dtype=torch.float64)
