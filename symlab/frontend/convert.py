@@ -219,14 +219,18 @@ class Converter:
         stateless = (
             next(iter(mod.parameters()), None) is None and next(iter(mod.buffers()), None) is None
         )
-        if target in self.used_modules and stateless:  # e.g. one nn.ReLU used twice: two ops
+        shared: dict[str, str] = {}  # a module with parameters called again: the same keys
+        if target in self.used_modules:  # e.g. one nn.ReLU used twice: two ops
+            if not stateless:
+                if type(mod) in MACROS or target == "":
+                    raise UnsupportedOpError(
+                        f"module {target!r} is called more than once on different inputs "
+                        f"(weight sharing){where(node)}; symlab ties shared layers but not "
+                        f"{type(mod).__name__}: give each call its own module"
+                    )
+                shared = {"key_prefix": target}
             self.calls[target] = self.calls.get(target, 0) + 1
             target = f"{target}@{self.calls[target]}"
-        elif target in self.used_modules:
-            raise UnsupportedOpError(
-                f"module {target!r} is called more than once on different inputs (weight "
-                f"sharing){where(node)}; that is not supported yet"
-            )
         self.used_modules.add(target)
         ins = self.tensor_args(node)
         if type(mod) in MACROS:
@@ -237,6 +241,7 @@ class Converter:
             raise unsupported(node, f"module {target!r} of type {type(mod).__name__}")
         x = ins[0]
         op, _, attrs = entry.read(mod, self.g.node(x).width)
+        attrs = {**attrs, **shared}
         if op == "flatten":
             self.flatten(node, x, target)
             return

@@ -143,6 +143,22 @@ def _neg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return "call_function", operator.mul, (args[0], -1), {}
 
 
+def _no_scaling(target: Any, nargs: int) -> _Rule:
+    """``addmm``/``baddbmm`` with ``beta = alpha = 1`` (any other scaling is refused)."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        if any(kwargs.get(k, 1) != 1 for k in ("beta", "alpha")) or len(args) > nargs:
+            return None
+        return "call_function", target, tuple(args), {}
+
+    return rule
+
+
+def _var(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    kept = {k: kwargs[k] for k in ("correction", "keepdim") if k in kwargs}
+    return "call_function", torch.var, tuple(args[:2]), kept
+
+
 _IDENTITY = (aten.alias, aten.detach, aten.lift_fresh_copy)
 
 ATEN: dict[Any, _Rule] = {
@@ -170,6 +186,14 @@ ATEN: dict[Any, _Rule] = {
     aten.mul: _fn(operator.mul, 2),
     aten.div: _div,
     aten.neg: _neg,
+    # normalisation written by hand and GPT-2's Conv1D (patterns: symlab.frontend.patterns)
+    aten.pow: _fn(torch.pow, 2),
+    aten.square: _fn(torch.square, 1),
+    aten.rsqrt: _fn(torch.rsqrt, 1),
+    aten.sqrt: _fn(torch.sqrt, 1),
+    aten.var: _var,
+    aten.addmm: _no_scaling(torch.addmm, 3),
+    aten.baddbmm: _no_scaling(torch.baddbmm, 3),
     aten.matmul: _fn(torch.matmul, 2),
     aten.mm: _fn(torch.matmul, 2),
     aten.bmm: _fn(torch.bmm, 2),

@@ -89,8 +89,11 @@ class Node:
 
     def key(self, p: ParamSpec) -> str:
         """The ``state_dict`` key of parameter ``p`` (``"{node}.{param}"``; for nodes with
-        ``attrs['absolute_keys']`` the parameter name is the whole key)."""
-        return p.name if self.attrs.get("absolute_keys") else f"{self.name}.{p.name}"
+        ``attrs['absolute_keys']`` the parameter name is the whole key; ``attrs['key_prefix']``
+        replaces the node name, for a second call of a module or an op read from code)."""
+        if self.attrs.get("absolute_keys"):
+            return p.name
+        return f"{self.attrs.get('key_prefix', self.name)}.{p.name}"
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called ``name``, or None."""

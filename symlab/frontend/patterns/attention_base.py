@@ -47,6 +47,8 @@ class AttentionMatch:
     rows: tuple[tuple[fx.Node, int, int], ...] | None = None  # fused: (Linear, offset, rows)
     masks: frozenset[fx.Node] = frozenset()  # fixed nodes read only by the masks
     softmax_keys: bool = False  # the values are weighted by a softmax over the keys
+    num_kv_heads: int = 0  # key/value heads (grouped-query attention); 0: num_heads
+    rope: tuple[str, int] | None = None  # rotary embedding: (layout, rotated dimensions)
 
 
 class _NoMatch(Exception):
@@ -71,6 +73,8 @@ class _State:
     soft: set[fx.Node] = field(default_factory=set)  # scores after a softmax over the keys
     shift_kept: bool = True  # every op before the softmax keeps a per-query shift of scores
     weighted_by_softmax: bool = False
+    rope: dict[str, tuple[str, int]] = field(default_factory=dict)  # projection -> rotary
+    rep: dict[str, int] = field(default_factory=dict)  # projection -> heads repeated (GQA)
 
 
 def _require(cond: bool) -> None:

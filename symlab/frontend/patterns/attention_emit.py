@@ -87,6 +87,10 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
     params += mask_specs(cv, m)
     heads = {"num_heads": m.num_heads, "head_dim": m.head_dim, "head_dim_v": m.head_dim_v,
              "softmax_keys": m.softmax_keys}  # fmt: skip
+    if m.num_kv_heads and m.num_kv_heads != m.num_heads:  # grouped-query attention
+        heads["num_kv_heads"] = m.num_kv_heads
+    if m.rope is not None:  # rotary embedding: (layout, rotated dimensions)
+        heads["rope_layout"], heads["rope_dims"] = m.rope
     if m.rows is None:
         cv.add_node(name, "attention_linear", ins, shape, -1, params, absolute_keys=True,
                     qkv=ports, modules=tuple(targets), **heads)  # fmt: skip
