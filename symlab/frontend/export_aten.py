@@ -155,7 +155,13 @@ def _no_scaling(target: Any, nargs: int) -> _Rule:
 
 
 def _var(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``var.dim(x, dim, unbiased, keepdim)`` or ``var.correction(x, dim, *, correction,
+    keepdim)`` as ``torch.var`` with keywords."""
     kept = {k: kwargs[k] for k in ("correction", "keepdim") if k in kwargs}
+    if len(args) > 2:  # var.dim: unbiased is positional
+        kept["correction"] = int(bool(args[2]))
+    if len(args) > 3:
+        kept["keepdim"] = args[3]
     return "call_function", torch.var, tuple(args[:2]), kept
 
 

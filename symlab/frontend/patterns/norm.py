@@ -311,22 +311,21 @@ def emit_norm(cv: Converter, m: NormMatch) -> str:
         return cv.emit(m.out, f"@{m.out.name}", "opaque", [x])
     keys = [k for k in (m.weight, m.bias) if k is not None]
     prefixes = {k.rpartition(".")[0] for k in keys}
-    tails = {k.rpartition(".")[2] for k in keys}
-    plain = m.offset == 0.0 and tails <= {"weight", "bias"} and len(prefixes) == 1
+    tails = [k.rpartition(".")[2] for k in keys]
+    plain = m.offset == 0.0 and tails == ["weight", "bias"][: len(keys)] and len(prefixes) == 1
     op = m.kind if plain or not keys else f"{m.kind}_offset"
     attrs: dict[str, Any] = {"eps": m.eps, "affine": m.weight is not None,
                              "bias": m.bias is not None}  # fmt: skip
     if not keys:
         return cv.emit(m.out, f"@{m.out.name}", op, [x], len(shape) - 1, **attrs)
+    owner = keys[0].rpartition(".")[0]  # named after the module owning the weight
+    name = owner if owner and owner not in cv.g.nx else f"@{m.out.name}"
     if plain:
-        prefix = prefixes.pop()
         params = [ParamSpec(k.rpartition(".")[2], (shape[-1],), ("out",)) for k in keys]
-        attrs["key_prefix"] = prefix
-        name = prefix if prefix and prefix not in cv.g.nx else f"@{m.out.name}"
+        attrs["key_prefix"] = owner
     else:
         params = [ParamSpec(k, (shape[-1],), ("out",)) for k in keys]
         attrs.update(absolute_keys=True, offset=m.offset, weight_key=m.weight, bias_key=m.bias)
-        name = f"@{m.out.name}"
     return cv.emit(m.out, name, op, [x], len(shape) - 1, params, **attrs)
 
 

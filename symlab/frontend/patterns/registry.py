@@ -30,7 +30,7 @@ class Pattern:
     """A registered pattern: ``find`` its matches in a graph module, ``emit`` one of them.
 
     >>> [p.name for p in patterns()]
-    ['attention']
+    ['attention', 'conv1d', 'norm']
     """
 
     name: str
