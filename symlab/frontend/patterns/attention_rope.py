@@ -150,6 +150,12 @@ def _pair_symmetric(t: Any, layout: str, dims: int, seen: set[fx.Node]) -> bool:
             if len(nums) != 1:
                 return False
             t = next(a for a in t.args if not isinstance(a, int | float))
+        elif _is(t, {operator.getitem}) and isinstance(t.args[1], tuple) and all(
+            a is None or a is Ellipsis or a == slice(None) for a in t.args[1]
+        ):  # t[None, :, ...]: new axes only
+            if t.args[1].count(Ellipsis) == 0 and t.args[1][-1] is None:
+                return False  # a new last axis
+            t = t.args[0]
         elif _is(t, _UNSQUEEZE):
             dim = t.args[1] if len(t.args) > 1 else t.kwargs.get("dim")
             if not isinstance(dim, int) or dim % len(_shape(t)) == len(_shape(t)) - 1:
