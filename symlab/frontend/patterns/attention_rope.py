@@ -46,6 +46,7 @@ _CASTS = {"to", "float", "double", "half", "type_as", "contiguous"}
 _UNARY = {torch.cos, torch.sin, "cos", "sin", torch.ops.aten.cos.default,
           torch.ops.aten.sin.default}  # fmt: skip
 _UNSQUEEZE = {"unsqueeze", torch.unsqueeze}
+_REPEAT = {torch.repeat_interleave, "repeat_interleave", torch.ops.aten.repeat_interleave.self_int}
 _CACHE: weakref.WeakKeyDictionary[fx.GraphModule, tuple[int, dict[fx.Node, RopeSite]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -89,7 +90,8 @@ def _last_slice(n: Any, x: fx.Node) -> tuple[str, int, int] | None:
         if s.stop is None or (isinstance(s.stop, int) and s.stop >= _shape(x)[-1]):
             return "last", 0, size
         return None
-    if s.step == 2 and s.stop is None and s.start in (None, 0, 1):
+    end = s.stop is None or (isinstance(s.stop, int) and s.stop >= _shape(x)[-1])
+    if s.step == 2 and end and s.start in (None, 0, 1):
         return ("odd" if s.start == 1 else "even"), 0, size
     return None
 
@@ -104,7 +106,7 @@ def _negated(n: Any) -> tuple[fx.Node, bool]:
 
 def _rotated(r: Any, x: fx.Node, inner: set[fx.Node]) -> str | None:
     """The layout when ``r`` is ``x`` with each pair swapped and exactly one member negated."""
-    if _is(r, _CAT) and len(r.args) == 2 and isinstance(r.args[0], list | tuple):
+    if _is(r, _CAT) and isinstance(r.args[0], list | tuple):
         dim = r.args[1] if len(r.args) > 1 else r.kwargs.get("dim", 0)
         parts = list(r.args[0])
         if len(parts) != 2 or dim % len(_shape(r)) != len(_shape(r)) - 1:
@@ -150,11 +152,11 @@ def _pair_symmetric(t: Any, layout: str, dims: int, seen: set[fx.Node]) -> bool:
             if len(nums) != 1:
                 return False
             t = next(a for a in t.args if not isinstance(a, int | float))
-        elif _is(t, {operator.getitem}) and isinstance(t.args[1], tuple) and all(
-            a is None or a is Ellipsis or a == slice(None) for a in t.args[1]
-        ):  # t[None, :, ...]: new axes only
-            if t.args[1].count(Ellipsis) == 0 and t.args[1][-1] is None:
-                return False  # a new last axis
+        elif (
+            _is(t, {operator.getitem})
+            and isinstance(t.args[1], tuple)
+            and all(a is None or a is Ellipsis or a == slice(None) for a in t.args[1])
+        ):  # t[None, :, ...]: new axes only (a new last axis fails the width check above)
             t = t.args[0]
         elif _is(t, _UNSQUEEZE):
             dim = t.args[1] if len(t.args) > 1 else t.kwargs.get("dim")
@@ -168,7 +170,7 @@ def _pair_symmetric(t: Any, layout: str, dims: int, seen: set[fx.Node]) -> bool:
                 isinstance(parts, list | tuple) and len(parts) == 2 and parts[0] is parts[1]
                 and isinstance(dim, int) and dim % len(_shape(t)) == len(_shape(t)) - 1
             )  # fmt: skip
-        elif layout == "interleaved" and _is(t, {torch.repeat_interleave, "repeat_interleave"}):
+        elif layout == "interleaved" and _is(t, _REPEAT):
             rep = t.args[1] if len(t.args) > 1 else t.kwargs.get("repeats")
             dim = t.args[2] if len(t.args) > 2 else t.kwargs.get("dim")
             return rep == 2 and isinstance(dim, int) and dim % len(_shape(t)) == len(_shape(t)) - 1
