@@ -25,7 +25,7 @@ class HandNorm(nn.Module):
         if style in ("ln_hand", "ln_var"):
             self.bias = nn.Parameter(torch.randn(d))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: PLR0911
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, w = self.style, self.weight
         if s == "llama":  # cast, pow, mean, rsqrt, weight first, cast back
             dt = x.dtype
