@@ -149,9 +149,12 @@ class Converter:
         nodes they swallow; two patterns claiming one node is refused."""
         matched: dict[fx.Node, tuple[Any, Any]] = {}
         swallowed: set[fx.Node] = set()
-        for pattern in patterns():
+        for pattern in sorted(patterns(), key=lambda p: p.yields):  # yielding ones last
             found, gone = pattern.find(self.gm)
             claimed = set(matched) | swallowed
+            if pattern.yields:  # give way to the patterns before it
+                found = {n: m for n, m in found.items() if not ({n, *m.nodes} & claimed)}
+                gone = {k for m in found.values() for k in m.nodes}
             if claimed & (set(found) | gone):
                 raise UnsupportedOpError(
                     f"pattern {pattern.name!r} claims nodes another pattern matched: "

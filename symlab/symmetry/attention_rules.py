@@ -49,6 +49,16 @@ def _attention_spec(
     )
 
 
+def _transposed(node: Node, params: Params) -> Params:
+    """``params`` with the weights of ``attrs['transposed']`` modules (GPT-2's ``Conv1D``,
+    stored ``(in, out)``) transposed to ``nn.Linear``'s ``(out, in)``, or back."""
+    mods = node.attrs.get("transposed", ())
+    if not mods:
+        return params
+    return {k: (v.T.contiguous() if k.removesuffix(".weight") in mods and k.endswith(".weight")
+                else v) for k, v in params.items()}  # fmt: skip
+
+
 def _heads(m: torch.Tensor, h: int) -> torch.Tensor:
     return m.reshape(h, m.shape[0] // h, *m.shape[1:])
 
@@ -132,6 +142,7 @@ def _attention_linear_act(
     internal: dict[str, torch.Tensor],
 ) -> Params:
     q, k, v, o = node.attrs["modules"]
+    params = _transposed(node, params)
     hm = head_maps(node, internal, int(node.attrs["head_dim"]))
     hq = int(node.attrs["num_heads"])
     hkv = int(node.attrs.get("num_kv_heads", hq))
@@ -147,7 +158,7 @@ def _attention_linear_act(
     out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
-    return out
+    return _transposed(node, out)
 
 
 @rule("attention_fused")
@@ -173,6 +184,7 @@ def _attention_fused_act(
     internal: dict[str, torch.Tensor],
 ) -> Params:
     *projs, o = node.attrs["modules"]
+    params = _transposed(node, params)
     hm = head_maps(node, internal, int(node.attrs["head_dim"]))
     hq = int(node.attrs["num_heads"])
     hkv = int(node.attrs.get("num_kv_heads", hq))
@@ -201,4 +213,4 @@ def _attention_fused_act(
     out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
-    return out
+    return _transposed(node, out)

@@ -59,6 +59,8 @@ from symlab.frontend.patterns.attention_base import (
 )
 from symlab.frontend.patterns.attention_emit import emit
 from symlab.frontend.patterns.attention_rope import gqa_step, rope_sites, rope_step
+from symlab.frontend.patterns.conv1d import Conv1DProjection
+from symlab.frontend.patterns.conv1d import projections as conv1d_projections
 from symlab.frontend.patterns.registry import register_pattern
 
 if TYPE_CHECKING:
@@ -238,12 +240,13 @@ def _match(
 ) -> AttentionMatch:
     """Match the block ending in ``o`` (its projections must not be the output of a block
     matched before: ``taken``)."""
-    _require(len(o.args) == 1 and not o.kwargs and isinstance(o.args[0], fx.Node))
+    src = _src(o, linears[o])
+    _require(isinstance(src, fx.Node))
     interior: set[fx.Node] = set()
     rope_inner: set[fx.Node] = set()  # nodes of rotary embeddings
     sites = rope_sites(gm)
     leaves: dict[str, fx.Node] = {}
-    todo = [o.args[0]]
+    todo = [src]
     while todo:
         n = todo.pop()
         if n in interior or n in leaves.values():
@@ -259,9 +262,10 @@ def _match(
         _require(len(interior) <= _MAX_NODES)
         todo.extend(_data_args(n, gm))
     _require(1 <= len(leaves) <= 3 and not any(n in taken for n in leaves.values()))
+    o_reads = {o} | (set(linears[o].match.nodes) if _is_conv1d(linears[o]) else set())
     for n in [*interior, *leaves.values()]:  # nothing outside may read an inner tensor
         for u in n.users:
-            inside = u in interior or u is o
+            inside = u in interior or u in o_reads
             _require(
                 inside
                 or (u.op == "call_method" and u.target in ("size", "dim"))
@@ -275,7 +279,7 @@ def _match(
         if n in interior and n not in rope_inner:
             st.vals[n] = _step(n, st, gm)
             _track_softmax(n, st)
-    out = st.vals[o.args[0]]  # type: ignore[index]
+    out = st.vals[src]
     _require(out.kind == "merged" and out.labels[-1] == "m" and st.qk is not None)
     (hq, dq), (hk, _), (hv, dv) = (st.split[i] for i in (*st.qk, st.v))  # type: ignore[index]
     rep = st.rep.get(st.qk[1], 1)  # type: ignore[index]
@@ -294,7 +298,21 @@ def _match(
     masks = forms.mask_nodes(interior, gm) | _table_nodes(interior, sites, gm)
     soft = st.weighted_by_softmax and st.shift_kept and st.qk[1] not in st.rope  # type: ignore[index]
     cut = None if not st.rows else tuple((leaves[i], off, n) for i, off, n in rows)
-    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft, hk, rope)
+    projs = tuple((n, linears[n]) for n in (*leaves.values(), o) if _is_conv1d(linears[n]))
+    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft, hk, rope,
+                          projs)  # fmt: skip
+
+
+def _is_conv1d(proj: object) -> bool:
+    return isinstance(proj, Conv1DProjection)
+
+
+def _src(o: fx.Node, proj: object) -> object:
+    """The input of a projection: a Linear's argument, or the tensor a Conv1D reads."""
+    if _is_conv1d(proj):
+        return proj.match.x  # type: ignore[attr-defined]
+    _require(len(o.args) == 1 and not o.kwargs)
+    return o.args[0]
 
 
 def _table_nodes(interior: set[fx.Node], sites: dict, gm: fx.GraphModule) -> frozenset[fx.Node]:
@@ -342,6 +360,7 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
         if n.op == "call_module" and calls[str(n.target)] == 1
         and type(gm.get_submodule(str(n.target))) in _LINEARS
     }  # fmt: skip
+    linears.update(conv1d_projections(gm))  # GPT-2's Conv1D: linear maps with (in, out) weights
     banned: set[fx.Node] = set()  # blocks whose mask buffers are also read elsewhere
     while True:
         matches: dict[fx.Node, AttentionMatch] = {}
@@ -355,6 +374,8 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
                 continue
             matches[o] = m
             skip |= m.interior | {m.q, m.k, m.v}
+            for _, proj in m.projs:  # the addmm and views of Conv1D projections
+                skip |= set(proj.match.nodes)
         bad = forms.settle_masks(matches, skip)
         if not bad:
             return matches, skip

@@ -22,7 +22,7 @@ __all__ = ["AttentionMatch"]
 _LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 _RESHAPE = {"view", "reshape", "unflatten", "flatten", torch.reshape, torch.flatten}
 _TRANSPOSE = {"transpose", torch.transpose, "permute", torch.permute}
-_IDENTITY = {"contiguous", "clone", F.dropout}
+_IDENTITY = {"contiguous", "clone", F.dropout, "to", "float", "double", "type_as"}  # casts too
 _SCALE = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _MATMUL = {operator.matmul, torch.matmul, "matmul"}
@@ -49,6 +49,7 @@ class AttentionMatch:
     softmax_keys: bool = False  # the values are weighted by a softmax over the keys
     num_kv_heads: int = 0  # key/value heads (grouped-query attention); 0: num_heads
     rope: tuple[str, int] | None = None  # rotary embedding: (layout, rotated dimensions)
+    projs: tuple[tuple[fx.Node, Any], ...] = ()  # projections that are Conv1D (node, match)
 
 
 class _NoMatch(Exception):

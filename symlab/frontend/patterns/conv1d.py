@@ -27,7 +27,7 @@ from symlab.graph.archgraph import ParamSpec
 if TYPE_CHECKING:
     from symlab.frontend.convert import Converter
 
-__all__ = ["Conv1DMatch", "emit_conv1d", "find_conv1d"]
+__all__ = ["Conv1DMatch", "Conv1DProjection", "emit_conv1d", "find_conv1d", "projections"]
 
 _VIEW = {"view", "reshape", torch.reshape}
 
@@ -41,6 +41,35 @@ class Conv1DMatch:
     weight: str
     bias: str
     nodes: frozenset[fx.Node]
+
+
+@dataclass(frozen=True)
+class Conv1DProjection:
+    """A ``Conv1D`` match seen as a projection by the attention matcher (the attributes of
+    ``nn.Linear`` it reads, and where the weight lives)."""
+
+    match: Conv1DMatch
+    in_features: int
+    out_features: int
+    bias: bool = True
+
+    @property
+    def prefix(self) -> str:
+        return self.match.weight.rpartition(".")[0]
+
+
+def projections(gm: fx.GraphModule) -> dict[fx.Node, Conv1DProjection]:
+    """Every ``Conv1D`` of ``gm`` whose weight and bias live in one module read once, keyed by
+    its output node."""
+    found, _ = find_conv1d(gm, keep_shared=False)
+    params = dict(gm.named_parameters())
+    out = {}
+    for n, m in found.items():
+        if m.bias.rpartition(".")[0] != m.weight.rpartition(".")[0]:
+            continue
+        c, nf = params[m.weight].shape
+        out[n] = Conv1DProjection(m, int(c), int(nf))
+    return out
 
 
 def _shape(n: object) -> tuple[int, ...] | None:
@@ -78,19 +107,26 @@ def _match(a: fx.Node, params: dict[str, torch.nn.Parameter]) -> Conv1DMatch | N
     return Conv1DMatch(x, out, wk, bk, frozenset({xv, a, b, w}))  # type: ignore[arg-type]
 
 
-def find_conv1d(gm: fx.GraphModule) -> tuple[dict[fx.Node, Conv1DMatch], set[fx.Node]]:
+def find_conv1d(
+    gm: fx.GraphModule, keep_shared: bool = True
+) -> tuple[dict[fx.Node, Conv1DMatch], set[fx.Node]]:
     """Matches keyed by their output view, and the nodes they swallow (the parameters' reads
-    only where nothing else reads them)."""
+    only where nothing else reads them). ``keep_shared=False`` leaves out the calls of a
+    module called more than once."""
     params = dict(gm.named_parameters())
     matches: dict[fx.Node, Conv1DMatch] = {}
     gone: set[fx.Node] = set()
+    calls: dict[str, int] = {}
     for n in gm.graph.nodes:
         m = _match(n, params)
         if m is None:
             continue
+        calls[m.weight] = calls.get(m.weight, 0) + 1
         inner = {k for k in m.nodes if k.op != "get_attr" or len(k.users) == 1}
         matches[m.out] = Conv1DMatch(m.x, m.out, m.weight, m.bias, frozenset(inner))
         gone |= inner
+    if not keep_shared:
+        matches = {n: m for n, m in matches.items() if calls[m.weight] == 1}
     return matches, gone
 
 
@@ -114,4 +150,4 @@ def emit_conv1d(cv: Converter, m: Conv1DMatch) -> str:
                    weight_key=wname, bias_key=bname)  # fmt: skip
 
 
-register_pattern("conv1d", find_conv1d, emit_conv1d)
+register_pattern("conv1d", find_conv1d, emit_conv1d, yields=True)  # attention may take them
