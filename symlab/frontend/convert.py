@@ -43,6 +43,18 @@ from symlab.graph.archgraph import ArchGraph, ParamSpec
 __all__ = ["Converter"]
 
 
+def _in_place_on_fixed(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """An in-place op (``masked_fill_``, ``copy_``, ``index_put_``, …) on tensors no parameter
+    reaches (masks, ids, buffers built at run time): fixed data, so the write moves no unit.
+    One on a tensor with units is refused (its readers would see the write)."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if not (name.endswith("_") and not name.startswith("_")):
+        return False
+    from symlab.frontend.patterns.attention_forms import fixed
+
+    return fixed((node.args, node.kwargs), gm)
+
+
 class Converter:
     """Reads a torch.fx graph module with shapes into an :class:`ArchGraph`, node by node
     (registered patterns first, each match one node).
@@ -376,6 +388,8 @@ class Converter:
         elif fn in (torch.cat, torch.concat):
             self.cat(node, ins)
         elif fn in OPAQUE_FUNCS or fn == "size":
+            self.opaque(node)
+        elif _in_place_on_fixed(node, self.gm):  # a mask or ids built in place: fixed data
             self.opaque(node)
         else:
             what = getattr(fn, "__name__", str(fn))

@@ -199,7 +199,7 @@ ATEN: dict[Any, _Rule] = {
     aten.sqrt: _fn(torch.sqrt, 1),
     aten.var: _var,
     aten.addmm: _no_scaling(torch.addmm, 3),
-    aten.baddbmm: _no_scaling(torch.baddbmm, 3),
+    aten.baddbmm: _fn(torch.baddbmm, 3, keep=("beta", "alpha")),  # ALiBi scores (opaque)
     aten.matmul: _fn(torch.matmul, 2),
     aten.mm: _fn(torch.matmul, 2),
     aten.bmm: _fn(torch.bmm, 2),

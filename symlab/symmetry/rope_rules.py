@@ -22,6 +22,12 @@ factors come one per group. Heads move by the wreath product ``S_n ≀ S_G``: pe
 (keys, values and their query heads together) and, independently inside each group, its query
 heads (with their output columns).
 
+**ALiBi** (Press et al., "Train Short, Test Long: Attention with Linear Biases", ICLR 2022) adds
+a fixed bias ``m_h (j - i)`` to the scores of head ``h``, with a different slope per head. The
+scores' maps above are untouched (GL per head survives), but a head permutation must carry
+each head's bias to a head with the same bias: with ALiBi's distinct slopes only the identity.
+Such blocks (``attrs['head_bias']``) have no head permutations.
+
 ``attention_internal`` lists the internal factors; ``head_maps`` turns an element's values
 into the per-head permutations and matrices the attention actions apply.
 """
@@ -60,9 +66,11 @@ def attention_internal(node: Node, d_qk: int, d_v: int) -> list[InternalFactor]:
     vo GL 4 2
     """
     _hq, hkv, n = _heads(node)
-    out = [InternalFactor("heads", "permutation", hkv)]
-    if n > 1:
-        out.append(InternalFactor("qheads", "permutation", n, copies=hkv))
+    out = []
+    if not node.attrs.get("head_bias"):  # ALiBi slopes tell heads apart: no permutations
+        out.append(InternalFactor("heads", "permutation", hkv))
+        if n > 1:
+            out.append(InternalFactor("qheads", "permutation", n, copies=hkv))
     r = int(node.attrs.get("rope_dims", 0)) if node.attrs.get("rope_layout") else 0
     if r:
         out.append(InternalFactor("qk_rot", "complex_scaling", r // 2, copies=hkv))

@@ -231,7 +231,7 @@ def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
     labels = ["x"] * (len(q.labels) - 1) + [f"d:{ids[2]}"]
     labels[heads[0]] = "H"
     out = _Val("out", tuple(labels), shape)
-    forms.sdpa_mask(node, out)  # a mask must be fixed and the same for every head
+    forms.sdpa_mask(node, out, st)  # a fixed mask, the same for every head or per head
     return out
 
 
@@ -300,7 +300,7 @@ def _match(
     cut = None if not st.rows else tuple((leaves[i], off, n) for i, off, n in rows)
     projs = tuple((n, linears[n]) for n in (*leaves.values(), o) if _is_conv1d(linears[n]))
     return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft, hk, rope,
-                          projs)  # fmt: skip
+                          projs, st.head_bias)  # fmt: skip
 
 
 def _is_conv1d(proj: object) -> bool:

@@ -50,6 +50,7 @@ class AttentionMatch:
     num_kv_heads: int = 0  # key/value heads (grouped-query attention); 0: num_heads
     rope: tuple[str, int] | None = None  # rotary embedding: (layout, rotated dimensions)
     projs: tuple[tuple[fx.Node, Any], ...] = ()  # projections that are Conv1D (node, match)
+    head_bias: bool = False  # a fixed bias per head on the scores (ALiBi): heads distinguishable
 
 
 class _NoMatch(Exception):
@@ -76,6 +77,7 @@ class _State:
     weighted_by_softmax: bool = False
     rope: dict[str, tuple[str, int]] = field(default_factory=dict)  # projection -> rotary
     rep: dict[str, int] = field(default_factory=dict)  # projection -> heads repeated (GQA)
+    head_bias: bool = False  # a fixed per-head bias was added to the scores (ALiBi)
 
 
 def _require(cond: bool) -> None:

@@ -95,6 +95,8 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
         heads["num_kv_heads"] = m.num_kv_heads
     if m.rope is not None:  # rotary embedding: (layout, rotated dimensions)
         heads["rope_layout"], heads["rope_dims"] = m.rope
+    if m.head_bias:  # ALiBi: every head has its own fixed bias, so heads stay in place
+        heads["head_bias"] = True
     if projs:  # the modules whose weights are stored transposed
         heads["transposed"] = tuple(projs[n].prefix for n in (*leaves, m.o) if n in projs)
     if m.rows is None:

@@ -137,13 +137,20 @@ def data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node] | None:
     return None
 
 
-def _mask_ok(mask: Any, scores: _Val) -> bool:
-    """A fixed mask that is the same for every head: size 1 (or absent) on the head axis."""
+def _mask_ok(mask: Any, scores: _Val, st: _State | None = None) -> bool:
+    """A fixed mask that is the same for every head: size 1 (or absent) on the head axis; or,
+    given the matcher's state, one fixed bias per head (ALiBi: Press et al., "Train Short, Test
+    Long", ICLR 2022), which makes the heads distinguishable (``st.head_bias``)."""
     if not isinstance(mask, fx.Node) or not _is_tensor(mask):
         return isinstance(mask, int | float | bool) or _shape_scalar(mask)
     shape = _shape(mask)
     head = scores.labels.index("H") - len(scores.labels)  # from the right
-    return len(shape) < -head or shape[head] == 1
+    if len(shape) < -head or shape[head] == 1:
+        return True
+    if st is not None and shape[head] == scores.shape[head]:
+        st.head_bias = True  # heads told apart by their biases: never permuted
+        return True
+    return False
 
 
 def step(node: fx.Node, st: _State) -> _Val | None:
@@ -161,7 +168,7 @@ def step(node: fx.Node, st: _State) -> _Val | None:
     if t in _MASKED_FILL or _is_scores_add(node):
         x = st.vals[next(a for a in node.args if a in st.vals)]  # type: ignore[misc]
         mask = [a for a in node.args if a not in st.vals]
-        _require(x.kind == "scores" and all(_mask_ok(m, x) for m in mask))
+        _require(x.kind == "scores" and all(_mask_ok(m, x, st) for m in mask))
         _require(_shape(node) == x.shape)
         return _Val("scores", x.labels, x.shape)
     if t in _EINSUM:
@@ -182,12 +189,12 @@ def masked_fill_value(node: fx.Node) -> float | None:
     return float(value) if isinstance(value, int | float) else float("nan")
 
 
-def sdpa_mask(node: fx.Node, out: _Val) -> None:
+def sdpa_mask(node: fx.Node, out: _Val, st: _State | None = None) -> None:
     """Check the ``attn_mask`` of a matched ``scaled_dot_product_attention``."""
     mask = node.kwargs.get("attn_mask")
     if mask is not None:
         labels = (*out.labels[:-1], "x")  # the scores: (..., H, queries, keys)
-        _require(_mask_ok(mask, _Val("scores", labels, out.shape)))
+        _require(_mask_ok(mask, _Val("scores", labels, out.shape), st))
 
 
 def _leaf(label: str) -> str:

@@ -136,7 +136,7 @@ def emit_conv1d(cv: Converter, m: Conv1DMatch) -> str:
     x = cv.name[m.x]
     shape = cv.meta_shape(m.out) or ()
     c, nf = shape and (cv.shape[x][-1], shape[-1])  # type: ignore[misc]
-    if cv.fa[x] != len(cv.shape[x]) - 1:
+    if cv.fa[x] != len(cv.shape[x]) - 1 and cv.g.node(x).op != "input":  # (inputs never move)
         return cv.emit(m.out, f"@{m.out.name}", "opaque", [x])
     prefix, _, wname = m.weight.rpartition(".")
     bprefix, _, bname = m.bias.rpartition(".")

@@ -307,7 +307,7 @@ def emit_norm(cv: Converter, m: NormMatch) -> str:
     lie on the normalised axis."""
     x = cv.name[m.x]
     shape = cv.meta_shape(m.out) or cv.shape[x]
-    if cv.fa[x] != len(cv.shape[x]) - 1:
+    if cv.fa[x] != len(cv.shape[x]) - 1 and cv.g.node(x).op != "input":  # (inputs never move)
         return cv.emit(m.out, f"@{m.out.name}", "opaque", [x])
     keys = [k for k in (m.weight, m.bias) if k is not None]
     prefixes = {k.rpartition(".")[0] for k in keys}

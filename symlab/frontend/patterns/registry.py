@@ -31,7 +31,7 @@ class Pattern:
     """A registered pattern: ``find`` its matches in a graph module, ``emit`` one of them.
 
     >>> [p.name for p in patterns()]
-    ['attention', 'conv1d', 'norm']
+    ['conv1d', 'attention', 'norm']
     """
 
     name: str
