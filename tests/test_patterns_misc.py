@@ -24,7 +24,7 @@ class Conv1D(nn.Module):
         self.bias = nn.Parameter(torch.randn(nf))
 
     def forward(self, x):
-        size_out = x.size()[:-1] + (self.nf,)
+        size_out = x.size()[:-1] + (self.nf,)  # noqa: RUF005  (as transformers writes it)
         x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
         return x.view(size_out)
 

@@ -387,10 +387,8 @@ class Converter:
             self.pool(node, x, POOL_FUNCS.get(fn, "pool_avg"))
         elif fn in (torch.cat, torch.concat):
             self.cat(node, ins)
-        elif fn in OPAQUE_FUNCS or fn == "size":
-            self.opaque(node)
-        elif _in_place_on_fixed(node, self.gm):  # a mask or ids built in place: fixed data
-            self.opaque(node)
+        elif fn in OPAQUE_FUNCS or fn == "size" or _in_place_on_fixed(node, self.gm):
+            self.opaque(node)  # (in place on masks or ids: fixed data)
         else:
             what = getattr(fn, "__name__", str(fn))
             raise unsupported(node, f"function {what!r}")
