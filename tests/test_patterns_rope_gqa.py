@@ -322,3 +322,44 @@ def test_transformers_decoder_models(name):
     assert {"attention_linear", "rmsnorm_offset" if name == "Gemma" else "rmsnorm"} <= ops
     assert any(f.kind == "complex_scaling" for f in G.factors)
     assert sl.check_invariance(model, G, ids).passed
+
+
+class FalconStyle(nn.Module):
+    """Multi-query attention from one fused Linear viewed as heads and split on the head axis
+    (``view(B, T, H + 2, D).split([H, 1, 1], dim=-2)``, Falcon), with RoPE."""
+
+    def __init__(self, d=8, heads=4, hd=2):
+        super().__init__()
+        self.h, self.hd = heads, hd
+        self.qkv, self.o = nn.Linear(d, (heads + 2) * hd), nn.Linear(heads * hd, d)
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, -1, self.hd).split([self.h, 1, 1], dim=-2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        freqs = torch.arange(T, dtype=x.dtype)[:, None] * torch.tensor([1.0], dtype=x.dtype)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = emb.cos()[None, None], emb.sin()[None, None]
+
+        def rot(t):
+            return t * cos + torch.cat((-t[..., 1:], t[..., :1]), dim=-1) * sin
+
+        q, k = rot(q), rot(k)
+        k = k[:, :, None].expand(B, 1, self.h, T, self.hd).reshape(B, self.h, T, self.hd)
+        v = v[:, :, None].expand(B, 1, self.h, T, self.hd).reshape(B, self.h, T, self.hd)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(y.transpose(1, 2).reshape(B, T, -1))
+
+
+@pytest.mark.parametrize("export", [False, True], ids=["torch.fx", "torch.export"])
+def test_multi_query_fused_split_on_heads(export, monkeypatch):
+    if export:
+        force_export(monkeypatch)
+    torch.manual_seed(0)
+    model, x = FalconStyle().double().eval(), _x()
+    G = sl.symmetries(model, x)
+    node = next(n for n in G.graph.nodes() if n.op == "attention_fused")
+    assert node.attrs["num_kv_heads"] == 1 and node.attrs["roles"] == ((0, 0, 8), (0, 8, 2),
+                                                                        (0, 10, 2))  # fmt: skip
+    assert [f.short() for f in G.factors if f.internal] == ["S_1", "S_4", "(C*^1)", "GL_2"]
+    assert sl.check_invariance(model, G, x).passed

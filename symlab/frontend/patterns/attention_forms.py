@@ -223,6 +223,8 @@ def _cut(node: fx.Node, st: _State) -> _Val:
         _require(x.kind == "fused" and x.labels[dim] == "s")
         st.parts[node] = ("s", dim)
         return x
+    if node.target in _SPLIT and x.kind == "proj" and x.labels[dim].startswith("h:"):
+        return _cut_heads(node, st, x, dim)  # (..., H, D) split on the heads (Falcon)
     _require(node.target in _SPLIT and x.kind == "proj" and dim == len(x.labels) - 1)
     j = _leaf(x.labels[-1])
     sizes = [int(m.shape[-1]) for m in metas]  # type: ignore[union-attr]
@@ -231,9 +233,31 @@ def _cut(node: fx.Node, st: _State) -> _Val:
     return x
 
 
+def _cut_heads(node: fx.Node, st: _State, x: _Val, dim: int) -> _Val:
+    """``split`` of a fused projection already viewed as heads, on the head axis: each part is
+    a block of whole heads, i.e. of consecutive rows of the Linear."""
+    j = x.labels[dim][2:]
+    _require("." not in j and x.labels[-1] == f"d:{j}" and dim == len(x.labels) - 2)
+    metas = node.meta.get("tensor_meta")
+    _require(isinstance(metas, tuple | list) and all(hasattr(m, "shape") for m in metas))
+    sizes = tuple(int(m.shape[dim]) for m in metas)  # type: ignore[union-attr]
+    _require(sum(sizes) == x.shape[dim])
+    st.parts[node] = (f"{j}#h", (sizes, x.shape[-1]))
+    return x
+
+
 def _select(node: fx.Node, st: _State, src: fx.Node, i: int) -> _Val:
     x, (how, arg) = st.vals[src], st.parts[src]
     shape = _shape(node)
+    if how.endswith("#h"):  # a block of heads of a fused projection
+        j, (sizes, d) = how[:-2], arg
+        _require(0 <= i < len(sizes))
+        role = f"{j}.{i}"
+        st.rows[role] = (j, sum(sizes[:i]) * d, sizes[i] * d)
+        st.split[role] = (sizes[i], d)
+        labels = [f"h:{role}" if lab == f"h:{j}" else f"d:{role}" if lab == f"d:{j}" else lab
+                  for lab in x.labels]  # fmt: skip
+        return _Val("proj", tuple(labels), shape)
     if how == "s":  # select block i on the selector axis (unbind or x[i])
         dim = int(arg)
         _require(0 <= i < x.shape[dim])

@@ -145,6 +145,12 @@ def _pair_symmetric(t: Any, layout: str, dims: int, seen: set[fx.Node]) -> bool:
         if not isinstance(t, fx.Node) or _shape(t)[-1] != dims:
             return False
         seen.add(t)
+        if (
+            t.op == "call_function"
+            and not t.args
+            and getattr(t.target, "__name__", "") == ("constant")
+        ):  # torch.export folded the table (no buffer in it): check its values
+            return _pairs_equal(t.target(), layout, dims)
         if _is(t, _CASTS | _UNARY):
             t = t.args[0]
         elif _is(t, _MUL | {operator.truediv}) and len(t.args) == 2:
@@ -177,6 +183,18 @@ def _pair_symmetric(t: Any, layout: str, dims: int, seen: set[fx.Node]) -> bool:
         else:
             return False
     return False
+
+
+def _pairs_equal(value: Any, layout: str, dims: int) -> bool:
+    """A folded table gives both members of every pair the same value (on the example's
+    shapes, which is what torch.export traced)."""
+    if not isinstance(value, torch.Tensor) or value.shape[-1] != dims or dims % 2:
+        return False
+    if layout == "half":
+        a, b = value[..., : dims // 2], value[..., dims // 2 :]
+    else:
+        a, b = value[..., 0::2], value[..., 1::2]
+    return bool(torch.equal(a, b))
 
 
 def _site(add: fx.Node, gm: fx.GraphModule) -> RopeSite | None:
