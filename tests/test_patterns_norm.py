@@ -193,3 +193,29 @@ def test_transformers_norm_classes(name, export, monkeypatch):
     assert _kinds(G) == ["permutation", "common_scaling", "sign", "scaling", "sign"]
     # the classes compute the statistic in float32: tolerance of float32
     assert sl.check_invariance(net, G, x, tol=1e-4).passed
+
+
+@pytest.mark.parametrize("export", [False, True], ids=["torch.fx", "torch.export"])
+def test_a_norm_called_twice_ties_its_calls(export, monkeypatch):
+    """One hand-written RMSNorm applied at two depths: two norm nodes reading the same weight,
+    their spaces tied."""
+    if export:
+        force_export(monkeypatch)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+            self.norm = HandNorm(4, "square")
+
+        def forward(self, x):
+            return self.c(self.norm(self.b(self.norm(self.a(x)))))
+
+    torch.manual_seed(0)
+    net = Twice().double()
+    x = torch.randn(6, 3, dtype=torch.float64)
+    G = sl.symmetries(net, x)
+    norms = [n for n in G.graph.nodes() if n.op == "rmsnorm"]
+    assert len(norms) == 2 and {n.key(n.params[0]) for n in norms} == {"norm.weight"}
+    assert len([f for f in G.factors if f.kind == "permutation"]) == 1  # both spaces tied
+    assert sl.check_invariance(net, G, x).passed

@@ -116,7 +116,7 @@ def derive_structure(
             admits[name] = admits.get(name, ANY) & Admits(Mag.GL, Sign.NONE)
 
     _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
-    tie_shared_keys(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite, _axis_tensor)
+    tie_shared_keys(graph, specs, perm_uf, seg_uf, fixed, parts, composite)
     order = {t: i for i, t in enumerate(plain)}
     first = {}
     for t in plain:

@@ -5,11 +5,12 @@ inputs) becomes one graph node per call, all declaring the same parameter keys
 (``attrs['key_prefix']``). The parameter is one tensor, so every symmetry must move it the same
 way in every call: for ``y₁ = W x₁`` and ``y₂ = W x₂``, ``W ↦ B W A⁻¹`` is a symmetry of both
 calls only when ``x₁`` and ``x₂`` move by the same ``A`` and ``y₁``, ``y₂`` by the same ``B``.
-So the tensors each axis runs along are *tied* (one permutation, one map) across the calls;
-where every call reads the axis in the same role (input or output) nothing else is lost, which
-is the case for a module called twice. Ops whose parameters carry internal factors or
-translations (attention heads, softmax shifts) are refused when shared: their extra symmetries
-would have to agree across calls, which symlab does not derive.
+So the calls' inputs and outputs are *tied* port by port (one permutation, one map): an op's
+action may read more than the axes of its parameters (a norm's weight absorbs its input's
+sign), and tying every port makes every call move the shared tensor the same way. Ops whose
+parameters carry internal factors or translations (attention heads, softmax shifts) are
+refused when shared: their extra symmetries would have to agree across calls, which symlab
+does not derive.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from networkx.utils import UnionFind
 
 from symlab.errors import UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, Node, ParamSpec
-from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign
+from symlab.symmetry.spec import OpSymmetry
 
 __all__ = ["shared_keys", "tie_shared_keys"]
 
@@ -52,14 +53,12 @@ def tie_shared_keys(
     specs: Mapping[str, OpSymmetry],
     perm_uf: UnionFind,
     seg_uf: UnionFind,
-    admits: dict[str, Admits],
     fixed: set[str],
     parts: Callable[[str], list[str]],
     composite: Mapping[str, list[str]],
-    axis_tensor: Callable[[ArchGraph, Node, str], str | None],
 ) -> None:
-    """Tie, across the calls, the tensors every axis of a shared parameter runs along (see the
-    module docstring); ``axis_tensor(graph, node, role)`` names the tensor of an axis role."""
+    """Tie, across the calls of a shared parameter, their inputs and outputs port by port (see
+    the module docstring); calls of different ops or arities are fixed instead."""
     translated = {tr.node for s in specs.values() for tr in s.translations}
     for key, members in shared_keys(graph).items():
         for node, _ in members:
@@ -70,17 +69,18 @@ def tie_shared_keys(
                     "LayerNorm shift, which symlab cannot tie across calls; give each call its "
                     "own module to derive the group of the unshared model"
                 )
-        first, p1 = members[0]
-        for other, p2 in members[1:]:
-            for a1, a2 in zip(p1.axes, p2.axes, strict=True):
-                t1, t2 = axis_tensor(graph, first, a1), axis_tensor(graph, other, a2)
-                if t1 is None and t2 is None:
-                    continue
-                if t1 is None or t2 is None or t1 in composite or t2 in composite:
-                    fixed.update(p for t in (t1, t2) if t is not None for p in parts(t))
+        first = members[0][0]
+        for other, _ in members[1:]:
+            # an op's action reads the maps of all its inputs and of its output (a norm's
+            # weight takes its input's sign), so the calls are tied port by port
+            ins1, ins2 = graph.inputs(first.name), graph.inputs(other.name)
+            pairs = [(first.name, other.name), *zip(ins1, ins2, strict=False)]
+            if first.op != other.op or len(ins1) != len(ins2):
+                fixed.update(p for t in (first.name, other.name, *ins1, *ins2) for p in parts(t))
+                continue
+            for t1, t2 in pairs:
+                if t1 in composite or t2 in composite:
+                    fixed.update(p for t in (t1, t2) for p in parts(t))
                     continue
                 perm_uf.union(t1, t2)
                 seg_uf.union(t1, t2)
-                if a1 != a2:  # read in one call, written in another: M = M⁻ᵀ, signs only
-                    for t in (t1, t2):
-                        admits[t] = admits.get(t, ANY) & Admits(Mag.NONE, Sign.DIAG)

@@ -231,6 +231,8 @@ def _match(stat: fx.Node, gm: fx.GraphModule) -> NormMatch:
             out = _casts_after(n, w)
         except _NoMatch:
             bias = None
+    shared = {n for n in w.nodes if n.op == "get_attr" and any(u not in w.nodes for u in n.users)}
+    w.nodes -= shared  # a parameter read elsewhere too (a norm called twice) is not swallowed
     _sealed(w.nodes, out, x)
     _req(_shape(out) == _shape(x))
     return NormMatch(x, out, kind, eps, weight, bias, offset, frozenset(w.nodes - {out}))
