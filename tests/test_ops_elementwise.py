@@ -79,6 +79,17 @@ INCOMPLETE = {"f_layer_norm_plain"}
 DEAD_AFTER_RELU = {"clamp_max0"}
 
 
+class WithParam(nn.Module):
+    """An op with a learned operand: ``f(x, p)``, ``p`` of ``shape`` (0-dim or per unit)."""
+
+    def __init__(self, f, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.f, self.p = f, nn.Parameter(torch.rand(shape) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f(x, self.p)
+
+
 def _fn(f):
     return lambda n: Fn(f)
 
@@ -122,6 +133,10 @@ LAST_OPS = {
     "pad_positions": (_fn(lambda x: F.pad(x, (0, 0, 1, 2))), ["GL_3"]),
     "pad_value": (_fn(lambda x: F.pad(x, (0, 0, 1, 1), value=0.5)), ["S_3"]),
     "glu_positions": (_fn(lambda x: F.glu(x, 1)), ["S_3"]),
+    # a learned operand (0-dim or per unit) is not modelled: the op is opaque (fixed)
+    "pow_param": (lambda n: WithParam(lambda x, p: (x * x + 1) ** p, ()), []),
+    "clamp_param": (lambda n: WithParam(lambda x, p: torch.clamp(x, min=-p), (n,)), []),
+    "maximum_param": (lambda n: WithParam(torch.maximum, (n,)), []),
 }
 
 
@@ -172,3 +187,117 @@ def test_same_group_through_torch_export(name: str) -> None:
     make, _ = LAST_OPS[name]
     context = "tanh" if _refused(name, "cat_sig") else "cat_sig"
     same_through_export(model(context, make, 3), inputs("last"))
+
+
+# -- negative controls --------------------------------------------------------------------------
+
+
+def _unit_map(net: nn.Module, rows: torch.Tensor, cols: torch.Tensor) -> dict:
+    """``fc``'s rows (and bias) multiplied by ``rows``, ``out``'s columns by ``cols``."""
+    sd = {k: v.clone() for k, v in net.state_dict().items()}
+    sd["fc.weight"] = sd["fc.weight"] * rows[:, None]
+    sd["fc.bias"] = sd["fc.bias"] * rows
+    sd["out.weight"] = sd["out.weight"] * cols
+    return sd
+
+
+def _keeps(net: nn.Module, sd: dict, x: torch.Tensor) -> bool:
+    return torch.allclose(torch.func.functional_call(net, sd, (x,)), net(x), atol=1e-9)
+
+
+S = torch.tensor([-1.0, 1.0, -1.0], dtype=torch.float64)
+C = torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64)
+ONE = torch.ones(3, dtype=torch.float64)
+
+
+def test_controls_what_each_op_must_not_admit() -> None:
+    """Each map below is *not* in the derived group, and it changes the outputs (so the tests
+    above can fail); the maps the groups do contain keep them."""
+    x = inputs("last")
+
+    def net(name: str) -> nn.Module:
+        return model("linear", LAST_OPS[name][0], 3)
+
+    # abs: a sign passed through changes the outputs; one absorbed does not (a true symmetry
+    # the rule leaves out: sound, incomplete); a positive scale passes
+    assert not _keeps(net("abs"), _unit_map(net("abs"), S, S), x)
+    assert _keeps(net("abs"), _unit_map(net("abs"), S, ONE), x)
+    assert _keeps(net("abs"), _unit_map(net("abs"), C, 1 / C), x)
+    # even power: signs are absorbed (derived), never passed on; no scale passes as c
+    assert _keeps(net("square"), _unit_map(net("square"), S, ONE), x)
+    assert not _keeps(net("square"), _unit_map(net("square"), S, S), x)
+    assert not _keeps(net("square"), _unit_map(net("square"), C, 1 / C), x)
+    # odd power: signs pass; c passes as c³, not c
+    assert _keeps(net("pow3"), _unit_map(net("pow3"), S, S), x)
+    assert not _keeps(net("pow3"), _unit_map(net("pow3"), C, 1 / C), x)
+    assert _keeps(net("pow3"), _unit_map(net("pow3"), C, 1 / C**3), x)
+    # clamps: asymmetric bounds are not odd; finite non-zero bounds are not homogeneous
+    for name in ("clamp_asym", "hardtanh_asym"):
+        assert not _keeps(net(name), _unit_map(net(name), S, S), x)
+        assert not _keeps(net(name), _unit_map(net(name), C, 1 / C), x)
+    assert _keeps(net("clamp_sym"), _unit_map(net("clamp_sym"), S, S), x)
+    # exp, normalize: no per-unit scale
+    for name in ("exp", "normalize"):
+        assert not _keeps(net(name), _unit_map(net(name), C, 1 / C), x), name
+
+
+def test_control_a_wrong_rule_is_caught() -> None:
+    """The proof catches an unsound rule: with clamp claiming to be odd whatever its bounds,
+    sampled elements change the outputs and brute force disowns the invented signs."""
+    from symlab.symmetry import rules
+
+    original = rules._REGISTRY["clamp"]
+
+    @sl.symmetry.rule("clamp", replace=True)
+    def wrong(node, graph):
+        x = graph.inputs(node.name)[0]
+        return sl.symmetry.OpSymmetry(
+            tie=[(x, node.name)], admits=[(x, sl.symmetry.Admits(sl.symmetry.Mag.NONE,
+                                                                  sl.symmetry.Sign.DIAG), "")]
+        )  # fmt: skip
+
+    try:
+        net = model("linear", LAST_OPS["clamp_asym"][0], 3)
+        with pytest.raises(sl.errors.InvarianceError):
+            prove(net, inputs("last"))
+        bf = sl.brute_force_group(net, inputs("last"))
+        assert bf.compare(sl.symmetries(net, inputs("last")))[1].signs  # invented
+    finally:
+        rules._REGISTRY["clamp"] = original
+
+
+def test_glu_gate_half_only_permutes() -> None:
+    """Negative control: scaling the gate half of a GLU's input (compensated after) changes
+    the outputs; scaling the value half does not (and is derived)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 6), Fn(lambda x: F.glu(x, -1)), nn.Linear(3, 2)).double()
+    x = inputs("last")
+    G = prove(net, x)
+    assert kinds(G) == ["S_3", "R_{>0}^3", "{±1}^3"]
+    for half, keeps in ((slice(0, 3), True), (slice(3, 6), False)):
+        sd = {k: v.clone() for k, v in net.state_dict().items()}
+        sd["0.weight"][half] *= C[:, None]
+        sd["0.bias"][half] *= C
+        sd["2.weight"] = sd["2.weight"] / C
+        assert _keeps(net, sd, x) is keeps
+
+
+class Tied(nn.Module):
+    """``F.linear`` reading another layer's weight (weight tying)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.linear(torch.tanh(self.fc(x)), self.fc.weight))
+
+
+def test_functional_ops_with_shared_or_computed_weights() -> None:
+    """A weight read by two ops is refused (one tensor cannot move two ways); a weight computed
+    in the forward makes ``F.linear`` opaque (fixed), which is sound."""
+    with pytest.raises(UnsupportedOpError, match="weight sharing"):
+        sl.symmetries(Tied().double(), inputs("last"))
+    computed = model("linear", lambda n: WithParam(lambda x, p: F.linear(x, p * 2), (n, n)), 3)
+    G = prove(computed, inputs("last"))
+    assert kinds(G) == []

@@ -27,4 +27,6 @@ ACTIVATION_NAMES: tuple[str, ...] = (
     "celu",
     "hardsigmoid",
     "logsigmoid",
+    "abs",
+    "exp",
 )
