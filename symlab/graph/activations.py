@@ -27,6 +27,4 @@ ACTIVATION_NAMES: tuple[str, ...] = (
     "celu",
     "hardsigmoid",
     "logsigmoid",
-    "abs",
-    "exp",
 )

@@ -8,24 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from symlab.graph.archgraph import Node
 
 __all__ = ["ACTIVATIONS", "activation_module"]
-
-
-class _Elementwise(nn.Module):
-    """A torch function applied elementwise (for activations torch has no module of)."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
 
 #: Elementwise activations symlab knows, by name, with their torch module.
 ACTIVATIONS: dict[str, Callable[[Node], nn.Module]] = {
@@ -48,8 +35,6 @@ ACTIVATIONS: dict[str, Callable[[Node], nn.Module]] = {
     "celu": lambda n: nn.CELU(),
     "hardsigmoid": lambda n: nn.Hardsigmoid(),
     "logsigmoid": lambda n: nn.LogSigmoid(),
-    "abs": lambda n: _Elementwise(torch.abs),
-    "exp": lambda n: _Elementwise(torch.exp),
 }
 
 
