@@ -363,3 +363,21 @@ def test_multi_query_fused_split_on_heads(export, monkeypatch):
                                                                         (0, 10, 2))  # fmt: skip
     assert [f.short() for f in G.factors if f.internal] == ["S_1", "S_4", "(C*^1)", "GL_2"]
     assert sl.check_invariance(model, G, x).passed
+
+
+@pytest.mark.parametrize("case", ["half-gqa-sdpa", "partial-gqa"])
+def test_group_laws_with_complex_scalings_and_wreath_heads(case):
+    """compose and inverse of the new factor kinds agree with acting twice / undoing."""
+    model, x = _model(**CASES[case][0]), _x()
+    G = sl.symmetries(model, x)
+    sd = dict(model.state_dict())
+    h1, h2 = G.sample(1), G.sample(2)
+    twice = G.act(h1, G.act(h2, sd))
+    once = G.act(G.compose(h1, h2), sd)
+    assert all(torch.allclose(twice[k], once[k], atol=1e-9) for k in sd)
+    back = G.act(G.inverse(h1), G.act(h1, sd))
+    assert all(torch.allclose(back[k], sd[k], atol=1e-9) for k in sd)
+    assert G.dimension == sum(int(f.dimension) for f in G.factors)
+    from symlab.symmetry.spec_io import export
+
+    assert export(G).to_perm_to_axes() == G.permutation_spec()  # head perms left out

@@ -99,8 +99,12 @@ class SymmetryGroup:
         return self._st.translations[name]
 
     def permutation_spec(self) -> dict[str, list[tuple[str, int]]]:
-        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]``."""
-        return {f.name: list(f.axes) for f in self.factors if f.kind == "permutation"}
+        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]`` (the
+        permutations of units; attention's head permutations, which move blocks of rows, are
+        left out)."""
+        return {  # (head permutations move blocks of rows: not expressible per axis entry)
+            f.name: list(f.axes) for f in self.factors if f.kind == "permutation" and not f.internal
+        }
 
     # -- elements -----------------------------------------------------------------------------
     def _require_concrete(self) -> None:
