@@ -99,12 +99,19 @@ class SymmetryGroup:
         return self._st.translations[name]
 
     def permutation_spec(self) -> dict[str, list[tuple[str, int]]]:
-        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]`` (the
-        permutations of units; attention's head permutations, which move blocks of rows, are
-        left out)."""
-        return {  # (head permutations move blocks of rows: not expressible per axis entry)
-            f.name: list(f.axes) for f in self.factors if f.kind == "permutation" and not f.internal
-        }
+        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]``
+        (attention's head permutation is listed with the axes it moves in blocks; under
+        grouped-query attention, whose projections have different numbers of heads, and for
+        the per-group query-head permutations, it is left out)."""
+        keys = self.graph.state_keys()
+
+        def listed(f: Factor) -> bool:
+            if f.kind != "permutation" or not f.internal:
+                return f.kind == "permutation"
+            sizes = {keys[k][1].shape[a] for k, a in f.axes if k in keys}
+            return f.copies == 1 and len(sizes) <= 1
+
+        return {f.name: list(f.axes) for f in self.factors if listed(f)}
 
     # -- elements -----------------------------------------------------------------------------
     def _require_concrete(self) -> None:
