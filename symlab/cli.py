@@ -3,7 +3,7 @@
 ::
 
     symlab symmetries mlp --option widths=40,128,10
-    symlab symmetries mypkg.models:make_net --input-shape 3,32,32
+    symlab symmetries mypkg.models:make_net --input-shape 3,32,32 --save net.safetensors
     symlab experiment list
     symlab experiment run e2 --small            # prints a table, writes results/e2/
     symlab experiment report e2
@@ -11,27 +11,36 @@
         --option widths=40,128,10 --align weight
 
 Exit codes: 0 success; 1 the work ran but something failed (jobs of a sweep, listed with how
-to resume); 2 bad input (a :class:`~symlab.errors.SymlabError`: the message says what to fix).
+to resume; or an unexpected internal error, reported in one line — set ``SYMLAB_DEBUG=1`` for
+its traceback); 2 bad input: one line on stderr saying what was wrong and what to do (a
+:class:`~symlab.errors.SymlabError`, or an option the command line parser refused).
 """
 
 from __future__ import annotations
 
-import ast
-import functools
-import importlib
+import dataclasses
+import logging
 import re
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from symlab.errors import SymlabError
+from symlab.cli_errors import OneLineErrors, friendly
+from symlab.cli_models import ModelSpecError, build_model, check_fit, parse_options, parse_shape
+from symlab.errors import ArgumentError, ExampleInputError
 
-__all__ = ["ModelSpecError", "app", "build_model", "main"]
+__all__ = ["ModelSpecError", "app", "build_model", "main", "parse_options", "parse_shape"]
+
+RESULTS = Path("results")
+log = logging.getLogger(__name__)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -40,98 +49,46 @@ app = typer.Typer(
 experiment_app = typer.Typer(no_args_is_help=True, help="List, run and report experiments.")
 app.add_typer(experiment_app, name="experiment")
 
-F = TypeVar("F", bound=Callable[..., Any])
-RESULTS = Path("results")
+
+_HANDLER: logging.Handler | None = None
 
 
-class ModelSpecError(SymlabError):
-    """A model given on the command line cannot be found or built."""
+def _version(value: bool) -> None:
+    if value:
+        import symlab
+
+        typer.echo(f"symlab {symlab.__version__}")
+        raise typer.Exit(0)
 
 
-def _friendly(fn: F) -> F:
-    """Turn a SymlabError into a one-line message on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SymlabError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _value(text: str) -> Any:
-    """``"3"`` → 3, ``"40,128,10"`` → (40, 128, 10), ``"gelu"`` → ``"gelu"``."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+@app.callback()
+def _options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="log what symlab does to stderr (INFO level)")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    """Derive parameter-symmetry groups; run the experiments; measure barriers."""
+    global _HANDLER
+    logger = logging.getLogger("symlab")
+    if verbose and _HANDLER is None:
+        _HANDLER = logging.StreamHandler()
+        _HANDLER.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(_HANDLER)
+    if verbose:
+        logger.setLevel(logging.INFO)
 
 
-def parse_options(options: list[str] | None) -> dict[str, Any]:
-    out = {}
-    for opt in options or []:
-        key, sep, val = opt.partition("=")
-        if not sep or not key.isidentifier():
-            raise ModelSpecError(
-                f"--option {opt!r} must look like name=value (e.g. widths=40,64,10)"
-            )
-        out[key] = _value(val)
-    return out
-
-
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(s) for s in re.split(r"[,x]", text.strip()))
-    except ValueError:
-        shape = ()
-    if not shape or any(s < 1 for s in shape):
-        raise ModelSpecError(
-            f"--input-shape {text!r} must be positive ints like 3,32,32 "
-            "(one example, without the batch dimension)"
-        )
-    return shape
-
-
-def build_model(spec: str, options: dict[str, Any], seed: int = 0) -> tuple[Any, Any]:
-    """``(model, example_input or None)`` from a zoo name or ``module.path:factory``."""
-    import torch
-
-    from symlab.nn import zoo
-
-    if ":" not in spec:
-        if spec not in zoo.names():
-            raise ModelSpecError(
-                f"unknown model {spec!r}: give a zoo name ({', '.join(zoo.names())}) "
-                "or module.path:factory"
-            )
-        try:
-            model = zoo.get(spec, seed=seed, **options)
-            return model, zoo.example_input(spec, batch=2, **options)
-        except TypeError as exc:
-            raise ModelSpecError(f"bad --option for {spec!r}: {exc}") from None
-    mod_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ModelSpecError(
-            f"cannot import {spec!r}: {exc} (is its package on PYTHONPATH?)"
-        ) from None
-    try:
-        model = factory(**options)
-    except TypeError as exc:
-        raise ModelSpecError(f"{spec}(**{options}) failed: {exc}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise ModelSpecError(f"{spec} returned a {type(model).__name__}, not an nn.Module")
-    return model, None
+OptionList = Annotated[
+    list[str] | None, typer.Option("--option", "-o", help="factory argument name=value")
+]
+DeviceOption = Annotated[str, typer.Option(help="torch device: cpu (default), cuda, cuda:N or mps")]
 
 
 @app.command()
-@_friendly
+@friendly
 def symmetries(
     model: Annotated[
         str, typer.Argument(help="zoo name (mlp, resnet20, ...) or module.path:factory")
@@ -139,8 +96,9 @@ def symmetries(
     input_shape: Annotated[
         str | None, typer.Option(help="shape of one input, e.g. 3,32,32 (for tracing)")
     ] = None,
-    option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="factory argument name=value")
+    option: OptionList = None,
+    save: Annotated[
+        Path | None, typer.Option(help="also save the group to this .safetensors file")
     ] = None,
 ) -> None:
     """Print the symmetry group of MODEL and its factors."""
@@ -152,8 +110,28 @@ def symmetries(
     shape = parse_shape(input_shape)
     if shape is not None:
         example = torch.randn(2, *shape)
-    G = sl.symmetries(net, example)
+    plain = isinstance(net, sl.nn.GraphNet | torch.nn.Sequential)
+    if (
+        example is None
+        and not plain
+        and not any(isinstance(m, torch.nn.Linear) for m in net.modules())
+    ):
+        raise ModelSpecError(
+            f"{model} needs --input-shape (one input without the batch dimension, e.g. 3,32,32)"
+        )
+    try:
+        G = sl.symmetries(net, example)
+    except ExampleInputError as exc:
+        if shape is not None:
+            raise
+        raise ModelSpecError(
+            f"{model} needs --input-shape (one input without the batch dimension, e.g. "
+            f"3,32,32): {exc}"
+        ) from None
+    saved = None if save is None else sl.io.save_group(G, save)
     typer.echo(str(G))
+    if saved is not None:
+        typer.echo(f"saved the group to {saved}", err=True)
 
 
 def _experiments() -> Any:
@@ -168,9 +146,9 @@ def _experiments() -> Any:
 
 
 @experiment_app.command("list")
-@_friendly
+@friendly
 def experiment_list() -> None:
-    """List the experiments, the claim each checks and their runtimes."""
+    """List the experiments, the claim each checks and their measured runtimes."""
     ex = _experiments()
     for name in ex.names():
         e = ex.get(name)
@@ -185,12 +163,40 @@ def _print_report(rep: Any) -> None:
     typer.echo("wrote " + ", ".join(str(p) for p in rep.files))
 
 
+def _writable(results: Path, name: str) -> None:
+    """Create ``results/name`` and check that files can be written there."""
+    folder = results / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ArgumentError(
+            f"--results {str(results)!r}: cannot write the results folder {str(folder)!r} "
+            f"({err.strerror or err}); pass a folder you can write to"
+        ) from None
+
+
+def _with_device(sweep: Any, device: str, name: str) -> Any:
+    from symlab.device import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return sweep
+    if not any(f.name == "device" for f in dataclasses.fields(sweep.base)):
+        raise ArgumentError(
+            f"--device {device}: experiment {name} has no device option (its config has no "
+            "'device' field); it runs on the CPU only"
+        )
+    return dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, device=str(dev)))
+
+
 FullOption = Annotated[bool, typer.Option("--full/--small", help="setting (default: --small)")]
 SeedsOption = Annotated[int | None, typer.Option(help="number of seeds (default: the setting's)")]
 
 
 @experiment_app.command("run")
-@_friendly
+@friendly
 def experiment_run(
     name: Annotated[str, typer.Argument(help="experiment name (see `symlab experiment list`)")],
     full: FullOption = False,
@@ -205,6 +211,7 @@ def experiment_run(
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="progress bar")
     ] = None,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Run (or resume) an experiment's sweep, then print its table and write its figures."""
     from tqdm.std import tqdm
@@ -214,21 +221,33 @@ def experiment_run(
     exp = _experiments().get(name)
     setting = "full" if full else "small"
     if seeds is not None and seeds < 1:
-        raise ModelSpecError(f"--seeds must be >= 1, got {seeds}")
-    sweep = exp.sweep(setting, seeds)
+        raise ArgumentError(f"--seeds must be >= 1, got {seeds}")
+    if workers is not None and workers < 1:
+        raise ArgumentError(f"--workers must be >= 1 (local worker processes), got {workers}")
+    if scheduler is not None and not re.fullmatch(r"\w+://\S+|[^\s:/]+:\d+", scheduler):
+        raise ArgumentError(
+            f"--scheduler {scheduler!r} is not a scheduler address like tcp://host:8786"
+        )
+    sweep = _with_device(exp.sweep(setting, seeds), device, name)
+    _writable(results, name)
 
     def on_record(rec: dict[str, Any]) -> None:
         if rec["status"] != "ok":
             tqdm.write(
                 f"job {rec['job_id']} (seed {rec['seed']}) failed: {rec['error']}", file=sys.stderr
             )
+        log.info("job %s (seed %s): %s in %.1f s", rec["job_id"], rec["seed"], rec["status"],
+                 rec.get("seconds", float("nan")))  # fmt: skip
 
     typer.echo(
         f"{name} ({setting}): {len(sweep.jobs())} jobs, results in {results / name}", err=True
     )
-    out = run_sweep(
-        sweep, results, workers=workers, scheduler=scheduler, progress=progress, on_record=on_record
-    )
+    try:
+        out = run_sweep(sweep, results, workers=workers, scheduler=scheduler, progress=progress,
+                        on_record=on_record)  # fmt: skip
+    except (OSError, TimeoutError) as err:
+        where = f"the scheduler {scheduler}" if scheduler else f"the results in {results}"
+        raise ArgumentError(f"{type(err).__name__} while using {where}: {err}") from None
     typer.echo(out.line(), err=True)
     if out.records and exp.report is not None:
         _print_report(exp.report(out.records, results / name, setting))
@@ -243,7 +262,7 @@ def experiment_run(
 
 
 @experiment_app.command("report")
-@_friendly
+@friendly
 def experiment_report(
     name: Annotated[str, typer.Argument(help="experiment name")],
     full: FullOption = False,
@@ -255,9 +274,11 @@ def experiment_report(
 
     exp = _experiments().get(name)
     setting = "full" if full else "small"
+    if seeds is not None and seeds < 1:
+        raise ArgumentError(f"--seeds must be >= 1, got {seeds}")
     sweep = exp.sweep(setting, seeds)
     ids = sweep.job_ids()
-    records = ResultStore(results, name).records(ids)
+    records = ResultStore(results, name).records(ids) if (results / name).is_dir() else []
     if not records:
         raise ModelSpecError(
             f"no records of {name} ({setting}) under {results / name}; run "
@@ -265,51 +286,93 @@ def experiment_report(
         )
     if len(records) < len(ids):
         typer.echo(f"note: {len(records)} of {len(ids)} jobs have records", err=True)
+    _writable(results, name)
     _print_report(exp.report(records, results / name, setting))
 
 
+def _print_curve(curve: Any, ds: Any, kinds: Sequence[str]) -> None:
+    """Every number with its unit: losses in nats (cross-entropy) or squared target units,
+    error barriers in percentage points, the relative accuracy drop in percent."""
+    ce = ds.task == "classification"
+    unit = "nats" if ce else "(target units)²"
+    loss = "cross-entropy" if ce else "mean squared error"
+    typer.echo(f"{loss} loss: model A (α=0) {float(curve.loss[0]):.4f} {unit}, model B (α=1) "
+               f"{float(curve.loss[-1]):.4f} {unit}, highest on the path "
+               f"{float(curve.loss.max()):.4f} {unit}")  # fmt: skip
+    if curve.accuracy is not None:
+        acc = 100 * curve.accuracy
+        typer.echo(f"accuracy: model A {float(acc[0]):.2f} %, model B {float(acc[-1]):.2f} %, "
+                   f"lowest on the path {float(acc.min()):.2f} %")  # fmt: skip
+    rows = {
+        "loss": ("loss barrier", 1.0, unit,
+                 "max_α L(α) − (L(A) + L(B))/2 (Ainsworth et al. 2023)"),
+        "weighted": ("weighted loss barrier", 1.0, unit,
+                     "max_α [L(α) − (1−α) L(A) − α L(B)] (Entezari et al. 2022)"),
+        "error": ("error barrier", 100.0, "percentage points",
+                  "of error rate; stable below 2 (Frankle et al. 2020)"),
+        "relative_accuracy_drop": ("relative accuracy drop", 1.0, "%",
+                                   "of the better end's accuracy (Bürgin et al. 2026)"),
+    }  # fmt: skip
+    for kind in kinds:
+        label, scale, u, what = rows.get(kind, (kind, 1.0, "", ""))
+        typer.echo(f"{label + ':':24s} {scale * curve.barrier(kind):9.4f} {u} {what}")
+
+
 @app.command()
-@_friendly
+@friendly
 def barrier(
     ckpt_a: Annotated[Path, typer.Argument(help="checkpoint of model A (.safetensors)")],
     ckpt_b: Annotated[Path, typer.Argument(help="checkpoint of model B (.safetensors)")],
     data: Annotated[str, typer.Option(help="data set name (mnist1d, digits, teacher, ...)")],
     model: Annotated[str, typer.Option(help="zoo name or module.path:factory of the architecture")],
-    option: Annotated[
-        list[str] | None, typer.Option("--option", "-o", help="factory argument name=value")
+    option: OptionList = None,
+    data_option: Annotated[
+        list[str] | None, typer.Option("--data-option", "-d", help="data set option name=value")
     ] = None,
     align: Annotated[
         str, typer.Option(help="alignment before interpolating: weight | activation | none")
     ] = "weight",
-    n_alphas: Annotated[int, typer.Option(help="points along the path")] = 25,
-    split: Annotated[str, typer.Option(help="data split to evaluate on")] = "test",
+    n_alphas: Annotated[int, typer.Option(help="points along the path, ends included")] = 25,
+    split: Annotated[str, typer.Option(help="data split to evaluate on: test | train")] = "test",
+    device: DeviceOption = "cpu",
 ) -> None:
     """Loss and error barriers on the straight line between two checkpoints."""
     import symlab as sl
+    from symlab.device import resolve_device
     from symlab.train import load_checkpoint
 
     if align not in ("weight", "activation", "none"):
-        raise ModelSpecError(f"--align must be weight, activation or none, got {align!r}")
+        raise ArgumentError(f"--align must be weight, activation or none, got {align!r}")
+    if n_alphas < 2:
+        raise ArgumentError(
+            f"--n-alphas must be >= 2 (the path's two ends, α = 0 and α = 1), got {n_alphas}"
+        )
+    if split not in ("train", "test"):
+        raise ArgumentError(f"--split must be test or train, got {split!r}")
+    dev = resolve_device(device)
     opts = parse_options(option)
     a, example = build_model(model, opts)
     b, _ = build_model(model, opts)
+    ds = sl.data.load(data, **parse_options(data_option, "--data-option"))
+    ds.tensors(split)  # refuses an empty split
+    check_fit(a, example, ds, data, model)
     load_checkpoint(ckpt_a, a)
     load_checkpoint(ckpt_b, b)
-    ds = sl.data.load(data)
     G = sl.symmetries(a, example if example is not None else ds.x_train[:2])
+    a, b, ds = a.to(dev), b.to(dev), ds.to(dev)
     if align == "weight":
         b = sl.align.weight_matching(a.state_dict(), b.state_dict(), G).apply_model(b)
     elif align == "activation":
         b = sl.align.activation_matching(a, b, ds, G).apply_model(b)
     curve = sl.connect.interpolate(a, b, ds, n_alphas, split=split)
+    n = len(ds.tensors(split)[0])
     typer.echo(
-        f"alignment: {align}; loss at α=0 {float(curve.loss[0]):.4f}, "
-        f"α=1 {float(curve.loss[-1]):.4f}"
+        f"path: {n_alphas} points α ∈ [0, 1] from {ckpt_a} (α=0) to {ckpt_b} (α=1); {data} "
+        f"{split} split, {n} examples; alignment: {align}; device: {dev}"
     )
-    for kind in sl.connect.BARRIERS:
-        if curve.accuracy is None and kind in ("error", "relative_accuracy_drop"):
-            continue
-        typer.echo(f"{kind:24s} {curve.barrier(kind):.4f}")
+    on_accuracy = ("error", "relative_accuracy_drop")
+    kinds = [k for k in sl.connect.BARRIERS if curve.accuracy is not None or k not in on_accuracy]
+    _print_curve(curve, ds, kinds)
 
 
 def main() -> None:

@@ -112,7 +112,16 @@ def check_invariance(
     g = make_generator(seed)
     with torch.no_grad(), eval_mode(model) as m:
         tied = G.graph.tied_keys
-        ref = _outputs(m, sd, inputs, tied)
+        try:
+            ref = _outputs(m, sd, inputs, tied)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args)
+            cause = str(exc).splitlines()[0] if str(exc) else ""
+            raise DataError(
+                f"check_invariance: inputs of shape {shapes} do not run through "
+                f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass a batch the model "
+                "takes, e.g. the example input the group was derived from"
+            ) from None
         errors = [
             _rel_err(_outputs(m, dict(G.act(G.sample(g), sd)), inputs, tied), ref)
             for _ in range(samples)
