@@ -45,6 +45,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Derive parameter-symmetry groups; run the experiments; measure barriers.",
+    epilog="Exit codes: 0 success; 1 some jobs of a sweep failed (run the command again to "
+    "retry them) or symlab failed unexpectedly (SYMLAB_DEBUG=1 shows the traceback); 2 bad "
+    "input, explained in one line on stderr.",
 )
 experiment_app = typer.Typer(no_args_is_help=True, help="List, run and report experiments.")
 app.add_typer(experiment_app, name="experiment")

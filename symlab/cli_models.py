@@ -118,8 +118,10 @@ def check_fit(model: Any, example: Any, ds: Any, data: str, spec: str) -> None:
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(f"{what} does not run through --model {spec} ({msg})") from None
-    if ds.task == "classification" and (out.ndim != 2 or out.shape[-1] != ds.num_classes):
+    want = ds.output_dim
+    if out.ndim != 2 or out.shape[-1] != want:
+        what = f"{want} classes" if ds.task == "classification" else f"{want} regression target(s)"
         raise DataError(
             f"--model {spec} gives outputs of shape {tuple(out.shape[1:])} but --data {data} has "
-            f"{ds.num_classes} classes: give the model {ds.num_classes} outputs"
+            f"{what}: give the model {want} outputs"
         )

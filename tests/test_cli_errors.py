@@ -134,6 +134,11 @@ CASES: list[tuple[str, list[str], str]] = [
         "10 classes",
     ),
     ("device that is no device", [*BARRIER, "--device", "gpu"], "not a torch device name"),
+    (
+        "regression targets of another width",
+        ["barrier", "{a}", "{b}", "--data", "teacher", "-d", "widths=40,8,1", *BARRIER[5:]],
+        "1 regression target",
+    ),
 ]
 
 

@@ -1,5 +1,11 @@
-"""Symmetry derivation: per-op rules, factors, the SymmetryGroup and its proofs."""
+"""Symmetry derivation: per-op rules, factors, the SymmetryGroup and its proofs.
 
+:mod:`symlab.symmetry.spec_io` exports a group's permutations in git-re-basin's
+``PermutationSpec`` format and saves/loads it as JSON (``save_json``, ``load_json``); the whole
+group, with its scalings, signs and GL blocks, is saved by :func:`symlab.io.save_group`.
+"""
+
+from symlab.symmetry import spec_io
 from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.rules import Rule, get_rule, registered_ops, rule
@@ -22,4 +28,5 @@ __all__ = [
     "get_rule",
     "registered_ops",
     "rule",
+    "spec_io",
 ]

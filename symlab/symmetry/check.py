@@ -85,9 +85,9 @@ def check_invariance(
     (token ids, masks, a second stream). ``tol`` defaults to 1e-5 in float64 and 1e-3
     otherwise (relative to the largest output), widened to 100 × the largest norm eps when the
     group has scalings that a normalisation divides out (exact only up to eps). Raises
-    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Follows the proof
-    obligation of DESIGN.md:
-    every derived element is checked on the real model.
+    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Every derived
+    element is checked on the real model (docs/concepts/symmetries.md, "Fail closed, and
+    proofs").
 
     >>> import symlab as sl
     >>> net = sl.nn.MLP([3, 4, 2], dtype=torch.float64)
