@@ -155,8 +155,10 @@ def experiment_list() -> None:
     ex = _experiments()
     for name in ex.names():
         e = ex.get(name)
-        runtimes = ", ".join(f"{k}: {s.runtime}" for k, s in e.settings.items() if s.runtime)
-        typer.echo(f"{name:4s} {e.title}\n     paper: {e.paper}\n     runtime: {runtimes}")
+        typer.echo(f"{name:4s} {e.title}\n     paper: {e.paper}")
+        for setting, s in e.settings.items():
+            jobs = len(e.sweep(setting).jobs())
+            typer.echo(f"     --{setting}: {jobs} jobs; {s.runtime or 'runtime not stated'}")
 
 
 def _print_report(rep: Any) -> None:
