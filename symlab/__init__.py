@@ -10,7 +10,7 @@ import logging
 
 import sympy
 
-from symlab import align, connect, data, errors, graph, identify, io, nn, symmetry, train
+from symlab import align, connect, data, errors, frontend, graph, identify, io, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
 from symlab.symmetry.check import brute_force_group, check_invariance
@@ -32,6 +32,7 @@ __all__ = [
     "connect",
     "data",
     "errors",
+    "frontend",
     "graph",
     "identify",
     "io",

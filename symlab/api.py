@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from symlab.errors import ExampleInputError, ModelTypeError
+from symlab.frontend.trace import trace as _trace
 from symlab.graph.archgraph import ArchGraph
-from symlab.graph.trace import trace as _trace
 from symlab.modes import eval_mode
 from symlab.perf import LazyStateDict, paused_gc
 from symlab.symmetry.group import SymmetryGroup

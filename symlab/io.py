@@ -20,6 +20,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -85,16 +86,21 @@ def _group_parts(G: SymmetryGroup) -> tuple[dict[str, str], dict[str, torch.Tens
     return meta, {f"fixed/{k}": v for k, v in G.fixed_data.items()}
 
 
+def _symlab_version() -> str:
+    try:
+        return importlib.metadata.version("symlab")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
 def _write(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], meta: dict[str, str]
            ) -> Path:  # fmt: skip
     from safetensors.torch import save_file
 
-    import symlab
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ArgumentError(f"path {str(path)!r} must end in .safetensors")
-    meta = {"version": str(VERSION), "symlab": symlab.__version__, **meta}
+    meta = {"version": str(VERSION), "symlab": _symlab_version(), **meta}
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     tmp = None
     try:

@@ -29,8 +29,8 @@ from typing import Annotated, Any
 
 import typer
 
-from symlab.cli_errors import OneLineErrors, friendly
-from symlab.cli_models import ModelSpecError, build_model, check_fit, parse_options, parse_shape
+from symlab.cli.errors import OneLineErrors, friendly
+from symlab.cli.models import ModelSpecError, build_model, check_fit, parse_options, parse_shape
 from symlab.errors import ArgumentError, ExampleInputError
 
 __all__ = ["ModelSpecError", "app", "build_model", "main", "parse_options", "parse_shape"]
@@ -382,7 +382,3 @@ def barrier(
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()
