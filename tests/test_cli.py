@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +193,9 @@ def test_verbose_logs_the_derivation():
     out = runner.invoke(app, ["-v", "symmetries", "mlp", "-o", "widths=4,6,2"])
     assert out.exit_code == 0, out.output
     assert "symlab.api: derived the symmetry group of MLP" in out.output
+    logger = logging.getLogger("symlab")  # and logging is left as it was
+    assert logger.level == logging.NOTSET
+    assert all(isinstance(h, logging.NullHandler) for h in logger.handlers)
 
 
 def test_symmetries_save(tmp_path):

@@ -133,7 +133,7 @@ CASES: list[tuple[str, list[str], str]] = [
         ["barrier", "{c3}", "{c3}", *BARRIER[3:-1], "widths=40,16,3"],
         "10 classes",
     ),
-    ("device that is no device", [*BARRIER, "--device", "gpu"], "not a torch device name"),
+    ("barrier device that is no device", [*BARRIER, "--device", "gpu"], "not a torch device name"),
     (
         "regression targets of another width",
         ["barrier", "{a}", "{b}", "--data", "teacher", "-d", "widths=40,8,1", *BARRIER[5:]],

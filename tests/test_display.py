@@ -36,16 +36,18 @@ def _changed(before: dict, after: dict) -> set[str]:
                                                       rtol=1e-12, atol=1e-12)}  # fmt: skip
 
 
-def _groups():
-    block = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).double()
-    yield "encoder_layer", block, torch.randn(2, 3, 8, dtype=torch.float64)
-    for name in ("hand_transformer", "resnet20"):
-        kw = zoo.tiny(name)
-        yield name, zoo.get(name, **kw).double(), zoo.example_input(name, **kw)
+def _model(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    if name == "encoder_layer":
+        torch.manual_seed(0)
+        block = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).double()
+        return block, torch.randn(2, 3, 8, generator=torch.Generator().manual_seed(0)).double()
+    kw = zoo.tiny(name)
+    return zoo.get(name, **kw).double(), zoo.example_input(name, **kw)
 
 
-@pytest.mark.parametrize(("name", "model", "x"), list(_groups()), ids=lambda v: str(v)[:16])
-def test_moves_is_what_the_factor_alone_changes(name, model, x):
+@pytest.mark.parametrize("name", ["encoder_layer", "hand_transformer", "resnet20"])
+def test_moves_is_what_the_factor_alone_changes(name):
+    model, x = _model(name)
     x = x.double() if x.is_floating_point() else x
     G = sl.symmetries(model, x)
     g = torch.Generator().manual_seed(0)

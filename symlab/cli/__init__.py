@@ -53,7 +53,12 @@ experiment_app = typer.Typer(no_args_is_help=True, help="List, run and report ex
 app.add_typer(experiment_app, name="experiment")
 
 
-_HANDLER: logging.Handler | None = None
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _version(value: bool) -> None:
@@ -66,6 +71,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="log what symlab does to stderr (INFO level)")
     ] = False,
@@ -74,14 +80,19 @@ def _options(
     ] = False,
 ) -> None:
     """Derive parameter-symmetry groups; run the experiments; measure barriers."""
-    global _HANDLER
+    if not verbose:
+        return
     logger = logging.getLogger("symlab")
-    if verbose and _HANDLER is None:
-        _HANDLER = logging.StreamHandler()
-        _HANDLER.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-        logger.addHandler(_HANDLER)
-    if verbose:
-        logger.setLevel(logging.INFO)
+    handler, level = _Stderr(), logger.level
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def restore() -> None:  # the command is over: leave logging as it was
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    ctx.call_on_close(restore)
 
 
 OptionList = Annotated[
