@@ -5,14 +5,14 @@
 group, with its scalings, signs and GL blocks, is saved by :func:`symlab.io.save_group`.
 """
 
-# importing registers the rules of these ops (the built-in ones register through derive)
+# importing the *_rules modules registers their ops (the built-in ones register through derive)
 from symlab.symmetry import (  # noqa: F401
     elementwise_rules,
     layout_rules,
     recurrent_rules,
     reduce_rules,
+    spec_io,
 )
-from symlab.symmetry import spec_io
 from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.rules import Rule, get_rule, registered_ops, rule
