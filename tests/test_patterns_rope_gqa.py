@@ -378,6 +378,8 @@ def test_group_laws_with_complex_scalings_and_wreath_heads(case):
     back = G.act(G.inverse(h1), G.act(h1, sd))
     assert all(torch.allclose(back[k], sd[k], atol=1e-9) for k in sd)
     assert G.dimension == sum(int(f.dimension) for f in G.factors)
+    shown = repr(G)  # the display acts with each factor alone (a rotary part without the rest)
+    assert "C[" in shown and "#qheads]" in shown
     from symlab.symmetry.spec_io import export
 
     assert export(G).to_perm_to_axes() == G.permutation_spec()  # head perms left out

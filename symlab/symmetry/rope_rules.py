@@ -99,6 +99,8 @@ def rope_matrix(z: torch.Tensor, layout: str, d: int, rest: torch.Tensor | None)
     m[:, i, i], m[:, j, j], m[:, i, j], m[:, j, i] = a, a, -b, b
     if rest is not None:
         m[:, 2 * p :, 2 * p :] = rest.double()
+    else:  # the unrotated dimensions stay put
+        m[:, 2 * p :, 2 * p :] = torch.eye(d - 2 * p, dtype=torch.float64)
     return m
 
 
@@ -126,9 +128,11 @@ def head_maps(node: Node, internal: dict[str, torch.Tensor], d_qk: int) -> HeadM
         sig = torch.arange(n).expand(hkv, n) if sigma is None else sigma
         q_perm = (pi_[:, None] * n + sig).reshape(-1)
     z, gl = internal.get("qk_rot"), internal.get("qk")
-    if z is not None:
-        layout = str(node.attrs["rope_layout"])
-        mq = rope_matrix(z, layout, d_qk, gl)
+    layout = node.attrs.get("rope_layout")
+    if layout and (z is not None or gl is not None):  # either part may be given alone
+        if z is None:
+            z = torch.ones(hkv, int(node.attrs["rope_dims"]) // 2, dtype=torch.complex128)
+        mq = rope_matrix(z, str(layout), d_qk, gl)
     else:
         mq = gl
     mk = None if mq is None else torch.linalg.inv(mq).transpose(-1, -2)
