@@ -209,7 +209,7 @@ def order_str(G: SymmetryGroup) -> str:
     twos = 0
     for f in G.factors:
         if f.kind == "permutation":
-            for k in [len(b) for b in f.blocks] if f.blocks else [int(f.size)]:
+            for k in [len(b) for b in f.blocks] if f.blocks else [int(f.size)] * f.copies:
                 if k > 1:
                     facts[k] = facts.get(k, 0) + 1
         elif f.kind in ("sign", "flip"):
