@@ -1,13 +1,13 @@
 """Derivation time (trace + rules + group), against the issue's budget of one second.
 
 Cases: an MLP with 8 hidden layers of width 4096, and a graph of ~10⁴ ops (a deep residual
-LayerNorm MLP). Prints the median of several runs and its ratio to the 1 s goal.
+LayerNorm MLP). Prints median [min–max] of 5 interleaved rounds and the ratio to the 1 s goal.
 """
 
 from __future__ import annotations
 
 import symlab as sl
-from benchmarks._timing import median_time
+from benchmarks._harness import header, interleave
 
 BUDGET_S = 1.0
 
@@ -24,7 +24,8 @@ def run() -> None:
             sl.graph.mlp([16] + [32] * 3333 + [10], "relu", norm="layernorm", residual=True)
         ),
     }
-    print(f"{'case':<42} {'median s':>10} {'ratio to 1 s goal':>18}")
-    for name, fn in cases.items():
-        t = median_time(fn)
-        print(f"{name:<42} {t:>10.4f} {t / BUDGET_S:>18.3f}")
+    header("Derivation time against the 1 s budget (no peer baseline)")
+    t = interleave(cases, rounds=5)
+    print(f"  {'case':<42} {'median [min–max]':>40} {'ratio to 1 s goal':>18}")
+    for name, v in t.items():
+        print(f"  {name:<42} {v!s:>40} {v.median / BUDGET_S:>18.3f}")
