@@ -13,19 +13,33 @@ slowest thread (measured on a shared 2-core machine: ``check_invariance`` of a s
 on one thread, 0.64 s at torch's default; ``brute_force_group`` 0.032 s and 1.25 s).
 :func:`single_thread` runs such work on one thread and gives the caller's setting back;
 :func:`is_small` says whether a model and its inputs are small enough for it.
+
+Import time: sympy, networkx and scipy.optimize cost more to import than the rest of symlab
+together; :func:`lazy_import` binds such a module at once and loads it on first use, so that
+``import symlab`` stays cheap (``tests/test_import_time.py`` pins what a bare import loads).
 """
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import itertools
+import sys
+import types
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["SMALL_ELEMENTS", "LazyStateDict", "is_small", "paused_gc", "single_thread"]
+__all__ = [
+    "SMALL_ELEMENTS",
+    "LazyStateDict",
+    "is_small",
+    "lazy_import",
+    "paused_gc",
+    "single_thread",
+]
 
 #: parameters plus input elements up to which :func:`is_small` calls the work small (about
 #: 8 MB of float32: an MLP of a few 512-wide layers on a small batch; not a ResNet-50)
@@ -53,6 +67,26 @@ def paused_gc() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+def lazy_import(name: str) -> types.ModuleType:
+    """The module ``name``, bound now and loaded on first attribute access (the standard
+    library's :class:`importlib.util.LazyLoader`); an already loaded module is returned as is.
+
+    >>> json = lazy_import("json")
+    >>> json.dumps([1])
+    '[1]'
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @contextmanager

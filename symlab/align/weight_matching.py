@@ -34,7 +34,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from symlab.align.alignment import Alignment
 from symlab.align.gauge import canonical_scale_element
@@ -70,6 +69,8 @@ def solve_assignment(
     >>> solve_assignment(cost, blocks=((0, 1), (2,))).tolist()  # unit 2 stays in its own block
     [1, 0, 2]
     """
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs import time
+
     n = cost.shape[0]
     if blocks is None:
         _, cols = linear_sum_assignment(cost, maximize=True)
