@@ -64,12 +64,21 @@ class Mutating(nn.Module):
         return self.head(torch.relu(self.lin(x)))
 
 
-@pytest.mark.parametrize("batch_size", [None, 40])
-def test_shortcut_curve_equals_plain_computation(batch_size):
+@pytest.mark.parametrize("batch_size", [None, 40, "blocks"])
+def test_shortcut_curve_equals_plain_computation(batch_size, monkeypatch):
     a, b = sl.nn.MLP([6, 16, 16, 3], seed=0), sl.nn.MLP([6, 16, 16, 3], seed=1)
-    x, y = xy()
+    x, y = xy(n=200)
+    if batch_size == "blocks":  # default row blocks of 64 rows: 200 rows in 4 blocks
+        monkeypatch.setattr("symlab.connect.path_eval.BLOCK_BYTES", 64 * 16 * 4)
+        seen = []
+        a.register_forward_pre_hook(lambda m, inp: seen.append(len(inp[0])))
+        batch_size = None
+    else:
+        seen = None
     assert probe_model(a, x[:1]).first_linear is a.get_submodule("layers.0.linear")
     curve = interpolate(a, b, (x, y), n_alphas=9, batch_size=batch_size)
+    if seen is not None:  # the scratch copy keeps a's hook: the last α ran in 4 blocks
+        assert seen[-4:] == [64, 64, 64, 8]
     ref = plain_curve(a, b, x, y, curve.alphas.tolist())
     torch.testing.assert_close(
         curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0

@@ -27,7 +27,16 @@ from torch.nn import functional as F
 from symlab.align.data import iter_batches
 from symlab.errors import DataError
 
-__all__ = ["FirstLayer", "Probe", "loss_terms", "per_alpha", "probe_model", "stacked"]
+__all__ = [
+    "BLOCK_BYTES",
+    "FirstLayer",
+    "Probe",
+    "block_rows",
+    "loss_terms",
+    "per_alpha",
+    "probe_model",
+    "stacked",
+]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StateDict = Mapping[str, torch.Tensor]
@@ -43,6 +52,22 @@ def _stack(sd_a: StateDict, sd_b: StateDict, alphas: torch.Tensor) -> dict[str, 
         else:
             out[k] = a.expand(len(alphas), *a.shape)
     return out
+
+
+#: bytes of the widest activation of one row block on CPU (about an L2 cache)
+BLOCK_BYTES = 2**21
+
+
+def block_rows(row_bytes: int, n: int, device: torch.device) -> int:
+    """Rows per forward pass: all on accelerators; on CPU enough for about ``BLOCK_BYTES`` of
+    the widest activation (at least 64 rows, at most ``n``).
+
+    >>> block_rows(2048, 5000, torch.device("cpu")), block_rows(2048, 5000, torch.device("meta"))
+    (1024, 5000)
+    """
+    if device.type != "cpu":
+        return n
+    return min(n, max(64, BLOCK_BYTES // max(row_bytes, 1)))
 
 
 def loss_terms(
