@@ -1,7 +1,7 @@
 """P3: a 25-point linear-interpolation curve, 3×512 MLP, 5 000 MNIST-1D-shaped inputs.
 
-``symlab.connect.interpolate`` (on CPU: parameters written per α into a scratch copy, the input
-layer's products shared by all α; and the ``torch.func.vmap`` strategy) against a loop that loads
+``symlab.connect.interpolate`` (on CPU: parameters written per α into a scratch copy, rows in
+cache-sized blocks, the input layer's products shared by all α) against a loop that loads
 a state_dict per α, and against the compute floor: 25 bare forward passes of one model.
 """
 
@@ -49,7 +49,6 @@ def run() -> None:
             "floor (25 bare forwards)": floor,
             "per-α state_dict loop": loop,
             "interpolate (auto)": curve(),
-            "interpolate vmap": curve(strategy="vmap"),
         },
         rounds=ROUNDS,
     )
@@ -57,6 +56,6 @@ def run() -> None:
     print(f"  {ROUNDS} interleaved rounds after a warm-up; median [min–max]")
     for label, v in t.items():
         print(f"    {label:<26} {v}")
-    for label in ("per-α state_dict loop", "interpolate (auto)", "interpolate vmap"):
+    for label in ("per-α state_dict loop", "interpolate (auto)"):
         print(f"    ratio {label} / floor: {ratio(t[label], fl)}")
     print("    goal: interpolate (auto) < 0.9× floor")

@@ -41,7 +41,7 @@ from symlab.train import BatchOrder, TrainConfig, build_model, train, train_ense
 WIDTHS = (40, 256, 256, 10)
 N_MODELS = 16
 CONFIG = TrainConfig(optimizer="adam", lr=1e-2, schedule="cosine", batch_size=128, epochs=30)
-TIMING_STEPS = 64  # two epochs
+TIMING_STEPS = 32  # one epoch
 ROUNDS = 4  # alternately by each clock
 #: thread counts to time; ``SYMLAB_BENCH_THREADS=1`` (comma-separated) restricts them — on an
 #: oversubscribed machine two OpenMP threads wait for each other at every kernel and crawl
