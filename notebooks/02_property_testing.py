@@ -136,7 +136,7 @@ print("passed on", SETTINGS.max_examples, "random one-hidden-layer models")
 # ## A false claim: any depth
 #
 # With several hidden layers, weight matching is coordinate descent on an NP-hard problem
-# (SCIENCE.md §2): it solves a sequence of linear assignment problems, each with everything
+# (docs: connectivity): it solves a sequence of linear assignment problems, each with everything
 # else held fixed — the other permutations, and the other axis of any weight that one
 # permutation acts on twice (a residual stream's hidden-to-hidden weights). Started from the
 # identity, as in Git Re-Basin's Algorithm 1 (`init=G.identity()`), it can stop in a local

@@ -1,8 +1,8 @@
 """Linear interpolation between two models, evaluated vectorised over α.
 
-``θ(α) = (1 − α) θ_A + α θ_B`` (Frankle et al., "Linear Mode Connectivity and the Lottery
-Ticket Hypothesis", ICML 2020; Ainsworth et al., "Git Re-Basin", ICLR 2023). On CPU with data in
-memory each α is one forward pass per block of rows (blocks small enough for the activations to
+``θ(α) = (1 − α) θ_A + α θ_B`` (docs: connectivity; Frankle et al., "Linear Mode Connectivity
+and the Lottery Ticket Hypothesis", ICML 2020; Ainsworth et al., "Git Re-Basin", ICLR 2023). On
+CPU with data in memory each α is one forward pass per block of rows (blocks small enough for the activations to
 stay in cache) of a scratch copy of the model whose parameters are rewritten in place at each α
 (no parameter sets built up front); on accelerators, and for
 streams of batches, all α of a chunk run as one batched pass (:func:`torch.func.vmap`, see
