@@ -2,17 +2,16 @@
 
 ``θ(α) = (1 − α) θ_A + α θ_B`` (docs: connectivity; Frankle et al., "Linear Mode Connectivity
 and the Lottery Ticket Hypothesis", ICML 2020; Ainsworth et al., "Git Re-Basin", ICLR 2023). On
-CPU with data in memory each α is one forward pass per block of rows (blocks small enough for the activations to
-stay in cache) of a scratch copy of the model whose parameters are rewritten in place at each α
-(no parameter sets built up front); on accelerators, and for
-streams of batches, all α of a chunk run as one batched pass (:func:`torch.func.vmap`, see
-:mod:`symlab.connect.path_eval`). When the model's input goes
-straight into one ``nn.Linear``, that layer's output at α is ``(1 − α)·(X W_Aᵀ + b_A) +
-α·(X W_Bᵀ + b_B)``: two products for every α instead of one per α (equal to the plain
-computation up to float rounding, exact at the endpoints). For BatchNorm models the running
-statistics of every interior α are recomputed on training data first (Jordan et al. 2023; on by
-default for BN models); the endpoints keep their own statistics, so the curve's endpoints are
-the models' own losses.
+CPU with data in memory each α is one forward pass per block of rows (blocks small enough for
+the activations to stay in cache) of a scratch copy of the model whose parameters are rewritten
+in place at each α (no parameter sets built up front); on accelerators, and for streams of
+batches, all α of a chunk run as one batched pass (:func:`torch.func.vmap`, see
+:mod:`symlab.connect.path_eval`). When the model's input goes straight into one ``nn.Linear``,
+that layer's output at α is ``(1 − α)·(X W_Aᵀ + b_A) + α·(X W_Bᵀ + b_B)``: two products for
+every α instead of one per α (equal to the plain computation up to float rounding, exact at the
+endpoints). For BatchNorm models the running statistics of every interior α are recomputed on
+training data first (Jordan et al. 2023; on by default for BN models); the endpoints keep their
+own statistics, so the curve's endpoints are the models' own losses.
 
 α must lie in [0, 1]: an extrapolated point would count in the barriers. Parameters or buffers
 holding NaN or infinity are refused (:class:`~symlab.errors.NonFiniteError` naming the model and
