@@ -13,7 +13,7 @@ from torch import nn
 from symlab.errors import DataError, InvarianceError, NonFiniteError, TooLargeError
 from symlab.frontend.trace import trace
 from symlab.modes import eval_mode
-from symlab.perf import LazyStateDict
+from symlab.perf import LazyStateDict, is_small, single_thread
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.spec import Mag, Sign
@@ -112,7 +112,7 @@ def check_invariance(
             tol = max(tol, 100 * max(eps, default=0.0))  # invariance holds up to the norm's eps
     sd = dict(model.state_dict())
     g = make_generator(seed)
-    with torch.no_grad(), eval_mode(model) as m:
+    with torch.no_grad(), eval_mode(model) as m, single_thread(is_small(model, *args)):
         tied = G.graph.tied_keys
         try:
             ref = _outputs(m, sd, inputs, tied)
@@ -241,7 +241,7 @@ def brute_force_group(
     sd = dict(model.state_dict())
     found_p: set[tuple[tuple[int, ...], ...]] = set()
     found_s: set[tuple[tuple[int, ...], ...]] = set()
-    with torch.no_grad(), eval_mode(model) as m:
+    with torch.no_grad(), eval_mode(model) as m, single_thread(is_small(model, inputs)):
         ref = _outputs(m, sd, inputs)
         for cand in itertools.product(*[itertools.permutations(range(n)) for n in widths]):
             perms = {k: torch.tensor(p) for k, p in zip(spaces, cand, strict=True)}

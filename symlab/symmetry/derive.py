@@ -14,9 +14,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from networkx.utils import UnionFind
 
 from symlab.errors import GraphError, UnsupportedOpError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
@@ -34,6 +34,9 @@ from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
 from symlab.symmetry.sharing import tie_shared_keys
 from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
+
+if TYPE_CHECKING:
+    from networkx.utils import UnionFind
 
 __all__ = ["Structure", "derive_structure"]
 
@@ -83,6 +86,8 @@ def derive_structure(
                 if src in repeat:
                     repeat[dst] = repeat[src]
     plain = [n.name for n in nodes if n.name not in composite]
+    from networkx.utils import UnionFind  # here: networkx costs import time
+
     perm_uf, seg_uf = UnionFind(plain), UnionFind(plain)
     admits: dict[str, Admits] = {}
     fixed: set[str] = set()

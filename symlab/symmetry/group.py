@@ -13,12 +13,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cached_property
 
-import sympy as sp
 import torch
 
 from symlab.errors import ForeignElementError, NonFiniteError, StateDictError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
+from symlab.perf import lazy_import
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.composite import concat_transform
 from symlab.symmetry.derive import Structure, derive_structure
@@ -27,6 +27,8 @@ from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.spec import Translation
 from symlab.symmetry.transform import Transform
 from symlab.symmetry.translations import add_translations, linear_part
+
+sp = lazy_import("sympy")  # loaded on first use: ``import symlab`` stays cheap
 
 __all__ = ["SymmetryGroup"]
 
