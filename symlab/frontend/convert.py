@@ -22,6 +22,7 @@ from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.frontend.functional_layers import LAYER_FUNCS, pool_keeps_shift, read_layer_call
 from symlab.frontend.functions import (
     ACT_FUNCS,
     ADD_FUNCS,
@@ -37,6 +38,7 @@ from symlab.frontend.functions import (
 from symlab.frontend.fxutil import flat_nodes, unsupported, where
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
+from symlab.frontend.operands import cat_parts, read_special_binary
 from symlab.frontend.patterns import patterns
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
@@ -316,6 +318,11 @@ class Converter:
             return  # not a tensor (a size, a shape tuple, …): no node
         if fn == "size" or fn is getattr:
             return
+        if fn in LAYER_FUNCS:  # a layer called on a module's own parameters
+            read_layer_call(self, node)
+            return
+        if read_special_binary(self, node):  # x * x, x * self.alpha (0-dim), ...
+            return
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:
@@ -400,7 +407,7 @@ class Converter:
                 return
             if len(shape) < nd:  # keepdim=False: the feature axis moves left
                 fa -= sum(d < fa for d in dims)
-        self.emit(node, f"@{node.name}", op, [x], fa)
+        self.emit(node, f"@{node.name}", op, [x], fa, keeps_shift=pool_keeps_shift(node))
 
     def cat(self, node: fx.Node, ins: list[str]) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -408,6 +415,6 @@ class Converter:
         if any(self.fa[i] != self.fa[ins[0]] for i in ins):
             self.opaque(node)
         elif dim % nd == self.fa[ins[0]]:
-            self.emit(node, f"@{node.name}", "concat", ins)
+            self.emit(node, f"@{node.name}", "concat", cat_parts(self, node, ins))
         else:
             self.emit(node, f"@{node.name}", "join", ins)

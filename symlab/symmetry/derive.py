@@ -4,7 +4,7 @@
 2. Union-find over tensors: permutation spaces (``tie`` and ``tie_perm``) and, finer, segments
    that share one magnitude/sign map (``tie``). Spaces touching inputs/outputs are fixed.
 3. Per segment, the admitted maps are the intersection over every op touching it; sigmoid flips
-   survive only where every consumer can absorb the shift.
+   survive only where their shift is absorbed (:mod:`symlab.symmetry.flips`).
 4. Colour refinement over units with fixed data restricts the permutations to proven
    automorphisms of that data.
 """
@@ -28,6 +28,7 @@ from symlab.symmetry import (  # noqa: F401  (importing registers the built-in r
     structural_rules,
 )
 from symlab.symmetry.factors import Factor
+from symlab.symmetry.flips import flip_paths
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
 from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
@@ -56,6 +57,7 @@ class Structure:
     out_shift: dict[str, object]
     factors: list[Factor]
     translations: dict[str, Translation] = field(default_factory=dict)  # by factor name
+    flip_segments: set[str] = field(default_factory=set)  # sign flips that shift (sigmoid)
 
 
 def derive_structure(
@@ -107,11 +109,11 @@ def derive_structure(
             for a in fd.axes:
                 if a in composite:
                     fixed.update(parts(a))
-        if s.out_shift is not None and not all(
-            specs[c].absorbs_shift for c in graph.consumers(name)
-        ):
-            admits[name] = admits.get(name, ANY) & Admits(Mag.GL, Sign.NONE)
 
+    flips = flip_paths(graph, specs, repeat)
+    for src, level in flips.levels.items():  # flips survive where their shift is absorbed
+        for p in parts(src):
+            admits[p] = admits.get(p, ANY) & Admits(Mag.GL, level)
     _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
     order = {t: i for i, t in enumerate(plain)}
     first = {}
@@ -158,7 +160,7 @@ def derive_structure(
                     segment_inexact[tensor_segment[p]] = s.inexact
 
     blocks = _refine(graph, specs, tensor_class, class_width, fixed_values)
-    out_shift = {n: s.out_shift for n, s in specs.items() if s.out_shift is not None}
+    out_shift = dict(flips.out_shift)
     st = Structure(
         graph,
         nodes,
@@ -176,6 +178,13 @@ def derive_structure(
         blocks,
         out_shift,
         [],
+        flip_segments={
+            tensor_segment[p]
+            for src, level in flips.levels.items()
+            if level == Sign.DIAG
+            for p in parts(src)
+            if tensor_segment.get(p) is not None and tensor_class.get(p) is not None
+        },
     )
     st.factors = _factors(st, order)
     return st
@@ -327,7 +336,7 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
                 factors.append(
                     Factor(f"scale[{s}]", "common_scaling", n, s, ax, exact=not note, note=note)
                 )
-            flip = any(t in st.out_shift for t in seg_tensors)
+            flip = s in st.flip_segments
             if a.sign == Sign.DIAG:
                 factors.append(Factor(f"sign[{s}]", "flip" if flip else "sign", n, s, ax))
             elif a.sign == Sign.COMMON:

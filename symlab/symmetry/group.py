@@ -312,7 +312,10 @@ class SymmetryGroup:
                 shift = st.out_shift[t](torch.sign(scale))  # type: ignore[operator]
             out[t] = Transform(perms.get(k), scale, shift)
         for t in self._composite_order():
-            out[t] = concat_transform([out[p] for p in st.composite[t]], st, t)
+            tr = concat_transform([out[p] for p in st.composite[t]], st, t)
+            if t in st.out_shift and tr.scale is not None and tr.scale.ndim == 1:
+                tr = Transform(tr.perm, tr.scale, st.out_shift[t](torch.sign(tr.scale)))  # type: ignore[operator]
+            out[t] = tr
         return out
 
     def _composite_order(self) -> list[str]:
