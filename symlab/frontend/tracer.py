@@ -19,7 +19,7 @@ from torch import nn
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.exact import hooks_reason
 from symlab.frontend.macros import MACROS
-from symlab.frontend.modules import module_op_for
+from symlab.frontend.modules import module_op_for, why_not_read
 
 __all__ = ["Tracer", "declare_leaf", "is_leaf"]
 
@@ -80,4 +80,8 @@ class Tracer(fx.Tracer):
         return super().trace(root, *args, **kwargs)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_leaf(m) or super().is_leaf_module(m, qualname)
+        if is_leaf(m):
+            return True
+        if why_not_read(m) is not None:  # a registered layer whose forward changed: trace it
+            return False
+        return super().is_leaf_module(m, qualname)

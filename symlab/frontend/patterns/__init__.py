@@ -1,7 +1,8 @@
 """Idioms of real code recognised as one graph op (see :mod:`.registry`): multi-head attention
-written by hand (separate, fused or einsum projections, masks)."""
+written by hand (separate, fused or einsum projections, masks), and weight-standardised
+convolutions (timm's ``StdConv2d``/``ScaledStdConv2d``)."""
 
-from symlab.frontend.patterns import attention
+from symlab.frontend.patterns import attention, std_conv
 from symlab.frontend.patterns.registry import Pattern, patterns, register_pattern
 
-__all__ = ["Pattern", "attention", "patterns", "register_pattern"]
+__all__ = ["Pattern", "attention", "patterns", "register_pattern", "std_conv"]
