@@ -37,7 +37,7 @@ def _sound(model, x, brute=False):
     rep = sl.check_invariance(model, G, x, samples=8, seed=3, raise_on_failure=False)
     assert rep.passed, rep
     if brute:
-        missed, extra = sl.brute_force_group(model, x).compare(G)
+        _, extra = sl.brute_force_group(model, x).compare(G)
         assert not extra.permutations and not extra.signs
     return G
 

@@ -3,6 +3,7 @@ torch layers with a different forward (same class structure and forward as the r
 timm/layers/norm_act.py, timm/layers/std_conv.py, torchvision/ops/misc.py), so that the
 subclass handling is tested without those packages."""
 
+# ruff: noqa: SIM102, SIM108  (the forward is timm's, kept as written)
 from __future__ import annotations
 
 import torch
@@ -158,4 +159,5 @@ class Conv2dNormActivation(ConvNormActivation):
                  groups=1, norm_layer=nn.BatchNorm2d, activation_layer=nn.ReLU, dilation=1,
                  inplace=True, bias=None):  # fmt: skip
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups,
-                         norm_layer, activation_layer, dilation, inplace, bias, nn.Conv2d)  # fmt: skip
+                         norm_layer, activation_layer, dilation, inplace, bias,
+                         nn.Conv2d)  # fmt: skip

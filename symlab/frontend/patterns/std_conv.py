@@ -114,7 +114,7 @@ def _emit(cv: Converter, m: dict[str, Any]) -> str:
         )
     full = f"{prefix}." if prefix else ""
     w = cv.state[f"{full}weight"]
-    op, attrs = conv_attrs(tuple(w.shape), int(cv.shape[x][1]), a)
+    _, attrs = conv_attrs(tuple(w.shape), int(cv.shape[x][1]), a)
     roles = ("out", "in") + ("none",) * (w.ndim - 2)
     specs = [ParamSpec("weight", tuple(w.shape), roles)]
     if m["gain"]:
