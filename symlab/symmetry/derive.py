@@ -207,15 +207,16 @@ def _tie_shared_weights(
     if not graph.tied_keys:
         return
     keys = graph.state_keys()
-    translated = {tr.node for s in specs.values() for tr in s.translations}
+    _drop_tied_translations(graph, specs)
+    translated = {(tr.node, a) for s in specs.values() for tr in s.translations for a, _ in tr.axes}
     for group in graph.tied_keys:
         members = [keys[k] for k in group if k in keys]
         for node, p in members:
-            if specs[node.name].internal or node.name in translated or p.kind == "fixed":
+            if specs[node.name].internal or (node.name, p.name) in translated or p.kind == "fixed":
                 raise UnsupportedOpError(
                     f"{node.key(p)!r} is tied to {[k for k in group if k != node.key(p)]} and "
-                    f"is moved by {node.op!r} {node.name!r} with attention heads, a softmax or "
-                    "LayerNorm shift, or as fixed data, which symlab cannot tie yet; untie the "
+                    f"is moved by {node.op!r} {node.name!r} with attention heads or as fixed "
+                    "data, which symlab cannot tie yet; untie the "
                     "weights (clone them) to derive the group of the untied model"
                 )
         for (n1, p1), (n2, p2) in itertools.pairwise(members):
@@ -230,6 +231,22 @@ def _tie_shared_weights(
                 seg_uf.union(t1, t2)
                 for t in (t1, t2):
                     admits[t] = admits.get(t, ANY) & Admits(Mag.NONE, Sign.DIAG)
+
+
+def _drop_tied_translations(graph: ArchGraph, specs: Mapping[str, OpSymmetry]) -> None:
+    """A translation (softmax or LayerNorm shift) moves one copy of a tied tensor only, which
+    the tie cannot carry: drop it, keeping a bias-only shift where the bias is not tied."""
+    tied = {k for group in graph.tied_keys for k in group}
+    for spec in specs.values():
+        kept = []
+        for tr in spec.translations:
+            owner = graph.node(tr.node)
+            hit = {p.name for p in owner.params if owner.key(p) in tied} & {p for p, _ in tr.axes}
+            if not hit:
+                kept.append(tr)
+            elif hit == {"weight"} and any(p == "bias" for p, _ in tr.axes):
+                kept.append(shift_rules.logit_translation(owner, tr.suffix, weight=False))
+        spec.translations[:] = kept
 
 
 def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
