@@ -22,7 +22,13 @@ from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
-from symlab.frontend.functional_layers import LAYER_FUNCS, pool_keeps_shift, read_layer_call
+from symlab.frontend.functional_layers import (
+    CHANNEL_FIRST,
+    LAYER_FUNCS,
+    call_args,
+    pool_keeps_shift,
+    read_layer_call,
+)
 from symlab.frontend.functions import (
     ACT_FUNCS,
     ADD_FUNCS,
@@ -38,7 +44,7 @@ from symlab.frontend.functions import (
 from symlab.frontend.fxutil import flat_nodes, unsupported, where
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
-from symlab.frontend.operands import cat_parts, read_special_binary
+from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
 from symlab.frontend.patterns import patterns
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
@@ -172,6 +178,8 @@ class Converter:
             if user in seen:
                 continue
             seen.add(user)
+            if user.op == "call_function" and user.target in CHANNEL_FIRST:
+                return 1
             if user.op == "call_module":
                 mod = self.gm.get_submodule(str(user.target))
                 if isinstance(mod, channel_first):
@@ -230,7 +238,10 @@ class Converter:
                 f"sharing){where(node)}; that is not supported yet"
             )
         self.used_modules.add(target)
+        constant_inputs(self, node)  # self.emb(self.positions): a fixed input
         ins = self.tensor_args(node)
+        if not ins:
+            raise unsupported(node, f"module {target!r} called on no tensor")
         if type(mod) in MACROS:
             MACROS[type(mod)](self, node, target, mod, ins)
             return
@@ -283,6 +294,8 @@ class Converter:
         from the right, with the same width (broadcasting only over other axes: a
         squeeze-excitation gate of shape (B, C, 1, 1), a layer-scale vector); else None."""
         shape = self.meta_shape(node)
+        if any(not 0 <= self.fa[i] < len(self.shape[i]) for i in ins):
+            return None  # a 0-dim operand (a mean of everything): no feature axis to align
         from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
         widths = {self.shape[i][self.fa[i]] for i in ins}
         if shape is None or len(from_right) != 1 or len(widths) != 1:
@@ -318,9 +331,8 @@ class Converter:
             return  # not a tensor (a size, a shape tuple, …): no node
         if fn == "size" or fn is getattr:
             return
-        if fn in LAYER_FUNCS:  # a layer called on a module's own parameters
-            read_layer_call(self, node)
-            return
+        if fn in LAYER_FUNCS and read_layer_call(self, node):  # a layer on its module's own
+            return  # parameters (the forward of a subclass, traced into)
         if read_special_binary(self, node):  # x * x, x * self.alpha (0-dim), ...
             return
         ins = self.tensor_args(node)
@@ -350,6 +362,12 @@ class Converter:
             if attrs["fn"] == "leaky_relu":
                 slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope")
                 attrs["negative_slope"] = 0.01 if slope is None else float(slope)
+            if attrs["fn"] == "hardtanh":  # its range decides whether it is odd
+                rng = call_args(node, ("input", "min_val", "max_val"))
+                lo, hi = rng["min_val"], rng["max_val"]
+                if isinstance(lo or -1.0, float | int) and isinstance(hi or 1.0, float | int):
+                    attrs.update(min_val=float(-1.0 if lo is None else lo),
+                                 max_val=float(1.0 if hi is None else hi))  # fmt: skip
             self.emit(node, f"@{node.name}", "activation", [x], **attrs)
         elif fn in IDENTITY_FUNCS:
             self.emit(node, f"@{node.name}", "activation", [x], fn="identity")

@@ -27,7 +27,7 @@ from symlab.graph.archgraph import ParamSpec
 if TYPE_CHECKING:
     from symlab.frontend.convert import Converter
 
-__all__ = ["LAYER_FUNCS", "call_args", "pool_keeps_shift", "read_layer_call"]
+__all__ = ["CHANNEL_FIRST", "LAYER_FUNCS", "call_args", "pool_keeps_shift", "read_layer_call"]
 
 _CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _SIGNATURES: dict[Any, tuple[str, ...]] = {
@@ -202,10 +202,28 @@ _READERS: dict[Any, Callable[[Converter, fx.Node, str, dict[str, Any]], None]] =
 LAYER_FUNCS = frozenset(_READERS)
 
 
-def read_layer_call(cv: Converter, node: fx.Node) -> None:
-    """Emit the graph op of a functional layer call on a module's own parameters (refuses
-    anything else with :class:`UnsupportedOpError`)."""
+def _own_parameters(cv: Converter, node: fx.Node, a: dict[str, Any]) -> bool:
+    """Whether every parameter argument is a module's own parameter under its standard name
+    (the subclass case this module reads); anything else is left to other readers."""
+    leaves = [k for k in ("weight", "bias", "running_mean", "running_var") if k in a]
+    for leaf in leaves:
+        arg = a[leaf]
+        if arg is None:
+            continue
+        if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
+            return False
+        if str(arg.target).rpartition(".")[2] != leaf or str(arg.target) not in cv.state:
+            return False
+    return a.get("weight") is not None or node.target in (F.batch_norm, F.group_norm)
+
+
+def read_layer_call(cv: Converter, node: fx.Node) -> bool:
+    """Emit the graph op of a functional layer call on a module's own parameters; False when
+    the call is not of that form (then other readers, or a refusal, handle it). Refuses (with
+    :class:`UnsupportedOpError`) such a call it cannot read."""
     a = call_args(node, _SIGNATURES[node.target])
+    if not _own_parameters(cv, node, a):
+        return False
     x = a["input"]
     if not isinstance(x, fx.Node) or x not in cv.name:
         raise UnsupportedOpError(
@@ -213,6 +231,11 @@ def read_layer_call(cv: Converter, node: fx.Node) -> None:
             f"{where(node)}"
         )
     _READERS[node.target](cv, node, cv.name[x], a)
+    return True
+
+
+#: functional layers whose input carries its units on axis 1 (channels)
+CHANNEL_FIRST = frozenset(LAYER_FUNCS - {F.linear})
 
 
 _AVG_POOLS = {F.avg_pool1d: 1, F.avg_pool2d: 2, F.avg_pool3d: 3}

@@ -24,7 +24,7 @@ from symlab.frontend.functions import ADD_FUNCS, MUL_FUNCS
 if TYPE_CHECKING:
     from symlab.frontend.convert import Converter
 
-__all__ = ["cat_parts", "read_special_binary"]
+__all__ = ["cat_parts", "constant_inputs", "read_special_binary"]
 
 _DIV = {operator.truediv, torch.div, "div", operator.itruediv}
 _SUB = {operator.sub, torch.sub, "sub", operator.isub}
@@ -103,3 +103,13 @@ def cat_parts(cv: Converter, node: fx.Node, ins: list[str]) -> list[str]:
                             fn="identity")  # fmt: skip
         parts.append(x)
     return parts
+
+
+def constant_inputs(cv: Converter, node: fx.Node) -> None:
+    """Give the module parameters and buffers a module call reads directly (an embedding of a
+    buffer of positions) a graph node each: a fixed input, never moved (sound)."""
+    for a in node.args:
+        if isinstance(a, fx.Node) and a.op == "get_attr" and a not in cv.name:
+            shape = _constant_shape(cv, a)
+            if shape is not None:
+                cv.name[a] = cv.add_node(f"@{a.name}", "input", [], shape, len(shape) - 1)

@@ -71,16 +71,20 @@ def derive_structure(
 
     composite: dict[str, list[str]] = {}
     repeat: dict[str, int] = {}
-    for name in (n.name for n in nodes):  # topological: composites flow through ties
-        s = specs[name]
+    for s in specs.values():
         composite.update(s.composite)
         repeat.update(s.repeat)
-        for a, b in s.tie:
-            if (a in composite) != (b in composite):
-                src, dst = (a, b) if a in composite else (b, a)
-                composite[dst] = composite[src]
-                if src in repeat:
-                    repeat[dst] = repeat[src]
+    changed = True
+    while changed:  # composites flow through ties, both ways, until nothing changes (a sum
+        changed = False  # of a block tensor and a branch computed from it makes both blocks)
+        for s in specs.values():
+            for a, b in s.tie:
+                if (a in composite) != (b in composite):
+                    src, dst = (a, b) if a in composite else (b, a)
+                    composite[dst] = composite[src]
+                    if src in repeat:
+                        repeat[dst] = repeat[src]
+                    changed = True
     plain = [n.name for n in nodes if n.name not in composite]
     perm_uf, seg_uf = UnionFind(plain), UnionFind(plain)
     admits: dict[str, Admits] = {}
