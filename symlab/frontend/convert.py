@@ -199,8 +199,11 @@ class Converter:
             name = f"@{node.name}"
             if name in self.g.nx:
                 return name
-            if key not in self.state:  # a non-persistent buffer: a constant, never moved
-                self.g.add(name, "input", [], width=int(shape[fa]))
+            if key not in self.state or not 0 <= fa < len(shape):
+                # a non-persistent buffer, or a tensor broadcast over the other operand's units
+                # (a 0-dim parameter): a constant, never moved
+                fa = fa if 0 <= fa < len(shape) else max(len(shape) - 1, 0)
+                self.g.add(name, "input", [], width=int(shape[fa]) if shape else 1)
                 self.fa[name], self.shape[name] = fa, shape
                 self.name[node] = name
                 return name

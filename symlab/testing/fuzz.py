@@ -337,11 +337,11 @@ def _error(
     return float((out - ref).abs().max() / (ref.abs().max() + 1e-30))
 
 
-def run_one(seed: int, samples: int = 3) -> FuzzResult:
-    """Generate, derive and independently check model ``seed``."""
+def run_one(seed: int, samples: int = 3, model: FuzzModel | None = None) -> FuzzResult:
+    """Generate (or take ``model``), derive and independently check model ``seed``."""
     import symlab as sl
 
-    m = generate(seed)
+    m = generate(seed) if model is None else model
     try:
         model, x = build(m)
         with torch.no_grad():
