@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from symlab.api import symmetries
 from symlab.errors import SymlabError, TooLargeError
+from symlab.symmetry.check import brute_force_group, check_invariance
 from symlab.testing.conformance_ops import KINDS, MODULE_FACTORIES, OP_SNIPPETS, Snippet
 
 __all__ = [
@@ -233,17 +235,15 @@ def run_case(
     case: Case, seed: int = 0, *, samples: int = 4, brute: bool = True, max_candidates: int = 5000
 ) -> Outcome:
     """Derive, check and (where tiny) brute-force one case; see the module docstring."""
-    import symlab as sl
-
     try:
         model, x = case.build(seed)
     except Exception as e:  # a snippet that does not fit the context: nothing to check
         return Outcome(case.name, "skipped", f"{type(e).__name__}: {e}")
     try:
-        G = sl.symmetries(model, x)
+        G = symmetries(model, x)
         ops = tuple(sorted({n.op for n in G.graph.nodes()}))
         worst = max(independent_error(model, G, x, seed + i) for i in range(samples))
-        rep = sl.check_invariance(model, G, x, samples=samples, seed=seed, raise_on_failure=False)
+        rep = check_invariance(model, G, x, samples=samples, seed=seed, raise_on_failure=False)
     except SymlabError as e:
         return Outcome(case.name, "refused", f"{type(e).__name__}: {e}")
     except Exception as e:
@@ -257,7 +257,7 @@ def run_case(
     out = Outcome(case.name, "sound", "", ops)
     if brute:
         try:
-            missed, extra = sl.brute_force_group(model, x, max_candidates=max_candidates).compare(G)
+            missed, extra = brute_force_group(model, x, max_candidates=max_candidates).compare(G)
         except TooLargeError:
             return out
         except SymlabError as e:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from symlab.api import symmetries
 from symlab.errors import SymlabError
 from symlab.testing.fuzz_ops import ACT_MODULES, PREAMBLE, UNARY_CALLS
 
@@ -240,11 +241,11 @@ class _Gen:
                     "F.avg_pool2d(h, 3, 1, 1)",
                 ]
             )
-            if pad.startswith("F."):
-                self.line(pad, "F.avg_pool2d")
+            if pad.startswith("F.") or hw >= 8:
+                self.line("F.avg_pool2d(h, 3, 1, 1)", "F.avg_pool2d")
                 return c, hw
             self.line(f"{self.mod(pad)}(h)", re.sub(r"\(.*", "", pad))
-            return c, (hw * 2 if "Upsample" in pad else hw + 2) if hw < 8 else hw
+            return c, hw * 2 if "Upsample" in pad else hw + 2
         if k == 9:
             dw = self.mod(f"nn.Conv2d({c}, {c}, 3, padding=1, groups={c})")
             self.line(f"{dw}(h)", "depthwise")
@@ -339,8 +340,6 @@ def _error(
 
 def run_one(seed: int, samples: int = 3, model: FuzzModel | None = None) -> FuzzResult:
     """Generate (or take ``model``), derive and independently check model ``seed``."""
-    import symlab as sl
-
     m = generate(seed) if model is None else model
     try:
         model, x = build(m)
@@ -351,7 +350,7 @@ def run_one(seed: int, samples: int = 3, model: FuzzModel | None = None) -> Fuzz
     except Exception as e:
         return FuzzResult(seed, "invalid", f"{type(e).__name__}: {e}", m.ops)
     try:
-        G = sl.symmetries(model, x)
+        G = symmetries(model, x)
     except SymlabError as e:
         return FuzzResult(seed, "refused", f"{type(e).__name__}: {str(e)[:160]}", m.ops)
     except Exception as e:
