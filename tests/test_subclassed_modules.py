@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from timm_like import (
     BatchNormAct2d,
     Conv2dNormActivation,
+    FrozenBatchNormAct2d,
     GroupNormAct,
+    LayerNormAct2d,
     ScaledStdConv2d,
     StdConv2d,
 )
@@ -73,6 +75,21 @@ def test_timm_norm_act_layers_are_traced_into_and_sound(make):
     G = _sound(_Between(layer, c=layer.num_features if hasattr(layer, "num_features")
                         else layer.num_channels), _x(4, 2, 5, 5))  # fmt: skip
     assert G.order > 1
+
+
+@pytest.mark.parametrize("make", [lambda: FrozenBatchNormAct2d(3), lambda: LayerNormAct2d(3)])
+def test_other_timm_norm_act_layers_are_sound_or_refused(make):
+    x = _x(4, 2, 5, 5)
+    model = _prepared(_Between(make()), x)
+    with torch.no_grad():  # generic buffers for the frozen norm
+        for name, b in model.named_buffers():
+            if name.endswith(("running_var", "weight")):
+                b.copy_(torch.rand(b.shape, dtype=b.dtype) + 0.5)
+    try:
+        G = sl.symmetries(model, x)
+    except sl.errors.SymlabError:
+        return
+    assert sl.check_invariance(model, G, x, samples=8, raise_on_failure=False).passed
 
 
 def test_bnact_takes_its_activation_into_account():

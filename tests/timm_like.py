@@ -161,3 +161,45 @@ class Conv2dNormActivation(ConvNormActivation):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups,
                          norm_layer, activation_layer, dilation, inplace, bias,
                          nn.Conv2d)  # fmt: skip
+
+
+class FrozenBatchNormAct2d(nn.Module):
+    """timm.layers.FrozenBatchNormAct2d: statistics and affine parameters as buffers."""
+
+    def __init__(self, num_features, eps=1e-5, act_layer=nn.ReLU, inplace=True):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("weight", torch.ones(num_features))
+        self.register_buffer("bias", torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.drop = nn.Identity()
+        self.act = _create_act(act_layer, inplace=inplace)
+
+    def forward(self, x):
+        w = self.weight.reshape(1, -1, 1, 1)
+        b = self.bias.reshape(1, -1, 1, 1)
+        rv = self.running_var.reshape(1, -1, 1, 1)
+        rm = self.running_mean.reshape(1, -1, 1, 1)
+        scale = w * (rv + self.eps).rsqrt()
+        bias = b - rm * scale
+        x = x * scale + bias
+        x = self.act(self.drop(x))
+        return x
+
+
+class LayerNormAct2d(nn.LayerNorm):
+    """timm.layers.LayerNormAct2d: a LayerNorm over channels of a feature map, then an act."""
+
+    def __init__(self, num_channels, eps=1e-5, affine=True, act_layer=nn.ReLU, inplace=True):
+        super().__init__(num_channels, eps=eps, elementwise_affine=affine)
+        self.drop = nn.Identity()
+        self.act = _create_act(act_layer, inplace=inplace)
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        x = x.permute(0, 3, 1, 2)
+        x = self.drop(x)
+        x = self.act(x)
+        return x
