@@ -27,7 +27,7 @@ from torch import nn
 
 from symlab.api import symmetries
 from symlab.errors import SymlabError
-from symlab.testing.fuzz_ops import ACT_MODULES, PREAMBLE, UNARY_CALLS
+from symlab.testing.fuzz_ops import ACT_MODULES, COMMON_CALLS, PREAMBLE, UNARY_CALLS
 
 __all__ = ["FuzzModel", "FuzzResult", "generate", "run_many", "run_one"]
 
@@ -77,7 +77,12 @@ class _Gen:
 
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
-        """An elementwise call template; GLU (which halves the width) only when ``glu``."""
+        """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
+        the time one of the everyday activations, so that most models reach derivation."""
+        if self.r.random() < 0.5:
+            t = self.r.choice(COMMON_CALLS)
+            self.ops.add(_op_id(t))
+            return t
         if self.r.random() < 0.5:
             t = self.r.choice(UNARY_CALLS)
             self.ops.add(_op_id(t))
@@ -161,10 +166,14 @@ class _Gen:
             )
             self.line(expr, _op_id(expr.replace("h", "{h}", 1)))
             return w
-        if k == 9:
+        if k == 9 and r.random() < 0.3:
             wp, bp = self.param((w2, w)), self.param((w2,))
             self.line(f"F.linear(h, {wp}, {bp})", "F.linear-param")
             return w2
+        if k == 9:  # a sigmoid over a concatenation of differently-activated branches
+            a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w})")
+            self.line(f"torch.sigmoid(torch.cat([F.relu({a}(h)), {b}(h)], -1))", "sigmoid-cat")
+            return w2 + w
         self.line(f"{self.mod(f'nn.Dropout({r.choice([0.1, 0.5])})')}(h)", "nn.Dropout")
         return w
 
@@ -246,6 +255,10 @@ class _Gen:
                 return c, hw
             self.line(f"{self.mod(pad)}(h)", re.sub(r"\(.*", "", pad))
             return c, hw * 2 if "Upsample" in pad else hw + 2
+        if k == 9 and r.random() < 0.5:  # a sigmoid read by an unpadded conv
+            conv = self.mod(f"nn.Conv2d({c}, {c2}, 1)")
+            self.line(f"{conv}(torch.sigmoid(h))", "sigmoid-conv1x1")
+            return c2, hw
         if k == 9:
             dw = self.mod(f"nn.Conv2d({c}, {c}, 3, padding=1, groups={c})")
             self.line(f"{dw}(h)", "depthwise")

@@ -3,7 +3,21 @@ written as Python source the way users write them (see :mod:`symlab.testing.fuzz
 
 from __future__ import annotations
 
-__all__ = ["ACT_MODULES", "PREAMBLE", "UNARY_CALLS"]
+__all__ = ["ACT_MODULES", "COMMON_CALLS", "PREAMBLE", "UNARY_CALLS"]
+
+#: the activations most models use
+COMMON_CALLS = [
+    "F.relu({h})",
+    "torch.tanh({h})",
+    "torch.sigmoid({h})",
+    "F.gelu({h})",
+    "F.silu({h})",
+    "F.leaky_relu({h}, 0.1)",
+    "F.softplus({h})",
+    "{h}",
+    "F.elu({h})",
+    "{h}.relu()",
+]
 
 #: elementwise calls on ``h`` (source templates); several have no rule and must be refused
 UNARY_CALLS = [
