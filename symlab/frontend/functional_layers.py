@@ -79,7 +79,8 @@ def _param(cv: Converter, node: fx.Node, arg: Any, leaf: str) -> str | None:
     return prefix
 
 
-def _owner(cv: Converter, node: fx.Node, params: dict[str, Any]) -> tuple[str, list[ParamSpec]]:
+def _owner(cv: Converter, node: fx.Node, params: dict[str, Any]) -> str:
+    """The (stripped) path of the one module whose parameters the call reads."""
     prefixes = {leaf: _param(cv, node, a, leaf) for leaf, a in params.items()}
     found = {p for p in prefixes.values() if p is not None}
     if len(found) != 1:
@@ -91,7 +92,7 @@ def _owner(cv: Converter, node: fx.Node, params: dict[str, Any]) -> tuple[str, l
     prefix = found.pop()
     if cv.strip is not None:
         prefix = prefix.removeprefix(cv.strip).removeprefix(".")
-    return prefix, []
+    return prefix
 
 
 def _spec(cv: Converter, full: str, leaf: str, axes: tuple[str, ...]) -> ParamSpec:
@@ -117,8 +118,7 @@ def _need_axis(cv: Converter, node: fx.Node, x: str, axis: int) -> None:
 
 
 def _keys(cv: Converter, node: fx.Node, a: dict[str, Any], leaves: tuple[str, ...]) -> str:
-    prefix, _ = _owner(cv, node, {k: a[k] for k in leaves})
-    return prefix
+    return _owner(cv, node, {k: a[k] for k in leaves})
 
 
 def _full(cv: Converter, arg: Any) -> str:
