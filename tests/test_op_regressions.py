@@ -183,3 +183,24 @@ def test_negative_control_a_flip_without_its_shift_breaks_the_function():
     with torch.no_grad():
         ref, out = model(x), torch.func.functional_call(model, sd, (x,))
     assert float((out - ref).abs().max()) > 1e-2
+
+
+class _ParamOnNestedCat(nn.Module):
+    """Found by the fuzzer: a parameter added to a concatenation of concatenations becomes a
+    block tensor listed before the blocks it is made of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.randn(8))
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, h):
+        h = torch.cat([h, h], -1)
+        h = torch.cat([h, h], -1)
+        return self.out(h + h - self.p)
+
+
+def test_a_parameter_added_to_nested_concatenations_moves_with_its_blocks():
+    _torch_init(0)
+    G = _sound(_ParamOnNestedCat(), _x(16, 2))
+    assert G.order == 1 and G.dimension == 0  # the inputs are fixed: nothing moves, no crash
