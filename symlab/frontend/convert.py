@@ -22,6 +22,7 @@ from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.frontend.exact import refuse_hooks
 from symlab.frontend.functional_layers import (
     CHANNEL_FIRST,
     LAYER_FUNCS,
@@ -115,6 +116,7 @@ class Converter:
 
     # -- conversion ---------------------------------------------------------------------------
     def run(self) -> ArchGraph:
+        refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
         for node in self.gm.graph.nodes:

@@ -30,7 +30,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["Fingerprint", "fingerprint", "hooks_reason"]
+from symlab.errors import UnsupportedOpError
+
+__all__ = ["Fingerprint", "fingerprint", "hooks_reason", "refuse_hooks"]
 
 _MISSING = object()
 _ATTR_OPS = {"LOAD_ATTR", "LOAD_METHOD", "LOAD_SUPER_ATTR", "STORE_ATTR"}
@@ -148,3 +150,17 @@ def hooks_reason(module: nn.Module) -> str | None:
     if module._forward_hooks or module._forward_pre_hooks:
         return "it has forward hooks, which torch.fx does not trace: remove them (handle.remove())"
     return None
+
+
+def refuse_hooks(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedOpError` when any module of ``model`` has forward hooks.
+
+    >>> from torch import nn
+    >>> refuse_hooks(nn.Sequential(nn.Linear(2, 2)))  # no hooks: nothing to say
+    """
+    for name, m in model.named_modules():
+        why = hooks_reason(m)
+        if why is not None:
+            raise UnsupportedOpError(
+                f"module {name or type(model).__name__!r} ({type(m).__name__}): {why}"
+            )

@@ -21,7 +21,7 @@ from symlab.frontend.exact import Fingerprint, fingerprint, hooks_reason
 from symlab.nn.asymmetric import FiGLU, WAsymLinear
 from symlab.nn.asymmetric_conv import FiGLU2d, WAsymConv2d
 
-__all__ = ["ModuleOp", "module_op_for", "register_module_op", "why_not_read"]
+__all__ = ["ModuleOp", "module_op_for", "reading", "register_module_op", "why_not_read"]
 
 _ACT_TYPES: dict[type[nn.Module], str] = {
     nn.Identity: "identity",
@@ -112,12 +112,23 @@ def module_op_for(module: nn.Module) -> ModuleOp | None:
     >>> module_op_for(Named(2, 3)).module_type.__name__
     'Linear'
     """
+    entry = reading(module)
+    hooks = hooks_reason(module) if entry is not None else None
+    if hooks is not None:
+        raise UnsupportedOpError(f"module of type {type(module).__name__}: {hooks}")
+    return entry
+
+
+def reading(module: nn.Module) -> ModuleOp | None:
+    """:func:`module_op_for` without the refusal of hooks (what tracing asks: is it a leaf).
+
+    >>> from torch import nn
+    >>> reading(nn.ReLU()).module_type.__name__, reading(nn.Sequential()) is None
+    ('ReLU', True)
+    """
     entry = _registered_base(module)
     if entry is None:
         return None
-    hooks = hooks_reason(module)
-    if hooks is not None:
-        raise UnsupportedOpError(f"module of type {type(module).__name__}: {hooks}")
     return entry if entry.fingerprint.reason(module) is None else None
 
 

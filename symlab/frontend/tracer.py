@@ -4,8 +4,8 @@ A module is a leaf when symlab reads it as one op: a registered module op
 (:mod:`symlab.frontend.modules`; a subclass only when it computes its base's ``forward``
 unchanged, see :mod:`symlab.frontend.exact`), a composite expanded by a macro
 (:mod:`symlab.frontend.macros`) or a type declared with :func:`declare_leaf`. Everything else is
-traced into, so its ops get their own rules. Modules with forward hooks are refused: torch.fx
-does not run hooks, so what they do would be invisible.
+traced into, so its ops get their own rules. (Models with forward hooks are refused when
+they are converted: torch.fx does not run hooks, so what they do would be invisible.)
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 import torch.fx as fx
 from torch import nn
 
-from symlab.errors import UnsupportedOpError
-from symlab.frontend.exact import hooks_reason
 from symlab.frontend.macros import MACROS
-from symlab.frontend.modules import module_op_for, why_not_read
+from symlab.frontend.modules import reading, why_not_read
 
 __all__ = ["Tracer", "declare_leaf", "is_leaf"]
 
@@ -49,7 +47,7 @@ def is_leaf(module: nn.Module) -> bool:
     (True, False)
     """
     t = type(module)
-    return t in _EXTRA_LEAVES or t in MACROS or module_op_for(module) is not None
+    return t in _EXTRA_LEAVES or t in MACROS or reading(module) is not None
 
 
 class _ModuleStack(collections.OrderedDict):
@@ -68,16 +66,6 @@ class Tracer(fx.Tracer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.module_stack = _ModuleStack()
-
-    def trace(self, root: Any, *args: Any, **kwargs: Any) -> fx.Graph:
-        if isinstance(root, nn.Module):
-            for name, m in root.named_modules():
-                why = hooks_reason(m)
-                if why is not None:
-                    raise UnsupportedOpError(
-                        f"module {name or type(root).__name__!r} ({type(m).__name__}): {why}"
-                    )
-        return super().trace(root, *args, **kwargs)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if is_leaf(m):

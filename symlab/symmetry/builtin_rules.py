@@ -131,8 +131,8 @@ def activation_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         )
     x = _x(node, graph)
     admits = ACTIVATION_ADMITS[fn]
-    lo, hi = node.attrs.get("min_val"), node.attrs.get("max_val")  # unread: not assumed
-    if fn == "hardtanh" and lo is not None and hi is not None and lo == -hi:
+    # a graph's hardtanh without a range is nn.Hardtanh()'s (-1, 1); the front-ends record it
+    if fn == "hardtanh" and node.attrs.get("min_val", -1.0) == -node.attrs.get("max_val", 1.0):
         admits = Admits(Mag.NONE, Sign.DIAG)  # a symmetric clamp is odd
     spec = OpSymmetry(tie=[(x, node.name)], admits=[(x, admits, f"{fn}")])
     if fn == "sigmoid":

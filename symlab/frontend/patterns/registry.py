@@ -29,7 +29,7 @@ EmitFn = Callable[["Converter", Any], str]
 class Pattern:
     """A registered pattern: ``find`` its matches in a graph module, ``emit`` one of them.
 
-    >>> [p.name for p in patterns()]
+    >>> [p.name for p in patterns()][:1]
     ['attention']
     """
 
