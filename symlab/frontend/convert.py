@@ -47,6 +47,7 @@ from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
 from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
 from symlab.frontend.patterns import patterns
+from symlab.frontend.readers import CALL_READERS
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
 __all__ = ["Converter"]
@@ -340,6 +341,8 @@ class Converter:
             return  # parameters (the forward of a subclass, traced into)
         if read_special_binary(self, node):  # x * x, x * self.alpha (0-dim), ...
             return
+        if fn not in USER_FUNCS and fn in CALL_READERS and CALL_READERS[fn](self, node):
+            return  # read with its arguments (symlab.frontend.readers)
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:

@@ -42,6 +42,9 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     "logsigmoid": NONE,
     # x * x (the same tensor twice): even, and (cx)² = c²x² is no tie — permutations only
     "square": NONE,
+    # |cx| = c|x| for c > 0 (the sign flips |-x| = |x| absorbs are not derived)
+    "abs": Admits(Mag.DIAG, Sign.NONE),
+    "exp": NONE,  # exp(x + c) = e^c exp(x) would need shifts; permutations only
 }
 
 
