@@ -184,6 +184,48 @@ def _binary() -> dict[str, list[Snippet]]:
     }
 
 
+def _new_ops() -> dict[str, list[Snippet]]:
+    """Snippets for the everyday ops of issue 13's deliverable 4 (neg, abs, pow, clamp, ...)."""
+    lin = lambda c, k=1: nn.Linear(c, k * c)  # noqa: E731
+    rnn = lambda t, **kw: lambda c: Fn(lambda s, h: s.r(h)[0], r=t(c, c, batch_first=True, **kw))  # noqa: E731
+    return {
+        "clamp": [
+            Snippet("clamp", lambda c: Fn(lambda s, h: torch.clamp(h, -1.0, 1.0))),
+            Snippet("min0", lambda c: Fn(lambda s, h: h.clamp(min=0.0)), "map2"),
+        ],
+        "conv_transpose": [Snippet("up", lambda c: nn.ConvTranspose2d(c, c, 2, stride=2), "map2")],
+        "glu": [Snippet("glu", lambda c: Fn(lambda s, h: F.glu(s.l(h), -1), l=lin(c, 2)))],
+        "glu_gate": [Snippet("glu", lambda c: Fn(lambda s, h: F.glu(s.l(h), -1), l=lin(c, 2)))],
+        "gru": [Snippet("gru", rnn(nn.GRU), "seq")],
+        "lstm": [Snippet("lstm", rnn(nn.LSTM), "seq")],
+        "rnn_tanh": [Snippet("rnn", rnn(nn.RNN), "seq")],
+        "rnn_relu": [Snippet("rnn", rnn(nn.RNN, nonlinearity="relu"), "seq")],
+        "maximum": [Snippet("max", lambda c: Fn(lambda s, h: torch.maximum(h, s.l(h)), l=lin(c)))],
+        "norm": [Snippet("norm", lambda c: Fn(lambda s, h: h * h.norm(dim=-1, keepdim=True)))],
+        "normalize": [Snippet("F", lambda c: Fn(lambda s, h: F.normalize(h, dim=-1)))],
+        "pad": [Snippet("pad", lambda c: Fn(lambda s, h: F.pad(h, (1, 1, 1, 1))), "map2")],
+        "pixel_shuffle": [
+            Snippet(
+                "ps",
+                lambda c: Fn(lambda s, h: F.pixel_shuffle(s.k(h), 2), k=nn.Conv2d(c, 4 * c, 1)),
+                "map2",
+            )
+        ],
+        "pixel_unshuffle": [
+            Snippet("pu", lambda c: Fn(lambda s, h: F.pixel_unshuffle(h, 2)), "map2")
+        ],
+        "pow": [
+            Snippet("sq", lambda c: Fn(lambda s, h: h**2)),
+            Snippet("cube", lambda c: Fn(lambda s, h: h.pow(3))),
+        ],
+        "prelu": [
+            Snippet("per-channel", lambda c: nn.PReLU(c), "map2"),
+            Snippet("scalar", lambda c: nn.PReLU()),
+        ],
+        "reduce_max": [Snippet("amax", lambda c: Fn(lambda s, h: h.amax(-1, keepdim=True) + h))],
+    }
+
+
 class _HandAttention(nn.Module):
     """Hand-written multi-head attention (separate or fused projections)."""
 
@@ -311,7 +353,7 @@ def _std_conv(c: int, gain: bool) -> nn.Module:
 
 
 OP_SNIPPETS["activation"] = _acts()
-for _op, _s in {**_binary(), **_layers()}.items():
+for _op, _s in {**_binary(), **_layers(), **_new_ops()}.items():
     register_snippets(_op, _s)
 
 
