@@ -214,6 +214,11 @@ def _own_parameters(cv: Converter, node: fx.Node, a: dict[str, Any]) -> bool:
             return False
         if str(arg.target).rpartition(".")[2] != leaf or str(arg.target) not in cv.state:
             return False
+    keys = [str(a[k].target) for k in leaves if a[k] is not None]
+    owners = {k.rpartition(".")[0] for k in keys}
+    called = {str(n.target) for n in cv.gm.graph.nodes if n.op == "call_module"}
+    if owners & called:  # another layer's weight (tying): not this module's own forward
+        return False
     return a.get("weight") is not None or node.target in (F.batch_norm, F.group_norm)
 
 
