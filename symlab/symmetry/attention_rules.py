@@ -6,7 +6,7 @@ For head ``h`` with queries ``q_h = W_Q^h x`` and keys ``k_h = W_K^h x``, the sc
 The inputs and the output of the block admit any invertible map (the projections are linear).
 Biases of the projections move with their rows. The key bias is free (it adds ``q·b_K`` to
 every score of a query, which the softmax over keys ignores): a translation factor
-(:mod:`symlab.symmetry.shift_rules`). Follows SCIENCE.md §1.
+(:mod:`symlab.symmetry.shift_rules`). See docs/concepts/symmetries.md.
 """
 
 from __future__ import annotations

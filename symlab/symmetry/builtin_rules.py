@@ -1,4 +1,5 @@
-"""Rules for the built-in ops, following the intertwiner table of SCIENCE.md §1.
+"""Rules for the built-in ops, following the intertwiner table of
+docs/concepts/symmetries.md.
 
 Godfrey et al. (2022) for activations; BatchNorm/LayerNorm scale invariance (exact only up to the
 norm's ``eps``); residual additions tie their summands; Lim et al. (2024) for W-asymmetric layers

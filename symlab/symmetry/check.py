@@ -152,8 +152,8 @@ def check_invariance(
     element is not exact each inexact factor is evaluated alone, so the report names the
     factor and the input row behind an error (:class:`InexactError`) — a factor whose error on
     these inputs exceeds the tolerance fails the check. Raises :class:`InvarianceError` on
-    failure unless ``raise_on_failure`` is False. Follows the proof obligation of DESIGN.md:
-    every derived element is checked on the real model.
+    failure unless ``raise_on_failure`` is False. Every derived element is checked on the real
+    model (docs/concepts/symmetries.md, "Fail closed, and proofs").
 
     >>> import symlab as sl
     >>> net = sl.nn.MLP([3, 4, 2], dtype=torch.float64)
@@ -189,7 +189,16 @@ def check_invariance(
             out = _outputs(m, dict(G.act(h, sd)), inputs, tied)  # type: ignore[arg-type]
             return _row_error(out, ref, batch)
 
-        ref = _outputs(m, sd, inputs, tied)
+        try:
+            ref = _outputs(m, sd, inputs, tied)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args)
+            cause = str(exc).splitlines()[0] if str(exc) else ""
+            raise DataError(
+                f"check_invariance: inputs of shape {shapes} do not run through "
+                f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass a batch the model "
+                "takes, e.g. the example input the group was derived from"
+            ) from None
         names = {f.name for f in inexact}
         for _ in range(samples):
             h = G.sample(g)

@@ -47,13 +47,20 @@ class SymmetryGroup:
         self._st = structure
         self.factors: list[Factor] = list(structure.factors)
         self._by_name = {f.name: f for f in self.factors}
+        #: the fixed data the derivation read (masks, gates), by key: what symlab.io saves
+        self.fixed_data: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_graph(
         cls, graph: ArchGraph, fixed_values: Mapping[str, torch.Tensor] | None = None
     ) -> SymmetryGroup:
         """Derive the group of ``graph`` (``fixed_values``: the model's fixed buffers)."""
-        return cls(derive_structure(graph, fixed_values))
+        G = cls(derive_structure(graph, fixed_values))
+        keys = [fd.key for s in G._st.specs.values() for fd in s.fixed_data if fd.value is None]
+        if keys and fixed_values is None:  # derivation's own fallback: the graph's fresh build
+            fixed_values = graph.build(seed=0).state_dict()
+        G.fixed_data = {k: fixed_values[k].detach().cpu().clone() for k in keys}  # type: ignore[index]
+        return G
 
     # -- sizes --------------------------------------------------------------------------------
     @property
