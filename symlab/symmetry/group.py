@@ -353,11 +353,28 @@ class SymmetryGroup:
                 shift = st.out_shift[t](torch.sign(scale))  # type: ignore[operator]
             out[t] = Transform(perms.get(k), scale, shift)
         for t in self._composite_order():
-            out[t] = concat_transform([out[p] for p in st.composite[t]], st, t)
+            tr = concat_transform([out[p] for p in st.composite[t]], st, t)
+            if t in st.out_shift and tr.scale is not None and tr.scale.ndim == 1:
+                tr = Transform(tr.perm, tr.scale, st.out_shift[t](torch.sign(tr.scale)))  # type: ignore[operator]
+            out[t] = tr
         return out
 
     def _composite_order(self) -> list[str]:
-        return [n.name for n in self._st.nodes if n.name in self._st.composite]
+        """Block tensors, each after the block tensors it is made of (a parameter added to a
+        concatenation becomes one before the concatenation's node in graph order)."""
+        st, order, seen = self._st, [], set()
+
+        def visit(t: str) -> None:
+            if t in seen or t not in st.composite:
+                return
+            seen.add(t)
+            for p in st.composite[t]:
+                visit(p)
+            order.append(t)
+
+        for n in st.nodes:
+            visit(n.name)
+        return order
 
     def _element_transforms(self, h: GroupElement) -> dict[str, Transform]:
         perms = self._perms(h)
