@@ -39,6 +39,12 @@ def _fn(target: Any, nargs: int | None = None, keep: tuple[str, ...] = ()) -> _R
     return rule
 
 
+def _embedding(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.embedding(weight, indices, padding_idx, ...)`` as ``F.embedding(indices, weight)``
+    (the padding index only shapes gradients)."""
+    return "call_function", F.embedding, (args[1], args[0]), {}
+
+
 def _method(name: str, nargs: int | None = None, keep: tuple[str, ...] = ()) -> _Rule:
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         kept = {k: kwargs[k] for k in keep if k in kwargs}
@@ -229,6 +235,7 @@ ATEN: dict[Any, _Rule] = {
     aten.baddbmm: _fn(torch.baddbmm, 3, keep=("beta", "alpha")),  # ALiBi scores (opaque)
     aten.matmul: _fn(torch.matmul, 2),
     aten.linear: _fn(F.linear, 3),
+    aten.embedding: _embedding,
     aten.layer_norm: _fn(F.layer_norm, 5),
     aten.linalg_vector_norm: _fn(torch.linalg.vector_norm, 4),
     aten.norm: _fn(torch.norm, 4),
