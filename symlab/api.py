@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
 from torch import nn
 
 from symlab.frontend.trace import trace
@@ -14,11 +15,16 @@ __all__ = ["symmetries", "trace"]
 
 
 def symmetries(
-    model: nn.Module | ArchGraph, example_input: torch.Tensor | None = None
+    model: nn.Module | ArchGraph,
+    example_input: Any = None,
+    *,
+    kwargs: dict[str, Any] | None = None,
 ) -> SymmetryGroup:
     """The symmetry group of ``model`` (a module or an :class:`ArchGraph`), derived from its
     graph with the rules of SCIENCE.md §1 (Godfrey et al. 2022 intertwiner groups; Lim et al.
-    2024 for asymmetric units).
+    2024 for asymmetric units). ``example_input`` is a tensor, a tuple of positional
+    arguments or a dict of keyword arguments; ``kwargs`` adds keyword arguments
+    (``sl.symmetries(model, (input_ids,), kwargs={"attention_mask": mask})``).
 
     >>> import symlab as sl
     >>> G = sl.symmetries(sl.nn.MLP([4, 8, 8, 2], activation="tanh"))
@@ -26,6 +32,6 @@ def symmetries(
     True
     """
     with paused_gc():  # many objects made, none freed before the end: see symlab.perf
-        graph = trace(model, example_input)
+        graph = trace(model, example_input, kwargs=kwargs)
         fixed = LazyStateDict(model) if isinstance(model, nn.Module) else None
         return SymmetryGroup.from_graph(graph, fixed)

@@ -7,6 +7,7 @@
     symlab experiment list
     symlab experiment run e2 --small            # prints a table, writes results/e2/
     symlab experiment report e2
+    symlab coverage --family timm --limit 5      # which real models symlab derives and proves
     symlab barrier a.safetensors b.safetensors --data mnist1d --model mlp \\
         --option widths=40,128,10 --align weight
 
@@ -310,6 +311,11 @@ def barrier(
         if curve.accuracy is None and kind in ("error", "relative_accuracy_drop"):
             continue
         typer.echo(f"{kind:24s} {curve.barrier(kind):.4f}")
+
+
+from symlab.testing.zoo_cli import coverage  # noqa: E402 - the census, defined beside it
+
+app.command("coverage")(_friendly(coverage))
 
 
 def main() -> None:

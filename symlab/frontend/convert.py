@@ -5,6 +5,8 @@ registered modules become their op, functions and tensor methods map through the
 :mod:`symlab.frontend.functions`, rearrangements that keep units whole move the feature axis
 (:mod:`symlab.frontend.axes`), hand-written attention becomes one node
 (:mod:`symlab.frontend.patterns.attention`), and ops symlab does not model unit by unit are opaque.
+Tensors no parameter reaches (ids, masks, positions: :mod:`symlab.frontend.units`) are fixed
+``input`` nodes, whatever op made them.
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -38,6 +40,7 @@ from symlab.frontend.fxutil import flat_nodes, unsupported, where
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
 from symlab.frontend.patterns import patterns
+from symlab.frontend.units import unit_carrying
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
 __all__ = ["Converter"]
@@ -106,15 +109,25 @@ class Converter:
         return self.emit(node, f"@{node.name}", "opaque" if ins else "input", ins)
 
     # -- conversion ---------------------------------------------------------------------------
+    def fixed(self, node: fx.Node) -> None:
+        """A tensor no parameter reaches: fixed data, an ``input`` node (dropped if unread)."""
+        shape = self.meta_shape(node)
+        if shape is not None:
+            self.emit(node, f"@{node.name}", "input", [], self.input_axis(node, len(shape)))
+
     def run(self) -> ArchGraph:
         outs = 0
         matched, swallowed = self.find_patterns()
+        carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:
             if node in swallowed:
                 continue
             if node in matched:
                 pattern, match = matched[node]
                 pattern.emit(self, match)
+            elif node.op in ("call_module", "call_function", "call_method") \
+                    and node not in carrying:  # fmt: skip
+                self.fixed(node)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:
@@ -133,6 +146,10 @@ class Converter:
                 self.call_function(node)
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
+        for n in list(self.g.input_nodes):  # inputs read only by fixed data: unused
+            if not self.g.consumers(n.name):
+                self.g.nx.remove_node(n.name)
+                self.g.touch()
         self.g.validate()
         if self.strip is None:
             used = self.g.state_keys()
@@ -228,6 +245,9 @@ class Converter:
                 f"sharing){where(node)}; that is not supported yet"
             )
         self.used_modules.add(target)
+        for a in flat_nodes((node.args, node.kwargs)):  # buffers passed to it (position ids)
+            if a in self.tuples and a not in self.name and a.op == "get_attr":
+                self.tuples[a](1, node)
         ins = self.tensor_args(node)
         if type(mod) in MACROS:
             MACROS[type(mod)](self, node, target, mod, ins)

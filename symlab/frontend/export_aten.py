@@ -90,6 +90,12 @@ def _index(kind: str) -> _Rule:
     return rule
 
 
+def _index_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.index.Tensor(x, [i, None, j])`` (advanced indexing) as ``x[i, :, j]``."""
+    item = tuple(slice(None) if i is None else i for i in args[1])
+    return "call_function", operator.getitem, (args[0], item), {}
+
+
 def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     defaults = (None, 0.0, False, None, False)
@@ -201,6 +207,7 @@ ATEN: dict[Any, _Rule] = {
     aten.narrow: _method("narrow", 4),
     aten.slice: _index("slice"),
     aten.select: _index("select"),
+    aten.index: _index_tensor,
     aten.split: _fn(torch.split, 3),
     aten.split_with_sizes: _fn(torch.split, 3),
     aten.chunk: _fn(torch.chunk, 3),
@@ -212,6 +219,7 @@ ATEN: dict[Any, _Rule] = {
     aten.type_as: _method("type_as", 2),
     # reductions and pooling
     aten.mean: _fn(torch.mean, 3, keep=("dtype",)),
+    aten.sum: _fn(torch.sum, 3, keep=("dtype",)),
     aten.max_pool1d: _pool(F.max_pool1d, 2),
     aten.max_pool2d: _pool(F.max_pool2d, 2),
     aten.avg_pool1d: _pool(F.avg_pool1d, 2),

@@ -20,6 +20,7 @@ from torch.export.graph_signature import InputKind
 
 from symlab.errors import TraceError
 from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.tracer import Tracer
 
 __all__ = ["Group", "LeafCalls"]
@@ -43,13 +44,14 @@ class LeafCalls:
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
     >>> x = torch.randn(2, 3)
-    >>> calls = LeafCalls(net, torch.export.export(net, (x,), strict=False), (x,))
+    >>> ep = torch.export.export(net, (x,), strict=False)
+    >>> calls = LeafCalls(net, ep, ExampleInputs((x,)), [x])
     >>> [(g.path, [n.name for n in g.inputs]) for g in calls.groups.values()]
     [('0', ['input']), ('1', ['linear'])]
     """
 
-    def __init__(self, model: nn.Module, ep: Any, inputs: tuple[Any, ...]) -> None:
-        self.model, self.ep, self.inputs = model, ep, inputs
+    def __init__(self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any]) -> None:
+        self.model, self.ep, self.inputs, self.flat = model, ep, inputs, flat
         self.kind: dict[str, tuple[InputKind, Any]] = {
             s.arg.name: (s.kind, s.target) for s in ep.graph_signature.input_specs
         }
@@ -121,7 +123,7 @@ class LeafCalls:
             m.register_forward_pre_hook(pre, with_kwargs=True),
             m.register_forward_hook(post, with_kwargs=True))]  # fmt: skip
         try:
-            self.model(*[x.clone() for x in self.inputs])
+            self.inputs.map(torch.clone).call(self.model)
         finally:
             for h in handles:
                 h.remove()
@@ -139,10 +141,11 @@ class LeafCalls:
     def value(self, node: fx.Node) -> Any:
         """The value of ``node`` on the example input (the exported graph is run once)."""
         if self._values is None:
-            flat, user = [], iter(self.inputs)
+            flat, user = [], iter(self.flat)
             for spec in self.ep.graph_signature.input_specs:
                 if spec.kind == InputKind.USER_INPUT:
-                    flat.append(next(user).clone())
+                    x = next(user)
+                    flat.append(x.clone() if isinstance(x, torch.Tensor) else x)
                 elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
                     flat.append(self.state(spec.kind, spec.target).clone())
                 else:
