@@ -40,6 +40,7 @@ from symlab.frontend.fxutil import flat_nodes, unsupported, where
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
 from symlab.frontend.patterns import patterns
+from symlab.frontend.readers import CALL_READERS
 from symlab.frontend.units import unit_carrying
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
@@ -336,6 +337,8 @@ class Converter:
             return  # not a tensor (a size, a shape tuple, …): no node
         if fn == "size" or fn is getattr:
             return
+        if fn not in USER_FUNCS and fn in CALL_READERS and CALL_READERS[fn](self, node):
+            return  # read with its arguments (symlab.frontend.readers)
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:

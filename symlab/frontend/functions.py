@@ -50,6 +50,8 @@ ACT_FUNCS: dict[Any, str] = {
     F.hardtanh: "hardtanh", F.softsign: "softsign", F.tanhshrink: "tanhshrink", F.mish: "mish",
     F.hardswish: "hardswish", F.selu: "selu", F.celu: "celu", F.hardsigmoid: "hardsigmoid",
     F.logsigmoid: "logsigmoid", torch.relu_: "relu", F.relu_: "relu",
+    torch.abs: "abs", "abs": "abs", torch.absolute: "abs", "absolute": "abs",
+    torch.exp: "exp", "exp": "exp",
 }  # fmt: skip
 OPAQUE_FUNCS: set[Any] = {
     F.softmax, torch.softmax, torch.matmul, operator.matmul, torch.bmm, torch.einsum,

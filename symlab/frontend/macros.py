@@ -16,7 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from symlab.errors import UnsupportedOpError
+from symlab.frontend.layers import LAYER_MACROS
 from symlab.frontend.modules import module_op_for
+from symlab.frontend.recurrent import RECURRENT_MACROS
 from symlab.graph.archgraph import ParamSpec
 
 if TYPE_CHECKING:
@@ -133,4 +135,6 @@ MACROS: dict[type[nn.Module], Callable[..., None]] = {
     nn.MultiheadAttention: _mha,
     nn.TransformerEncoderLayer: _layer,
     nn.TransformerEncoder: _encoder,
+    **LAYER_MACROS,  # PReLU, ConvTranspose, PixelShuffle (symlab.frontend.layers)
+    **RECURRENT_MACROS,  # RNN, GRU, LSTM (symlab.frontend.recurrent)
 }

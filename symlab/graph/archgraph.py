@@ -89,7 +89,11 @@ class Node:
 
     def key(self, p: ParamSpec) -> str:
         """The ``state_dict`` key of parameter ``p`` (``"{node}.{param}"``; for nodes with
-        ``attrs['absolute_keys']`` the parameter name is the whole key)."""
+        ``attrs['absolute_keys']`` the parameter name is the whole key; ``attrs['param_keys']``
+        maps parameter names to keys, for functional ops reading a module's tensors)."""
+        keys = self.attrs.get("param_keys")
+        if keys and p.name in keys:
+            return str(keys[p.name])
         return p.name if self.attrs.get("absolute_keys") else f"{self.name}.{p.name}"
 
     def param(self, name: str) -> ParamSpec | None:

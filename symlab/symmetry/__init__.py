@@ -1,5 +1,12 @@
 """Symmetry derivation: per-op rules, factors, the SymmetryGroup and its proofs."""
 
+# importing registers the rules of these ops (the built-in ones register through derive)
+from symlab.symmetry import (  # noqa: F401
+    elementwise_rules,
+    layout_rules,
+    recurrent_rules,
+    reduce_rules,
+)
 from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.rules import Rule, get_rule, registered_ops, rule

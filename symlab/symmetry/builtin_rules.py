@@ -40,6 +40,9 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     "celu": NONE,
     "hardsigmoid": NONE,
     "logsigmoid": NONE,
+    # |cx| = c|x| for c > 0 (the sign flips |-x| = |x| absorbs are not derived)
+    "abs": Admits(Mag.DIAG, Sign.NONE),
+    "exp": NONE,  # exp(x + c) = e^c exp(x) would need shifts; permutations only
 }
 
 
