@@ -243,7 +243,8 @@ class _Rewriter:
         in_place = getattr(packet, "__name__", "").endswith("_")
         if not node.users and not in_place:
             return  # dead: the indices of a max pool, an assertion on metadata
-        if node not in self.carrying and node.op == "call_function" and target is not \
+        pure = all(a in self.pure for a in flat_nodes((node.args, node.kwargs)))
+        if not pure and node not in self.carrying and node.op == "call_function" and target is not \
                 operator.getitem and (packet not in ATEN or in_place) \
                 and packet not in FIRST_OF_PAIR:  # fmt: skip
             # fixed data (ids, masks, positions): its op needs no rule, whatever it is
@@ -251,7 +252,7 @@ class _Rewriter:
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
             return
         packet = self.out_of_place(node, packet)
-        if all(a in self.pure for a in flat_nodes((node.args, node.kwargs))):
+        if pure:
             self.pure.add(node)  # reads no input, parameter or buffer: a constant
             value = self.calls.value(node)
             if isinstance(value, torch.Tensor):
