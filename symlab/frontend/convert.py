@@ -47,6 +47,18 @@ from symlab.graph.archgraph import ArchGraph, ParamSpec
 __all__ = ["Converter"]
 
 
+def _in_place_on_fixed(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """An in-place op (``masked_fill_``, ``copy_``, ``index_put_``, …) on tensors no parameter
+    reaches (masks, ids, buffers built at run time): fixed data, so the write moves no unit.
+    One on a tensor with units is refused (its readers would see the write)."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if not (name.endswith("_") and not name.startswith("_")):
+        return False
+    from symlab.frontend.patterns.attention_forms import fixed
+
+    return fixed((node.args, node.kwargs), gm)
+
+
 class Converter:
     """Reads a torch.fx graph module with shapes into an :class:`ArchGraph`, node by node
     (registered patterns first, each match one node).
@@ -167,9 +179,12 @@ class Converter:
         nodes they swallow; two patterns claiming one node is refused."""
         matched: dict[fx.Node, tuple[Any, Any]] = {}
         swallowed: set[fx.Node] = set()
-        for pattern in patterns():
+        for pattern in sorted(patterns(), key=lambda p: p.yields):  # yielding ones last
             found, gone = pattern.find(self.gm)
             claimed = set(matched) | swallowed
+            if pattern.yields:  # give way to the patterns before it
+                found = {n: m for n, m in found.items() if not ({n, *m.nodes} & claimed)}
+                gone = {k for m in found.values() for k in m.nodes}
             if claimed & (set(found) | gone):
                 raise UnsupportedOpError(
                     f"pattern {pattern.name!r} claims nodes another pattern matched: "
@@ -237,14 +252,18 @@ class Converter:
         stateless = (
             next(iter(mod.parameters()), None) is None and next(iter(mod.buffers()), None) is None
         )
-        if target in self.used_modules and stateless:  # e.g. one nn.ReLU used twice: two ops
+        shared: dict[str, str] = {}  # a module with parameters called again: the same keys
+        if target in self.used_modules:  # e.g. one nn.ReLU used twice: two ops
+            if not stateless:
+                if type(mod) in MACROS or target == "":
+                    raise UnsupportedOpError(
+                        f"module {target!r} is called more than once on different inputs "
+                        f"(weight sharing){where(node)}; symlab ties shared layers but not "
+                        f"{type(mod).__name__}: give each call its own module"
+                    )
+                shared = {"key_prefix": target}
             self.calls[target] = self.calls.get(target, 0) + 1
             target = f"{target}@{self.calls[target]}"
-        elif target in self.used_modules:
-            raise UnsupportedOpError(
-                f"module {target!r} is called more than once on different inputs (weight "
-                f"sharing){where(node)}; that is not supported yet"
-            )
         self.used_modules.add(target)
         for a in flat_nodes((node.args, node.kwargs)):  # buffers passed to it (position ids)
             if a in self.tuples and a not in self.name and a.op == "get_attr":
@@ -258,6 +277,7 @@ class Converter:
             raise unsupported(node, f"module {target!r} of type {type(mod).__name__}")
         x = ins[0]
         op, _, attrs = entry.read(mod, self.g.node(x).width)
+        attrs = {**attrs, **shared}
         if op == "flatten":
             self.flatten(node, x, target)
             return
@@ -390,8 +410,8 @@ class Converter:
             self.pool(node, x, POOL_FUNCS.get(fn, "pool_avg"))
         elif fn in (torch.cat, torch.concat):
             self.cat(node, ins)
-        elif fn in OPAQUE_FUNCS or fn == "size":
-            self.opaque(node)
+        elif fn in OPAQUE_FUNCS or fn == "size" or _in_place_on_fixed(node, self.gm):
+            self.opaque(node)  # (in place on masks or ids: fixed data)
         else:
             what = getattr(fn, "__name__", str(fn))
             raise unsupported(node, f"function {what!r}")

@@ -149,6 +149,17 @@ def _neg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return "call_function", operator.mul, (args[0], -1), {}
 
 
+def _no_scaling(target: Any, nargs: int) -> _Rule:
+    """``addmm``/``baddbmm`` with ``beta = alpha = 1`` (any other scaling is refused)."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        if any(kwargs.get(k, 1) != 1 for k in ("beta", "alpha")) or len(args) > nargs:
+            return None
+        return "call_function", target, tuple(args), {}
+
+    return rule
+
+
 def _pad_mode(mode: str) -> _Rule:
     """``aten.reflection_pad2d(x, pad)`` and kin as ``F.pad(x, pad, mode)``."""
 
@@ -156,6 +167,17 @@ def _pad_mode(mode: str) -> _Rule:
         return "call_function", F.pad, (args[0], args[1], mode), {}
 
     return rule
+
+
+def _var(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``var.dim(x, dim, unbiased, keepdim)`` or ``var.correction(x, dim, *, correction,
+    keepdim)`` as ``torch.var`` with keywords."""
+    kept = {k: kwargs[k] for k in ("correction", "keepdim") if k in kwargs}
+    if len(args) > 2:  # var.dim: unbiased is positional
+        kept["correction"] = int(bool(args[2]))
+    if len(args) > 3:
+        kept["keepdim"] = args[3]
+    return "call_function", torch.var, tuple(args[:2]), kept
 
 
 def _constant_pad(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
@@ -205,6 +227,12 @@ ATEN: dict[Any, _Rule] = {
     aten.mul: _fn(operator.mul, 2),
     aten.div: _div,
     aten.neg: _neg,
+    # normalisation written by hand and GPT-2's Conv1D (patterns: symlab.frontend.patterns)
+    aten.rsqrt: _fn(torch.rsqrt, 1),
+    aten.sqrt: _fn(torch.sqrt, 1),
+    aten.var: _var,
+    aten.addmm: _no_scaling(torch.addmm, 3),
+    aten.baddbmm: _fn(torch.baddbmm, 3, keep=("beta", "alpha")),  # ALiBi scores (opaque)
     aten.matmul: _fn(torch.matmul, 2),
     aten.linear: _fn(F.linear, 3),
     aten.layer_norm: _fn(F.layer_norm, 5),

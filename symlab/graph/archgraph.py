@@ -90,11 +90,15 @@ class Node:
     def key(self, p: ParamSpec) -> str:
         """The ``state_dict`` key of parameter ``p`` (``"{node}.{param}"``; for nodes with
         ``attrs['absolute_keys']`` the parameter name is the whole key; ``attrs['param_keys']``
-        maps parameter names to keys, for functional ops reading a module's tensors)."""
+        maps parameter names to keys, for functional ops reading a module's tensors;
+        ``attrs['key_prefix']`` replaces the node name, for a second call of a module or an op
+        read from code)."""
         keys = self.attrs.get("param_keys")
         if keys and p.name in keys:
             return str(keys[p.name])
-        return p.name if self.attrs.get("absolute_keys") else f"{self.name}.{p.name}"
+        if self.attrs.get("absolute_keys"):
+            return p.name
+        return f"{self.attrs.get('key_prefix', self.name)}.{p.name}"
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called ``name``, or None."""

@@ -96,9 +96,9 @@ def check_invariance(
     keyword arguments, as for :func:`symlab.symmetries`. ``tol`` defaults to 1e-5 in float64 and
     1e-3 otherwise (relative to the largest output), widened to 100 × the largest norm eps when the
     group has scalings that a normalisation divides out (exact only up to eps). Raises
-    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Follows the proof
-    obligation of DESIGN.md:
-    every derived element is checked on the real model.
+    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Every derived
+    element is checked on the real model (docs/concepts/symmetries.md, "Fail closed, and
+    proofs").
 
     >>> import symlab as sl
     >>> net = sl.nn.MLP([3, 4, 2], dtype=torch.float64)
@@ -124,7 +124,16 @@ def check_invariance(
     g = make_generator(seed)
     with torch.no_grad(), eval_mode(model) as m:
         tied = G.graph.tied_keys
-        ref = _outputs(m, sd, inputs, tied)
+        try:
+            ref = _outputs(m, sd, inputs, tied)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args)
+            cause = str(exc).splitlines()[0] if str(exc) else ""
+            raise DataError(
+                f"check_invariance: inputs of shape {shapes} do not run through "
+                f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass a batch the model "
+                "takes, e.g. the example input the group was derived from"
+            ) from None
         errors = [
             _rel_err(_outputs(m, dict(G.act(G.sample(g), sd)), inputs, tied), ref)
             for _ in range(samples)
