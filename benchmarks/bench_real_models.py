@@ -86,7 +86,7 @@ def run() -> None:
                 shape = tuple(inputs.tensors()[0].shape)
 
                 def ours(m: nn.Module = model, x: ExampleInputs = inputs) -> Any:
-                    return sl.symmetries(m, x)
+                    return sl.symmetries(m, x.args or None, kwargs=x.kwargs or None)
 
                 def export(m: nn.Module = model, x: ExampleInputs = inputs) -> Any:
                     with torch.no_grad():

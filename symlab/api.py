@@ -161,7 +161,7 @@ def _check_keyword_inputs(example_input: Any, kwargs: Any, fn: str) -> None:
         _check_input_type(example_input, fn)
     given = dict(example_input) if isinstance(example_input, Mapping) else {}
     bad = {k: type(v).__name__ for k, v in {**given, **(kwargs or {})}.items()
-           if not isinstance(v, torch.Tensor | _LITERALS)}  # fmt: skip
+           if not isinstance(v, (torch.Tensor, *_LITERALS))}  # fmt: skip
     if bad:
         raise ExampleInputError(
             f"{fn}(): keyword inputs must be tensors or plain Python values, got {bad}"

@@ -187,7 +187,7 @@ def check_case(
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
     >>> x = ExampleInputs((torch.randn(5, 3, dtype=torch.float64),))
-    >>> check_case(net, symmetries(net, x), x) < 1e-12
+    >>> check_case(net, symmetries(net, x.args), x) < 1e-12
     True
     """
     held = model.state_dict(keep_vars=True)
@@ -238,7 +238,7 @@ def run_case(case: ZooCase, samples: int = 3, time_limit: float | None = 120.0) 
         return result("not built", _first_line(e))
     try:
         with _time_limit(time_limit):
-            G = symmetries(model, inputs)
+            G = symmetries(model, inputs.args or None, kwargs=inputs.kwargs or None)
     except SymlabError as e:
         return result("refused", _first_line(e))
     except Exception as e:  # anything else is a bug
