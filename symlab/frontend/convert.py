@@ -5,6 +5,8 @@ registered modules become their op, functions and tensor methods map through the
 :mod:`symlab.frontend.functions`, rearrangements that keep units whole move the feature axis
 (:mod:`symlab.frontend.axes`), hand-written attention becomes one node
 (:mod:`symlab.frontend.patterns.attention`), and ops symlab does not model unit by unit are opaque.
+Tensors no parameter reaches (ids, masks, positions: :mod:`symlab.frontend.units`) are fixed
+``input`` nodes, whatever op made them.
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -48,6 +50,7 @@ from symlab.frontend.modules import module_op_for
 from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
 from symlab.frontend.patterns import patterns
 from symlab.frontend.readers import CALL_READERS
+from symlab.frontend.units import unit_carrying
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
 __all__ = ["Converter"]
@@ -133,16 +136,26 @@ class Converter:
         return self.emit(node, f"@{node.name}", "opaque" if ins else "input", ins)
 
     # -- conversion ---------------------------------------------------------------------------
+    def fixed(self, node: fx.Node) -> None:
+        """A tensor no parameter reaches: fixed data, an ``input`` node (dropped if unread)."""
+        shape = self.meta_shape(node)
+        if shape is not None:
+            self.emit(node, f"@{node.name}", "input", [], self.input_axis(node, len(shape)))
+
     def run(self) -> ArchGraph:
         refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
+        carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:
             if node in swallowed:
                 continue
             if node in matched:
                 pattern, match = matched[node]
                 pattern.emit(self, match)
+            elif node.op in ("call_module", "call_function", "call_method") \
+                    and node not in carrying:  # fmt: skip
+                self.fixed(node)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:
@@ -162,6 +175,10 @@ class Converter:
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
         self.check_tracked(swallowed)
+        for n in list(self.g.input_nodes):  # inputs read only by fixed data: unused
+            if not self.g.consumers(n.name):
+                self.g.nx.remove_node(n.name)
+                self.g.touch()
         self.g.validate()
         if self.strip is None:
             used = self.g.state_keys()

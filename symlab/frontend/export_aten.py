@@ -96,6 +96,12 @@ def _index(kind: str) -> _Rule:
     return rule
 
 
+def _index_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.index.Tensor(x, [i, None, j])`` (advanced indexing) as ``x[i, :, j]``."""
+    item = tuple(slice(None) if i is None else i for i in args[1])
+    return "call_function", operator.getitem, (args[0], item), {}
+
+
 def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
     defaults = (None, 0.0, False, None, False)
@@ -269,6 +275,7 @@ ATEN: dict[Any, _Rule] = {
     aten.narrow: _method("narrow", 4),
     aten.slice: _index("slice"),
     aten.select: _index("select"),
+    aten.index: _index_tensor,
     aten.split: _fn(torch.split, 3),
     aten.split_with_sizes: _fn(torch.split, 3),
     aten.chunk: _fn(torch.chunk, 3),
@@ -293,6 +300,7 @@ ATEN: dict[Any, _Rule] = {
     aten.pixel_unshuffle: _fn(F.pixel_unshuffle, 2),
     # reductions and pooling
     aten.mean: _fn(torch.mean, 3, keep=("dtype",)),
+    aten.sum: _fn(torch.sum, 3, keep=("dtype",)),
     aten.amax: _fn(torch.amax, 3),
     aten.amin: _fn(torch.amin, 3),
     aten.max: _fn(torch.max, 3),  # all, over a dim (values, indices), or elementwise
