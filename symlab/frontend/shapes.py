@@ -8,7 +8,10 @@ fraction of its cost:
   output's shape, dtype and strides and no values, so the time does not grow with the size of
   the input or of the model, and nothing of the model (running statistics) is written. Where
   fake tensors cannot run a graph (an output shape that depends on values, module hooks that
-  read values), it runs for real, as below;
+  read values), it runs for real, as below. The parameters and buffers are made fake once each
+  (modules run through ``torch.func.functional_call`` on them): an op reading a real tensor
+  bypasses the fake mode's cache of output shapes, which otherwise serves every repeated block
+  of a transformer from its first (GPT-2 small: 0.3 s → 0.12 s);
 * the nodes run in a plain loop (no ``Interpreter`` dispatch per node) and the tensor metadata is
   read with torch's C++ contiguity checks;
 * in a real run, when no shape can depend on values, convolutions are not computed. Where every
