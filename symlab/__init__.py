@@ -8,7 +8,7 @@
 
 import sympy
 
-from symlab import align, connect, data, errors, graph, identify, nn, symmetry, train
+from symlab import align, connect, data, errors, frontend, graph, identify, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
 from symlab.symmetry.check import brute_force_group, check_invariance
@@ -25,6 +25,7 @@ __all__ = [
     "connect",
     "data",
     "errors",
+    "frontend",
     "graph",
     "identify",
     "nn",

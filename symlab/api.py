@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from symlab.frontend.trace import trace
 from symlab.graph.archgraph import ArchGraph
-from symlab.graph.trace import trace
 from symlab.perf import LazyStateDict, paused_gc
 from symlab.symmetry.group import SymmetryGroup
 

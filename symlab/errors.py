@@ -17,6 +17,7 @@ __all__ = [
     "StateDictError",
     "SymlabError",
     "TooLargeError",
+    "TraceError",
     "TrainingError",
     "UnsupportedOpError",
     "WidthError",
@@ -37,6 +38,19 @@ class SymlabError(Exception):
 
 class UnsupportedOpError(SymlabError):
     """An op (module type or function) has no symmetry rule; symlab refuses to guess."""
+
+
+class TraceError(SymlabError):
+    """Neither torch.fx nor its torch.export fallback could trace the model (typically
+    data-dependent control flow), or the example input does not run through it.
+
+    >>> import torch, symlab as sl
+    >>> try:
+    ...     sl.trace(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.randn(4, 5))
+    ... except TraceError as err:
+    ...     print(str(err)[:49])
+    the example input does not run through Sequential
+    """
 
 
 class GraphError(SymlabError):

@@ -2,7 +2,8 @@
 masked_fill paths), timm's fused ``qkv`` reshape/permute/unbind, einsum scores and values,
 added and ``attn_mask`` masks. Each gets the head symmetries, proven on the model; every near
 miss (a mask read from the queries, a per-head mask, a leaked part of the fused rows, a wrong
-head layout) stays opaque; and a wrong action is caught (symlab.graph.fx_attention_forms)."""
+head layout) stays opaque; and a wrong action is caught
+(symlab.frontend.patterns.attention_forms)."""
 
 import math
 

@@ -16,8 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PACKAGES = ["symmetry", "graph", "nn", "data", "train", "align", "connect", "identify", "testing",
-            "errors"]  # fmt: skip
+PACKAGES = ["symmetry", "graph", "frontend", "nn", "data", "train", "align", "connect",
+            "identify", "testing", "errors"]  # fmt: skip
 RUNNABLE_PAGES = ["getting-started.md", "how-to/register-a-rule.md"]
 
 

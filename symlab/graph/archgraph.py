@@ -9,7 +9,7 @@ that ops whose input order matters (concatenation) keep it. Nothing here knows a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +19,23 @@ import sympy as sp
 from symlab.errors import GraphError
 from symlab.graph.widths import Width, check_width, is_concrete
 
-__all__ = ["ArchGraph", "Node", "ParamSpec"]
+__all__ = ["ArchGraph", "Node", "ParamSpec", "register_builder"]
+
+#: How :meth:`ArchGraph.build` makes a torch module; set by :mod:`symlab.nn.graphnet` (the IR
+#: knows nothing of the modules built from it).
+_BUILDER: list[Callable[..., Any]] = []
+
+
+def register_builder(builder: Callable[..., Any]) -> None:
+    """Make ``builder(graph, seed=..., dtype=...)`` the module factory of
+    :meth:`ArchGraph.build` (symlab.nn registers :class:`~symlab.nn.GraphNet` on import).
+
+    >>> import symlab as sl
+    >>> _BUILDER[0] is sl.nn.GraphNet
+    True
+    """
+    _BUILDER[:] = [builder]
+
 
 #: ``"in"``: the feature axis of the node's input (port 0); ``"out"``: of its output;
 #: ``"none"``: an axis no symmetry touches (e.g. a fixed spatial or scalar axis).
@@ -257,10 +273,11 @@ class ArchGraph:
         return out
 
     def build(self, seed: int = 0, dtype: Any = None) -> Any:
-        """A torch module computing this graph, initialised from ``seed`` (needs integer widths)."""
-        from symlab.nn.graphnet import GraphNet
-
-        return GraphNet(self, seed=seed, dtype=dtype)
+        """A torch module computing this graph, initialised from ``seed`` (needs integer widths):
+        a :class:`symlab.nn.GraphNet`."""
+        if not _BUILDER:
+            raise GraphError("no module builder is registered: import symlab.nn first")
+        return _BUILDER[0](self, seed=seed, dtype=dtype)
 
     def __len__(self) -> int:
         return self.nx.number_of_nodes()

@@ -116,7 +116,7 @@ def _map_cols(
 @rule("attention_linear")
 def attention_linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Attention written by hand from four ``nn.Linear`` (matched by
-    :mod:`symlab.graph.fx_attention`): the same symmetries as ``mha``, with head dimension
+    :mod:`symlab.frontend.patterns.attention`): the same symmetries as ``mha``, with head dimension
     ``head_dim`` for queries/keys and ``head_dim_v`` for values/output; the key bias is free
     when the matcher saw the values weighted by a softmax over keys (``softmax_keys``)."""
     h, d = int(node.attrs["num_heads"]), int(node.attrs["head_dim"])
@@ -155,8 +155,8 @@ def _attention_linear_act(
 def attention_fused_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Attention whose projections are row blocks cut from fused ``nn.Linear`` (nanoGPT's
     ``c_attn(x).split(E, dim=2)``, timm's ``qkv(x).reshape(B, N, 3, H, D)``; matched by
-    :mod:`symlab.graph.fx_attention_forms`): the symmetries of ``attention_linear``, acting on
-    the rows ``roles`` names for queries, keys and values (the layout of
+    :mod:`symlab.frontend.patterns.attention_forms`): the symmetries of ``attention_linear``,
+    acting on the rows ``roles`` names for queries, keys and values (the layout of
     ``nn.MultiheadAttention``'s ``in_proj_weight`` when one Linear holds all three)."""
     leaf, offset, size = node.attrs["roles"][1]
     key_bias = (f"{node.attrs['modules'][leaf]}.bias", offset, size)

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from symlab.errors import DataError, InvarianceError, NonFiniteError, TooLargeError
+from symlab.frontend.trace import trace
 from symlab.modes import eval_mode
+from symlab.perf import LazyStateDict
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.spec import Mag, Sign
@@ -213,9 +215,7 @@ def brute_force_group(
     >>> bf.spaces, len(bf.permutations), len(bf.signs)  # S_3, and every sign pattern of tanh
     (['layers.0.linear'], 6, 8)
     """
-    from symlab import symmetries
-
-    G = symmetries(model, inputs)
+    G = SymmetryGroup.from_graph(trace(model, inputs), LazyStateDict(model))
     st = G._st
     spaces = [k for k in st.class_segments]
     widths = [int(st.class_width[k]) for k in spaces]

@@ -1,4 +1,4 @@
-"""More written forms of multi-head attention for :mod:`symlab.graph.fx_attention`.
+"""More written forms of multi-head attention for :mod:`symlab.frontend.patterns.attention`.
 
 Three families of forms, each proven with the same axis labels as the base matcher:
 
@@ -31,7 +31,7 @@ import torch
 import torch.fx as fx
 from torch.nn import functional as F
 
-from symlab.graph.fx_attention import (
+from symlab.frontend.patterns.attention_base import (
     _is_tensor,
     _require,
     _shape,
@@ -41,7 +41,7 @@ from symlab.graph.fx_attention import (
 )
 
 if TYPE_CHECKING:
-    from symlab.graph.fx_attention import AttentionMatch
+    from symlab.frontend.patterns.attention_base import AttentionMatch
 
 __all__ = ["data_args", "fixed", "mask_nodes", "sdpa_mask", "settle_masks", "step"]
 
@@ -86,7 +86,7 @@ def fixed(node: Any, gm: fx.GraphModule) -> bool:
     """Whether a mask (or any argument) is independent of every parameter of the model.
 
     >>> from torch import nn
-    >>> from symlab.graph.fx_trace import _Tracer
+    >>> from symlab.frontend.tracer import Tracer
     >>> class M(nn.Module):
     ...     def __init__(self):
     ...         super().__init__()
@@ -95,7 +95,7 @@ def fixed(node: Any, gm: fx.GraphModule) -> bool:
     ...     def forward(self, x):
     ...         return self.lin(x) * (self.keep > 0), self.lin(x) > 0
     >>> m = M()
-    >>> gm = fx.GraphModule(m, _Tracer().trace(m))
+    >>> gm = fx.GraphModule(m, Tracer().trace(m))
     >>> [fixed(n, gm) for n in gm.graph.nodes if n.target is operator.gt]
     [True, False]
     """

@@ -1,10 +1,10 @@
 """From a torch.fx graph with shapes to an ArchGraph: one graph op per fx node.
 
-The converter behind :func:`symlab.graph.fx_trace.trace_fx` (and the torch.export fallback):
+The converter behind :func:`symlab.frontend.fx.trace_fx` (and the torch.export fallback):
 registered modules become their op, functions and tensor methods map through the tables of
-:mod:`symlab.graph.fx_functions`, rearrangements that keep units whole move the feature axis
-(:mod:`symlab.graph.fx_axes`), hand-written attention becomes one node
-(:mod:`symlab.graph.fx_attention`), and ops symlab does not model unit by unit are opaque.
+:mod:`symlab.frontend.functions`, rearrangements that keep units whole move the feature axis
+(:mod:`symlab.frontend.axes`), hand-written attention becomes one node
+(:mod:`symlab.frontend.patterns.attention`), and ops symlab does not model unit by unit are opaque.
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -21,9 +21,8 @@ import torch.fx as fx
 from torch import nn
 
 from symlab.errors import UnsupportedOpError
-from symlab.graph.archgraph import ArchGraph, ParamSpec
-from symlab.graph.fx_axes import RELAYOUT_FUNCS, moved_feature_axis
-from symlab.graph.fx_functions import (
+from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.frontend.functions import (
     ACT_FUNCS,
     ADD_FUNCS,
     FLATTEN_FUNCS,
@@ -35,43 +34,29 @@ from symlab.graph.fx_functions import (
     SOFTMAX_FUNCS,
     USER_FUNCS,
 )
-from symlab.graph.modules import module_op_for
+from symlab.frontend.fxutil import flat_nodes, unsupported, where
+from symlab.frontend.macros import MACROS
+from symlab.frontend.modules import module_op_for
+from symlab.frontend.patterns import patterns
+from symlab.graph.archgraph import ArchGraph, ParamSpec
 
-__all__: list[str] = []
-
-
-def _flat_nodes(args: Any) -> list[fx.Node]:
-    flat: list[fx.Node] = []
-    fx.node.map_arg(args, flat.append)
-    return flat
+__all__ = ["Converter"]
 
 
-def _where(node: fx.Node) -> str:
-    """The user's source line that created ``node`` (skipping torch's own frames)."""
-    st = node.stack_trace
-    if not st:
-        return ""
-    lines = [ln.strip() for ln in st.strip().splitlines() if ln.strip()]
-    for i in range(len(lines) - 1, -1, -1):
-        ln = lines[i]
-        if ln.startswith("File ") and "/torch/" not in ln:
-            code = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("File ") \
-                else ""  # fmt: skip
-            return f" (at {ln}: {code})"
-    return ""
+class Converter:
+    """Reads a torch.fx graph module with shapes into an :class:`ArchGraph`, node by node
+    (registered patterns first, each match one node).
 
+    >>> import torch
+    >>> from symlab.frontend.shapes import graph_module, record_shapes
+    >>> from symlab.frontend.tracer import Tracer
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    >>> gm = graph_module(net, Tracer().trace(net))
+    >>> _ = record_shapes(gm, (torch.randn(2, 3),))
+    >>> [n.op for n in Converter(net, gm).run().nodes()]
+    ['input', 'linear', 'activation', 'output']
+    """
 
-def _unsupported(node: fx.Node, what: str) -> UnsupportedOpError:
-    return UnsupportedOpError(
-        f"node {node.name!r}: {what} has no symmetry rule{_where(node)}. symlab never assumes an "
-        "unknown op is harmless. Register a rule with @symlab.symmetry.rule('<op>'), then map "
-        "a module with symlab.graph.modules.register_module_op (plus "
-        "symlab.graph.fx_trace.declare_leaf for your own modules) or a function / tensor "
-        "method with symlab.graph.fx_trace.register_function"
-    )
-
-
-class _Converter:
     def __init__(self, model: nn.Module, gm: fx.GraphModule, strip: str | None = None) -> None:
         self.model, self.gm, self.strip = model, gm, strip
         self.g = ArchGraph()
@@ -91,7 +76,7 @@ class _Converter:
 
     def tensor_args(self, node: fx.Node) -> list[str]:
         out: list[str] = []
-        for n in _flat_nodes((node.args, node.kwargs)):
+        for n in flat_nodes((node.args, node.kwargs)):
             if n in self.name and self.name[n] not in out:
                 out.append(self.name[n])
         return out
@@ -122,15 +107,14 @@ class _Converter:
 
     # -- conversion ---------------------------------------------------------------------------
     def run(self) -> ArchGraph:
-        from symlab.graph.fx_attention import emit_attention, find_attention
-
         outs = 0
-        attention, swallowed = find_attention(self.gm)  # hand-written attention blocks
+        matched, swallowed = self.find_patterns()
         for node in self.gm.graph.nodes:
             if node in swallowed:
                 continue
-            if node in attention:
-                emit_attention(self, attention[node])
+            if node in matched:
+                pattern, match = matched[node]
+                pattern.emit(self, match)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:
@@ -138,7 +122,7 @@ class _Converter:
                     name = node.name if "input" in self.g.nx else "input"
                     self.emit(node, name, "input", [], fa)
             elif node.op == "output":
-                for n in _flat_nodes(node.args):
+                for n in flat_nodes(node.args):
                     if n in self.name:
                         self.g.add("output" if outs == 0 else f"output.{outs}", "output",
                                    [self.name[n]])  # fmt: skip
@@ -160,10 +144,25 @@ class _Converter:
             self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
         return self.g
 
+    def find_patterns(self) -> tuple[dict[fx.Node, tuple[Any, Any]], set[fx.Node]]:
+        """Every registered pattern's matches (keyed by the node each is emitted at) and the
+        nodes they swallow; two patterns claiming one node is refused."""
+        matched: dict[fx.Node, tuple[Any, Any]] = {}
+        swallowed: set[fx.Node] = set()
+        for pattern in patterns():
+            found, gone = pattern.find(self.gm)
+            claimed = set(matched) | swallowed
+            if claimed & (set(found) | gone):
+                raise UnsupportedOpError(
+                    f"pattern {pattern.name!r} claims nodes another pattern matched: "
+                    f"{sorted(n.name for n in claimed & (set(found) | gone))}"
+                )
+            matched.update((node, (pattern, m)) for node, m in found.items())
+            swallowed |= gone
+        return matched, swallowed
+
     def input_axis(self, node: fx.Node, ndim: int) -> int:
         """The feature axis of a network input, judged from the first layer that reads it."""
-        from symlab.graph.fx_macros import MACROS
-
         channel_first = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
         seen, todo = set(), list(node.users)
         while todo:
@@ -207,8 +206,6 @@ class _Converter:
         return make
 
     def call_module(self, node: fx.Node) -> None:
-        from symlab.graph.fx_macros import MACROS
-
         mod = self.gm.get_submodule(str(node.target))
         target = str(node.target)
         if self.strip is not None:
@@ -228,7 +225,7 @@ class _Converter:
         elif target in self.used_modules:
             raise UnsupportedOpError(
                 f"module {target!r} is called more than once on different inputs (weight "
-                f"sharing){_where(node)}; that is not supported yet"
+                f"sharing){where(node)}; that is not supported yet"
             )
         self.used_modules.add(target)
         ins = self.tensor_args(node)
@@ -237,7 +234,7 @@ class _Converter:
             return
         entry = module_op_for(mod)
         if entry is None:
-            raise _unsupported(node, f"module {target!r} of type {type(mod).__name__}")
+            raise unsupported(node, f"module {target!r} of type {type(mod).__name__}")
         x = ins[0]
         op, _, attrs = entry.read(mod, self.g.node(x).width)
         if op == "flatten":
@@ -255,10 +252,10 @@ class _Converter:
         if op != "embedding" and need is not None and self.fa[x] != need:
             raise UnsupportedOpError(
                 f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of its "
-                f"input lie on axis {self.fa[x]}{_where(node)}"
+                f"input lie on axis {self.fa[x]}{where(node)}"
             )
         if op in ("layernorm", "rmsnorm") and len(getattr(mod, "normalized_shape", (0,))) != 1:
-            raise _unsupported(node, f"{type(mod).__name__} over several axes")
+            raise unsupported(node, f"{type(mod).__name__} over several axes")
         shape = self.meta_shape(node) or ()
         fa = {"linear": -1, "wasym_linear": -1, "embedding": -1}.get(op)
         if fa is None:
@@ -374,7 +371,7 @@ class _Converter:
             self.opaque(node)
         else:
             what = getattr(fn, "__name__", str(fn))
-            raise _unsupported(node, f"function {what!r}")
+            raise unsupported(node, f"function {what!r}")
 
     def add(self, node: fx.Node, ins: list[str]) -> None:
         if len(ins) == 1:

@@ -21,119 +21,53 @@ anything else. Any op outside the short list below, any other axis arrangement, 
 outside reader makes the match fail, and the ops are then traced one by one (opaque: sound).
 Reshapes are judged from the shapes of the example input, like the rest of the front-end.
 
-:mod:`symlab.graph.fx_attention_forms` extends the pattern with fused projections (one Linear
+:mod:`.attention_forms` extends the pattern with fused projections (one Linear
 cut into q/k/v row blocks: an ``attention_fused`` node), fixed masks on the scores (causal
 ``masked_fill``, added masks, ``attn_mask``/``is_causal``) and two-operand ``torch.einsum``;
-:mod:`symlab.graph.fx_attention_emit` writes the graph nodes.
+:mod:`.attention_emit` writes the graph nodes.
 """
 
 from __future__ import annotations
 
-import math
 import operator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
-from symlab.graph.fx_convert import _flat_nodes
+from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.patterns import attention_forms as forms
+from symlab.frontend.patterns.attention_base import (
+    _IDENTITY,
+    _LINEARS,
+    _MATMUL,
+    _MAX_NODES,
+    _RESHAPE,
+    _SCALE,
+    _SOFTMAX,
+    _TRANSPOSE,
+    AttentionMatch,
+    _is_tensor,
+    _NoMatch,
+    _require,
+    _shape,
+    _shape_scalar,
+    _State,
+    _Val,
+)
+from symlab.frontend.patterns.attention_emit import emit
+from symlab.frontend.patterns.registry import register_pattern
 
 if TYPE_CHECKING:
-    from symlab.graph.fx_convert import _Converter
+    from symlab.frontend.convert import Converter
 
 __all__ = ["AttentionMatch", "emit_attention", "find_attention"]
-
-_LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
-_RESHAPE = {"view", "reshape", "unflatten", "flatten", torch.reshape, torch.flatten}
-_TRANSPOSE = {"transpose", torch.transpose, "permute", torch.permute}
-_IDENTITY = {"contiguous", "clone", F.dropout}
-_SCALE = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
-_SOFTMAX = {F.softmax, torch.softmax, "softmax"}
-_MATMUL = {operator.matmul, torch.matmul, "matmul"}
-_SHAPE_OPS = {"size", "dim", getattr, operator.getitem, operator.mul, operator.floordiv,
-              operator.truediv, operator.add, operator.sub, operator.pow, operator.neg,
-              math.sqrt}  # fmt: skip
-_MAX_NODES = 64
-
-
-@dataclass(frozen=True)
-class AttentionMatch:
-    """One recognised attention block: its four Linear call nodes and what lies between."""
-
-    q: fx.Node
-    k: fx.Node
-    v: fx.Node
-    o: fx.Node
-    interior: frozenset[fx.Node]
-    num_heads: int
-    head_dim: int
-    head_dim_v: int
-    rows: tuple[tuple[fx.Node, int, int], ...] | None = None  # fused: (Linear, offset, rows)
-    masks: frozenset[fx.Node] = frozenset()  # fixed nodes read only by the masks
-    softmax_keys: bool = False  # the values are weighted by a softmax over the keys
-
-
-class _NoMatch(Exception):
-    pass
-
-
-@dataclass
-class _Val:
-    kind: str  # "proj" | "scores" | "out" | "merged"
-    labels: tuple[str, ...]
-    shape: tuple[int, ...]
-
-
-@dataclass
-class _State:
-    vals: dict[fx.Node, _Val] = field(default_factory=dict)
-    qk: tuple[str, str] | None = None
-    v: str | None = None
-    split: dict[str, tuple[int, int]] = field(default_factory=dict)  # projection -> (H, D)
-    parts: dict[fx.Node, tuple[str, Any]] = field(default_factory=dict)  # cuts of fused rows
-    rows: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # part -> leaf rows
-    soft: set[fx.Node] = field(default_factory=set)  # scores after a softmax over the keys
-    shift_kept: bool = True  # every op before the softmax keeps a per-query shift of scores
-    weighted_by_softmax: bool = False
-
-
-def _require(cond: bool) -> None:
-    if not cond:
-        raise _NoMatch
-
-
-def _shape(node: fx.Node) -> tuple[int, ...]:
-    tm = node.meta.get("tensor_meta")
-    _require(hasattr(tm, "shape"))
-    return tuple(int(s) for s in tm.shape)
-
-
-def _is_tensor(node: fx.Node) -> bool:
-    return hasattr(node.meta.get("tensor_meta"), "shape")
-
-
-def _shape_scalar(a: Any, depth: int = 0) -> bool:
-    """A Python number, or a value computed from tensor sizes only (never from tensor data)."""
-    if isinstance(a, int | float) and not isinstance(a, bool):
-        return True
-    if not isinstance(a, fx.Node) or depth > 8 or _is_tensor(a):
-        return False
-    if a.op not in ("call_function", "call_method") or a.target not in _SHAPE_OPS:
-        return False
-    if a.target is getattr and a.args[1] != "shape":
-        return False
-    if a.target in ("size", "dim") or (a.target is getattr):
-        return True  # reads only the shape of its tensor
-    return all(_shape_scalar(b, depth + 1) for b in a.args) and not a.kwargs
 
 
 def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
     """The tensor inputs of an op the pattern may contain; raises _NoMatch for any other op."""
-    from symlab.graph import fx_attention_forms as forms
-
     t = node.target
     extra = forms.data_args(node, gm)
     if extra is not None:
@@ -180,8 +114,6 @@ def _broadcast(a: _Val, b: _Val) -> tuple[list[str], str, str]:
 
 
 def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
-    from symlab.graph import fx_attention_forms as forms
-
     t = node.target
     val = forms.step(node, st)
     if val is not None:
@@ -279,9 +211,7 @@ def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
     labels = ["x"] * (len(q.labels) - 1) + [f"d:{ids[2]}"]
     labels[heads[0]] = "H"
     out = _Val("out", tuple(labels), shape)
-    from symlab.graph.fx_attention_forms import sdpa_mask
-
-    sdpa_mask(node, out)  # a mask must be fixed and the same for every head
+    forms.sdpa_mask(node, out)  # a mask must be fixed and the same for every head
     return out
 
 
@@ -332,9 +262,7 @@ def _match(
         _require([a for a, _ in cuts] == [0, *(b for _, b in cuts[:-1])])
         _require(cuts[-1][1] == linears[leaf].out_features)
     q, k, v = (leaves[r[0]] for r in rows)
-    from symlab.graph.fx_attention_forms import mask_nodes
-
-    masks = mask_nodes(interior, gm)
+    masks = forms.mask_nodes(interior, gm)
     soft = st.weighted_by_softmax and st.shift_kept
     if not st.rows:  # three whole Linears: the plain form
         return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, None, masks, soft)
@@ -347,17 +275,15 @@ def _track_softmax(n: fx.Node, st: _State) -> None:
     scaled or masked before it: then adding the same amount to every score of a query (what a
     key bias does) changes nothing. A finite ``masked_fill`` breaks that (its entries do not
     move with the others); ``-inf`` keeps it."""
-    from symlab.graph.fx_attention_forms import masked_fill_value
-
     val = st.vals[n]
-    srcs = [a for a in _flat_nodes((n.args, n.kwargs)) if a in st.vals]
+    srcs = [a for a in flat_nodes((n.args, n.kwargs)) if a in st.vals]
     scores_in = [a for a in srcs if st.vals[a].kind == "scores"]
     if n.target == F.scaled_dot_product_attention:
         st.weighted_by_softmax = True
     elif n.target in _SOFTMAX or (val.kind == "scores" and any(a in st.soft for a in srcs)):
         st.soft.add(n)
     elif val.kind == "scores" and scores_in:
-        fill = masked_fill_value(n)
+        fill = forms.masked_fill_value(n)
         if fill is not None and fill != float("-inf"):
             st.shift_kept = False
     if val.kind == "out" and scores_in:
@@ -377,8 +303,6 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
         if n.op == "call_module" and calls[str(n.target)] == 1
         and type(gm.get_submodule(str(n.target))) in _LINEARS
     }  # fmt: skip
-    from symlab.graph.fx_attention_forms import settle_masks
-
     banned: set[fx.Node] = set()  # blocks whose mask buffers are also read elsewhere
     while True:
         matches: dict[fx.Node, AttentionMatch] = {}
@@ -392,14 +316,15 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
                 continue
             matches[o] = m
             skip |= m.interior | {m.q, m.k, m.v}
-        bad = settle_masks(matches, skip)
+        bad = forms.settle_masks(matches, skip)
         if not bad:
             return matches, skip
         banned |= bad
 
 
-def emit_attention(cv: _Converter, m: AttentionMatch) -> str:
-    """Add the node of ``m`` to the converter's graph (see :mod:`.fx_attention_emit`)."""
-    from symlab.graph.fx_attention_emit import emit
-
+def emit_attention(cv: Converter, m: AttentionMatch) -> str:
+    """Add the node of ``m`` to the converter's graph (see :mod:`.attention_emit`)."""
     return emit(cv, m)
+
+
+register_pattern("attention", find_attention, emit_attention)

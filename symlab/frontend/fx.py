@@ -2,73 +2,35 @@
 
 Registered modules (Linear, Conv, norms, activations, pooling, Embedding, W-asymmetric layers,
 FiGLU, …) are leaves; ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` are expanded
-into graph nodes (see :mod:`symlab.graph.fx_macros`); functions and tensor methods (``F.relu``,
+into graph nodes (see :mod:`symlab.frontend.macros`); functions and tensor methods (``F.relu``,
 ``torch.tanh``, ``x + y``, ``flatten``/``view`` after convolutions, ``torch.cat``, means and
-pools) map to ops. Shapes come from running the example input (:mod:`symlab.graph.shapes`), so
+pools) map to ops. Shapes come from running the example input (:mod:`symlab.frontend.shapes`), so
 every node knows its feature axis: the channel axis after convolutions, the last axis after
 linear maps.
 Multi-head attention written by hand (Linear projections, reshapes into heads, softmax,
 matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as one
-``attention_linear`` node (see :mod:`symlab.graph.fx_attention`). Other ops symlab does not
+``attention_linear`` node (see :mod:`symlab.frontend.patterns.attention`). Other ops symlab does not
 model unit by unit (softmax, matmul, reshapes into heads, …) become *opaque* nodes whose
 inputs and outputs are fixed (sound: nothing is derived through them).
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule. When torch.fx cannot trace the model (Python code on sizes),
-the graph comes from torch.export instead (:mod:`symlab.graph.export_trace`).
+the graph comes from torch.export instead (:mod:`symlab.frontend.export`).
 """
 
 from __future__ import annotations
 
-import collections
 from typing import Any
 
 import torch.fx as fx
 from torch import nn
 
-from symlab.errors import SymlabError, UnsupportedOpError
+from symlab.errors import TraceError, UnsupportedOpError
+from symlab.frontend.convert import Converter
+from symlab.frontend.shapes import graph_module, record_shapes
+from symlab.frontend.tracer import Tracer, is_leaf
 from symlab.graph.archgraph import ArchGraph
-from symlab.graph.fx_convert import _Converter
-from symlab.graph.fx_functions import register_function
-from symlab.graph.modules import module_op_for
-from symlab.graph.shapes import graph_module, record_shapes
 
-__all__ = ["TraceError", "declare_leaf", "register_function", "trace_fx"]
-
-
-class TraceError(SymlabError):
-    """Neither torch.fx nor its torch.export fallback could trace the model (typically
-    data-dependent control flow)."""
-
-
-_EXTRA_LEAVES: set[type[nn.Module]] = set()
-
-
-def declare_leaf(module_type: type[nn.Module]) -> None:
-    """Trace ``module_type`` as one op (register its op with
-    :func:`symlab.graph.modules.register_module_op` and a rule with ``@symlab.symmetry.rule``)."""
-    _EXTRA_LEAVES.add(module_type)
-
-
-class _ModuleStack(collections.OrderedDict):
-    """fx's module stack, which it copies into every node's meta: copied without pickling."""
-
-    def __copy__(self) -> _ModuleStack:
-        return _ModuleStack(self)
-
-
-class _Tracer(fx.Tracer):
-    proxy_buffer_attributes = True  # buffers sliced by a traced size (causal masks)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.module_stack = _ModuleStack()
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from symlab.graph.fx_macros import MACROS
-
-        if type(m) in _EXTRA_LEAVES or type(m) in MACROS or module_op_for(m) is not None:
-            return True
-        return super().is_leaf_module(m, qualname)
+__all__ = ["trace_fx"]
 
 
 def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
@@ -80,12 +42,8 @@ def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
     >>> [n.op for n in g.nodes()]
     ['input', 'conv', 'activation', 'flatten', 'linear', 'output']
     """
-    from symlab.graph.fx_macros import MACROS
-
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-    root_is_leaf = (
-        type(model) in MACROS or type(model) in _EXTRA_LEAVES or (module_op_for(model) is not None)
-    )
+    root_is_leaf = is_leaf(model)
     if root_is_leaf:  # fx traces into the root; wrap it so that it stays one op
         if len(inputs) != 1:
             raise TraceError("a bare layer with several inputs: wrap it in a module first")
@@ -100,14 +58,14 @@ def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
 def _trace_and_convert(
     model: nn.Module, inputs: tuple[Any, ...], root_is_leaf: bool, stack_traces: bool
 ) -> ArchGraph:
-    tracer = _Tracer()
+    tracer = Tracer()
     tracer.record_stack_traces = stack_traces
     frontend = "torch.fx"
     try:
         graph = tracer.trace(model)
     except (fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError) as e:
         # Python code on sizes stops torch.fx; torch.export runs it (TraceError if it cannot)
-        from symlab.graph.export_trace import export_graph
+        from symlab.frontend.export import export_graph
 
         graph, frontend = export_graph(model, inputs, fx_error=e), "torch.export"
     graph.owning_module = model
@@ -122,7 +80,7 @@ def _trace_and_convert(
             "Pass an input of the shape and dtype the model expects (e.g. "
             "x.to(next(model.parameters()).dtype))"
         ) from e
-    graph_out = _Converter(model, gm, strip="root" if root_is_leaf else None).run()
+    graph_out = Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = frontend
     return graph_out
 

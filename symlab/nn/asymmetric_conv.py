@@ -13,7 +13,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from symlab.graph.modules import register_module_op
 from symlab.nn.asymmetric import FiGLU, setup_masked_parameters
 
 __all__ = ["FiGLU2d", "WAsymConv2d"]
@@ -109,19 +108,3 @@ class FiGLU2d(FiGLU):
 
     def extra_repr(self) -> str:
         return f"num_channels={self.num_channels}"
-
-
-def _read_wasym_conv(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
-    assert isinstance(m, WAsymConv2d)
-    attrs = {"bias": m.bias is not None, "kernel": tuple(m.kernel_size), "groups": 1,
-             "num_fixed": m.num_fixed, "kappa": m.kappa, "padded": any(m.padding)}  # fmt: skip
-    return "wasym_conv", m.out_channels, attrs
-
-
-def _read_figlu2d(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
-    assert isinstance(m, FiGLU2d)
-    return "figlu2d", m.num_channels, {}
-
-
-register_module_op(WAsymConv2d, _read_wasym_conv)
-register_module_op(FiGLU2d, _read_figlu2d)

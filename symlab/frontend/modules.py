@@ -1,8 +1,7 @@
-"""The two-way table between torch modules and graph ops.
+"""How tracing reads a torch module as one graph op: its op name, output width and attributes.
 
-``to_module`` builds the torch module for a node (used by :meth:`ArchGraph.build`);
-``from_module`` reads a torch module into an op, width and attributes (used by tracing).
-Register more with :func:`register_module_op`; tracing refuses a module it cannot read.
+Register more with :func:`register_module_op`; tracing refuses a module it cannot read. (The
+other direction, a torch module for a graph node, is :mod:`symlab.nn.graphnet`'s.)
 """
 
 from __future__ import annotations
@@ -14,33 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from symlab.graph.archgraph import Node
 from symlab.nn.asymmetric import FiGLU, WAsymLinear
+from symlab.nn.asymmetric_conv import FiGLU2d, WAsymConv2d
 
-__all__ = ["ACTIVATIONS", "ModuleOp", "activation_module", "module_op_for", "register_module_op"]
-
-#: Elementwise activations symlab knows, by name, with their torch module.
-ACTIVATIONS: dict[str, Callable[[Node], nn.Module]] = {
-    "identity": lambda n: nn.Identity(),
-    "relu": lambda n: nn.ReLU(),
-    "leaky_relu": lambda n: nn.LeakyReLU(n.attrs.get("negative_slope", 0.01)),
-    "tanh": lambda n: nn.Tanh(),
-    "sigmoid": lambda n: nn.Sigmoid(),
-    "gelu": lambda n: nn.GELU(),
-    "silu": lambda n: nn.SiLU(),
-    "softplus": lambda n: nn.Softplus(),
-    "elu": lambda n: nn.ELU(),
-    "relu6": lambda n: nn.ReLU6(),
-    "hardtanh": lambda n: nn.Hardtanh(),
-    "softsign": lambda n: nn.Softsign(),
-    "tanhshrink": lambda n: nn.Tanhshrink(),
-    "mish": lambda n: nn.Mish(),
-    "hardswish": lambda n: nn.Hardswish(),
-    "selu": lambda n: nn.SELU(),
-    "celu": lambda n: nn.CELU(),
-    "hardsigmoid": lambda n: nn.Hardsigmoid(),
-    "logsigmoid": lambda n: nn.LogSigmoid(),
-}
+__all__ = ["ModuleOp", "module_op_for", "register_module_op"]
 
 _ACT_TYPES: dict[type[nn.Module], str] = {
     nn.Identity: "identity",
@@ -65,11 +41,6 @@ _ACT_TYPES: dict[type[nn.Module], str] = {
 }
 
 
-def activation_module(node: Node) -> nn.Module:
-    """The torch module for an ``activation`` node."""
-    return ACTIVATIONS[node.attrs["fn"]](node)
-
-
 @dataclass(frozen=True)
 class ModuleOp:
     """How one module type maps to a graph op.
@@ -89,7 +60,17 @@ def register_module_op(
     module_type: type[nn.Module],
     read: Callable[[nn.Module, Any], tuple[str, Any, dict[str, Any]]],
 ) -> None:
-    """Teach tracing to read ``module_type`` as a graph op (see :class:`ModuleOp`)."""
+    """Teach tracing to read ``module_type`` as a graph op (see :class:`ModuleOp`).
+
+    >>> from torch import nn
+    >>> class Twice(nn.Module):  # 2x: positively homogeneous, like a linear activation
+    ...     def forward(self, x):
+    ...         return 2 * x
+    >>> register_module_op(Twice, lambda m, w_in: ("activation", w_in, {"fn": "identity"}))
+    >>> module_op_for(Twice()).read(Twice(), 4)
+    ('activation', 4, {'fn': 'identity'})
+    >>> _ = _MODULE_OPS.pop(Twice)
+    """
     _MODULE_OPS[module_type] = ModuleOp(module_type, read)
 
 
@@ -238,3 +219,19 @@ for _t in (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.Ad
     register_module_op(_t, _pool("pool_avg"))  # linear, channel by channel, on positions only
 for _t in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d):
     register_module_op(_t, _read_batchnorm)
+
+
+def _read_wasym_conv(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
+    assert isinstance(m, WAsymConv2d)
+    attrs = {"bias": m.bias is not None, "kernel": tuple(m.kernel_size), "groups": 1,
+             "num_fixed": m.num_fixed, "kappa": m.kappa, "padded": any(m.padding)}  # fmt: skip
+    return "wasym_conv", m.out_channels, attrs
+
+
+def _read_figlu2d(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
+    assert isinstance(m, FiGLU2d)
+    return "figlu2d", m.num_channels, {}
+
+
+register_module_op(WAsymConv2d, _read_wasym_conv)
+register_module_op(FiGLU2d, _read_figlu2d)

@@ -28,8 +28,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.nn.modules import module as _module
 
-from symlab.graph.fx_convert import _flat_nodes
-from symlab.graph.fx_functions import (
+from symlab.frontend.functions import (
     ACT_FUNCS,
     ADD_FUNCS,
     FLATTEN_FUNCS,
@@ -39,7 +38,8 @@ from symlab.graph.fx_functions import (
     OPAQUE_FUNCS,
     POOL_FUNCS,
 )
-from symlab.graph.modules import _ACT_TYPES
+from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.modules import _ACT_TYPES
 
 try:  # torch's own lazily compiled GraphModule (code generated on first call, if ever)
     from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
@@ -115,7 +115,7 @@ def shape_only_ok(gm: fx.GraphModule, modules: dict[fx.Node, Any]) -> bool:
                     return False
             except TypeError:  # an unhashable target
                 return False
-            if n.target is operator.getitem and _flat_nodes(n.args[1:]):
+            if n.target is operator.getitem and flat_nodes(n.args[1:]):
                 return False  # indexing by a computed value (possibly a boolean mask)
     return True
 
@@ -279,7 +279,7 @@ def _run(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
     last_use: dict[fx.Node, list[fx.Node]] = {}  # free values after their last use
     seen: set[fx.Node] = set()
     for n in reversed(nodes):
-        for a in _flat_nodes((n.args, n.kwargs)):
+        for a in flat_nodes((n.args, n.kwargs)):
             if a not in seen:
                 seen.add(a)
                 last_use.setdefault(n, []).append(a)

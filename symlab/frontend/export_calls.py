@@ -6,7 +6,7 @@ symlab treats as a leaf (the outermost one, by the torch.fx tracer's own test) a
 forward hooks on one eager run, the arguments and outputs of that call. Tensors are matched to
 graph nodes by position when a call reads one tensor, else by value: the exported graph is
 run on the example input (:meth:`LeafCalls.value`) and each argument is the node holding the
-same values. Used by :mod:`symlab.graph.export_trace`.
+same values. Used by :mod:`symlab.frontend.export`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch.fx as fx
 from torch import nn
 from torch.export.graph_signature import InputKind
 
-from symlab.graph.fx_convert import _flat_nodes
-from symlab.graph.fx_trace import TraceError, _Tracer
+from symlab.errors import TraceError
+from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.tracer import Tracer
 
 __all__ = ["Group", "LeafCalls"]
 
@@ -73,7 +74,7 @@ class LeafCalls:
                     mod = self.model.get_submodule(path)
                 except AttributeError as e:
                     raise TraceError(f"torch.export named a module {path!r} the model lacks") from e
-                self._leaf[path] = _Tracer().is_leaf_module(mod, path)
+                self._leaf[path] = Tracer().is_leaf_module(mod, path)
             if path and self._leaf[path]:
                 return key, path
         return None
@@ -99,7 +100,7 @@ class LeafCalls:
                 self.group_of[node] = self.groups[key]
         for g in self.groups.values():
             for n in g.nodes:
-                for a in _flat_nodes((n.args, n.kwargs)):
+                for a in flat_nodes((n.args, n.kwargs)):
                     if self.group_of.get(a) is not g and a not in g.inputs \
                             and not (a.op == "placeholder" and self._owned(g, a)):  # fmt: skip
                         g.inputs.append(a)

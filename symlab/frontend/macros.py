@@ -16,11 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from symlab.errors import UnsupportedOpError
+from symlab.frontend.modules import module_op_for
 from symlab.graph.archgraph import ParamSpec
-from symlab.graph.modules import module_op_for
 
 if TYPE_CHECKING:
-    from symlab.graph.fx_convert import _Converter
+    from symlab.frontend.convert import Converter
 
 __all__ = ["MACROS"]
 
@@ -31,7 +31,7 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}{name}" if name.startswith("#") else f"{prefix}.{name}"
 
 
-def _mha_node(cv: _Converter, name: str, mod: nn.MultiheadAttention, ins: list[str],
+def _mha_node(cv: Converter, name: str, mod: nn.MultiheadAttention, ins: list[str],
               qkv: tuple[int, int, int]) -> str:  # fmt: skip
     if not mod._qkv_same_embed_dim or mod.bias_k is not None or mod.add_zero_attn:
         raise UnsupportedOpError(
@@ -50,7 +50,7 @@ def _mha_node(cv: _Converter, name: str, mod: nn.MultiheadAttention, ins: list[s
                        num_heads=mod.num_heads, qkv=qkv)  # fmt: skip
 
 
-def _mha(cv: _Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
+def _mha(cv: Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
     assert isinstance(mod, nn.MultiheadAttention)
     args = list(node.args[:3]) + [node.kwargs.get(k) for k in ("query", "key", "value")]
     srcs = [a for a in args if isinstance(a, fx.Node)][:3]
@@ -68,7 +68,7 @@ def _mha(cv: _Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[s
     cv.tuples[node] = pick
 
 
-def _act_node(cv: _Converter, name: str, act: Any, x: str) -> str:
+def _act_node(cv: Converter, name: str, act: Any, x: str) -> str:
     if isinstance(act, nn.Module):
         entry = module_op_for(act)
         if entry is None:
@@ -82,7 +82,7 @@ def _act_node(cv: _Converter, name: str, act: Any, x: str) -> str:
     return cv.add_node(name, op, [x], cv.shape[x], cv.fa[x], **attrs)
 
 
-def _module_node(cv: _Converter, name: str, mod: nn.Module, x: str) -> str:
+def _module_node(cv: Converter, name: str, mod: nn.Module, x: str) -> str:
     entry = module_op_for(mod)
     assert entry is not None
     op, width, attrs = entry.read(mod, cv.g.node(x).width)
@@ -90,7 +90,7 @@ def _module_node(cv: _Converter, name: str, mod: nn.Module, x: str) -> str:
     return cv.add_node(name, op, [x], shape, -1, **attrs)
 
 
-def _encoder_layer(cv: _Converter, prefix: str, mod: nn.TransformerEncoderLayer, x: str) -> str:
+def _encoder_layer(cv: Converter, prefix: str, mod: nn.TransformerEncoderLayer, x: str) -> str:
     def sa(h: str) -> str:
         a = _mha_node(cv, _join(prefix, "self_attn"), mod.self_attn, [h], (0, 0, 0))
         return _module_node(cv, _join(prefix, "dropout1"), mod.dropout1, a)
@@ -112,14 +112,14 @@ def _encoder_layer(cv: _Converter, prefix: str, mod: nn.TransformerEncoderLayer,
     return _module_node(cv, _join(prefix, "norm2"), mod.norm2, add(x, ff(x), "add2"))
 
 
-def _layer(cv: _Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
+def _layer(cv: Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
     assert isinstance(mod, nn.TransformerEncoderLayer)
     if len(cv.shape[ins[0]]) != 3:
         raise UnsupportedOpError(f"node {target!r}: expected a (batch, tokens, features) input")
     cv.name[node] = _encoder_layer(cv, target, mod, ins[0])
 
 
-def _encoder(cv: _Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
+def _encoder(cv: Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
     assert isinstance(mod, nn.TransformerEncoder)
     x = ins[0]
     for i, layer in enumerate(mod.layers):

@@ -10,18 +10,18 @@ the ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` macros) reads it un
 
 * the ops of one call of a module symlab treats as a leaf (the tracer's own test: registered
   module ops, macros, declared leaves, torch.nn modules) collapse into one ``call_module`` node
-  with the arguments of that call (:mod:`symlab.graph.export_calls`); a tuple it returns is
+  with the arguments of that call (:mod:`symlab.frontend.export_calls`); a tuple it returns is
   read with ``getitem`` (attention's ``(out, weights)``);
 * parameters and buffers read outside leaf modules become ``get_attr`` nodes (``x + self.pos``);
 * every other aten op becomes the torch function or tensor method of
-  :data:`symlab.graph.export_aten.ATEN` (or stays itself when registered with
+  :data:`symlab.frontend.export_aten.ATEN` (or stays itself when registered with
   ``register_function``); tensors computed from constants alone (``torch.triu(torch.ones(t,
   t))``) become constants, as torch.fx computes them while tracing; in-place ops are read out
   of place when nothing else sees the write; any other op is refused with
   :class:`~symlab.errors.UnsupportedOpError`.
 
 Data-dependent control flow (an ``if`` on tensor *values*) stops both front-ends; the
-:class:`~symlab.graph.fx_trace.TraceError` then says so with both reasons.
+:class:`~symlab.errors.TraceError` then says so with both reasons.
 """
 
 from __future__ import annotations
@@ -38,12 +38,11 @@ from torch import nn
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
-from symlab.errors import UnsupportedOpError
-from symlab.graph.export_aten import FIRST_OF_PAIR, rewrite
-from symlab.graph.export_calls import Group, LeafCalls
-from symlab.graph.fx_convert import _flat_nodes, _where
-from symlab.graph.fx_functions import USER_FUNCS
-from symlab.graph.fx_trace import TraceError
+from symlab.errors import TraceError, UnsupportedOpError
+from symlab.frontend.export_aten import FIRST_OF_PAIR, rewrite
+from symlab.frontend.export_calls import Group, LeafCalls
+from symlab.frontend.functions import USER_FUNCS
+from symlab.frontend.fxutil import flat_nodes, where
 from symlab.modes import eval_mode
 
 __all__ = ["export_graph"]
@@ -90,7 +89,7 @@ def _both_failed(model: nn.Module, fx_error: Exception, export_error: Exception)
         f"torch.fx: {_brief(fx_error)}. torch.export: {_brief(export_error)}. This usually means "
         "data-dependent control flow (an `if` on tensor values). Remove the branch (or write it "
         "with torch.where / torch.cond and register a rule for that op), declare the module as a "
-        "leaf with a rule (symlab.graph.fx_trace.declare_leaf, symlab.graph.modules."
+        "leaf with a rule (symlab.frontend.fx.declare_leaf, symlab.frontend.modules."
         "register_module_op and @symlab.symmetry.rule), or describe the architecture with an "
         "ArchGraph / symlab builders"
     )
@@ -99,12 +98,12 @@ def _both_failed(model: nn.Module, fx_error: Exception, export_error: Exception)
 def _unmapped(node: fx.Node, what: str, fix: str | None = None) -> UnsupportedOpError:
     fix = fix or (
         "Give the op a rule with @symlab.symmetry.rule('<op>') and map it with "
-        f"symlab.graph.fx_trace.register_function({_op_name(node)}, '<op>'), or move the code "
-        "into a module registered with symlab.graph.modules.register_module_op and "
-        "symlab.graph.fx_trace.declare_leaf"
+        f"symlab.frontend.fx.register_function({_op_name(node)}, '<op>'), or move the code "
+        "into a module registered with symlab.frontend.modules.register_module_op and "
+        "symlab.frontend.fx.declare_leaf"
     )
     return UnsupportedOpError(
-        f"node {node.name!r} of the torch.export graph: {what}{_where(node)}. (torch.fx could "
+        f"node {node.name!r} of the torch.export graph: {what}{where(node)}. (torch.fx could "
         "not trace this model, so symlab read it through torch.export.) symlab never assumes "
         f"an unknown op is harmless. {fix}"
     )
@@ -214,7 +213,7 @@ class _Rewriter:
         if not node.users and not in_place:
             return  # dead: the indices of a max pool, an assertion on metadata
         packet = self.out_of_place(node, packet)
-        if all(a in self.pure for a in _flat_nodes((node.args, node.kwargs))):
+        if all(a in self.pure for a in flat_nodes((node.args, node.kwargs))):
             self.pure.add(node)  # reads no input, parameter or buffer: a constant
             value = self.calls.value(node)
             if isinstance(value, torch.Tensor):
@@ -237,7 +236,7 @@ class _Rewriter:
             return
         args, kwargs = self.arg((tuple(node.args), dict(node.kwargs)), node)
         call = rewrite(packet, args, kwargs) if packet is not None else None
-        if call is None and not (set(_flat_nodes((node.args, node.kwargs))) & self.live):
+        if call is None and not (set(flat_nodes((node.args, node.kwargs))) & self.live):
             # computed from parameters or buffers alone: torch.fx would read these ops too
             self.env[node] = self.emit(node, "call_function", target, args, kwargs)
             return
@@ -271,7 +270,7 @@ class _Rewriter:
                     self.env[node] = self.graph.placeholder(node.name)
                     self.live.add(node)
             elif node.op == "output":
-                by_name = {n.name: n for n in _flat_nodes(node.args)}
+                by_name = {n.name: n for n in flat_nodes(node.args)}
                 res = [self.arg(by_name[name], node) for name in outputs]
                 self.graph.output(res[0] if len(res) == 1 else tuple(res))
             elif node in self.calls.group_of:
@@ -282,7 +281,7 @@ class _Rewriter:
                         self.live.update(g.nodes)
             else:
                 self.emit_op(node)
-                if set(_flat_nodes((node.args, node.kwargs))) & self.live:
+                if set(flat_nodes((node.args, node.kwargs))) & self.live:
                     self.live.add(node)
         self.graph.lint()
         return self.graph
@@ -294,7 +293,7 @@ def _check_private_write(node: fx.Node) -> None:
     if not isinstance(src, fx.Node) or len(src.users) != 1 or _may_alias(src):
         raise UnsupportedOpError(
             f"node {node.name!r} of the torch.export graph: the in-place op {_op_name(node)} "
-            f"writes a tensor that other tensors may share{_where(node)}; symlab reads "
+            f"writes a tensor that other tensors may share{where(node)}; symlab reads "
             "in-place ops as out-of-place ones only when nothing else can see the write. "
             "Write it out of place (y = y + 1 instead of y += 1)"
         )

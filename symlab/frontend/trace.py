@@ -3,9 +3,9 @@
 ``GraphNet`` models (the MLPs of :mod:`symlab.nn`) carry their graph. An ``nn.Sequential`` given
 without an example input is read child by child (node names are the child names, so parameter
 names are the ``state_dict`` keys). Everything else goes through the torch.fx front-end
-(:func:`symlab.graph.fx_trace.trace_fx`), which needs an example input (for a model whose first
+(:func:`symlab.frontend.fx.trace_fx`), which needs an example input (for a model whose first
 layer is ``nn.Linear`` one is made up); models torch.fx cannot trace because of Python code on
-sizes are read through torch.export (:mod:`symlab.graph.export_trace`).
+sizes are read through torch.export (:mod:`symlab.frontend.export`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import torch
 from torch import nn
 
 from symlab.errors import UnsupportedOpError
+from symlab.frontend.fx import trace_fx
+from symlab.frontend.modules import module_op_for
 from symlab.graph.archgraph import ArchGraph
-from symlab.graph.modules import module_op_for
+from symlab.nn.graphnet import GraphNet
 from symlab.perf import paused_gc
 
 __all__ = ["trace"]
@@ -28,8 +30,6 @@ def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = Non
     >>> [n.name for n in trace(seq).nodes()]
     ['input', '0', '1', '2', 'output']
     """
-    from symlab.nn.graphnet import GraphNet
-
     if isinstance(model, ArchGraph):
         model.validate()
         return model
@@ -37,8 +37,6 @@ def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = Non
         return model.graph
     if isinstance(model, nn.Sequential) and example_input is None:
         return _trace_sequential(model, None)
-    from symlab.graph.fx_trace import trace_fx
-
     if example_input is None:
         first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
         if first is None:
@@ -71,7 +69,7 @@ def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) 
         if entry is None:
             raise UnsupportedOpError(
                 f"node {name!r}: module type {type(child).__name__} has no registered op; "
-                "register one with symlab.graph.modules.register_module_op and a symmetry rule "
+                "register one with symlab.frontend.modules.register_module_op and a symmetry rule "
                 "with @symlab.symmetry.rule(op)"
             )
         op, out_width, attrs = entry.read(child, g.node(prev).width)

@@ -1,7 +1,7 @@
-"""Graph nodes for the attention blocks matched by :mod:`symlab.graph.fx_attention`.
+"""Graph nodes for the attention blocks matched by :mod:`symlab.frontend.patterns.attention`.
 
 Three whole ``nn.Linear`` projections become an ``attention_linear`` node; projections cut
-from fused Linears (:mod:`symlab.graph.fx_attention_forms`) become an ``attention_fused`` node
+from fused Linears (:mod:`.attention_forms`) become an ``attention_fused`` node
 whose ``roles`` attribute names, for queries, keys and values, the Linear (an index into
 ``modules``) and its rows. The buffers read by a block's masks are declared on its node as
 fixed data (never moved). Rules: :mod:`symlab.symmetry.attention_rules`.
@@ -17,17 +17,17 @@ from symlab.errors import UnsupportedOpError
 from symlab.graph.archgraph import ParamSpec
 
 if TYPE_CHECKING:
-    from symlab.graph.fx_attention import AttentionMatch
-    from symlab.graph.fx_convert import _Converter
+    from symlab.frontend.convert import Converter
+    from symlab.frontend.patterns.attention_base import AttentionMatch
 
 __all__ = ["block_name", "emit", "mask_specs"]
 
 
-def _key(cv: _Converter, target: str) -> str:
+def _key(cv: Converter, target: str) -> str:
     return target if cv.strip is None else target.removeprefix(cv.strip).removeprefix(".")
 
 
-def block_name(cv: _Converter, targets: list[str], o: fx.Node) -> str:
+def block_name(cv: Converter, targets: list[str], o: fx.Node) -> str:
     """The graph name of a block: its modules' enclosing module, else its output Linear."""
     parts = [t.split(".") for t in targets]
     common = []
@@ -41,7 +41,7 @@ def block_name(cv: _Converter, targets: list[str], o: fx.Node) -> str:
     return name
 
 
-def mask_specs(cv: _Converter, m: AttentionMatch) -> list[ParamSpec]:
+def mask_specs(cv: Converter, m: AttentionMatch) -> list[ParamSpec]:
     """The buffers read by the block's masks, declared as fixed data of its node (never
     moved; they stay in the model's ``state_dict``)."""
     buffers = [n for n in m.masks if n.op == "get_attr"]
@@ -58,7 +58,7 @@ def mask_specs(cv: _Converter, m: AttentionMatch) -> list[ParamSpec]:
     return specs
 
 
-def emit(cv: _Converter, m: AttentionMatch) -> str:
+def emit(cv: Converter, m: AttentionMatch) -> str:
     """Add the ``attention_linear`` (or ``attention_fused``) node of ``m`` to the graph."""
     leaves = [m.q, m.k, m.v] if m.rows is None else list(dict.fromkeys(r[0] for r in m.rows))
     targets = []

@@ -1,8 +1,8 @@
 """Which aten ops of a ``torch.export`` graph map to which torch-level functions and methods.
 
-:data:`ATEN` is the one table of the torch.export fallback (:mod:`symlab.graph.export_trace`):
+:data:`ATEN` is the one table of the torch.export fallback (:mod:`symlab.frontend.export`):
 each entry rewrites the arguments of one aten op into a call the torch.fx front-end already
-knows (see :mod:`symlab.graph.fx_functions`): ``aten.relu`` → ``torch.relu``, ``aten.add.Tensor``
+knows (see :mod:`symlab.frontend.functions`): ``aten.relu`` → ``torch.relu``, ``aten.add.Tensor``
 → ``operator.add``, ``aten.view`` → the ``view`` method, ``aten.slice`` → indexing, … Identity
 ops (``alias``, ``detach``, eval-mode ``dropout``, …) map to their input. An entry
 returns ``None`` for arguments it cannot express (``add`` with ``alpha``, ``div`` with a
