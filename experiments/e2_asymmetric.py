@@ -13,10 +13,10 @@ and the LMC table): W-asymmetric MLPs have a near-zero unaligned barrier while s
 need alignment. Bürgin et al. (2026), MLP experiments: κ = 1 gives a near-zero unaligned
 barrier, κ = 0 (the mask alone) does not.
 
-Settings: ``small`` — MLP 40-128-128-10, LayerNorm, GELU, Adam 3e-3, 10 epochs, 2 pairs
-(about 20 s on 2 cores). ``full`` — Lim et al.'s shape on MNIST-1D, 40-512-512-512-10, AdamW
-1e-3 (wd 0.01), batch 64, 40 epochs, 5 pairs (about 15 min on 2 cores; 4 variants × 5 pairs
-are independent jobs for a cluster).
+Settings: ``small`` — MLP 40-128-128-10, LayerNorm, GELU, Adam 3e-3, 10 epochs, 2 pairs per
+variant. ``full`` — Lim et al.'s shape on MNIST-1D, 40-512-512-512-10, AdamW 1e-3 (wd 0.01),
+batch 64, 40 epochs, 5 pairs (4 variants × 5 pairs are independent jobs for a cluster).
+Runtimes: ``symlab experiment list`` (estimates) and the published result page (measured).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         accs = [run["test_acc"] for r in recs for run in r["result"]["runs"]]
         rows.append(
             [
-                LABELS[v],
+                v,
                 f"{recs[0]['result']['log10_group_order']:.1f}",
                 len(recs),
                 fmt(accs),

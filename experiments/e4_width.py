@@ -24,9 +24,9 @@ barrier that also falls with width (strong linear connectivity emerges; their Fi
 while unaligned networks stay separated.
 
 Settings: ``small`` — 2 hidden layers of width 32, 128, 512, Adam 1e-3, 30 epochs, simplex
-resolution 6, 2 triples (about 10 s per seed on 2 cores; the CI test runs 1).
-``full`` — 3 hidden layers, widths 16 … 1024, 60 epochs, resolution 10, 5 triples (about
-10 min on 2 cores, measured ~2 min per seed; the 1024-wide job takes 80 s).
+resolution 6, 2 triples per width (the CI test runs 1). ``full`` — 3 hidden layers, widths
+16 … 1024, 60 epochs, resolution 10, 5 triples. Runtimes: ``symlab experiment list``
+(estimates) and the published result page (measured).
 """
 
 from __future__ import annotations
@@ -284,7 +284,8 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         sl.connect.Simplex(torch.tensor(sx["weights"]), torch.tensor(sx["loss"])).plot(ax1)
         ax1.set_title(f"Train loss, jointly aligned simplex (width {widths[-1]})", fontsize=9)
     data = data_name(records)
-    fig.suptitle(f"E4: MLPs on {data}, {len(records)} triples", fontsize=9)
+    per = len(records) // max(len(by), 1)
+    fig.suptitle(f"E4: MLPs on {data}, {per} triples per width", fontsize=9)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     files = save_figure(fig, out_dir, f"e4_{setting}", layout=False)
     cl = claims(records)

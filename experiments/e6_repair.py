@@ -14,9 +14,9 @@ Permuted Activations for Interpolation Repair": the aligned midpoint of networks
 normalisation suffers variance collapse that compounds with depth (their Fig. 2/3), and
 REPAIR reduces the barrier (their Fig. 4/5, MLPs on MNIST: the gain grows with depth).
 
-Settings: ``small`` — hidden width 128, depth 1, 2, 4, 6, Adam 1e-3, 30 epochs, 2 pairs
-(about 4 s per seed on 2 cores). ``full`` — width 512, depth 1 … 8, 60 epochs, 5 pairs (about
-10 min on 2 cores; depth 8 takes 40 s per pair).
+Settings: ``small`` — hidden width 128, depth 1, 2, 4, 6, Adam 1e-3, 30 epochs, 2 pairs.
+``full`` — width 512, depth 1 … 8, 60 epochs, 5 pairs. Runtimes: ``symlab experiment list``
+(estimates) and the published result page (measured).
 """
 
 from __future__ import annotations
@@ -241,8 +241,9 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         ax0.legend(fontsize=7)
         ax1.legend(fontsize=7)
     data = data_name(records)
+    per = len(records) // max(len(by), 1)
     fig.suptitle(
-        f"E6: aligned MLPs without normalisation on {data}, {len(records)} pairs", fontsize=9
+        f"E6: aligned MLPs without normalisation on {data}, {per} pairs per depth", fontsize=9
     )
     files = save_figure(fig, out_dir, f"e6_{setting}")
     cl = claims(records)

@@ -16,8 +16,8 @@ via Neuron Alignment" (their Fig. 1/3): aligning the networks first lowers the l
 and gives curves of lower loss for the same training budget.
 
 Settings: ``small`` — 40-128-128-10, Adam 3e-3, 15 epochs, curve budgets 30, 100 and 400 steps,
-2 pairs (about 5 s per pair on 2 cores). ``full`` — 40-512-512-512-10, 40 epochs, budgets 50 …
-3200 steps, 5 pairs (about 8 min on 2 cores; 95 s per pair).
+2 pairs. ``full`` — 40-512-512-512-10, 40 epochs, budgets 50 … 3200 steps, 5 pairs. Runtimes:
+``symlab experiment list`` (estimates) and the published result page (measured).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             )
             lin = mean_std(_vals(records, al, "linear_train"))[0]
             ax1.axhline(lin, color=f"C{i}", ls="--", lw=1, label=f"line, {LABEL[al]}")
-        ax0.legend(fontsize=6)
+        ax0.legend(fontsize=6, loc="upper left")
         ax1.legend(fontsize=6)
         log_axis(ax1, steps)
         log_axis(ax1, axis="y")
@@ -226,7 +226,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
     ax1.set(xlabel="curve training steps", ylabel="train loss barrier (log)")
     ax1.set_title("Barrier vs curve budget (error bars: 95% CI)", fontsize=9)
     data = data_name(records)
-    fig.suptitle(f"E7: MLP on {data}, {len(records)} pairs", fontsize=9)
+    fig.suptitle(f"E7: MLPs on {data}, {len(records)} pairs", fontsize=9)
     files = save_figure(fig, out_dir, f"e7_{setting}")
     cl = claims(records)
     return claims_report(

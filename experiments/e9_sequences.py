@@ -26,14 +26,13 @@ step of their optimisation and sparsification trajectories after one alignment.
 
 Settings: ``small`` — 40-128-128-10, Adam 3e-3, 15 epochs, 7 checkpoints, 4 pruning rounds of
 50 % with 3 epochs of fine-tuning, 3 pairs. ``full`` — 40-512-512-512-10, 40 epochs, 10
-checkpoints, 6 rounds (98.4 % sparse), 5 epochs of fine-tuning, 8 pairs. Measured runtimes are
-on the published result page.
+checkpoints, 6 rounds (98.4 % sparse), 5 epochs of fine-tuning, 8 pairs. Runtimes:
+``symlab experiment list`` (estimates) and the published result page (measured).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from torch import nn
 import symlab as sl
 from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
-from symlab.train import build_model, train_stacked
+from symlab.train import build_model
 
 from ._common import (
     by_seed,
@@ -61,6 +60,7 @@ from ._common import (
     save_figure,
     train_config,
 )
+from ._sequences import finetune_pruned, loaded, magnitude_masks, snapshot, train_trajectory
 
 #: what each step's B is aligned with before the barrier is measured.
 TRAIN_METHODS = ("none", "final", "per_step")
@@ -94,83 +94,6 @@ class E9Config:
     n_alphas: int = 13
 
 
-def _snapshot(models: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
-
-
-def _loaded(template: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
-    m = copy.deepcopy(template)
-    m.load_state_dict(sd)
-    return m
-
-
-def train_trajectory(
-    models: list[nn.Module], data: Any, cfg: E9Config, data_seeds: list[int]
-) -> tuple[list[int], list[list[dict[str, torch.Tensor]]], list[Any]]:
-    """Train ``models`` together, saving both state_dicts at every checkpoint step."""
-    tc = train_config(cfg)
-    total = tc.total_steps(data.n_train)
-    steps = sorted({max(1, min(total, round(f * total))) for f in cfg.checkpoints})
-    snaps, states, start, results = [], None, 0, []
-    for step in steps:
-        results = train_stacked(
-            models,
-            data,
-            tc,
-            data_seeds=data_seeds,
-            start_step=start,
-            stop_at=step,
-            optimizer_states=states,
-        )
-        states = [r.optimizer_state for r in results]
-        snaps.append(_snapshot(models))
-        start = step
-    return steps, snaps, results
-
-
-def magnitude_masks(
-    model: nn.Module, masks: dict[str, torch.Tensor], fraction: float
-) -> dict[str, torch.Tensor]:
-    """Remove ``fraction`` of each Linear weight's surviving entries (smallest |w| first)."""
-    out = {}
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
-            continue
-        w = mod.weight.detach().abs()
-        old = masks.get(name, torch.ones_like(w, dtype=torch.bool))
-        alive = int(old.sum())
-        k = round(fraction * alive)
-        new = old.clone()
-        if k > 0:
-            scores = torch.where(old, w, torch.full_like(w, float("inf")))
-            drop = torch.topk(scores.flatten(), k, largest=False).indices
-            new.view(-1)[drop] = False
-        out[name] = new
-    return out
-
-
-def finetune_pruned(
-    models: list[nn.Module], masks: list[dict[str, torch.Tensor]], data: Any, cfg: E9Config,
-    data_seeds: list[int],
-) -> list[nn.Module]:  # fmt: skip
-    """Zero the pruned weights and fine-tune the rest (pruned entries held at 0 by the
-    trainer's fixed-entry masks); returns plain models (no mask buffers)."""
-    work = [copy.deepcopy(m) for m in models]
-    for m, ms in zip(work, masks, strict=True):
-        for name, mask in ms.items():
-            mod = m.get_submodule(name)
-            with torch.no_grad():
-                mod.weight.mul_(mask)
-            mod.register_buffer("mask", mask.clone())
-    tc = dataclasses.replace(train_config(cfg), epochs=cfg.finetune_epochs, lr=cfg.finetune_lr)
-    train_stacked(work, data, tc, data_seeds=data_seeds)
-    out = []
-    for plain, trained in zip(models, work, strict=True):
-        sd = {k: v for k, v in trained.state_dict().items() if not k.endswith(".mask")}
-        out.append(_loaded(plain, sd))
-    return out
-
-
 def _barriers(
     a: nn.Module, b: nn.Module, data: Any, n_alphas: int, perms: dict[str, Any], G: Any
 ) -> dict[str, dict[str, float]]:
@@ -199,7 +122,7 @@ def _sequence(
     for sd_a, sd_b in pairs:
         per_step = sl.align.weight_matching(sd_a, sd_b, G, seed=seed)
         perms = {"none": None, "final": final, **extra, "per_step": per_step}
-        a, b = _loaded(template, sd_a), _loaded(template, sd_b)
+        a, b = loaded(template, sd_a), loaded(template, sd_b)
         out.append(_barriers(a, b, data, cfg.n_alphas, perms, G))
     return out
 
@@ -225,7 +148,7 @@ def run(cfg: E9Config, seed: int) -> dict[str, Any]:
         ]
         ft_seeds = [1000 * (rnd + 1) + s for s in seeds]
         current = finetune_pruned(current, masks, data, cfg, ft_seeds)
-        levels.append(_snapshot(current))
+        levels.append(snapshot(current))
         kept = sum(int(m.sum()) for m in masks[0].values())
         sparsity.append(1 - kept / sum(m.numel() for m in masks[0].values()))
         accs.append([sl.train.evaluate(m, data)[1] for m in current])
