@@ -219,7 +219,7 @@ def claim(text: str, test: str, parts: Mapping[str, Interval], **numbers: Any) -
 def exact_claim(text: str, test: str, held: bool, **numbers: Any) -> dict[str, Any]:
     """A claim checked exactly in every job (no sampling error: held or failed)."""
     verdict = "held" if held else "failed"
-    return {"claim": text, "test": test, "verdict": verdict, "held": held, **numbers}
+    return {"claim": text, "test": test, "verdict": verdict, "held": held, "exact": True, **numbers}
 
 
 def ci_errorbar(values_per_x: Sequence[Sequence[float]]) -> tuple[list[float], list[list[float]]]:
@@ -271,7 +271,7 @@ def _claim_line(c: Mapping[str, Any], keys: Sequence[str] | None) -> str:
     items = [
         (k, v)
         for k, v in c.items()
-        if k not in ("held", "verdict", "intervals", "claim", "test")
+        if k not in ("held", "verdict", "intervals", "claim", "test", "exact")
         and (k in keys if keys else isinstance(v, float))
     ]
     parts += [f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in items]

@@ -229,12 +229,14 @@ EXPERIMENT = Experiment(
     title="Git Re-Basin: naive vs weight- vs activation-matched barriers across widths",
     run=run,
     settings={
-        "small": Setting(E1Config(), {"width": [32, 128, 512]}, seeds=2, runtime="~30 s"),
+        "small": Setting(
+            E1Config(), {"width": [32, 128, 512]}, seeds=2, runtime="~1 min on 2 cores (measured)"
+        ),
         "full": Setting(
             E1Config(depth=3, epochs=40),
             {"width": [16, 32, 64, 128, 256, 512, 1024]},
             seeds=10,
-            runtime="~20 min on 2 cores",
+            runtime="~18 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

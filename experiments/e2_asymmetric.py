@@ -298,7 +298,9 @@ EXPERIMENT = Experiment(
     title="Asymmetric nets: unaligned vs weight-matched barriers (standard, W-asym, FiGLU)",
     run=run,
     settings={
-        "small": Setting(E2Config(), {"variant": list(VARIANTS)}, seeds=2, runtime="~20 s"),
+        "small": Setting(
+            E2Config(), {"variant": list(VARIANTS)}, seeds=2, runtime="~1 min on 2 cores (measured)"
+        ),
         "full": Setting(
             E2Config(
                 hidden=(512, 512, 512),
@@ -312,7 +314,7 @@ EXPERIMENT = Experiment(
             ),
             {"variant": list(VARIANTS)},
             seeds=5,
-            runtime="~15 min on 2 cores",
+            runtime="~16 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

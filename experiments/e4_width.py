@@ -282,7 +282,9 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
         sx = by[widths[-1]][0]["result"]["simplex"]
         sl.connect.Simplex(torch.tensor(sx["weights"]), torch.tensor(sx["loss"])).plot(ax1)
-        ax1.set_title(f"Train loss, jointly aligned simplex (width {widths[-1]})", fontsize=9)
+        ax1.set_title(
+            f"Train loss, jointly aligned simplex (width {widths[-1]})", fontsize=9, pad=14
+        )
     data = data_name(records)
     per = len(records) // max(len(by), 1)
     fig.suptitle(f"E4: MLPs on {data}, {per} triples per width", fontsize=9)
@@ -314,12 +316,14 @@ EXPERIMENT = Experiment(
     title="Width and many models: two- and three-model barriers vs width after alignment",
     run=run,
     settings={
-        "small": Setting(E4Config(), {"width": [32, 128, 512]}, seeds=2, runtime="~20 s"),
+        "small": Setting(
+            E4Config(), {"width": [32, 128, 512]}, seeds=2, runtime="~2 min on 2 cores (measured)"
+        ),
         "full": Setting(
             E4Config(depth=3, epochs=60, resolution=10, n_alphas=25),
             {"width": [16, 32, 64, 128, 256, 512, 1024]},
             seeds=5,
-            runtime="~10 min on 2 cores",
+            runtime="~15 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

@@ -8,17 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from markdown_check import check_tables
+from experiment_check import run_small as _run
 
 import experiments
-from experiments.publish import publish
-from symlab.runner import run_sweep
-
-
-def exp_claims(name: str):
-    import sys
-
-    return sys.modules[experiments.get(name).run.__module__].claims
 
 
 @pytest.fixture(autouse=True)
@@ -27,25 +19,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _run(name: str, tmp_path, seeds: int | None = None):
-    exp = experiments.get(name)
-    out = run_sweep(exp.sweep("small", seeds), tmp_path, workers=1, progress=False)
-    assert out.complete, [f["error"] for f in out.failures]
-    rep = exp.report(out.records, tmp_path / name, "small")
-    assert all(p.exists() for p in rep.files)
-    assert {p.suffix for p in rep.files} == {".png", ".pdf", ".md"}
-    # the tables render, and the result page publishes from these records
-    assert check_tables(rep.table) == 1
-    assert check_tables((tmp_path / name / f"{name}_small.md").read_text()) == 1
-    page = publish(name, tmp_path, "small", out=tmp_path / "pages")
-    assert (
-        check_tables(page.read_text()) >= 3 and (tmp_path / "pages" / f"{name}_small.png").exists()
-    )
-    for c in exp_claims(name)(out.records).values():  # every verdict rests on a stated test
-        assert c["verdict"] in ("held", "inconclusive", "failed") and c["test"]
-    return out.records, rep
 
 
 def test_registry_has_e4_to_e9():
