@@ -230,7 +230,10 @@ EXPERIMENT = Experiment(
     run=run,
     settings={
         "small": Setting(
-            E1Config(), {"width": [32, 128, 512]}, seeds=2, runtime="~1 min on 2 cores (measured)"
+            E1Config(),
+            {"width": [32, 128, 512]},
+            seeds=2,
+            runtime="20 s CPU; 1.1 min wall on 2 workers, machine load ~7 (measured)",
         ),
         "full": Setting(
             E1Config(depth=3, epochs=40),

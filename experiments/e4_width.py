@@ -317,7 +317,10 @@ EXPERIMENT = Experiment(
     run=run,
     settings={
         "small": Setting(
-            E4Config(), {"width": [32, 128, 512]}, seeds=2, runtime="~2 min on 2 cores (measured)"
+            E4Config(),
+            {"width": [32, 128, 512]},
+            seeds=2,
+            runtime="47 s CPU; 2.0 min wall on 2 workers, machine load ~7 (measured)",
         ),
         "full": Setting(
             E4Config(depth=3, epochs=60, resolution=10, n_alphas=25),

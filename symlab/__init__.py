@@ -6,15 +6,23 @@
 (True, 64)
 """
 
-import sympy
+import logging
 
-from symlab import align, connect, data, errors, frontend, graph, identify, nn, symmetry, train
+from symlab import align, connect, data, errors, frontend, graph, identify, io, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
+from symlab.perf import lazy_import
 from symlab.symmetry.check import brute_force_group, check_invariance
 from symlab.symmetry.group import SymmetryGroup
 
+sympy = lazy_import("sympy")  # loaded on first use: ``import symlab`` stays cheap
+
 __version__ = "0.1.0"
+
+# symlab reports through the "symlab" logger (a fallback to torch.export, derivation
+# summaries, training and sweep progress) and says nothing unless the application configures
+# logging, e.g. logging.basicConfig(level=logging.INFO).
+logging.getLogger("symlab").addHandler(logging.NullHandler())
 
 __all__ = [
     "SymlabError",
@@ -28,6 +36,7 @@ __all__ = [
     "frontend",
     "graph",
     "identify",
+    "io",
     "nn",
     "symmetries",
     "symmetry",

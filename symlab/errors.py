@@ -8,11 +8,16 @@ from __future__ import annotations
 
 __all__ = [
     "ArchitectureMismatchError",
+    "ArgumentError",
     "CheckpointError",
     "DataError",
+    "DeviceError",
+    "ExampleInputError",
+    "FileFormatError",
     "ForeignElementError",
     "GraphError",
     "InvarianceError",
+    "ModelTypeError",
     "NonFiniteError",
     "StateDictError",
     "SymlabError",
@@ -95,3 +100,25 @@ class CheckpointError(SymlabError):
 
 class ArchitectureMismatchError(SymlabError):
     """Two models that should share an architecture do not."""
+
+
+class ArgumentError(SymlabError, ValueError):
+    """An argument has a value the function cannot use (out of range, too few items, an
+    unknown choice); the message names the argument, what was expected and what to pass."""
+
+
+class ModelTypeError(SymlabError, TypeError):
+    """Something other than a model was passed where a model is expected (for example a zoo
+    name as a string: build the model first with ``symlab.nn.zoo.get(name)``)."""
+
+
+class ExampleInputError(DataError):
+    """An example input is missing where one is needed, or does not fit the model."""
+
+
+class DeviceError(SymlabError):
+    """A requested torch device does not exist or is not available on this machine."""
+
+
+class FileFormatError(SymlabError):
+    """A file is not one symlab wrote (or was written by a newer format), or it is damaged."""

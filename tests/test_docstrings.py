@@ -16,7 +16,8 @@ import pytest
 
 PACKAGES = ["symlab", "symlab.graph", "symlab.frontend", "symlab.symmetry", "symlab.nn",
             "symlab.nn.zoo", "symlab.data", "symlab.train", "symlab.align", "symlab.connect",
-            "symlab.identify", "symlab.testing.strategies", "symlab.runner"]  # fmt: skip
+            "symlab.identify", "symlab.testing.strategies", "symlab.runner",
+            "symlab.io"]  # fmt: skip
 
 #: Public name -> why it has no example yet.
 ALLOWED: dict[str, str] = {}

@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[1] / "symlab"
 #: Layers, lowest first: a package may import its own layer's package and lower layers only.
 LAYERS: list[set[str]] = [
     {"errors", "seeding", "modes", "perf"},
-    {"graph", "data"},
+    {"graph", "data", "progress", "device"},
     {"nn"},
     {"frontend"},
     {"symmetry"},
     {"api", "train"},
     {"align"},
-    {"connect"},
+    {"connect", "io"},
     {"identify"},
     {"testing", "runner"},
     {"__init__"},

@@ -1,4 +1,5 @@
-"""Barrier definitions along a path, each named after the paper it follows (SCIENCE.md §2).
+"""Barrier definitions along a path, each named after the paper it follows
+(docs/concepts/connectivity.md).
 
 All take the evaluated curve (``alphas`` from 0 to 1 with the endpoints included) and return a
 float. Non-finite values inside the path count as an infinite barrier; a non-finite endpoint

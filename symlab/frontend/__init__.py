@@ -3,13 +3,20 @@
 ``trace(model, example_input)`` reads symlab's own models directly, an ``nn.Sequential`` child
 by child, and anything else with torch.fx (:mod:`.fx`), falling back to torch.export
 (:mod:`.export`) where torch.fx cannot trace Python code on sizes. Shapes come from
-:mod:`.shapes`; modules are read by :mod:`.modules`, functions by :mod:`.functions`, multi-node
-idioms (hand-written attention) by the patterns of :mod:`.patterns`. Teach it your own code
+:mod:`.shapes`; modules are read by :mod:`.modules` (and, with their context, :mod:`.layers`
+and :mod:`.recurrent`), functions by :mod:`.functions` (and, with their arguments,
+:mod:`.readers` and :mod:`.readers_params`), multi-node idioms (hand-written attention,
+``x / x.norm(...)``) by the patterns of :mod:`.patterns`. Teach it your own code
 with :func:`register_module_op` + :func:`declare_leaf` (modules), :func:`register_function`
 (functions and tensor methods) or :func:`register_pattern`, plus a symmetry rule for the op.
 
-Imports flow one way: fxutil, functions, axes, modules ← macros, tracer, shapes, patterns ←
-convert ← export ← fx ← trace.
+A registered module is read only when it computes its registered class's forward (a subclass
+that changes it is traced into: :mod:`.exact`); layers called functionally on a module's own
+parameters are read as that module (:mod:`.functional_layers`).
+
+Imports flow one way: fxutil, functions, axes, exact ← modules, readers ← readers_params,
+layers, recurrent ← macros, tracer, shapes, operands, functional_layers, patterns ← convert ←
+export ← fx ← trace.
 """
 
 from symlab.errors import TraceError

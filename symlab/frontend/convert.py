@@ -22,6 +22,14 @@ from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.frontend.exact import refuse_hooks
+from symlab.frontend.functional_layers import (
+    CHANNEL_FIRST,
+    LAYER_FUNCS,
+    call_args,
+    pool_keeps_shift,
+    read_layer_call,
+)
 from symlab.frontend.functions import (
     ACT_FUNCS,
     ADD_FUNCS,
@@ -37,10 +45,24 @@ from symlab.frontend.functions import (
 from symlab.frontend.fxutil import flat_nodes, unsupported, where
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
+from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
 from symlab.frontend.patterns import patterns
+from symlab.frontend.readers import CALL_READERS
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
 __all__ = ["Converter"]
+
+
+def _in_place_on_fixed(node: fx.Node, gm: fx.GraphModule) -> bool:
+    """An in-place op (``masked_fill_``, ``copy_``, ``index_put_``, …) on tensors no parameter
+    reaches (masks, ids, buffers built at run time): fixed data, so the write moves no unit.
+    One on a tensor with units is refused (its readers would see the write)."""
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    if not (name.endswith("_") and not name.startswith("_")):
+        return False
+    from symlab.frontend.patterns.attention_forms import fixed
+
+    return fixed((node.args, node.kwargs), gm)
 
 
 class Converter:
@@ -107,6 +129,7 @@ class Converter:
 
     # -- conversion ---------------------------------------------------------------------------
     def run(self) -> ArchGraph:
+        refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
         for node in self.gm.graph.nodes:
@@ -149,9 +172,12 @@ class Converter:
         nodes they swallow; two patterns claiming one node is refused."""
         matched: dict[fx.Node, tuple[Any, Any]] = {}
         swallowed: set[fx.Node] = set()
-        for pattern in patterns():
+        for pattern in sorted(patterns(), key=lambda p: p.yields):  # yielding ones last
             found, gone = pattern.find(self.gm)
             claimed = set(matched) | swallowed
+            if pattern.yields:  # give way to the patterns before it
+                found = {n: m for n, m in found.items() if not ({n, *m.nodes} & claimed)}
+                gone = {k for m in found.values() for k in m.nodes}
             if claimed & (set(found) | gone):
                 raise UnsupportedOpError(
                     f"pattern {pattern.name!r} claims nodes another pattern matched: "
@@ -170,6 +196,8 @@ class Converter:
             if user in seen:
                 continue
             seen.add(user)
+            if user.op == "call_function" and user.target in CHANNEL_FIRST:
+                return 1
             if user.op == "call_module":
                 mod = self.gm.get_submodule(str(user.target))
                 if isinstance(mod, channel_first):
@@ -189,8 +217,11 @@ class Converter:
             name = f"@{node.name}"
             if name in self.g.nx:
                 return name
-            if key not in self.state:  # a non-persistent buffer: a constant, never moved
-                self.g.add(name, "input", [], width=int(shape[fa]))
+            if key not in self.state or not 0 <= fa < len(shape):
+                # a non-persistent buffer, or a tensor broadcast over the other operand's units
+                # (a 0-dim parameter): a constant, never moved
+                fa = fa if 0 <= fa < len(shape) else max(len(shape) - 1, 0)
+                self.g.add(name, "input", [], width=int(shape[fa]) if shape else 1)
                 self.fa[name], self.shape[name] = fa, shape
                 self.name[node] = name
                 return name
@@ -219,16 +250,23 @@ class Converter:
         stateless = (
             next(iter(mod.parameters()), None) is None and next(iter(mod.buffers()), None) is None
         )
-        if target in self.used_modules and stateless:  # e.g. one nn.ReLU used twice: two ops
+        shared: dict[str, str] = {}  # a module with parameters called again: the same keys
+        if target in self.used_modules:  # e.g. one nn.ReLU used twice: two ops
+            if not stateless:
+                if type(mod) in MACROS or target == "":
+                    raise UnsupportedOpError(
+                        f"module {target!r} is called more than once on different inputs "
+                        f"(weight sharing){where(node)}; symlab ties shared layers but not "
+                        f"{type(mod).__name__}: give each call its own module"
+                    )
+                shared = {"key_prefix": target}
             self.calls[target] = self.calls.get(target, 0) + 1
             target = f"{target}@{self.calls[target]}"
-        elif target in self.used_modules:
-            raise UnsupportedOpError(
-                f"module {target!r} is called more than once on different inputs (weight "
-                f"sharing){where(node)}; that is not supported yet"
-            )
         self.used_modules.add(target)
+        constant_inputs(self, node)  # self.emb(self.positions): a fixed input
         ins = self.tensor_args(node)
+        if not ins:
+            raise unsupported(node, f"module {target!r} called on no tensor")
         if type(mod) in MACROS:
             MACROS[type(mod)](self, node, target, mod, ins)
             return
@@ -237,6 +275,7 @@ class Converter:
             raise unsupported(node, f"module {target!r} of type {type(mod).__name__}")
         x = ins[0]
         op, _, attrs = entry.read(mod, self.g.node(x).width)
+        attrs = {**attrs, **shared}
         if op == "flatten":
             self.flatten(node, x, target)
             return
@@ -281,6 +320,8 @@ class Converter:
         from the right, with the same width (broadcasting only over other axes: a
         squeeze-excitation gate of shape (B, C, 1, 1), a layer-scale vector); else None."""
         shape = self.meta_shape(node)
+        if any(not 0 <= self.fa[i] < len(self.shape[i]) for i in ins):
+            return None  # a 0-dim operand (a mean of everything): no feature axis to align
         from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
         widths = {self.shape[i][self.fa[i]] for i in ins}
         if shape is None or len(from_right) != 1 or len(widths) != 1:
@@ -316,6 +357,12 @@ class Converter:
             return  # not a tensor (a size, a shape tuple, …): no node
         if fn == "size" or fn is getattr:
             return
+        if fn in LAYER_FUNCS and read_layer_call(self, node):  # a layer on its module's own
+            return  # parameters (the forward of a subclass, traced into)
+        if read_special_binary(self, node):  # x * x, x * self.alpha (0-dim), ...
+            return
+        if fn not in USER_FUNCS and fn in CALL_READERS and CALL_READERS[fn](self, node):
+            return  # read with its arguments (symlab.frontend.readers)
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:
@@ -343,6 +390,12 @@ class Converter:
             if attrs["fn"] == "leaky_relu":
                 slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope")
                 attrs["negative_slope"] = 0.01 if slope is None else float(slope)
+            if attrs["fn"] == "hardtanh":  # its range decides whether it is odd
+                rng = call_args(node, ("input", "min_val", "max_val"))
+                lo, hi = rng["min_val"], rng["max_val"]
+                if isinstance(lo or -1.0, float | int) and isinstance(hi or 1.0, float | int):
+                    attrs.update(min_val=float(-1.0 if lo is None else lo),
+                                 max_val=float(1.0 if hi is None else hi))  # fmt: skip
             self.emit(node, f"@{node.name}", "activation", [x], **attrs)
         elif fn in IDENTITY_FUNCS:
             self.emit(node, f"@{node.name}", "activation", [x], fn="identity")
@@ -367,8 +420,8 @@ class Converter:
             self.pool(node, x, POOL_FUNCS.get(fn, "pool_avg"))
         elif fn in (torch.cat, torch.concat):
             self.cat(node, ins)
-        elif fn in OPAQUE_FUNCS or fn == "size":
-            self.opaque(node)
+        elif fn in OPAQUE_FUNCS or fn == "size" or _in_place_on_fixed(node, self.gm):
+            self.opaque(node)  # (in place on masks or ids: fixed data)
         else:
             what = getattr(fn, "__name__", str(fn))
             raise unsupported(node, f"function {what!r}")
@@ -400,7 +453,7 @@ class Converter:
                 return
             if len(shape) < nd:  # keepdim=False: the feature axis moves left
                 fa -= sum(d < fa for d in dims)
-        self.emit(node, f"@{node.name}", op, [x], fa)
+        self.emit(node, f"@{node.name}", op, [x], fa, keeps_shift=pool_keeps_shift(node))
 
     def cat(self, node: fx.Node, ins: list[str]) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -408,6 +461,6 @@ class Converter:
         if any(self.fa[i] != self.fa[ins[0]] for i in ins):
             self.opaque(node)
         elif dim % nd == self.fa[ins[0]]:
-            self.emit(node, f"@{node.name}", "concat", ins)
+            self.emit(node, f"@{node.name}", "concat", cat_parts(self, node, ins))
         else:
             self.emit(node, f"@{node.name}", "join", ins)

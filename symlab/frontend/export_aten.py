@@ -143,6 +143,42 @@ def _neg(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return "call_function", operator.mul, (args[0], -1), {}
 
 
+def _no_scaling(target: Any, nargs: int) -> _Rule:
+    """``addmm``/``baddbmm`` with ``beta = alpha = 1`` (any other scaling is refused)."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+        if any(kwargs.get(k, 1) != 1 for k in ("beta", "alpha")) or len(args) > nargs:
+            return None
+        return "call_function", target, tuple(args), {}
+
+    return rule
+
+
+def _pad_mode(mode: str) -> _Rule:
+    """``aten.reflection_pad2d(x, pad)`` and kin as ``F.pad(x, pad, mode)``."""
+
+    def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+        return "call_function", F.pad, (args[0], args[1], mode), {}
+
+    return rule
+
+
+def _var(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``var.dim(x, dim, unbiased, keepdim)`` or ``var.correction(x, dim, *, correction,
+    keepdim)`` as ``torch.var`` with keywords."""
+    kept = {k: kwargs[k] for k in ("correction", "keepdim") if k in kwargs}
+    if len(args) > 2:  # var.dim: unbiased is positional
+        kept["correction"] = int(bool(args[2]))
+    if len(args) > 3:
+        kept["keepdim"] = args[3]
+    return "call_function", torch.var, tuple(args[:2]), kept
+
+
+def _constant_pad(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    value = args[2] if len(args) > 2 else kwargs.get("value", 0.0)
+    return "call_function", F.pad, (args[0], args[1], "constant", value), {}
+
+
 _IDENTITY = (aten.alias, aten.detach, aten.lift_fresh_copy)
 
 ATEN: dict[Any, _Rule] = {
@@ -163,6 +199,21 @@ ATEN: dict[Any, _Rule] = {
     aten.hardswish: _fn(F.hardswish, 1),
     aten.hardsigmoid: _fn(F.hardsigmoid, 1),
     aten.log_sigmoid: _fn(F.logsigmoid, 1),
+    aten.abs: _fn(torch.abs, 1),
+    aten.exp: _fn(torch.exp, 1),
+    aten.pow: _fn(torch.pow, 2),
+    aten.square: _fn(torch.square, 1),
+    aten.clamp: _fn(torch.clamp, 3),
+    aten.clip: _fn(torch.clamp, 3),
+    aten.clamp_min: _fn(torch.clamp_min, 2),
+    aten.clamp_max: _fn(torch.clamp_max, 2),
+    aten.prelu: _fn(F.prelu, 2),
+    aten._prelu_kernel: _fn(F.prelu, 2),
+    aten.glu: _fn(F.glu, 2),
+    aten.maximum: _fn(torch.maximum, 2),
+    aten.minimum: _fn(torch.minimum, 2),
+    aten.fmax: _fn(torch.fmax, 2),
+    aten.fmin: _fn(torch.fmin, 2),
     # arithmetic
     aten.add: _arith(operator.add),
     aten.sub: _arith(operator.sub),
@@ -170,7 +221,17 @@ ATEN: dict[Any, _Rule] = {
     aten.mul: _fn(operator.mul, 2),
     aten.div: _div,
     aten.neg: _neg,
+    # normalisation written by hand and GPT-2's Conv1D (patterns: symlab.frontend.patterns)
+    aten.rsqrt: _fn(torch.rsqrt, 1),
+    aten.sqrt: _fn(torch.sqrt, 1),
+    aten.var: _var,
+    aten.addmm: _no_scaling(torch.addmm, 3),
+    aten.baddbmm: _fn(torch.baddbmm, 3, keep=("beta", "alpha")),  # ALiBi scores (opaque)
     aten.matmul: _fn(torch.matmul, 2),
+    aten.linear: _fn(F.linear, 3),
+    aten.layer_norm: _fn(F.layer_norm, 5),
+    aten.linalg_vector_norm: _fn(torch.linalg.vector_norm, 4),
+    aten.norm: _fn(torch.norm, 4),
     aten.mm: _fn(torch.matmul, 2),
     aten.bmm: _fn(torch.bmm, 2),
     aten.einsum: _fn(torch.einsum, 2),
@@ -210,8 +271,25 @@ ATEN: dict[Any, _Rule] = {
     aten.to: _method("to", keep=("dtype", "device", "non_blocking", "copy")),
     aten._to_copy: _to_copy,
     aten.type_as: _method("type_as", 2),
+    aten.expand_as: _method("expand_as", 2),
+    aten.flip: _fn(torch.flip, 2),
+    aten.roll: _fn(torch.roll, 3),
+    aten.pad: _fn(F.pad, 4),
+    aten.constant_pad_nd: _constant_pad,
+    aten.reflection_pad1d: _pad_mode("reflect"),
+    aten.reflection_pad2d: _pad_mode("reflect"),
+    aten.reflection_pad3d: _pad_mode("reflect"),
+    aten.replication_pad1d: _pad_mode("replicate"),
+    aten.replication_pad2d: _pad_mode("replicate"),
+    aten.replication_pad3d: _pad_mode("replicate"),
+    aten.pixel_shuffle: _fn(F.pixel_shuffle, 2),
+    aten.pixel_unshuffle: _fn(F.pixel_unshuffle, 2),
     # reductions and pooling
     aten.mean: _fn(torch.mean, 3, keep=("dtype",)),
+    aten.amax: _fn(torch.amax, 3),
+    aten.amin: _fn(torch.amin, 3),
+    aten.max: _fn(torch.max, 3),  # all, over a dim (values, indices), or elementwise
+    aten.min: _fn(torch.min, 3),
     aten.max_pool1d: _pool(F.max_pool1d, 2),
     aten.max_pool2d: _pool(F.max_pool2d, 2),
     aten.avg_pool1d: _pool(F.avg_pool1d, 2),

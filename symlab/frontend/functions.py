@@ -50,6 +50,8 @@ ACT_FUNCS: dict[Any, str] = {
     F.hardtanh: "hardtanh", F.softsign: "softsign", F.tanhshrink: "tanhshrink", F.mish: "mish",
     F.hardswish: "hardswish", F.selu: "selu", F.celu: "celu", F.hardsigmoid: "hardsigmoid",
     F.logsigmoid: "logsigmoid", torch.relu_: "relu", F.relu_: "relu",
+    torch.abs: "abs", "abs": "abs", torch.absolute: "abs", "absolute": "abs",
+    torch.exp: "exp", "exp": "exp",
 }  # fmt: skip
 OPAQUE_FUNCS: set[Any] = {
     F.softmax, torch.softmax, torch.matmul, operator.matmul, torch.bmm, torch.einsum,
@@ -59,7 +61,7 @@ OPAQUE_FUNCS: set[Any] = {
     "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
     torch.unbind, "unbind", torch.masked_fill, torch.tril, torch.triu, "tril", "triu",
     torch.where, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    "sum", torch.sum,
+    "sum", torch.sum, torch.baddbmm, "baddbmm",
 }  # fmt: skip
 ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
 MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}

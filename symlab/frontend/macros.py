@@ -16,7 +16,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from symlab.errors import UnsupportedOpError
+from symlab.frontend.layers import LAYER_MACROS
 from symlab.frontend.modules import module_op_for
+from symlab.frontend.recurrent import RECURRENT_MACROS
 from symlab.graph.archgraph import ParamSpec
 
 if TYPE_CHECKING:
@@ -84,7 +86,11 @@ def _act_node(cv: Converter, name: str, act: Any, x: str) -> str:
 
 def _module_node(cv: Converter, name: str, mod: nn.Module, x: str) -> str:
     entry = module_op_for(mod)
-    assert entry is not None
+    if entry is None:
+        raise UnsupportedOpError(
+            f"node {name!r}: {type(mod).__name__} inside a transformer layer is not read as a "
+            "registered layer (a subclass whose forward differs, or an unknown module)"
+        )
     op, width, attrs = entry.read(mod, cv.g.node(x).width)
     shape = (*cv.shape[x][:-1], int(width))
     return cv.add_node(name, op, [x], shape, -1, **attrs)
@@ -133,4 +139,6 @@ MACROS: dict[type[nn.Module], Callable[..., None]] = {
     nn.MultiheadAttention: _mha,
     nn.TransformerEncoderLayer: _layer,
     nn.TransformerEncoder: _encoder,
+    **LAYER_MACROS,  # PReLU, ConvTranspose, PixelShuffle (symlab.frontend.layers)
+    **RECURRENT_MACROS,  # RNN, GRU, LSTM (symlab.frontend.recurrent)
 }

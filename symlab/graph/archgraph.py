@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import networkx as nx
-import sympy as sp
-
 from symlab.errors import GraphError
 from symlab.graph.widths import Width, check_width, is_concrete
+from symlab.perf import lazy_import
+
+nx = lazy_import("networkx")  # loaded on first use: ``import symlab`` stays cheap
+sp = lazy_import("sympy")
 
 __all__ = ["ArchGraph", "Node", "ParamSpec", "register_builder"]
 
@@ -89,8 +90,16 @@ class Node:
 
     def key(self, p: ParamSpec) -> str:
         """The ``state_dict`` key of parameter ``p`` (``"{node}.{param}"``; for nodes with
-        ``attrs['absolute_keys']`` the parameter name is the whole key)."""
-        return p.name if self.attrs.get("absolute_keys") else f"{self.name}.{p.name}"
+        ``attrs['absolute_keys']`` the parameter name is the whole key; ``attrs['param_keys']``
+        maps parameter names to keys, for functional ops reading a module's tensors;
+        ``attrs['key_prefix']`` replaces the node name, for a second call of a module or an op
+        read from code)."""
+        keys = self.attrs.get("param_keys")
+        if keys and p.name in keys:
+            return str(keys[p.name])
+        if self.attrs.get("absolute_keys"):
+            return p.name
+        return f"{self.attrs.get('key_prefix', self.name)}.{p.name}"
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called ``name``, or None."""

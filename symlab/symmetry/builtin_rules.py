@@ -1,4 +1,5 @@
-"""Rules for the built-in ops, following the intertwiner table of SCIENCE.md §1.
+"""Rules for the built-in ops, following the intertwiner table of
+docs/concepts/symmetries.md.
 
 Godfrey et al. (2022) for activations; BatchNorm/LayerNorm scale invariance (exact only up to the
 norm's ``eps``); residual additions tie their summands; Lim et al. (2024) for W-asymmetric layers
@@ -40,6 +41,11 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     "celu": NONE,
     "hardsigmoid": NONE,
     "logsigmoid": NONE,
+    # x * x (the same tensor twice): even, and (cx)² = c²x² is no tie — permutations only
+    "square": NONE,
+    # |cx| = c|x| for c > 0 (the sign flips |-x| = |x| absorbs are not derived)
+    "abs": Admits(Mag.DIAG, Sign.NONE),
+    "exp": NONE,  # exp(x + c) = e^c exp(x) would need shifts; permutations only
 }
 
 
@@ -75,8 +81,9 @@ def _linear_act(node: Node, params: Params, t_in: list[Transform], t_out: Transf
     out = dict(params, weight=w)
     if "bias" in params:
         b = t_out.out(params["bias"], 0)
-        if t_in[0].shift is not None:
-            b = b - w @ t_in[0].shift.to(w.dtype)
+        if t_in[0].shift is not None:  # W(x + c) + b: a conv adds Σ over its kernel of W c
+            taps = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)
+            b = b - taps @ t_in[0].shift.to(w.dtype)
         out["bias"] = b
     return out
 
@@ -99,7 +106,11 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         adm = NONE
     return OpSymmetry(
         admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
-        absorbs_shift=bool(node.attrs.get("bias", True)) and not node.attrs.get("padded", False),
+        # a shift of x is absorbed as b - (F + D ⊙ W) c, but the action sees W alone: only
+        # without fixed entries (num_fixed = 0) is that the weight the layer applies
+        absorbs_shift=bool(node.attrs.get("bias", True))
+        and not node.attrs.get("padded", False)
+        and int(node.attrs.get("num_fixed", 0)) == 0,
         fixed_data=[
             FixedData(f"{node.name}.{key}", (node.name, x) + (None,) * len(kernel))
             for key in ("mask", "fixed")
@@ -124,6 +135,7 @@ def activation_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         )
     x = _x(node, graph)
     admits = ACTIVATION_ADMITS[fn]
+    # a graph's hardtanh without a range is nn.Hardtanh()'s (-1, 1); the front-ends record it
     if fn == "hardtanh" and node.attrs.get("min_val", -1.0) == -node.attrs.get("max_val", 1.0):
         admits = Admits(Mag.NONE, Sign.DIAG)  # a symmetric clamp is odd
     spec = OpSymmetry(tie=[(x, node.name)], admits=[(x, admits, f"{fn}")])
@@ -158,7 +170,8 @@ def _norm_spec(node: Node, graph: ArchGraph, kind: str) -> OpSymmetry:
     x = _x(node, graph)
     affine = bool(node.attrs.get("affine", True))
     per_unit = Mag.DIAG if kind == "batchnorm" else Mag.COMMON
-    sign = (Sign.DIAG if kind == "batchnorm" else Sign.COMMON) if affine else Sign.NONE
+    # RMSNorm's statistic mean(x²) ignores the sign of every unit: per-unit signs pass
+    sign = (Sign.DIAG if kind in ("batchnorm", "rmsnorm") else Sign.COMMON) if affine else Sign.NONE
     out_adm = Admits(Mag.DIAG, Sign.DIAG) if affine else NONE
     return OpSymmetry(
         tie_perm=[(x, node.name)],
@@ -182,8 +195,9 @@ def layernorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 
 @rule("rmsnorm")
 def rmsnorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
-    """RMSNorm: like LayerNorm without centring (a common scale and sign of its input are
-    free, up to eps; no translation)."""
+    """RMSNorm: like LayerNorm without centring (a common scale of its input is free, up to
+    eps, and with an affine weight a sign per unit: ``mean(x²)`` ignores signs; no
+    translation)."""
     return _norm_spec(node, graph, "rmsnorm")
 
 

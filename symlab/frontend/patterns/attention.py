@@ -58,6 +58,9 @@ from symlab.frontend.patterns.attention_base import (
     _Val,
 )
 from symlab.frontend.patterns.attention_emit import emit
+from symlab.frontend.patterns.attention_rope import gqa_step, rope_sites, rope_step
+from symlab.frontend.patterns.conv1d import Conv1DProjection
+from symlab.frontend.patterns.conv1d import projections as conv1d_projections
 from symlab.frontend.patterns.registry import register_pattern
 
 if TYPE_CHECKING:
@@ -69,6 +72,9 @@ __all__ = ["AttentionMatch", "emit_attention", "find_attention"]
 def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
     """The tensor inputs of an op the pattern may contain; raises _NoMatch for any other op."""
     t = node.target
+    site = rope_sites(gm).get(node)
+    if site is not None:
+        return [site.x]
     extra = forms.data_args(node, gm)
     if extra is not None:
         return extra
@@ -115,7 +121,12 @@ def _broadcast(a: _Val, b: _Val) -> tuple[list[str], str, str]:
 
 def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
     t = node.target
+    site = rope_sites(gm).get(node)
+    if site is not None:
+        return rope_step(node, st, site)
     val = forms.step(node, st)
+    if val is None:
+        val = gqa_step(node, st)
     if val is not None:
         return val
     shape = _shape(node)
@@ -156,6 +167,8 @@ def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
         _require(set(node.kwargs) <= {"dim", "dtype", "_stacklevel"})
         return _Val("scores", x.labels, shape)
     if t in _RESHAPE:
+        if shape == x.shape:  # a reshape to the same shape changes nothing
+            return _Val(x.kind, x.labels, shape)
         if x.kind == "proj" and x.labels[-1].startswith("f:"):  # split the heads off
             _require(len(shape) == len(x.shape) + 1 and shape[:-2] == x.shape[:-1])
             i = x.labels[-1][2:]
@@ -188,7 +201,8 @@ def _matmul(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
 
 
 def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
-    allowed = {"query", "key", "value", "dropout_p", "is_causal", "scale", "attn_mask"}
+    allowed = {"query", "key", "value", "dropout_p", "is_causal", "scale", "attn_mask",
+               "enable_gqa"}  # fmt: skip
     _require(len(node.args) <= 3 and set(node.kwargs) <= allowed)
     _require(st.qk is None and st.v is None)
     for key in ("dropout_p", "scale"):
@@ -204,14 +218,20 @@ def _sdpa(node: fx.Node, st: _State, shape: tuple[int, ...]) -> _Val:
         for p, i in zip((q, k, v), ids, strict=True)
     ]
     _require(heads[0] == heads[1] == heads[2] < len(q.labels) - 2)
-    _require(q.shape[heads[0]] == k.shape[heads[0]] == v.shape[heads[0]])
+    hq, hk = q.shape[heads[0]], k.shape[heads[0]]
+    _require(hk == v.shape[heads[0]])
+    if node.kwargs.get("enable_gqa", False) is True and hq != hk:  # keys/values repeated
+        _require(hq % hk == 0 and ids[1] not in st.rep and ids[2] not in st.rep)
+        st.rep[ids[1]] = st.rep[ids[2]] = hq // hk
+    else:
+        _require(isinstance(node.kwargs.get("enable_gqa", False), bool) and hq == hk)
     for p in (q, k, v):
         _require(all(lab == "x" for j, lab in enumerate(p.labels[:-1]) if j != heads[0]))
     st.qk, st.v = (ids[0], ids[1]), ids[2]
     labels = ["x"] * (len(q.labels) - 1) + [f"d:{ids[2]}"]
     labels[heads[0]] = "H"
     out = _Val("out", tuple(labels), shape)
-    forms.sdpa_mask(node, out)  # a mask must be fixed and the same for every head
+    forms.sdpa_mask(node, out, st)  # a fixed mask, the same for every head or per head
     return out
 
 
@@ -220,10 +240,13 @@ def _match(
 ) -> AttentionMatch:
     """Match the block ending in ``o`` (its projections must not be the output of a block
     matched before: ``taken``)."""
-    _require(len(o.args) == 1 and not o.kwargs and isinstance(o.args[0], fx.Node))
+    src = _src(o, linears[o])
+    _require(isinstance(src, fx.Node))
     interior: set[fx.Node] = set()
+    rope_inner: set[fx.Node] = set()  # nodes of rotary embeddings
+    sites = rope_sites(gm)
     leaves: dict[str, fx.Node] = {}
-    todo = [o.args[0]]
+    todo = [src]
     while todo:
         n = todo.pop()
         if n in interior or n in leaves.values():
@@ -232,12 +255,17 @@ def _match(
             leaves[str(len(leaves))] = n
             continue
         interior.add(n)
+        site = sites.get(n)
+        if site is not None:  # a rotary embedding: its inside is proven whole, not stepped
+            rope_inner |= site.inner
+            interior |= site.inner
         _require(len(interior) <= _MAX_NODES)
         todo.extend(_data_args(n, gm))
     _require(1 <= len(leaves) <= 3 and not any(n in taken for n in leaves.values()))
+    o_reads = {o} | (set(linears[o].match.nodes) if _is_conv1d(linears[o]) else set())
     for n in [*interior, *leaves.values()]:  # nothing outside may read an inner tensor
         for u in n.users:
-            inside = u in interior or u is o
+            inside = u in interior or u in o_reads
             _require(
                 inside
                 or (u.op == "call_method" and u.target in ("size", "dim"))
@@ -248,13 +276,18 @@ def _match(
         shape = _shape(leaf)
         st.vals[leaf] = _Val("proj", ("x",) * (len(shape) - 1) + (f"f:{i}",), shape)
     for n in gm.graph.nodes:
-        if n in interior:
+        if n in interior and n not in rope_inner:
             st.vals[n] = _step(n, st, gm)
             _track_softmax(n, st)
-    out = st.vals[o.args[0]]  # type: ignore[index]
+    out = st.vals[src]
     _require(out.kind == "merged" and out.labels[-1] == "m" and st.qk is not None)
-    (hq, dq), (hv, dv) = st.split[st.qk[0]], st.split[st.v]  # type: ignore[index]
-    _require(hq == hv and linears[o].in_features == hq * dv)
+    (hq, dq), (hk, _), (hv, dv) = (st.split[i] for i in (*st.qk, st.v))  # type: ignore[index]
+    rep = st.rep.get(st.qk[1], 1)  # type: ignore[index]
+    _require(rep == st.rep.get(st.v, 1) and hk == hv and hq == hk * rep and st.qk[0] not in st.rep)  # type: ignore[index]
+    _require(linears[o].in_features == hq * dv)
+    ropes = {st.rope[i] for i in st.qk if i in st.rope}  # type: ignore[union-attr]
+    _require(len(ropes) <= 1 and st.v not in st.rope)  # one pairing; values never rotated
+    rope = ropes.pop() if ropes else None
     roles = (*st.qk, st.v)
     rows = [st.rows[r] if r in st.rows else (r, 0, linears[leaves[r]].out_features) for r in roles]
     for j, leaf in leaves.items():  # every row of every projection Linear serves one role
@@ -262,12 +295,36 @@ def _match(
         _require([a for a, _ in cuts] == [0, *(b for _, b in cuts[:-1])])
         _require(cuts[-1][1] == linears[leaf].out_features)
     q, k, v = (leaves[r[0]] for r in rows)
-    masks = forms.mask_nodes(interior, gm)
-    soft = st.weighted_by_softmax and st.shift_kept
-    if not st.rows:  # three whole Linears: the plain form
-        return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, None, masks, soft)
-    cut = tuple((leaves[i], off, n) for i, off, n in rows)
-    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft)
+    masks = forms.mask_nodes(interior, gm) | _table_nodes(interior, sites, gm)
+    soft = st.weighted_by_softmax and st.shift_kept and st.qk[1] not in st.rope  # type: ignore[index]
+    cut = None if not st.rows else tuple((leaves[i], off, n) for i, off, n in rows)
+    projs = tuple((n, linears[n]) for n in (*leaves.values(), o) if _is_conv1d(linears[n]))
+    return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft, hk, rope,
+                          projs, st.head_bias)  # fmt: skip
+
+
+def _is_conv1d(proj: object) -> bool:
+    return isinstance(proj, Conv1DProjection)
+
+
+def _src(o: fx.Node, proj: object) -> object:
+    """The input of a projection: a Linear's argument, or the tensor a Conv1D reads."""
+    if _is_conv1d(proj):
+        return proj.match.x  # type: ignore[attr-defined]
+    _require(len(o.args) == 1 and not o.kwargs)
+    return o.args[0]
+
+
+def _table_nodes(interior: set[fx.Node], sites: dict, gm: fx.GraphModule) -> frozenset[fx.Node]:
+    """The fixed nodes the cos/sin tables of the block's rotary embeddings are computed from."""
+    found: set[fx.Node] = set()
+    for n in interior:
+        if n in sites:
+            for t in sites[n].tables:
+                seen: set[fx.Node] = set()
+                forms._fixed(t, gm, seen)
+                found |= seen
+    return frozenset(found - interior)
 
 
 def _track_softmax(n: fx.Node, st: _State) -> None:
@@ -303,6 +360,7 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
         if n.op == "call_module" and calls[str(n.target)] == 1
         and type(gm.get_submodule(str(n.target))) in _LINEARS
     }  # fmt: skip
+    linears.update(conv1d_projections(gm))  # GPT-2's Conv1D: linear maps with (in, out) weights
     banned: set[fx.Node] = set()  # blocks whose mask buffers are also read elsewhere
     while True:
         matches: dict[fx.Node, AttentionMatch] = {}
@@ -316,6 +374,8 @@ def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], s
                 continue
             matches[o] = m
             skip |= m.interior | {m.q, m.k, m.v}
+            for _, proj in m.projs:  # the addmm and views of Conv1D projections
+                skip |= set(proj.match.nodes)
         bad = forms.settle_masks(matches, skip)
         if not bad:
             return matches, skip

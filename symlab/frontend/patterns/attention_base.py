@@ -22,7 +22,7 @@ __all__ = ["AttentionMatch"]
 _LINEARS = (nn.Linear, nn.modules.linear.NonDynamicallyQuantizableLinear)
 _RESHAPE = {"view", "reshape", "unflatten", "flatten", torch.reshape, torch.flatten}
 _TRANSPOSE = {"transpose", torch.transpose, "permute", torch.permute}
-_IDENTITY = {"contiguous", "clone", F.dropout}
+_IDENTITY = {"contiguous", "clone", F.dropout, "to", "float", "double", "type_as"}  # casts too
 _SCALE = {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 _SOFTMAX = {F.softmax, torch.softmax, "softmax"}
 _MATMUL = {operator.matmul, torch.matmul, "matmul"}
@@ -47,6 +47,10 @@ class AttentionMatch:
     rows: tuple[tuple[fx.Node, int, int], ...] | None = None  # fused: (Linear, offset, rows)
     masks: frozenset[fx.Node] = frozenset()  # fixed nodes read only by the masks
     softmax_keys: bool = False  # the values are weighted by a softmax over the keys
+    num_kv_heads: int = 0  # key/value heads (grouped-query attention); 0: num_heads
+    rope: tuple[str, int] | None = None  # rotary embedding: (layout, rotated dimensions)
+    projs: tuple[tuple[fx.Node, Any], ...] = ()  # projections that are Conv1D (node, match)
+    head_bias: bool = False  # a fixed bias per head on the scores (ALiBi): heads distinguishable
 
 
 class _NoMatch(Exception):
@@ -71,6 +75,9 @@ class _State:
     soft: set[fx.Node] = field(default_factory=set)  # scores after a softmax over the keys
     shift_kept: bool = True  # every op before the softmax keeps a per-query shift of scores
     weighted_by_softmax: bool = False
+    rope: dict[str, tuple[str, int]] = field(default_factory=dict)  # projection -> rotary
+    rep: dict[str, int] = field(default_factory=dict)  # projection -> heads repeated (GQA)
+    head_bias: bool = False  # a fixed per-head bias was added to the scores (ALiBi)
 
 
 def _require(cond: bool) -> None:

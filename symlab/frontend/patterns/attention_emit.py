@@ -61,14 +61,15 @@ def mask_specs(cv: Converter, m: AttentionMatch) -> list[ParamSpec]:
 def emit(cv: Converter, m: AttentionMatch) -> str:
     """Add the ``attention_linear`` (or ``attention_fused``) node of ``m`` to the graph."""
     leaves = [m.q, m.k, m.v] if m.rows is None else list(dict.fromkeys(r[0] for r in m.rows))
+    projs = dict(m.projs)  # GPT-2's Conv1D projections: weights stored (in, out)
     targets = []
     for n in (*leaves, m.o):
-        t = _key(cv, str(n.target))
+        t = projs[n].prefix if n in projs else _key(cv, str(n.target))
         if t in cv.used_modules:
             raise UnsupportedOpError(f"module {t!r} is called more than once (weight sharing)")
         cv.used_modules.add(t)
         targets.append(t)
-    srcs = [cv.name[n.args[0]] for n in leaves]  # type: ignore[index]
+    srcs = [cv.name[projs[n].match.x if n in projs else n.args[0]] for n in leaves]  # type: ignore[index]
     ins = list(dict.fromkeys(srcs))
     for s in ins:
         if cv.fa[s] != len(cv.shape[s]) - 1:
@@ -76,17 +77,28 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
     ports = tuple(ins.index(s) for s in srcs)
     params = []
     for t, n, port in zip(targets, (*leaves, m.o), (*ports, None), strict=True):
-        mod = cv.gm.get_submodule(str(n.target))
+        mod = projs[n] if n in projs else cv.gm.get_submodule(str(n.target))
         rows, cols = int(mod.out_features), int(mod.in_features)
         axes = ("out", "none") if port is None else ("none", "in" if port == 0 else "none")
-        params.append(ParamSpec(f"{t}.weight", (rows, cols), axes))
-        if mod.bias is not None:
+        if n in projs:  # stored transposed: (in, out)
+            params.append(ParamSpec(f"{t}.weight", (cols, rows), axes[::-1]))
+        else:
+            params.append(ParamSpec(f"{t}.weight", (rows, cols), axes))
+        if mod.bias is not None and mod.bias is not False:
             params.append(ParamSpec(f"{t}.bias", (rows,), ("out" if port is None else "none",)))
     name = block_name(cv, targets, m.o)
     shape = cv.meta_shape(m.o) or (*cv.shape[ins[0]][:-1], int(params[-1].shape[0]))
     params += mask_specs(cv, m)
     heads = {"num_heads": m.num_heads, "head_dim": m.head_dim, "head_dim_v": m.head_dim_v,
              "softmax_keys": m.softmax_keys}  # fmt: skip
+    if m.num_kv_heads and m.num_kv_heads != m.num_heads:  # grouped-query attention
+        heads["num_kv_heads"] = m.num_kv_heads
+    if m.rope is not None:  # rotary embedding: (layout, rotated dimensions)
+        heads["rope_layout"], heads["rope_dims"] = m.rope
+    if m.head_bias:  # ALiBi: every head has its own fixed bias, so heads stay in place
+        heads["head_bias"] = True
+    if projs:  # the modules whose weights are stored transposed
+        heads["transposed"] = tuple(projs[n].prefix for n in (*leaves, m.o) if n in projs)
     if m.rows is None:
         cv.add_node(name, "attention_linear", ins, shape, -1, params, absolute_keys=True,
                     qkv=ports, modules=tuple(targets), **heads)  # fmt: skip

@@ -137,13 +137,20 @@ def data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node] | None:
     return None
 
 
-def _mask_ok(mask: Any, scores: _Val) -> bool:
-    """A fixed mask that is the same for every head: size 1 (or absent) on the head axis."""
+def _mask_ok(mask: Any, scores: _Val, st: _State | None = None) -> bool:
+    """A fixed mask that is the same for every head: size 1 (or absent) on the head axis; or,
+    given the matcher's state, one fixed bias per head (ALiBi: Press et al., "Train Short, Test
+    Long", ICLR 2022), which makes the heads distinguishable (``st.head_bias``)."""
     if not isinstance(mask, fx.Node) or not _is_tensor(mask):
         return isinstance(mask, int | float | bool) or _shape_scalar(mask)
     shape = _shape(mask)
     head = scores.labels.index("H") - len(scores.labels)  # from the right
-    return len(shape) < -head or shape[head] == 1
+    if len(shape) < -head or shape[head] == 1:
+        return True
+    if st is not None and shape[head] == scores.shape[head]:
+        st.head_bias = True  # heads told apart by their biases: never permuted
+        return True
+    return False
 
 
 def step(node: fx.Node, st: _State) -> _Val | None:
@@ -161,7 +168,7 @@ def step(node: fx.Node, st: _State) -> _Val | None:
     if t in _MASKED_FILL or _is_scores_add(node):
         x = st.vals[next(a for a in node.args if a in st.vals)]  # type: ignore[misc]
         mask = [a for a in node.args if a not in st.vals]
-        _require(x.kind == "scores" and all(_mask_ok(m, x) for m in mask))
+        _require(x.kind == "scores" and all(_mask_ok(m, x, st) for m in mask))
         _require(_shape(node) == x.shape)
         return _Val("scores", x.labels, x.shape)
     if t in _EINSUM:
@@ -182,12 +189,12 @@ def masked_fill_value(node: fx.Node) -> float | None:
     return float(value) if isinstance(value, int | float) else float("nan")
 
 
-def sdpa_mask(node: fx.Node, out: _Val) -> None:
+def sdpa_mask(node: fx.Node, out: _Val, st: _State | None = None) -> None:
     """Check the ``attn_mask`` of a matched ``scaled_dot_product_attention``."""
     mask = node.kwargs.get("attn_mask")
     if mask is not None:
         labels = (*out.labels[:-1], "x")  # the scores: (..., H, queries, keys)
-        _require(_mask_ok(mask, _Val("scores", labels, out.shape)))
+        _require(_mask_ok(mask, _Val("scores", labels, out.shape), st))
 
 
 def _leaf(label: str) -> str:
@@ -216,6 +223,8 @@ def _cut(node: fx.Node, st: _State) -> _Val:
         _require(x.kind == "fused" and x.labels[dim] == "s")
         st.parts[node] = ("s", dim)
         return x
+    if node.target in _SPLIT and x.kind == "proj" and x.labels[dim].startswith("h:"):
+        return _cut_heads(node, st, x, dim)  # (..., H, D) split on the heads (Falcon)
     _require(node.target in _SPLIT and x.kind == "proj" and dim == len(x.labels) - 1)
     j = _leaf(x.labels[-1])
     sizes = [int(m.shape[-1]) for m in metas]  # type: ignore[union-attr]
@@ -224,9 +233,31 @@ def _cut(node: fx.Node, st: _State) -> _Val:
     return x
 
 
+def _cut_heads(node: fx.Node, st: _State, x: _Val, dim: int) -> _Val:
+    """``split`` of a fused projection already viewed as heads, on the head axis: each part is
+    a block of whole heads, i.e. of consecutive rows of the Linear."""
+    j = x.labels[dim][2:]
+    _require("." not in j and x.labels[-1] == f"d:{j}" and dim == len(x.labels) - 2)
+    metas = node.meta.get("tensor_meta")
+    _require(isinstance(metas, tuple | list) and all(hasattr(m, "shape") for m in metas))
+    sizes = tuple(int(m.shape[dim]) for m in metas)  # type: ignore[union-attr]
+    _require(sum(sizes) == x.shape[dim])
+    st.parts[node] = (f"{j}#h", (sizes, x.shape[-1]))
+    return x
+
+
 def _select(node: fx.Node, st: _State, src: fx.Node, i: int) -> _Val:
     x, (how, arg) = st.vals[src], st.parts[src]
     shape = _shape(node)
+    if how.endswith("#h"):  # a block of heads of a fused projection
+        j, (sizes, d) = how[:-2], arg
+        _require(0 <= i < len(sizes))
+        role = f"{j}.{i}"
+        st.rows[role] = (j, sum(sizes[:i]) * d, sizes[i] * d)
+        st.split[role] = (sizes[i], d)
+        labels = [f"h:{role}" if lab == f"h:{j}" else f"d:{role}" if lab == f"d:{j}" else lab
+                  for lab in x.labels]  # fmt: skip
+        return _Val("proj", tuple(labels), shape)
     if how == "s":  # select block i on the selector axis (unbind or x[i])
         dim = int(arg)
         _require(0 <= i < x.shape[dim])
