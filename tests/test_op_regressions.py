@@ -204,3 +204,23 @@ def test_a_parameter_added_to_nested_concatenations_moves_with_its_blocks():
     _torch_init(0)
     G = _sound(_ParamOnNestedCat(), _x(16, 2))
     assert G.order == 1 and G.dimension == 0  # the inputs are fixed: nothing moves, no crash
+
+
+def test_a_parameter_read_through_an_attribute_is_not_moved_behind_its_reader():
+    """``h @ self.wte.weight.T`` (an output layer tied by hand to an embedding): the weight is
+    read through ``.T`` by an op symlab does not model, so it must stay fixed — deriving GL on
+    the embedding alone changed the outputs (relative error 2.45)."""
+
+    class TiedByHand(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.fc = nn.Embedding(10, 6), nn.Linear(6, 6)
+
+        def forward(self, ids):
+            return torch.relu(self.fc(self.wte(ids))) @ self.wte.weight.T
+
+    torch.manual_seed(0)
+    model, ids = TiedByHand().double().eval(), torch.randint(0, 10, (3, 5))
+    G = sl.symmetries(model, ids)
+    assert sl.check_invariance(model, G, ids).passed
+    assert "wte.weight" not in {k for f in G.factors for k, _ in f.axes}

@@ -5,6 +5,8 @@ registered modules become their op, functions and tensor methods map through the
 :mod:`symlab.frontend.functions`, rearrangements that keep units whole move the feature axis
 (:mod:`symlab.frontend.axes`), hand-written attention becomes one node
 (:mod:`symlab.frontend.patterns.attention`), and ops symlab does not model unit by unit are opaque.
+Tensors no parameter reaches (ids, masks, positions: :mod:`symlab.frontend.units`) are fixed
+``input`` nodes, whatever op made them.
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -48,6 +50,7 @@ from symlab.frontend.modules import module_op_for
 from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
 from symlab.frontend.patterns import patterns
 from symlab.frontend.readers import CALL_READERS
+from symlab.frontend.units import unit_carrying
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
 __all__ = ["Converter"]
@@ -124,20 +127,35 @@ class Converter:
         return name
 
     def opaque(self, node: fx.Node) -> str:
+        """A node whose inputs and output are fixed; parameters it reads directly become
+        inputs too, so that they are fixed with it (never moved behind its back)."""
+        for a in flat_nodes((node.args, node.kwargs)):
+            if a.op == "get_attr" and a in self.tuples and a not in self.name:
+                self.tuples[a](1, node)
         ins = self.tensor_args(node)
         return self.emit(node, f"@{node.name}", "opaque" if ins else "input", ins)
 
     # -- conversion ---------------------------------------------------------------------------
+    def fixed(self, node: fx.Node) -> None:
+        """A tensor no parameter reaches: fixed data, an ``input`` node (dropped if unread)."""
+        shape = self.meta_shape(node)
+        if shape is not None:
+            self.emit(node, f"@{node.name}", "input", [], self.input_axis(node, len(shape)))
+
     def run(self) -> ArchGraph:
         refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
+        carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:
             if node in swallowed:
                 continue
             if node in matched:
                 pattern, match = matched[node]
                 pattern.emit(self, match)
+            elif node.op in ("call_module", "call_function", "call_method") \
+                    and node not in carrying:  # fmt: skip
+                self.fixed(node)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:
@@ -156,6 +174,11 @@ class Converter:
                 self.call_function(node)
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
+        self.check_tracked(swallowed)
+        for n in list(self.g.input_nodes):  # inputs read only by fixed data: unused
+            if not self.g.consumers(n.name):
+                self.g.nx.remove_node(n.name)
+                self.g.touch()
         self.g.validate()
         if self.strip is None:
             used = self.g.state_keys()
@@ -166,6 +189,32 @@ class Converter:
                     by_tensor.setdefault(id(value), []).append(key)
             self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
         return self.g
+
+    def check_tracked(self, swallowed: set[fx.Node]) -> None:
+        """Fail closed: every tensor the graph's nodes read is a graph node, or a parameter
+        that the reading node declares itself (a functional layer on its module's weight) or
+        that no node moves (a 0-dim scale). A tensor read behind the graph's back could be
+        moved by the group while the op that read it never learns of it."""
+        declared = {
+            g_node.key(p) for g_node in self.g.nodes() for p in g_node.params if p.kind != "fixed"
+        }
+        for n in self.gm.graph.nodes:
+            if n in self.name or n in swallowed or not hasattr(n.meta.get("tensor_meta"), "shape"):
+                continue
+            readers = {self.name[u] for u in n.users if u in self.name}
+            if not readers:
+                continue
+            if n.op == "get_attr":
+                key = str(n.target)
+                if key not in declared or all(
+                    key in {self.g.node(r).key(p) for p in self.g.node(r).params} for r in readers
+                ):
+                    continue
+            raise UnsupportedOpError(
+                f"node {n.name!r} ({n.op} {getattr(n.target, '__name__', n.target)}) is read by "
+                f"{sorted(readers)} but symlab does not track it{where(n)}; symlab refuses "
+                "rather than move a tensor an op reads behind its back"
+            )
 
     def find_patterns(self) -> tuple[dict[fx.Node, tuple[Any, Any]], set[fx.Node]]:
         """Every registered pattern's matches (keyed by the node each is emitted at) and the
@@ -355,7 +404,10 @@ class Converter:
         fn = node.target
         if "tensor_meta" not in node.meta:
             return  # not a tensor (a size, a shape tuple, …): no node
-        if fn == "size" or fn is getattr:
+        if fn == "size":
+            return
+        if fn is getattr:  # a tensor attribute (x.T, x.mT, w.data): not modelled, fixed
+            self.opaque(node)
             return
         if fn in LAYER_FUNCS and read_layer_call(self, node):  # a layer on its module's own
             return  # parameters (the forward of a subclass, traced into)

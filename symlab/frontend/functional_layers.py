@@ -37,10 +37,13 @@ _SIGNATURES: dict[Any, tuple[str, ...]] = {
     F.conv1d: _CONV, F.conv2d: _CONV, F.conv3d: _CONV,
     torch.conv1d: _CONV, torch.conv2d: _CONV, torch.conv3d: _CONV,
     F.linear: ("input", "weight", "bias"),
+    F.embedding: ("input", "weight", "padding_idx", "max_norm", "norm_type",
+                  "scale_grad_by_freq", "sparse"),
 }  # fmt: skip
 _DEFAULTS = {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1,
              "training": False, "momentum": 0.1, "eps": 1e-5, "running_mean": None,
-             "running_var": None, "weight": None}  # fmt: skip
+             "running_var": None, "weight": None, "padding_idx": None, "max_norm": None,
+             "norm_type": 2.0, "scale_grad_by_freq": False, "sparse": False}  # fmt: skip
 
 
 def call_args(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
@@ -193,8 +196,21 @@ def _linear(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
     _emit(cv, node, prefix, "linear", x, -1, specs, bias=a["bias"] is not None)
 
 
+def _embedding(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
+    prefix = _keys(cv, node, a, ("weight",))
+    if a["max_norm"] is not None:
+        raise UnsupportedOpError(
+            f"node {node.name!r}: F.embedding with max_norm renormalises the rows it reads"
+            f"{where(node)}; symlab does not derive symmetries through it"
+        )
+    w = cv.state[_full(cv, a["weight"])]
+    specs = [_spec(cv, _full(cv, a["weight"]), "weight", ("none", "out"))]
+    _emit(cv, node, prefix, "embedding", x, -1, specs, num_embeddings=int(w.shape[0]))
+
+
 _READERS: dict[Any, Callable[[Converter, fx.Node, str, dict[str, Any]], None]] = {
     F.batch_norm: _batch_norm, F.group_norm: _group_norm, F.linear: _linear,
+    F.embedding: _embedding,
     F.conv1d: _conv, F.conv2d: _conv, F.conv3d: _conv,
     torch.conv1d: _conv, torch.conv2d: _conv, torch.conv3d: _conv,
 }  # fmt: skip

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from symlab.errors import DataError, InvarianceError, NonFiniteError, TooLargeError
+from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.trace import trace
 from symlab.modes import eval_mode
 from symlab.perf import LazyStateDict, is_small, single_thread
@@ -34,7 +38,7 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def _outputs(
     model: nn.Module,
     sd: dict[str, torch.Tensor],
-    inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    inputs: torch.Tensor | tuple[torch.Tensor, ...] | ExampleInputs,
     tied: tuple[tuple[str, ...], ...] = (),
 ) -> torch.Tensor:
     """The model's outputs with parameters ``sd``; tied keys (one tensor) are passed once, and
@@ -46,9 +50,12 @@ def _outputs(
         for key in rest:
             consistent &= bool(torch.equal(sd[key], sd[first]))
             del sd[key]
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
-    out = torch.func.functional_call(model, sd, args)
-    out = torch.cat([o.flatten() for o in out]) if isinstance(out, tuple) else out
+    call = ExampleInputs.of(inputs)
+    out = torch.func.functional_call(model, sd, call.args, call.kwargs)
+    if not isinstance(out, torch.Tensor):  # tuples, dicts, Hugging Face ModelOutputs
+        leaves = [o for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
+        floats = [o for o in leaves if o.is_floating_point()] or leaves
+        out = torch.cat([o.flatten().double() for o in floats])
     return out if consistent else torch.full_like(out, float("nan"))
 
 
@@ -134,9 +141,10 @@ def _row_error(out: torch.Tensor, ref: torch.Tensor, batch: int) -> tuple[float,
 def check_invariance(
     model: nn.Module,
     G: SymmetryGroup,
-    inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    inputs: torch.Tensor | tuple[torch.Tensor, ...] | dict[str, Any],
     samples: int = 8,
     *,
+    kwargs: dict[str, Any] | None = None,
     seed: int = 0,
     tol: float | None = None,
     raise_on_failure: bool = True,
@@ -145,8 +153,9 @@ def check_invariance(
 
     The model is evaluated in eval mode (BatchNorm uses its running statistics, which the
     action moves); ``inputs`` is one tensor or a tuple of the forward's positional arguments
-    (token ids, masks, a second stream). ``tol`` defaults to 1e-5 in float64 and 1e-3
-    otherwise (relative to the largest output). Scalings that a normalisation divides out hold
+    (token ids, masks, a second stream) or a dict of its keyword arguments, and ``kwargs`` adds
+    keyword arguments, as for :func:`symlab.symmetries`. ``tol`` defaults to 1e-5 in float64 and
+    1e-3 otherwise (relative to the largest output). Scalings that a normalisation divides out hold
     only up to its eps: whole elements are held to ``tol`` widened to 100 × the largest norm
     eps, the same elements without those factors to the strict ``tol``, and whenever a whole
     element is not exact each inexact factor is evaluated alone, so the report names the
@@ -160,13 +169,14 @@ def check_invariance(
     >>> sl.check_invariance(net, sl.symmetries(net), torch.randn(5, 3, dtype=torch.float64)).passed
     True
     """
-    args = inputs if isinstance(inputs, tuple) else (inputs,)
+    args = () if isinstance(inputs, Mapping) else inputs if isinstance(inputs, tuple) else (inputs,)
     if not all(isinstance(a, torch.Tensor) for a in args):
         raise DataError(
-            f"inputs must be a tensor or a tuple of tensors (the forward's positional "
-            f"arguments), got {type(inputs).__name__}"
+            f"inputs must be a tensor, a tuple of tensors (the forward's positional "
+            f"arguments) or a dict of keyword arguments, got {type(inputs).__name__}"
         )
-    if any(a.is_floating_point() and not bool(torch.isfinite(a).all()) for a in args):
+    inputs = ExampleInputs.of(inputs, kwargs)
+    if any(a.is_floating_point() and not bool(torch.isfinite(a).all()) for a in inputs.tensors()):
         raise NonFiniteError("inputs contain NaN or infinity")
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     exact_tol = (1e-5 if dtype == torch.float64 else 1e-3) if tol is None else tol
@@ -176,13 +186,14 @@ def check_invariance(
         eps = [float(n.attrs.get("eps", 1e-5)) for n in G._st.nodes if G._st.specs[n.name].inexact]
         if any(f.kind in ("scaling", "common_scaling") for f in inexact):
             tol = max(tol, 100 * max(eps, default=0.0))  # invariance holds up to the norm's eps
-    batch = int(args[0].shape[0]) if args[0].ndim else 0
+    tensors = inputs.tensors()
+    batch = int(tensors[0].shape[0]) if tensors and tensors[0].ndim else 0
     sd = dict(model.state_dict())
     g = make_generator(seed)
     errors: list[float] = []
     exact_errors: list[float] = []
     alone: dict[str, InexactError] = {}
-    with torch.no_grad(), eval_mode(model) as m, single_thread(is_small(model, *args)):
+    with torch.no_grad(), eval_mode(model) as m, single_thread(is_small(model, *tensors)):
         tied = G.graph.tied_keys
 
         def error(h: object) -> tuple[float, int]:
@@ -192,7 +203,7 @@ def check_invariance(
         try:
             ref = _outputs(m, sd, inputs, tied)
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
-            shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args)
+            shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in tensors)
             cause = str(exc).splitlines()[0] if str(exc) else ""
             raise DataError(
                 f"check_invariance: inputs of shape {shapes} do not run through "

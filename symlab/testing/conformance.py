@@ -27,6 +27,7 @@ from torch import nn
 from symlab.api import symmetries
 from symlab.errors import SymlabError, TooLargeError
 from symlab.symmetry.check import brute_force_group, check_invariance
+from symlab.testing import conformance_patterns  # noqa: F401  (registers pattern ops)
 from symlab.testing.conformance_ops import KINDS, MODULE_FACTORIES, OP_SNIPPETS, Snippet
 
 __all__ = [
