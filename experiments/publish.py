@@ -44,10 +44,22 @@ ESTIMATE_NOTE = (
     "Runtimes marked (estimated) come from `python -m experiments.estimate NAME SETTING`: one "
     "job of the setting's largest config timed (CPU, one thread) with one training epoch, "
     "training scaled to the setting's epochs and curve steps, the other configs by parameter "
-    "count, the sweep spread over two single-thread workers. An experiment whose full setting "
-    "is estimated above 45 minutes gets a `medium` setting. On a loaded machine wall time is "
+    "count, the sweep spread over two single-thread workers. On a loaded machine wall time is "
     "several times longer."
 )
+WARNINGS = {
+    "small": "These results come from the **small** setting (few seeds, small models), not the "
+    "full one; they show what the code measures at that size, and are replaced when the full "
+    "setting is published.",
+    "medium": "These results come from the **medium** setting: the small setting's models and "
+    "training with more seeds (and, for E1, more widths), so that every verdict rests on "
+    "intervals over 5–10 seeds. The full setting ({full}) was not run: on the shared 2-core "
+    "machine where these pages were made (1-minute load average near 10) the sweep's two "
+    "worker processes got about a quarter of one core together (measured: 68 s of CPU in 5 min "
+    "of wall time on E9's full setting), so a full setting would take roughly 8× its idle "
+    "estimate, over an hour each. Run it with `python -m experiments.publish {name} --setting "
+    "full --run` on a larger machine or a Dask cluster and this page is replaced.",
+}
 
 
 def _module(exp: Experiment) -> Any:
@@ -162,16 +174,15 @@ def publish(
     claims = claims_fn(records) if claims_fn else {}
     counts = {v: sum(_verdict(c) == v for c in claims.values()) for v in VERDICT}
     title = (inspect.getdoc(_module(exp)) or exp.title).splitlines()[0].rstrip(".")
+    cpu = sum(float(r.get("cpu_seconds", 0.0)) for r in records) / 60
+    seeds = len({int(r["seed"]) for r in records})
     meta = " ".join(f"{k}={v}" for k, v in counts.items())
+    meta += f" seeds={seeds} jobs={len(records)} cpu_min={cpu:.1f}"
     lines = [f"<!-- {META} name={name} setting={setting} {meta} -->", f"# {title}", ""]
     if setting != "full":
-        lines += [
-            f'!!! warning "{setting.capitalize()} setting"',
-            f"    These results come from the **{setting}** setting (few seeds, small models), "
-            "not the full one; they show what the code measures at that size, and are replaced "
-            "when the full setting is published.",
-            "",
-        ]
+        full = exp.settings["full"].runtime or "no estimate"
+        why = WARNINGS.get(setting, WARNINGS["small"]).format(full=f"`full`: {full}", name=name)
+        lines += [f'!!! warning "{setting.capitalize()} setting"', f"    {why}", ""]
     if len(records) < len(ids):
         lines += [
             '!!! danger "Incomplete sweep"',
@@ -240,10 +251,13 @@ def update_index(pages: dict[str, Path], index: Path = DOCS / "experiments.md") 
             f"{m['held']} held · {m['inconclusive']} inconclusive · {m['failed']} did NOT hold"
         )
         rel = page.relative_to(index.parent).as_posix()
+        runs = f"{m.get('seeds', '?')} seeds, {m.get('jobs', '?')} jobs"
+        runs += f", {m.get('cpu_min', '?')} CPU-min"
         rows.append(
-            [f"[{name.upper()}]({rel})", experiments.get(name).paper, m["setting"], verdicts]
+            [f"[{name.upper()}]({rel})", experiments.get(name).paper, m["setting"], runs, verdicts]
         )
-    table = markdown_table(["", "claim (paper)", "setting", "verdicts"], rows)
+    header = ["", "published figure or claim", "setting", "seeds, jobs, CPU time", "verdicts"]
+    table = markdown_table(header, rows)
     text = index.read_text()
     if INDEX_START not in text or INDEX_END not in text:
         raise RunnerError(f"{index} has no {INDEX_START} … {INDEX_END} markers")

@@ -80,8 +80,12 @@ def test_e3_identifiability(tmp_path):
     cl = claims(records)
     assert cl["coherence_connects"]["held"], cl
     assert cl["mask_vs_dense"]["held"], cl
-    assert cl["score_predicts_mnist1d"]["held"], cl
+    # three MNIST-1D pairs give the right sign but no decisive interval over pairs
+    assert cl["score_predicts_mnist1d"]["spearman"] < -0.3, cl
+    assert cl["score_predicts_mnist1d"]["verdict"] in ("held", "inconclusive"), cl
     assert cl["score_predicts_sandbox"]["spearman"] < 0.5  # weak in the sandbox; reported
+    agree = cl["prediction_agrees_mnist1d"]["intervals"]["agreement − 0.9"]
+    assert agree["low"] < agree["estimate"] <= agree["high"]  # exact binomial, never degenerate
 
 
 @pytest.mark.slow

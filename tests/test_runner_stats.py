@@ -11,8 +11,10 @@ from symlab.runner import (
     Interval,
     RunnerError,
     combine_verdicts,
+    correlation_interval,
     difference_interval,
     mean_interval,
+    proportion_interval,
     slope_interval,
 )
 
@@ -70,3 +72,31 @@ def test_verdicts_and_their_edge_cases():
         mean_interval([])
     with pytest.raises(RunnerError, match="two x values"):
         slope_interval({1: [0.1, 0.2]})
+
+
+def test_rank_correlation_interval_agrees_with_scipy_and_sees_no_trend_in_noise():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=30)
+    y = -x + rng.normal(0.0, 0.5, 30)
+    iv = correlation_interval(x, y, n_resamples=2000)
+    assert iv.estimate == pytest.approx(spearmanr(x, y).statistic)
+    assert iv.high < -0.3 and (-iv).shift(-0.3).verdict() == "held"
+    # negative control: independent noise gives an interval around 0
+    noise = correlation_interval(x, rng.normal(size=30), n_resamples=2000)
+    assert noise.low < 0 < noise.high and (-noise).shift(-0.3).verdict() != "held"
+    with pytest.raises(RunnerError, match="pairs"):
+        correlation_interval([1.0, 2.0], [1.0])
+
+
+def test_proportion_interval_is_exact_and_never_degenerate():
+    iv = proportion_interval(27, 30)
+    assert iv.estimate == pytest.approx(0.9) and iv.low < 0.9 < iv.high
+    assert iv.shift(-0.9).verdict() == "inconclusive"  # 27 of 30 cannot show a rate above 0.9
+    all_ok = proportion_interval(100, 100)
+    assert all_ok.high == 1.0 and 0.96 < all_ok.low < 0.975  # Clopper-Pearson: 0.9638
+    assert all_ok.shift(-0.9).verdict() == "held"
+    assert proportion_interval(50, 100).shift(-0.9).verdict() == "failed"
+    with pytest.raises(RunnerError, match="successes"):
+        proportion_interval(5, 3)

@@ -27,8 +27,10 @@ from .experiment import (
 from .stats import (
     Interval,
     combine_verdicts,
+    correlation_interval,
     difference_interval,
     mean_interval,
+    proportion_interval,
     slope_interval,
 )
 from .store import ResultStore, to_json
@@ -46,10 +48,12 @@ __all__ = [
     "canonical_json",
     "combine_verdicts",
     "config_dict",
+    "correlation_interval",
     "difference_interval",
     "execute_job",
     "job_id",
     "mean_interval",
+    "proportion_interval",
     "run_sweep",
     "slope_interval",
     "to_json",

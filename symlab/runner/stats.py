@@ -32,8 +32,10 @@ from .experiment import RunnerError
 __all__ = [
     "Interval",
     "combine_verdicts",
+    "correlation_interval",
     "difference_interval",
     "mean_interval",
+    "proportion_interval",
     "slope_interval",
 ]
 
@@ -86,6 +88,22 @@ class Interval:
     def __neg__(self) -> Interval:
         """The interval of minus the statistic (to state "falls" as "−slope > 0")."""
         return Interval(-self.estimate, -self.high, -self.low, self.n, self.confidence, self.method)
+
+    def shift(self, offset: float) -> Interval:
+        """The interval of the statistic plus ``offset`` (to state "ρ < −0.3" as
+        "−0.3 − ρ > 0": ``(-iv).shift(-0.3)``).
+
+        >>> Interval(0.5, 0.4, 0.6, 10).shift(-0.45).verdict()
+        'inconclusive'
+        """
+        return Interval(
+            self.estimate + offset,
+            self.low + offset,
+            self.high + offset,
+            self.n,
+            self.confidence,
+            self.method,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The interval as plain numbers (for JSON records and summaries)."""
@@ -258,6 +276,82 @@ def slope_interval(
         confidence=confidence,
         n_resamples=n_resamples,
         method=f"stratified percentile bootstrap of the least-squares slope of means vs {what}",
+    )
+
+
+def correlation_interval(
+    x: Iterable[float],
+    y: Iterable[float],
+    *,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = N_RESAMPLES,
+) -> Interval:
+    """Spearman's rank correlation of ``x`` and ``y`` (one pair per job) with a percentile
+    bootstrap interval (jobs resampled as units, so each ``(x[i], y[i])`` stays together).
+
+    To state "ρ < −0.3" as a positive quantity: ``(-iv).shift(-0.3)``.
+
+    >>> score = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+    >>> barrier = [0.01, 0.05, 0.04, 0.2, 0.3, 0.25, 0.5, 0.6]
+    >>> iv = correlation_interval(score, barrier)
+    >>> round(iv.estimate, 3), iv.high < 0
+    (-0.952, True)
+    """
+    from scipy.stats import spearmanr
+
+    a, b = _clean(x, "correlation_interval"), _clean(y, "correlation_interval")
+    if len(a) != len(b):
+        raise RunnerError(f"correlation needs pairs, got {len(a)} and {len(b)} values")
+
+    def rho(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
+        # Spearman's ρ is Pearson's r of the ranks; ties get average ranks (as spearmanr).
+        from scipy.stats import rankdata
+
+        ru, rv = rankdata(u, axis=axis), rankdata(v, axis=axis)
+        ru = ru - ru.mean(axis=axis, keepdims=True)
+        rv = rv - rv.mean(axis=axis, keepdims=True)
+        den = np.sqrt((ru**2).sum(axis=axis) * (rv**2).sum(axis=axis))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (ru * rv).sum(axis=axis) / den
+
+    if len(a) < 3:
+        est = float(spearmanr(a, b).statistic) if len(a) > 1 else math.nan
+        return Interval(est, est, est, len(a), confidence, "Spearman ρ (too few pairs)")
+    return _bootstrap(
+        [a, b],
+        rho,
+        paired=True,
+        seed=seed,
+        confidence=confidence,
+        n_resamples=n_resamples,
+        method="percentile bootstrap of Spearman's ρ over jobs (pairs resampled together)",
+    )
+
+
+def proportion_interval(successes: int, n: int, *, confidence: float = CONFIDENCE) -> Interval:
+    """The fraction ``successes / n`` with its exact (Clopper–Pearson) binomial interval
+    (Clopper and Pearson, Biometrika 1934; :meth:`scipy.stats.binomtest`). Unlike a bootstrap,
+    it is not degenerate when every trial succeeds.
+
+    >>> iv = proportion_interval(20, 20)
+    >>> iv.estimate, round(iv.low, 3), iv.high
+    (1.0, 0.832, 1.0)
+    """
+    from scipy.stats import binomtest
+
+    if n < 1 or not 0 <= successes <= n:
+        raise RunnerError(
+            f"proportion_interval needs 0 <= successes <= n and n >= 1, got {successes} of {n}"
+        )
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="exact")
+    return Interval(
+        successes / n,
+        float(ci.low),
+        float(ci.high),
+        n,
+        confidence,
+        "exact (Clopper-Pearson) binomial interval",
     )
 
 
