@@ -310,7 +310,7 @@ EXPERIMENT = Experiment(
             E2Config(),
             {"variant": list(VARIANTS)},
             seeds=5,
-            runtime="(measured: see the result page)",
+            runtime="0.7 min CPU; 2.8 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E2Config(

@@ -328,7 +328,7 @@ EXPERIMENT = Experiment(
             E4Config(),
             {"width": [32, 128, 512]},
             seeds=5,
-            runtime="(measured: see the result page)",
+            runtime="1.8 min CPU; 6.3 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E4Config(depth=3, epochs=60, resolution=10, n_alphas=25),

@@ -241,7 +241,7 @@ EXPERIMENT = Experiment(
             E5Config(),
             {"k": [0, 4, 16, 32, 64, 128, 256]},
             seeds=5,
-            runtime="(measured: see the result page)",
+            runtime="0.5 min CPU; 2.3 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E5Config(hidden=(512, 512, 512), epochs=30),

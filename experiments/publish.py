@@ -53,7 +53,7 @@ WARNINGS = {
     "setting is published.",
     "medium": "These results come from the **medium** setting: the small setting's models and "
     "training with more seeds (and, for E1, more widths), so that every verdict rests on "
-    "intervals over 5–10 seeds. The full setting ({full}) was not run: on the shared 2-core "
+    "intervals over 5–12 seeds. The full setting ({full}) was not run: on the shared 2-core "
     "machine where these pages were made (1-minute load average near 10) the sweep's two "
     "worker processes got about a quarter of one core together (measured: 68 s of CPU in 5 min "
     "of wall time on E9's full setting), so a full setting would take roughly 8× its idle "

@@ -86,6 +86,14 @@ def test_rank_correlation_interval_agrees_with_scipy_and_sees_no_trend_in_noise(
     # negative control: independent noise gives an interval around 0
     noise = correlation_interval(x, rng.normal(size=30), n_resamples=2000)
     assert noise.low < 0 < noise.high and (-noise).shift(-0.3).verdict() != "held"
+    # many tied scores (as E3's unidentifiable runs, all at 0): resamples with every score tied
+    # count as ρ = 0 and the interval stays finite
+    tied = correlation_interval(
+        [0.0] * 10 + [0.9] * 3,
+        [1.0 + 0.01 * i for i in range(10)] + [0.05, 0.06, 0.04],
+        n_resamples=4000,
+    )
+    assert math.isfinite(tied.low) and math.isfinite(tied.high) and tied.estimate < -0.3
     with pytest.raises(RunnerError, match="pairs"):
         correlation_interval([1.0, 2.0], [1.0])
 

@@ -288,7 +288,8 @@ def correlation_interval(
     n_resamples: int = N_RESAMPLES,
 ) -> Interval:
     """Spearman's rank correlation of ``x`` and ``y`` (one pair per job) with a percentile
-    bootstrap interval (jobs resampled as units, so each ``(x[i], y[i])`` stays together).
+    bootstrap interval (jobs resampled as units, so each ``(x[i], y[i])`` stays together). A
+    resample in which every ``x`` (or every ``y``) is tied counts as ρ = 0.
 
     To state "ρ < −0.3" as a positive quantity: ``(-iv).shift(-0.3)``.
 
@@ -312,8 +313,10 @@ def correlation_interval(
         ru = ru - ru.mean(axis=axis, keepdims=True)
         rv = rv - rv.mean(axis=axis, keepdims=True)
         den = np.sqrt((ru**2).sum(axis=axis) * (rv**2).sum(axis=axis))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (ru * rv).sum(axis=axis) / den
+        # A resample whose x (or y) values are all tied has no defined correlation; it counts
+        # as ρ = 0 (no association seen), which can only widen the interval towards 0.
+        safe = np.where(den > 0, den, 1.0)
+        return np.where(den > 0, (ru * rv).sum(axis=axis) / safe, 0.0)
 
     if len(a) < 3:
         est = float(spearmanr(a, b).statistic) if len(a) > 1 else math.nan
