@@ -183,11 +183,12 @@ class Converter:
         if self.strip is None:
             used = self.g.state_keys()
             self.g.unused_keys = tuple(k for k in self.state if k not in used)
-            by_tensor: dict[int, list[str]] = {}
-            for key, value in self.state.items():
-                if key in used:
-                    by_tensor.setdefault(id(value), []).append(key)
-            self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
+            by_tensor: dict[int, list[str]] = {}  # keys no node reads are tied too (T5's
+            for key, value in self.state.items():  # shared.weight): the action copies to them
+                by_tensor.setdefault(id(value), []).append(key)
+            self.g.tied_keys = tuple(
+                tuple(k) for k in by_tensor.values() if len(k) > 1 and any(x in used for x in k)
+            )
         return self.g
 
     def check_tracked(self, swallowed: set[fx.Node]) -> None:
