@@ -168,3 +168,52 @@ def test_t5_encoder_with_its_unread_shared_embedding():
     G = sl.symmetries(model, ids)
     assert ("shared.weight", "encoder.embed_tokens.weight") in G.graph.tied_keys
     assert sl.check_invariance(model, G, ids, samples=4).passed
+
+
+class ReusedAfterSigmoidAndTanh(nn.Module):
+    """One linear layer called on a sigmoid's output and on a tanh's (fuzzer seed 166): a sign
+    flip of the sigmoid's input shifts its output, which the layer absorbs into its bias
+    (``b − W c``); the tanh call needs no such shift, and the bias is one tensor."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(3, 4)
+        self.f = nn.Linear(4, 4)
+        if tied:  # the same layer as two modules whose parameters are both tied
+            self.g = nn.Linear(4, 4)
+            self.g.weight, self.g.bias = self.f.weight, self.f.bias
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        second = self.g if hasattr(self, "g") else self.f  # else: one module called twice
+        h = self.f(torch.sigmoid(self.a(x))) + second(torch.tanh(self.b(x)))
+        return self.out(torch.tanh(h))
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["reused", "tied"])
+def test_one_layer_after_a_sigmoid_and_a_tanh_keeps_no_flip(tied):
+    torch.manual_seed(0)
+    model, x = ReusedAfterSigmoidAndTanh(tied).double().eval(), _x(8, 3)
+    G = sl.symmetries(model, x)
+    kinds = {f.kind for f in G.factors if f.space == "a"}
+    assert kinds == {"permutation"}  # the sigmoid's units: permuted, never flipped
+    assert sl.check_invariance(model, G, x, samples=16, seed=1).passed
+
+
+def test_control_the_flip_of_one_call_breaks_the_other():
+    """Negative control: the flip the sigmoid call alone admits (negate ``a``'s first unit and
+    ``f``'s first column, move ``f``'s bias by that column) changes the output through the
+    tanh call; on the sigmoid call alone it is exact."""
+    torch.manual_seed(0)
+    model, x = ReusedAfterSigmoidAndTanh(tied=False).double().eval(), _x(8, 3)
+    sd, ref = dict(model.state_dict()), model(x)
+    moved = {k: v.clone() for k, v in sd.items()}
+    moved["a.weight"][0], moved["a.bias"][0] = -sd["a.weight"][0], -sd["a.bias"][0]
+    moved["f.weight"][:, 0] = -sd["f.weight"][:, 0]
+    moved["f.bias"] = sd["f.bias"] + sd["f.weight"][:, 0]
+    assert not torch.allclose(torch.func.functional_call(model, moved, (x,)), ref, atol=1e-3)
+    f = nn.Linear(4, 4).double()
+    f.load_state_dict({"weight": moved["f.weight"], "bias": moved["f.bias"]})
+    a = nn.Linear(3, 4).double()
+    a.load_state_dict({"weight": moved["a.weight"], "bias": moved["a.bias"]})
+    assert torch.allclose(f(torch.sigmoid(a(x))), model.f(torch.sigmoid(model.a(x))), atol=1e-12)

@@ -31,7 +31,7 @@ from symlab.symmetry.factors import Factor
 from symlab.symmetry.flips import flip_paths
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
-from symlab.symmetry.sharing import axis_tensor, tie_shared_keys, tie_tied_keys
+from symlab.symmetry.sharing import Ties, axis_tensor, tie_shared_keys, tie_tied_keys
 from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
 
 __all__ = ["Structure", "derive_structure"]
@@ -121,8 +121,9 @@ def derive_structure(
     for src, level in flips.levels.items():  # flips survive where their shift is absorbed
         for p in parts(src):
             admits[p] = admits.get(p, ANY) & Admits(Mag.GL, level)
-    tie_tied_keys(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
-    tie_shared_keys(graph, specs, perm_uf, seg_uf, fixed, parts, composite)
+    ties = Ties(perm_uf, seg_uf, admits, fixed, parts, composite, flips.out_shift)
+    tie_tied_keys(graph, specs, ties)
+    tie_shared_keys(graph, specs, ties)
     order = {t: i for i, t in enumerate(plain)}
     first = {}
     for t in plain:

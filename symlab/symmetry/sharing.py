@@ -10,13 +10,19 @@ action may read more than the axes of its parameters (a norm's weight absorbs it
 sign), and tying every port makes every call move the shared tensor the same way. Ops whose
 parameters carry internal factors or translations (attention heads, softmax shifts) are
 refused when shared: their extra symmetries would have to agree across calls, which symlab
-does not derive.
+does not derive. A sigmoid's flip shift absorbed into the shared bias (``b − W c``) must be the
+same in every call too: ports where one call's input carries the shift and the other's does not
+keep no sign flips.
+
+Weight *tying* (one tensor under several keys, ``lm_head.weight = wte.weight``) is handled the
+same way where the places are one op (:func:`tie_tied_keys`), and axis by axis otherwise.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from symlab.errors import UnsupportedOpError
@@ -27,7 +33,54 @@ from symlab.symmetry.spec import ANY, NONE, Admits, Mag, OpSymmetry, Sign
 if TYPE_CHECKING:
     from networkx.utils import UnionFind
 
-__all__ = ["axis_tensor", "shared_keys", "tie_shared_keys", "tie_tied_keys", "tied_groups"]
+__all__ = [
+    "Ties",
+    "axis_tensor",
+    "shared_keys",
+    "tie_shared_keys",
+    "tie_tied_keys",
+    "tied_groups",
+]
+
+
+@dataclass
+class Ties:
+    """The derivation's state that sharing and tying constrain: the unions of tensors moving by
+    one permutation (``perm_uf``) and one map (``seg_uf``), per-tensor admissible maps, the
+    fixed tensors, a tensor's plain parts (block tensors are concatenations), the block tensors,
+    and the flip shift each tensor carries (:attr:`~symlab.symmetry.flips.FlipPaths.out_shift`).
+
+    >>> from networkx.utils import UnionFind
+    >>> t = Ties(UnionFind(), UnionFind(), {}, set(), lambda x: [x], {}, {})
+    >>> t.no_signs("h"); t.admits["h"].sign.name
+    'NONE'
+    """
+
+    perm_uf: UnionFind
+    seg_uf: UnionFind
+    admits: dict[str, Admits]
+    fixed: set[str]
+    parts: Callable[[str], list[str]]
+    composite: Mapping[str, list[str]]
+    shifts: Mapping[str, object]
+
+    def restrict(self, tensor: str, adm: Admits) -> None:
+        """Intersect the maps ``tensor`` (each of its parts) admits with ``adm``."""
+        for p in self.parts(tensor):
+            self.admits[p] = self.admits.get(p, ANY) & adm
+
+    def no_signs(self, tensor: str) -> None:
+        """No sign flips (so no flip shift) on ``tensor``."""
+        self.restrict(tensor, Admits(Mag.GL, Sign.NONE))
+
+    def fix(self, *tensors: str | None) -> None:
+        """Keep these tensors' units still."""
+        self.fixed.update(p for t in tensors if t is not None for p in self.parts(t))
+
+    def union(self, a: str, b: str) -> None:
+        """``a`` and ``b`` move by one permutation and one map."""
+        self.perm_uf.union(a, b)
+        self.seg_uf.union(a, b)
 
 
 def shared_keys(graph: ArchGraph) -> dict[str, list[tuple[Node, ParamSpec]]]:
@@ -52,15 +105,7 @@ def shared_keys(graph: ArchGraph) -> dict[str, list[tuple[Node, ParamSpec]]]:
     return {k: v for k, v in users.items() if len(v) > 1}
 
 
-def tie_shared_keys(
-    graph: ArchGraph,
-    specs: Mapping[str, OpSymmetry],
-    perm_uf: UnionFind,
-    seg_uf: UnionFind,
-    fixed: set[str],
-    parts: Callable[[str], list[str]],
-    composite: Mapping[str, list[str]],
-) -> None:
+def tie_shared_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Ties) -> None:
     """Tie, across the calls of a shared parameter, their inputs and outputs port by port (see
     the module docstring); calls of different ops or arities are fixed instead."""
     translated = {tr.node for s in specs.values() for tr in s.translations}
@@ -77,7 +122,7 @@ def tie_shared_keys(
         for other, _ in members[1:]:
             # an op's action reads the maps of all its inputs and of its output (a norm's
             # weight takes its input's sign), so the calls are tied port by port
-            _tie_ports(graph, first, other, perm_uf, seg_uf, fixed, parts, composite)
+            _tie_ports(graph, first, other, ties)
 
 
 def axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
@@ -112,16 +157,7 @@ def tied_groups(graph: ArchGraph) -> list[list[tuple[Node, ParamSpec]]]:
     return [g for g in groups if len(g) > 1]
 
 
-def tie_tied_keys(
-    graph: ArchGraph,
-    specs: Mapping[str, OpSymmetry],
-    perm_uf: UnionFind,
-    seg_uf: UnionFind,
-    admits: dict[str, Admits],
-    fixed: set[str],
-    parts: Callable[[str], list[str]],
-    composite: Mapping[str, list[str]],
-) -> None:
+def tie_tied_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Ties) -> None:
     """Tied weights (one tensor under several keys, e.g. ``lm_head.weight = wte.weight``): the
     tensor must move identically in every place.
 
@@ -157,25 +193,23 @@ def tie_tied_keys(
         if _alike(graph, specs, members):
             first = members[0][0]
             for other, _ in members[1:]:
-                _tie_ports(graph, first, other, perm_uf, seg_uf, fixed, parts, composite)
+                _tie_ports(graph, first, other, ties)
             continue
         for (n1, p1), (n2, p2) in itertools.pairwise(members):
             for a1, a2 in zip(p1.axes, p2.axes, strict=True):
                 t1, t2 = axis_tensor(graph, n1, a1), axis_tensor(graph, n2, a2)
                 if t1 is None and t2 is None:
                     continue
-                if t1 is None or t2 is None or t1 in composite or t2 in composite:
-                    fixed.update(p for t in (t1, t2) if t is not None for p in parts(t))
+                if t1 is None or t2 is None or t1 in ties.composite or t2 in ties.composite:
+                    ties.fix(t1, t2)
                     continue
-                perm_uf.union(t1, t2)
-                seg_uf.union(t1, t2)
+                ties.union(t1, t2)
                 for t in (t1, t2):
-                    admits[t] = admits.get(t, ANY) & Admits(Mag.NONE, Sign.DIAG)
+                    ties.restrict(t, Admits(Mag.NONE, Sign.DIAG))
         for node, p in members:  # what the action reads besides the axes: permutations only
             axes = {axis_tensor(graph, node, role) for role in p.axes}
             for t in {*graph.inputs(node.name), node.name} - axes:
-                for q in parts(t):
-                    admits[q] = admits.get(q, ANY) & NONE
+                ties.restrict(t, NONE)
 
 
 def _alike(
@@ -204,28 +238,32 @@ def _alike(
     return True
 
 
-def _tie_ports(
-    graph: ArchGraph,
-    first: Node,
-    other: Node,
-    perm_uf: UnionFind,
-    seg_uf: UnionFind,
-    fixed: set[str],
-    parts: Callable[[str], list[str]],
-    composite: Mapping[str, list[str]],
-) -> None:
+def _tie_ports(graph: ArchGraph, first: Node, other: Node, ties: Ties) -> None:
     """Tie two places of one parameter port by port (output with output, inputs in order);
-    places of different ops or arities are fixed instead."""
+    places of different ops or arities are fixed instead. Where one port carries a flip shift
+    (a sigmoid's ``(1 - s)/2``) that the other does not, or another one, the op would absorb
+    different shifts into the one parameter (``b - W c₁`` and ``b - W c₂``): those ports keep
+    no sign flips."""
     ins1, ins2 = graph.inputs(first.name), graph.inputs(other.name)
     if first.op != other.op or len(ins1) != len(ins2):
-        fixed.update(p for t in (first.name, other.name, *ins1, *ins2) for p in parts(t))
+        ties.fix(first.name, other.name, *ins1, *ins2)
         return
     for t1, t2 in [(first.name, other.name), *zip(ins1, ins2, strict=True)]:
-        if t1 in composite or t2 in composite:
-            fixed.update(p for t in (t1, t2) for p in parts(t))
+        if t1 in ties.composite or t2 in ties.composite:
+            ties.fix(t1, t2)
             continue
-        perm_uf.union(t1, t2)
-        seg_uf.union(t1, t2)
+        ties.union(t1, t2)
+        if _shift_key(ties.shifts.get(t1)) != _shift_key(ties.shifts.get(t2)):
+            ties.no_signs(t1)
+            ties.no_signs(t2)
+
+
+def _shift_key(fn: object) -> object:
+    """Equal for two shift functions that compute the same (one closure-free code object)."""
+    if fn is None:
+        return None
+    code = getattr(fn, "__code__", None)
+    return code if code is not None and getattr(fn, "__closure__", None) is None else id(fn)
 
 
 def _drop_tied_translations(
