@@ -217,3 +217,36 @@ def test_control_the_flip_of_one_call_breaks_the_other():
     a = nn.Linear(3, 4).double()
     a.load_state_dict({"weight": moved["a.weight"], "bias": moved["a.bias"]})
     assert torch.allclose(f(torch.sigmoid(a(x))), model.f(torch.sigmoid(model.a(x))), atol=1e-12)
+
+
+class ScaleTiedToBias(nn.Module):
+    """A one-element scale read as data (no op moves it) that is one tensor with a bias the
+    group moves (fuzzer seed 200206): a sigmoid flip before ``out`` shifts ``out.bias``."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor([1.3]))
+        self.a, self.out = nn.Linear(3, 4), nn.Linear(4, 1)
+        if tied:
+            self.out.bias = self.alpha
+
+    def forward(self, x):
+        return self.out(torch.sigmoid(self.a(self.alpha * x)))
+
+
+def test_data_read_under_one_key_and_moved_under_another_is_refused():
+    torch.manual_seed(0)
+    with pytest.raises(sl.errors.UnsupportedOpError, match=r"one tensor with \['out.bias'\]"):
+        sl.symmetries(ScaleTiedToBias(tied=True).double(), _x(8, 3))
+
+
+def test_control_untied_the_bias_moves():
+    """Negative control: untied, the flips move ``out.bias``, which as ``alpha`` would rescale
+    the input."""
+    torch.manual_seed(0)
+    model, x = ScaleTiedToBias(tied=False).double().eval(), _x(8, 3)
+    G = sl.symmetries(model, x)
+    assert any(f.kind == "flip" for f in G.factors)
+    sd = model.state_dict()
+    assert not torch.equal(G.act(G.sample(0), sd)["out.bias"], sd["out.bias"])
+    assert sl.check_invariance(model, G, x).passed
