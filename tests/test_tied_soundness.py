@@ -5,6 +5,7 @@ read (issue 13, holes left by the first round)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import symlab as sl
@@ -250,3 +251,30 @@ def test_control_untied_the_bias_moves():
     sd = model.state_dict()
     assert not torch.equal(G.act(G.sample(0), sd)["out.bias"], sd["out.bias"])
     assert sl.check_invariance(model, G, x).passed
+
+
+class NormWeightIsItsBias(nn.Module):
+    """A functional LayerNorm passed one tensor as weight and bias (fuzzer seed 203910): one
+    call reads one key in two roles, the weight taking its input's sign and the bias not."""
+
+    def __init__(self, tied: bool) -> None:
+        super().__init__()
+        self.a, self.n, self.out = nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+        with torch.no_grad():
+            self.n.weight.normal_()
+        if tied:
+            self.n.bias = self.n.weight
+
+    def forward(self, x):
+        h = F.layer_norm(torch.tanh(self.a(x)), (4,), self.n.weight, self.n.bias)
+        return self.out(torch.tanh(h))
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_one_call_reading_one_tensor_in_two_roles(tied):
+    torch.manual_seed(0)
+    model, x = NormWeightIsItsBias(tied).double().eval(), _x(8, 3)
+    G = sl.symmetries(model, x)
+    signs = [f for f in G.factors if "sign" in f.kind and any(k == "a.weight" for k, _ in f.axes)]
+    assert bool(signs) is not tied  # the input's sign, absorbed by the weight alone: untied only
+    assert sl.check_invariance(model, G, x, samples=16, seed=1).passed

@@ -118,6 +118,9 @@ def tie_shared_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Tie
                     "LayerNorm shift, which symlab cannot tie across calls; give each call its "
                     "own module to derive the group of the unshared model"
                 )
+        if len({n.name for n, _ in members}) < len(members):  # one call reads it twice
+            _tie_axes(graph, members, ties)  # (F.layer_norm(x, s, w, w)): as tied weights
+            continue
         first = members[0][0]
         for other, _ in members[1:]:
             # an op's action reads the maps of all its inputs and of its output (a norm's
@@ -195,21 +198,28 @@ def tie_tied_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Ties)
             for other, _ in members[1:]:
                 _tie_ports(graph, first, other, ties)
             continue
-        for (n1, p1), (n2, p2) in itertools.pairwise(members):
-            for a1, a2 in zip(p1.axes, p2.axes, strict=True):
-                t1, t2 = axis_tensor(graph, n1, a1), axis_tensor(graph, n2, a2)
-                if t1 is None and t2 is None:
-                    continue
-                if t1 is None or t2 is None or t1 in ties.composite or t2 in ties.composite:
-                    ties.fix(t1, t2)
-                    continue
-                ties.union(t1, t2)
-                for t in (t1, t2):
-                    ties.restrict(t, Admits(Mag.NONE, Sign.DIAG))
-        for node, p in members:  # what the action reads besides the axes: permutations only
-            axes = {axis_tensor(graph, node, role) for role in p.axes}
-            for t in {*graph.inputs(node.name), node.name} - axes:
-                ties.restrict(t, NONE)
+        _tie_axes(graph, members, ties)
+
+
+def _tie_axes(graph: ArchGraph, members: list[tuple[Node, ParamSpec]], ties: Ties) -> None:
+    """One tensor read in several places that are not one op: each axis moves identically in
+    every place (signs and permutations only), and whatever else the places' actions read
+    only by permutations (:func:`tie_tied_keys`)."""
+    for (n1, p1), (n2, p2) in itertools.pairwise(members):
+        for a1, a2 in zip(p1.axes, p2.axes, strict=True):
+            t1, t2 = axis_tensor(graph, n1, a1), axis_tensor(graph, n2, a2)
+            if t1 is None and t2 is None:
+                continue
+            if t1 is None or t2 is None or t1 in ties.composite or t2 in ties.composite:
+                ties.fix(t1, t2)
+                continue
+            ties.union(t1, t2)
+            for t in (t1, t2):
+                ties.restrict(t, Admits(Mag.NONE, Sign.DIAG))
+    for node, p in members:  # what the action reads besides the axes: permutations only
+        axes = {axis_tensor(graph, node, role) for role in p.axes}
+        for t in {*graph.inputs(node.name), node.name} - axes:
+            ties.restrict(t, NONE)
 
 
 def _alike(
