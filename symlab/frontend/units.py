@@ -67,6 +67,8 @@ def writes(node: fx.Node) -> bool:
         return False
     if node.target in _IN_PLACE_FUNCS:
         return True
+    if getattr(node.target, "__module__", None) in ("_operator", "operator"):
+        return False  # operator.or_, and_, not_: Python's operators, never in place
     schema = getattr(node.target, "_schema", None)
     if schema is not None:
         return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
