@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from symlab.graph.archgraph import Node
-from symlab.nn.asymmetric import FiGLU, WAsymLinear
+from symlab.nn.asymmetric import FiGLU, WAsymLinear, masked_layer_attrs
 
 __all__ = ["ACTIVATIONS", "ModuleOp", "activation_module", "module_op_for", "register_module_op"]
 
@@ -114,6 +114,9 @@ def _read_wasym(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
         "kappa": m.kappa,
         "shared_mask": m.shared_mask,
     }
+    if getattr(m, "syre", 0.0):
+        attrs["syre"] = m.syre
+    attrs.update(masked_layer_attrs(m))  # what the buffers hold, not what was asked for
     return "wasym_linear", m.out_features, attrs
 
 

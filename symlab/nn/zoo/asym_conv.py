@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from symlab.graph.modules import register_module_op
-from symlab.nn.asymmetric import FiGLU, setup_masked_parameters
+from symlab.nn.asymmetric import FiGLU, masked_layer_attrs, setup_masked_parameters
 
 __all__ = ["FiGLU2d", "WAsymConv2d"]
 
@@ -114,7 +114,8 @@ class FiGLU2d(FiGLU):
 def _read_wasym_conv(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
     assert isinstance(m, WAsymConv2d)
     attrs = {"bias": m.bias is not None, "kernel": tuple(m.kernel_size), "groups": 1,
-             "num_fixed": m.num_fixed, "kappa": m.kappa, "padded": any(m.padding)}  # fmt: skip
+             "num_fixed": m.num_fixed, "kappa": m.kappa, "padded": any(m.padding),
+             **masked_layer_attrs(m)}  # fmt: skip
     return "wasym_conv", m.out_channels, attrs
 
 
