@@ -171,8 +171,8 @@ def gauge_free(
 
     >>> import symlab as sl
     >>> net = sl.nn.MLP([3, 4, 2], activation="tanh", seed=0); G = sl.symmetries(net)
-    >>> sd = net.state_dict(); moved = G.act(G.sample(0), sd)  # rescaled, sign-flipped copy...
-    >>> moved = G.act(G.element({"P[layers.0.linear]": torch.arange(4)}), moved)
+    >>> h = G.sample(0); h = G.element({"sign[layers.0.linear]": h["sign[layers.0.linear]"]})
+    >>> sd = net.state_dict(); moved = G.act(h, sd)  # a sign-flipped copy...
     >>> a, b = gauge_free(sd, G)[0], gauge_free(moved, G)[0]
     >>> all(torch.allclose(a[k], b[k], atol=1e-5) for k in sd)  # ... recognised as the same
     True

@@ -205,9 +205,9 @@ class FunctionClasses:
     def realized(self, weights: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
         """Coefficients ``Uᵀ(f_i + d_i ⊙ w_i)`` of trainable ``weights`` (n, d) in these slots;
         ``fixed`` (n, d) is the layer's ``F`` (zero when None)."""
-        w_eff = self.mask * weights.double()
+        w_eff = self.mask * weights.detach().double()
         if fixed is not None:
-            w_eff = w_eff + fixed.double()
+            w_eff = w_eff + fixed.detach().double()
         return w_eff @ self.support.U.double()
 
     def realization_cost(self) -> torch.Tensor:
