@@ -10,9 +10,12 @@ Margins are exact. When the identity is an optimal assignment, ``Δ`` has no neg
 the cheapest permutation moving ``u`` is the cheapest cycle through ``u`` in the graph with
 edge weights ``R[i, j] = C[i, j] − C[i, i]``: one all-pairs shortest-path solve
 (:func:`scipy.sparse.csgraph.floyd_warshall`, every edge raised by ``δ = 1e-12 · max|C|`` so
-that cycles of zero cost up to rounding do not count as negative) gives all margins. Otherwise
-one assignment problem per unit (its diagonal entry forbidden,
-:func:`scipy.optimize.linear_sum_assignment`).
+that cycles of zero cost up to rounding do not count as negative) gives all margins. When it is
+not, with ``π*`` an optimal assignment: a unit ``π*`` moves has margin ``cost(π*) − cost(id)``;
+for a unit it fixes, the permutations moving it are ``π*∘σ`` with ``σ`` moving it, and under
+``C'[i, j] = C[i, π*(j)]`` the identity is optimal again — one more shortest-path solve. One
+assignment problem per unit (its diagonal entry forbidden,
+:func:`scipy.optimize.linear_sum_assignment`) is the fallback and ``method="lap"``.
 """
 
 from __future__ import annotations
@@ -116,8 +119,9 @@ def permutation_margins(
 ) -> AssignmentMargins:
     """Optimal assignment and per-unit margins of a square cost matrix (see module doc).
 
-    ``method``: ``"auto"`` (shortest cycles when the identity is optimal, else per-unit
-    assignments), ``"cycles"`` or ``"lap"``.
+    ``method``: ``"auto"`` or ``"cycles"`` (shortest cycles, re-based on the optimum when the
+    identity is not optimal; ``"auto"`` falls back to per-unit assignments if that solve fails)
+    or ``"lap"`` (one assignment per unit).
 
     >>> c = np.array([[1.0, 1.0, 9.0], [1.0, 1.0, 9.0], [9.0, 9.0, 0.0]])
     >>> m = permutation_margins(c)  # units 0 and 1 swap for free; unit 2 is identifiable
@@ -137,12 +141,18 @@ def permutation_margins(
     scale = max(1.0, abs(ident))
     margins = None
     used = "lap"
-    if method != "lap" and ident - optimal <= 1e-9 * scale:
-        margins = _cycle_margins(c)
+    if method != "lap":
+        if ident - optimal <= 1e-9 * scale:
+            margins = _cycle_margins(c)
+        else:  # re-base on the optimum: σ ↦ π*∘σ has the identity optimal (see module doc)
+            rebased = _cycle_margins(c[:, perm])
+            if rebased is not None:
+                moved = perm != np.arange(n)
+                margins = np.where(moved, optimal - ident, optimal + rebased - ident)
         used = "cycles"
     if margins is None:
         if method == "cycles":
-            raise DataError("the identity is not an optimal assignment; use method='lap'")
+            raise DataError("the shortest-cycle solve failed (a negative cycle); use method='lap'")
         margins = _lap_margins(c, 1e-9 * scale)
         used = "lap"
     return AssignmentMargins(perm, ident, optimal, margins, used)
