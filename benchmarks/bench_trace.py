@@ -4,7 +4,7 @@ side by side with Torch-Pruning's ``DependencyGraph().build_dependency`` on the 
 Goal: under 1 s each and no slower than Torch-Pruning. Torch-Pruning is a bench-only dependency
 (``pip install -e '.[bench]'``, done by ``make bench``); without it only symlab is timed.
 Torch-Pruning runs one forward pass of the example input with autograd; symlab runs it once for
-the shapes, without computing convolutions where no op looks at values (symlab.graph.shapes).
+the shapes, without computing convolutions where no op looks at values (symlab.frontend.shapes).
 The input is small (1×3×64×64 images, 1×16 tokens) so that the structural work, not
 convolution arithmetic, dominates. The machine may be shared: the two tools run alternately
 (so that a change of load hits both) and the medians of 7 runs are compared.

@@ -2,7 +2,8 @@
 
 Each module defines a frozen config dataclass, ``run(config, seed) -> dict``, a ``report`` that
 writes a figure (PNG + PDF) and a markdown summary, and ``EXPERIMENT`` with a ``small`` setting
-(CI, under a minute on 2 cores) and a ``full`` one (runtime in its docstring).
+(CI; 20–60 s of CPU, runtimes measured in ``symlab experiment list``) and a ``full``
+one (runtime in its docstring).
 """
 
 from __future__ import annotations

@@ -209,8 +209,7 @@ except sl.errors.UnsupportedOpError as e:
 # exactly like ReLU: the input and output of the op are tied and admit `Mag.DIAG`.
 
 # %%
-from symlab.graph.fx_trace import declare_leaf
-from symlab.graph.modules import register_module_op
+from symlab.frontend import declare_leaf, register_module_op
 from symlab.symmetry import Admits, Mag, OpSymmetry, Sign
 
 

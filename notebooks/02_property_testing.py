@@ -135,7 +135,7 @@ print("passed on", SETTINGS.max_examples, "random one-hidden-layer models")
 # ## A false claim: any depth
 #
 # With several hidden layers, weight matching is coordinate descent on an NP-hard problem
-# (SCIENCE.md §2): it solves a sequence of linear assignment problems, each with everything
+# (docs: connectivity): it solves a sequence of linear assignment problems, each with everything
 # else held fixed — the other permutations, and the other axis of any weight that one
 # permutation acts on twice (a residual stream's hidden-to-hidden weights). It can stop in a
 # local optimum. On wide trained networks a planted permutation is usually recovered, but

@@ -256,5 +256,5 @@ for copies, (a, b) in masked_runs.items():
 # removes it: the runs differ by an effective symmetry that no structural group contains — the
 # gap between structural and effective symmetries that Bürgin et al. study. (With this
 # trainable read-out the barrier is not smaller at coherence 1; with the paper's fixed read-out,
-# E3's and E8's sandbox, it is.) Experiment E8 (`symlab experiment run e8`) runs this across coherences, κ and widths,
-# with swap-cost distributions against the data's intrinsic dimension.
+# E3's and E8's sandbox, it is.) Experiment E8 (`symlab experiment run e8`) runs this across
+# coherences, κ and widths, with swap-cost distributions against the data's intrinsic dimension.

@@ -6,15 +6,22 @@
 (True, 64)
 """
 
+import logging
+
 import sympy
 
-from symlab import align, connect, data, errors, graph, identify, nn, symmetry, train
+from symlab import align, connect, data, errors, frontend, graph, identify, io, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
 from symlab.symmetry.check import brute_force_group, check_invariance
 from symlab.symmetry.group import SymmetryGroup
 
 __version__ = "0.1.0"
+
+# symlab reports through the "symlab" logger (a fallback to torch.export, derivation
+# summaries, training and sweep progress) and says nothing unless the application configures
+# logging, e.g. logging.basicConfig(level=logging.INFO).
+logging.getLogger("symlab").addHandler(logging.NullHandler())
 
 __all__ = [
     "SymlabError",
@@ -25,8 +32,10 @@ __all__ = [
     "connect",
     "data",
     "errors",
+    "frontend",
     "graph",
     "identify",
+    "io",
     "nn",
     "symmetries",
     "symmetry",

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 __all__ = [
     "ArchitectureMismatchError",
+    "ArgumentError",
     "CheckpointError",
     "DataError",
+    "DeviceError",
+    "ExampleInputError",
+    "FileFormatError",
     "ForeignElementError",
     "GraphError",
     "InvarianceError",
+    "ModelTypeError",
     "NonFiniteError",
     "StateDictError",
     "SymlabError",
     "TooLargeError",
+    "TraceError",
     "TrainingError",
     "UnsupportedOpError",
     "WidthError",
@@ -37,6 +43,19 @@ class SymlabError(Exception):
 
 class UnsupportedOpError(SymlabError):
     """An op (module type or function) has no symmetry rule; symlab refuses to guess."""
+
+
+class TraceError(SymlabError):
+    """Neither torch.fx nor its torch.export fallback could trace the model (typically
+    data-dependent control flow), or the example input does not run through it.
+
+    >>> import torch, symlab as sl
+    >>> try:
+    ...     sl.trace(torch.nn.Sequential(torch.nn.Linear(3, 2)), torch.randn(4, 5))
+    ... except TraceError as err:
+    ...     print(str(err)[:49])
+    the example input does not run through Sequential
+    """
 
 
 class GraphError(SymlabError):
@@ -81,3 +100,25 @@ class CheckpointError(SymlabError):
 
 class ArchitectureMismatchError(SymlabError):
     """Two models that should share an architecture do not."""
+
+
+class ArgumentError(SymlabError, ValueError):
+    """An argument has a value the function cannot use (out of range, too few items, an
+    unknown choice); the message names the argument, what was expected and what to pass."""
+
+
+class ModelTypeError(SymlabError, TypeError):
+    """Something other than a model was passed where a model is expected (for example a zoo
+    name as a string: build the model first with ``symlab.nn.zoo.get(name)``)."""
+
+
+class ExampleInputError(DataError):
+    """An example input is missing where one is needed, or does not fit the model."""
+
+
+class DeviceError(SymlabError):
+    """A requested torch device does not exist or is not available on this machine."""
+
+
+class FileFormatError(SymlabError):
+    """A file is not one symlab wrote (or was written by a newer format), or it is damaged."""

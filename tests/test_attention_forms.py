@@ -2,7 +2,8 @@
 masked_fill paths), timm's fused ``qkv`` reshape/permute/unbind, einsum scores and values,
 added and ``attn_mask`` masks. Each gets the head symmetries, proven on the model; every near
 miss (a mask read from the queries, a per-head mask, a leaked part of the fused rows, a wrong
-head layout) stays opaque; and a wrong action is caught (symlab.graph.fx_attention_forms)."""
+head layout) stays opaque; and a wrong action is caught
+(symlab.frontend.patterns.attention_forms)."""
 
 import math
 
@@ -287,7 +288,6 @@ def test_two_blocks_each_with_its_causal_buffer():
 
 NEAR_MISSES = {
     "mask_from_q": lambda: Nano(mask="from_q"),
-    "per_head_mask": lambda: Nano(mask="per_head"),
     "fused_part_read_elsewhere": lambda: Nano(mask="gate"),
     "nano_d_major_keys": lambda: Nano(layout="d_major", mask="none"),
     "timm_d_major": lambda: Timm(layout="d_major"),
@@ -303,6 +303,15 @@ def test_near_misses_stay_opaque_and_sound(name):
     assert all(not n.op.startswith("attention") for n in G.graph.nodes())
     moved = {k for f in G.factors for k, _ in f.axes}
     assert not moved & {"attn.c_attn.weight", "attn.qkv.weight", "attn.q.weight"}
+
+
+def test_a_per_head_bias_keeps_gl_but_not_head_permutations():
+    """A fixed bias per head (ALiBi-like) tells heads apart: the block is matched, its per-head
+    GL kept, its heads never permuted (more in tests/test_patterns_misc.py)."""
+    model = _model(Nano(mask="per_head"))
+    G = _group(model, _x(t=4))
+    assert [f.kind for f in G.factors if f.internal] == ["GL", "GL"]
+    assert sl.check_invariance(model, G, _x(t=4)).passed
 
 
 def test_a_mask_buffer_read_elsewhere_too_is_not_trusted():

@@ -124,7 +124,7 @@ def test_coherence_sandbox_has_the_requested_coherence(copies, placement):
     ds = sd.load("coherence", seed=1, copies=copies, placement=placement, n_train=256, n_test=8)
     x = ds.x_train - ds.x_train.mean(0)
     u = torch.linalg.svd(x, full_matrices=False).Vh[:2].T  # input support, k = 2
-    nu = float((u**2).sum(1).max())  # SCIENCE.md §3: ν(U) = max_a ‖U_a‖²
+    nu = float((u**2).sum(1).max())  # docs/concepts/identifiability.md: ν(U) = max_a ‖U_a‖²
     assert nu == pytest.approx(1 / copies, abs=1e-4)
     assert ds.meta["coherence"] == pytest.approx(1 / copies)
     z = ds.meta["z_train"]

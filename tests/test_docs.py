@@ -16,9 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PACKAGES = ["symmetry", "graph", "nn", "data", "train", "align", "connect", "identify", "testing",
-            "errors"]  # fmt: skip
-RUNNABLE_PAGES = ["getting-started.md", "how-to/register-a-rule.md"]
+PACKAGES = ["symmetry", "graph", "frontend", "nn", "data", "train", "align", "connect",
+            "identify", "testing", "errors", "io"]  # fmt: skip
+RUNNABLE_PAGES = ["getting-started.md", "how-to/register-a-rule.md", "how-to/save-and-load.md"]
 
 
 def _offline_env() -> dict[str, str]:
@@ -50,7 +50,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_site_builds_offline(site: Path) -> None:
     assert (site / "index.html").is_file()
     for page in ["getting-started", "concepts/symmetries", "concepts/connectivity",
-                 "concepts/identifiability", "how-to/dask-sweep", "experiments"]:  # fmt: skip
+                 "concepts/identifiability", "concepts/data", "how-to/dask-sweep",
+                 "how-to/save-and-load", "reference/cli", "experiments"]:  # fmt: skip
         assert (site / page / "index.html").is_file(), page
     assert "fonts.googleapis" not in (site / "index.html").read_text()
 

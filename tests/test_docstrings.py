@@ -14,9 +14,10 @@ import re
 
 import pytest
 
-PACKAGES = ["symlab", "symlab.graph", "symlab.symmetry", "symlab.nn", "symlab.nn.zoo",
-            "symlab.data", "symlab.train", "symlab.align", "symlab.connect", "symlab.identify",
-            "symlab.testing.strategies", "symlab.runner"]  # fmt: skip
+PACKAGES = ["symlab", "symlab.graph", "symlab.frontend", "symlab.symmetry", "symlab.nn",
+            "symlab.nn.zoo", "symlab.data", "symlab.train", "symlab.align", "symlab.connect",
+            "symlab.identify", "symlab.testing.strategies", "symlab.runner",
+            "symlab.io"]  # fmt: skip
 
 #: Public name -> why it has no example yet.
 ALLOWED: dict[str, str] = {}

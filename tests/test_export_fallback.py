@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import symlab as sl
-from symlab.errors import UnsupportedOpError
-from symlab.graph.fx_trace import TraceError
+from symlab.errors import TraceError, UnsupportedOpError
 
 
 def _trace_both(make, x):
@@ -213,8 +212,8 @@ class MyTanh(nn.Module):
 
 
 def test_torch_modules_and_user_leaves():
-    from symlab.graph.fx_trace import declare_leaf
-    from symlab.graph.modules import _MODULE_OPS, register_module_op
+    from symlab.frontend import declare_leaf
+    from symlab.frontend.modules import _MODULE_OPS, register_module_op
 
     register_module_op(MyTanh, lambda m, w: ("activation", w, {"fn": "tanh"}))
     declare_leaf(MyTanh)
@@ -228,9 +227,9 @@ def test_torch_modules_and_user_leaves():
         assert G.order > 1
     finally:
         _MODULE_OPS.pop(MyTanh)
-        from symlab.graph import fx_trace
+        from symlab.frontend import tracer
 
-        fx_trace._EXTRA_LEAVES.discard(MyTanh)
+        tracer._EXTRA_LEAVES.discard(MyTanh)
 
 
 # -- refusals ---------------------------------------------------------------------------------
@@ -266,7 +265,7 @@ def test_unmapped_aten_op_is_refused_with_its_name():
 
 
 def test_an_aten_op_registered_with_register_function_is_traced():
-    from symlab.graph.fx_functions import USER_FUNCS, register_function
+    from symlab.frontend.functions import USER_FUNCS, register_function
 
     class Odd(nn.Module):
         def __init__(self):
@@ -306,7 +305,7 @@ def test_in_place_write_through_a_view_is_refused():
 @pytest.mark.parametrize("name", ["resnet20", "hand_transformer"])
 def test_zoo_models_read_through_export_give_the_fx_group(name, monkeypatch):
     """Every op of these models goes through the aten table and back: same graph, same group."""
-    from symlab.graph import fx_trace
+    from symlab.frontend import tracer as tracer_mod
     from symlab.nn.zoo import registry
 
     kw = registry.tiny(name)
@@ -317,7 +316,7 @@ def test_zoo_models_read_through_export_give_the_fx_group(name, monkeypatch):
     def refuse(self, *args, **kwargs):
         raise RuntimeError("torch.fx refused (forced by the test)")
 
-    monkeypatch.setattr(fx_trace._Tracer, "trace", refuse)
+    monkeypatch.setattr(tracer_mod.Tracer, "trace", refuse)
     g = sl.trace(model, x)
     assert (g.frontend, g_fx.frontend) == ("torch.export", "torch.fx")
     _same_graph(g, g_fx)

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 import symlab as sl
-from symlab.graph import ArchGraph, mlp, trace
+from symlab.frontend import trace
+from symlab.graph import ArchGraph, mlp
 from symlab.nn import MLP, WAsymLinear
 
 
@@ -101,3 +102,12 @@ def test_manual_graph_with_concat():
     assert G.dimension == 4
     x = torch.randn(10, 3, dtype=torch.float64)
     assert sl.check_invariance(net, G, x).passed
+
+
+def test_every_activation_name_has_a_module_and_back():
+    """The IR's activation names, nn's module table and the front-end's reader agree."""
+    from symlab.frontend.modules import _ACT_TYPES
+    from symlab.graph.activations import ACTIVATION_NAMES
+    from symlab.nn.activations import ACTIVATIONS
+
+    assert set(ACTIVATION_NAMES) == set(ACTIVATIONS) == set(_ACT_TYPES.values())

@@ -138,7 +138,7 @@ def test_exact_relu_realizers():
 
 
 def test_conv_function_classes_use_patches():
-    from symlab.nn.zoo.asym_conv import WAsymConv2d
+    from symlab.nn.asymmetric_conv import WAsymConv2d
 
     class Net(torch.nn.Module):
         def __init__(self):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import symlab as sl
-from symlab.graph.fx_axes import moved_feature_axis
+from symlab.frontend.axes import moved_feature_axis
 
 
 def _labelled(shape: tuple[int, ...], fa: int) -> torch.Tensor:

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import symlab as sl
+from symlab.frontend import register_module_op
 from symlab.graph import ArchGraph
-from symlab.graph.modules import register_module_op
 from symlab.nn.graphnet import MODULE_BUILDERS
 from symlab.symmetry import Admits, Mag, OpSymmetry, Sign, rule
 
@@ -66,7 +66,7 @@ def test_params_without_action_fail_closed():
 
 
 def test_register_a_rule_for_a_function():
-    from symlab.graph.fx_trace import register_function
+    from symlab.frontend import register_function
 
     class UsesSin(nn.Module):
         def __init__(self):

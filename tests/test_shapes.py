@@ -1,4 +1,4 @@
-"""symlab.graph.shapes: the same node metadata as torch.fx's ShapeProp, convolutions skipped only
+"""symlab.frontend.shapes: the same node metadata as torch.fx's ShapeProp, convolutions skipped only
 where no node looks at values."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from symlab.graph.fx_trace import _Tracer
-from symlab.graph.shapes import graph_module, record_shapes, shape_only_ok
+from symlab.frontend.shapes import graph_module, record_shapes, shape_only_ok
+from symlab.frontend.tracer import Tracer
 from symlab.nn import zoo
 
 
 def _gm(model: nn.Module) -> fx.GraphModule:
-    graph = _Tracer().trace(model)
+    graph = Tracer().trace(model)
     graph.owning_module = model
     return fx.GraphModule(model, graph)
 
@@ -109,8 +109,8 @@ def test_graph_module_drops_dead_code_like_fx() -> None:
             return self.b(x)
 
     model = Unused()
-    ours = graph_module(model, _Tracer().trace(model))
-    ref = _Tracer().trace(model)
+    ours = graph_module(model, Tracer().trace(model))
+    ref = Tracer().trace(model)
     ref.owning_module = model
     ref.eliminate_dead_code()
     assert [n.format_node() for n in ours.graph.nodes] == [n.format_node() for n in ref.nodes]

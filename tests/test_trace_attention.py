@@ -1,5 +1,5 @@
 """Attention written by hand: head permutations and per-head GL derived, proven, and refused
-for every near miss (symlab.graph.fx_attention)."""
+for every near miss (symlab.frontend.patterns.attention)."""
 
 import math
 

@@ -212,7 +212,10 @@ def test_unknown_function_names_node_and_source_line():
         sl.symmetries(Odd(), torch.randn(2, 3))
 
 
-def test_weight_sharing_is_refused():
+def test_weight_sharing_ties_the_calls():
+    """One Linear read on the input and on its own output: both calls' spaces are tied to the
+    fixed input and output, so nothing moves (more in tests/test_patterns_misc.py)."""
+
     class Shared(nn.Module):
         def __init__(self):
             super().__init__()
@@ -221,5 +224,5 @@ def test_weight_sharing_is_refused():
         def forward(self, x):
             return self.a(torch.relu(self.a(x)))
 
-    with pytest.raises(sl.errors.UnsupportedOpError, match="more than once"):
-        sl.symmetries(Shared(), torch.randn(2, 3))
+    G = sl.symmetries(Shared(), torch.randn(2, 3))
+    assert G.factors == [] and [n.name for n in G.graph.nodes()][1:4] == ["a", "@relu", "a@1"]

@@ -18,6 +18,8 @@ __all__ = ["iter_batches", "num_rows", "split_tensors"]
 
 def split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
     """``(x, y)`` tensors held in memory, or None when ``data`` is a stream of batches."""
+    if callable(getattr(data, "tensors", None)):  # a symlab Dataset: refuses an empty split
+        return data.tensors(split)
     if hasattr(data, "x_train") and hasattr(data, "x_test"):
         if split not in ("train", "test"):
             raise DataError(f"split must be 'train' or 'test', got {split!r}")

@@ -1,5 +1,5 @@
-"""Barrier definitions along a path, each named after the paper it follows, and the check that
-both endpoints of a path are trained models.
+"""Barrier definitions along a path, each named after the paper it follows
+(docs/concepts/connectivity.md), and the check that both endpoints of a path are trained models.
 
 All barriers take the evaluated curve (``alphas`` from 0 to 1 with the endpoints included) and
 return a float. Non-finite values inside the path count as an infinite barrier; a non-finite

@@ -1,6 +1,6 @@
 """Linear interpolation between two models, evaluated vectorised over α.
 
-``θ(α) = (1 − α) θ_A + α θ_B`` (SCIENCE.md §2). All α of a chunk run as one batched forward
+``θ(α) = (1 − α) θ_A + α θ_B`` (docs: connectivity). All α of a chunk run as one batched forward
 pass (:func:`torch.func.functional_call` under :func:`torch.func.vmap`); chunks over α and over
 data rows bound the memory. For BatchNorm models the running statistics of every interior α are
 recomputed on training data first (Jordan et al. 2023; on by default for BN models); the

@@ -1,7 +1,7 @@
 """Offline data sets: MNIST-1D, digits, teacher–student, Gaussian mixtures, coherence sandbox.
 
 Nothing is downloaded. :func:`load` builds any registered data set by name from a seed; the same
-seed gives identical tensors in every process (SCIENCE.md §4). Names: ``"mnist1d"``,
+seed gives identical tensors in every process (docs/concepts/data.md). Names: ``"mnist1d"``,
 ``"digits"``, ``"teacher"``, ``"gaussian_mixture"``, ``"coherence"``; :func:`available` lists
 them with their options.
 

@@ -1,4 +1,5 @@
-"""The coherence sandbox of Bürgin, Herbst, Lin, Jegelka (ICML 2026), SCIENCE.md §3.
+"""The coherence sandbox of Bürgin, Herbst, Lin, Jegelka (ICML 2026);
+see docs/concepts/data.md.
 
 A two-dimensional teacher ``y = relu(z1 + z2)``, ``z ~ N(0, I_2)``, embedded in ``d = 20`` ambient
 dimensions. Each latent coordinate is copied onto ``copies`` ambient coordinates (disjoint sets,

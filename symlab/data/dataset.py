@@ -123,6 +123,32 @@ class Dataset:
         """Number of test examples."""
         return len(self.x_test)
 
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of ``split`` (``"train"`` or ``"test"``), refusing an empty split with a
+        :class:`DataError` that says how to get one.
+
+        >>> ds = from_tensors(torch.zeros(4, 3), torch.tensor([0, 1, 1, 0]))
+        >>> [tuple(t.shape) for t in ds.tensors("train")]
+        [(4, 3), (4,)]
+        >>> try:
+        ...     ds.tensors("test")
+        ... except DataError as err:
+        ...     print(str(err)[:58])
+        data set 'custom' has no test examples: pass x_test= and y
+        """
+        if split not in ("train", "test"):
+            raise DataError(f"split must be 'train' or 'test', got {split!r}")
+        x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        if len(x) == 0:
+            how = (
+                "pass x_test= and y_test= to from_tensors (without them the test split is "
+                "empty), load the data with n_test > 0, or use split='train'"
+                if split == "test"
+                else "give it training examples"
+            )
+            raise DataError(f"data set {self.name!r} has no {split} examples: {how}")
+        return x, y
+
     def to(self, device: torch.device | str) -> Dataset:
         """The same data on another device."""
         t = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}

@@ -9,7 +9,7 @@ that ops whose input order matters (concatenation) keep it. Nothing here knows a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +19,23 @@ import sympy as sp
 from symlab.errors import GraphError
 from symlab.graph.widths import Width, check_width, is_concrete
 
-__all__ = ["ArchGraph", "Node", "ParamSpec"]
+__all__ = ["ArchGraph", "Node", "ParamSpec", "register_builder"]
+
+#: How :meth:`ArchGraph.build` makes a torch module; set by :mod:`symlab.nn.graphnet` (the IR
+#: knows nothing of the modules built from it).
+_BUILDER: list[Callable[..., Any]] = []
+
+
+def register_builder(builder: Callable[..., Any]) -> None:
+    """Make ``builder(graph, seed=..., dtype=...)`` the module factory of
+    :meth:`ArchGraph.build` (symlab.nn registers :class:`~symlab.nn.GraphNet` on import).
+
+    >>> import symlab as sl
+    >>> _BUILDER[0] is sl.nn.GraphNet
+    True
+    """
+    _BUILDER[:] = [builder]
+
 
 #: ``"in"``: the feature axis of the node's input (port 0); ``"out"``: of its output;
 #: ``"none"``: an axis no symmetry touches (e.g. a fixed spatial or scalar axis).
@@ -73,8 +89,16 @@ class Node:
 
     def key(self, p: ParamSpec) -> str:
         """The ``state_dict`` key of parameter ``p`` (``"{node}.{param}"``; for nodes with
-        ``attrs['absolute_keys']`` the parameter name is the whole key)."""
-        return p.name if self.attrs.get("absolute_keys") else f"{self.name}.{p.name}"
+        ``attrs['absolute_keys']`` the parameter name is the whole key; ``attrs['param_keys']``
+        maps parameter names to keys, for functional ops reading a module's tensors;
+        ``attrs['key_prefix']`` replaces the node name, for a second call of a module or an op
+        read from code)."""
+        keys = self.attrs.get("param_keys")
+        if keys and p.name in keys:
+            return str(keys[p.name])
+        if self.attrs.get("absolute_keys"):
+            return p.name
+        return f"{self.attrs.get('key_prefix', self.name)}.{p.name}"
 
     def param(self, name: str) -> ParamSpec | None:
         """The parameter called ``name``, or None."""
@@ -257,10 +281,11 @@ class ArchGraph:
         return out
 
     def build(self, seed: int = 0, dtype: Any = None) -> Any:
-        """A torch module computing this graph, initialised from ``seed`` (needs integer widths)."""
-        from symlab.nn.graphnet import GraphNet
-
-        return GraphNet(self, seed=seed, dtype=dtype)
+        """A torch module computing this graph, initialised from ``seed`` (needs integer widths):
+        a :class:`symlab.nn.GraphNet`."""
+        if not _BUILDER:
+            raise GraphError("no module builder is registered: import symlab.nn first")
+        return _BUILDER[0](self, seed=seed, dtype=dtype)
 
     def __len__(self) -> int:
         return self.nx.number_of_nodes()

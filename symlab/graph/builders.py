@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from symlab.errors import WidthError
+from symlab.graph.activations import ACTIVATION_NAMES
 from symlab.graph.archgraph import ArchGraph
-from symlab.graph.modules import ACTIVATIONS
+from symlab.graph.presets import LIM_MLP_PRESET
 from symlab.graph.widths import Width, check_width, is_concrete
-from symlab.nn.asymmetric import LIM_MLP_PRESET
 from symlab.seeding import child_seed
 
 __all__ = ["mlp"]
@@ -54,7 +54,7 @@ def mlp(
 
     Args:
         widths: ``[d_in, h_1, …, h_L, d_out]``; ints or sympy symbols/expressions.
-        activation: a name from :data:`symlab.graph.modules.ACTIVATIONS` or ``"figlu"``
+        activation: a name from :data:`symlab.graph.activations.ACTIVATION_NAMES` or ``"figlu"``
             (Lim et al.'s σ-asymmetric gate), or one name per hidden layer.
         bias: learn biases in every linear layer.
         norm: ``None``, ``"layernorm"`` or ``"batchnorm"`` after each hidden linear layer.
@@ -80,8 +80,10 @@ def mlp(
     n_hidden = len(ws) - 2
     acts = _per_layer(activation, n_hidden, "activation")
     for a in acts:
-        if a not in ACTIVATIONS and a != "figlu":
-            raise ValueError(f"unknown activation {a!r}; choose from {[*ACTIVATIONS, 'figlu']}")
+        if a not in ACTIVATION_NAMES and a != "figlu":
+            raise ValueError(
+                f"unknown activation {a!r}; choose from {[*ACTIVATION_NAMES, 'figlu']}"
+            )
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; choose from None, 'layernorm', 'batchnorm'")
     norm_op = NORMS[norm]

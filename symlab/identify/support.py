@@ -1,5 +1,5 @@
 """The input support of a layer: top principal directions of its centred inputs, and their
-coherence (Bürgin, Herbst, Lin, Jegelka, ICML 2026, §3 of SCIENCE.md)."""
+coherence (Bürgin, Herbst, Lin, Jegelka, ICML 2026; docs/concepts/identifiability.md)."""
 
 from __future__ import annotations
 

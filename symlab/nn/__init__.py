@@ -2,22 +2,16 @@
 
 from typing import Any
 
-from symlab.nn.asymmetric import LIM_MLP_PRESET, FiGLU, WAsymLinear, asym_mask
+from symlab.graph.presets import LIM_MLP_PRESET
+from symlab.nn.asymmetric import FiGLU, WAsymLinear, asym_mask
+from symlab.nn.graphnet import GraphNet
+from symlab.nn.mlp import MLP
 
 __all__ = ["LIM_MLP_PRESET", "MLP", "FiGLU", "GraphNet", "WAsymLinear", "asym_mask", "zoo"]
 
 
 def __getattr__(name: str) -> Any:
-    # GraphNet and MLP import the graph package, which itself reads the layers above:
-    # load them on first use to keep the import graph acyclic.
-    if name == "GraphNet":
-        from symlab.nn.graphnet import GraphNet
-
-        return GraphNet
-    if name == "MLP":
-        from symlab.nn.mlp import MLP
-
-        return MLP
+    # the zoo is loaded on first use (many models, none needed to derive a group)
     if name == "zoo":
         import importlib
 

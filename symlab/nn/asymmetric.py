@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from symlab.graph.presets import LIM_MLP_PRESET
 from symlab.seeding import generator
 
 __all__ = [
@@ -29,12 +30,6 @@ __all__ = [
     "masked_layer_attrs",
     "setup_masked_parameters",
 ]
-
-#: Lim et al.'s MNIST MLP (784-512-512-512-10): fixed entries per row and κ per layer.
-LIM_MLP_PRESET: dict[str, tuple[float, ...]] = {
-    "num_fixed": (64, 64, 64, 256),
-    "kappa": (1.0, 1.0, 0.5, 0.25),
-}
 
 
 def asym_mask(

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from symlab.errors import GraphError, UnsupportedOpError, WidthError
-from symlab.graph.archgraph import ArchGraph, Node
-from symlab.graph.modules import activation_module
+from symlab.graph.archgraph import ArchGraph, Node, register_builder
+from symlab.nn.activations import activation_module
 from symlab.nn.asymmetric import FiGLU, WAsymLinear
 from symlab.seeding import child_seed
 
@@ -152,3 +152,6 @@ class GraphNet(nn.Module):
                 out = self._mods[node.name](*args)
             values[node.name] = out
         return values
+
+
+register_builder(GraphNet)

@@ -6,7 +6,7 @@ For head ``h`` with queries ``q_h = W_Q^h x`` and keys ``k_h = W_K^h x``, the sc
 The inputs and the output of the block admit any invertible map (the projections are linear).
 Biases of the projections move with their rows. The key bias is free (it adds ``q·b_K`` to
 every score of a query, which the softmax over keys ignores): a translation factor
-(:mod:`symlab.symmetry.shift_rules`). Follows SCIENCE.md §1.
+(:mod:`symlab.symmetry.shift_rules`). See docs/concepts/symmetries.md.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 
 from symlab.graph.archgraph import ArchGraph, Node
+from symlab.symmetry.rope_rules import attention_internal, head_maps
 from symlab.symmetry.rules import rule
 from symlab.symmetry.shift_rules import key_bias_translation
-from symlab.symmetry.spec import ANY, InternalFactor, OpSymmetry
+from symlab.symmetry.spec import ANY, OpSymmetry
 from symlab.symmetry.transform import Transform
 
 Params = dict[str, torch.Tensor]
@@ -37,20 +38,25 @@ def _attention_spec(
     """What every attention op admits: any invertible map of its inputs and output, head
     permutations, per-head GL on (W_Q, W_K) and on (W_V, W_O); and, when the op has the key
     bias ``key_bias = (parameter, first row, rows)``, that bias as a translation."""
-    h = int(node.attrs["num_heads"])
     ins = graph.inputs(node.name)
     translations = []
     if key_bias is not None and any(p.name == key_bias[0] for p in node.params):
         translations.append(key_bias_translation(node, *key_bias))
     return OpSymmetry(
         admits=[*[(x, ANY, "attention input") for x in ins], (node.name, ANY, "attention out")],
-        internal=[
-            InternalFactor("heads", "permutation", h),
-            InternalFactor("qk", "GL", d_qk, copies=h),
-            InternalFactor("vo", "GL", d_v, copies=h),
-        ],
+        internal=attention_internal(node, d_qk, d_v),  # heads, groups, RoPE: rope_rules
         translations=translations,
     )
+
+
+def _transposed(node: Node, params: Params) -> Params:
+    """``params`` with the weights of ``attrs['transposed']`` modules (GPT-2's ``Conv1D``,
+    stored ``(in, out)``) transposed to ``nn.Linear``'s ``(out, in)``, or back."""
+    mods = node.attrs.get("transposed", ())
+    if not mods:
+        return params
+    return {k: (v.T.contiguous() if k.removesuffix(".weight") in mods and k.endswith(".weight")
+                else v) for k, v in params.items()}  # fmt: skip
 
 
 def _heads(m: torch.Tensor, h: int) -> torch.Tensor:
@@ -116,7 +122,7 @@ def _map_cols(
 @rule("attention_linear")
 def attention_linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Attention written by hand from four ``nn.Linear`` (matched by
-    :mod:`symlab.graph.fx_attention`): the same symmetries as ``mha``, with head dimension
+    :mod:`symlab.frontend.patterns.attention`): the same symmetries as ``mha``, with head dimension
     ``head_dim`` for queries/keys and ``head_dim_v`` for values/output; the key bias is free
     when the matcher saw the values weighted by a softmax over keys (``softmax_keys``)."""
     h, d = int(node.attrs["num_heads"]), int(node.attrs["head_dim"])
@@ -135,28 +141,32 @@ def _attention_linear_act(
     t_out: Transform,
     internal: dict[str, torch.Tensor],
 ) -> Params:
-    h = int(node.attrs["num_heads"])
     q, k, v, o = node.attrs["modules"]
-    perm, mq, mv = internal.get("heads"), internal.get("qk"), internal.get("vo")
-    mk = None if mq is None else torch.linalg.inv(mq).transpose(-1, -2)
+    params = _transposed(node, params)
+    hm = head_maps(node, internal, int(node.attrs["head_dim"]))
+    hq = int(node.attrs["num_heads"])
+    hkv = int(node.attrs.get("num_kv_heads", hq))
     out = dict(params)
-    for mod, mats, port in zip((q, k, v), (mq, mk, mv), node.attrs["qkv"], strict=True):
+    for mod, mats, port, perm, h in zip(
+        (q, k, v), (hm.mq, hm.mk, hm.mv), node.attrs["qkv"], (hm.q_perm, hm.kv_perm, hm.kv_perm),
+        (hq, hkv, hkv), strict=True,
+    ):  # fmt: skip
         w = t_in[port].contract(params[f"{mod}.weight"], 1)
         out[f"{mod}.weight"] = _map_rows(w, perm, mats, h)
         if f"{mod}.bias" in params:
             out[f"{mod}.bias"] = _map_rows(params[f"{mod}.bias"], perm, mats, h)
-    out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], perm, mv, h), 0)
+    out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
-    return out
+    return _transposed(node, out)
 
 
 @rule("attention_fused")
 def attention_fused_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Attention whose projections are row blocks cut from fused ``nn.Linear`` (nanoGPT's
     ``c_attn(x).split(E, dim=2)``, timm's ``qkv(x).reshape(B, N, 3, H, D)``; matched by
-    :mod:`symlab.graph.fx_attention_forms`): the symmetries of ``attention_linear``, acting on
-    the rows ``roles`` names for queries, keys and values (the layout of
+    :mod:`symlab.frontend.patterns.attention_forms`): the symmetries of ``attention_linear``,
+    acting on the rows ``roles`` names for queries, keys and values (the layout of
     ``nn.MultiheadAttention``'s ``in_proj_weight`` when one Linear holds all three)."""
     leaf, offset, size = node.attrs["roles"][1]
     key_bias = (f"{node.attrs['modules'][leaf]}.bias", offset, size)
@@ -173,30 +183,34 @@ def _attention_fused_act(
     t_out: Transform,
     internal: dict[str, torch.Tensor],
 ) -> Params:
-    h = int(node.attrs["num_heads"])
     *projs, o = node.attrs["modules"]
-    perm, mq, mv = internal.get("heads"), internal.get("qk"), internal.get("vo")
-    mk = None if mq is None else torch.linalg.inv(mq).transpose(-1, -2)
+    params = _transposed(node, params)
+    hm = head_maps(node, internal, int(node.attrs["head_dim"]))
+    hq = int(node.attrs["num_heads"])
+    hkv = int(node.attrs.get("num_kv_heads", hq))
+    roles = zip((hm.mq, hm.mk, hm.mv), (hm.q_perm, hm.kv_perm, hm.kv_perm), (hq, hkv, hkv),
+                strict=True)  # fmt: skip
+    maps = list(roles)
     out = dict(params)
     for j, (mod, port) in enumerate(zip(projs, node.attrs["ports"], strict=True)):
         w = t_in[port].contract(params[f"{mod}.weight"], 1)
         b = params.get(f"{mod}.bias")
         blocks = sorted(
             (
-                (off, size, mats)
-                for (leaf, off, size), mats in zip(node.attrs["roles"], (mq, mk, mv), strict=True)
+                (off, size, *mp)
+                for (leaf, off, size), mp in zip(node.attrs["roles"], maps, strict=True)
                 if leaf == j
             ),
             key=lambda r: r[0],
         )  # the roles tile the rows of each fused Linear (the matcher proved it)
         out[f"{mod}.weight"] = torch.cat(
-            [_map_rows(w[a : a + n], perm, m, h) for a, n, m in blocks]
+            [_map_rows(w[a : a + n], p, m, h) for a, n, m, p, h in blocks]
         )
         if b is not None:
             out[f"{mod}.bias"] = torch.cat(
-                [_map_rows(b[a : a + n], perm, m, h) for a, n, m in blocks]
+                [_map_rows(b[a : a + n], p, m, h) for a, n, m, p, h in blocks]
             )
-    out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], perm, mv, h), 0)
+    out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
-    return out
+    return _transposed(node, out)

@@ -1,4 +1,5 @@
-"""Rules for the built-in ops, following the intertwiner table of SCIENCE.md §1.
+"""Rules for the built-in ops, following the intertwiner table of
+docs/concepts/symmetries.md.
 
 Godfrey et al. (2022) for activations; BatchNorm/LayerNorm scale invariance (exact only up to the
 norm's ``eps``); residual additions tie their summands; Lim et al. (2024) for W-asymmetric layers
@@ -40,6 +41,9 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     "celu": NONE,
     "hardsigmoid": NONE,
     "logsigmoid": NONE,
+    # |cx| = c|x| for c > 0 (the sign flips |-x| = |x| absorbs are not derived)
+    "abs": Admits(Mag.DIAG, Sign.NONE),
+    "exp": NONE,  # exp(x + c) = e^c exp(x) would need shifts; permutations only
 }
 
 
@@ -164,7 +168,8 @@ def _norm_spec(node: Node, graph: ArchGraph, kind: str) -> OpSymmetry:
     x = _x(node, graph)
     affine = bool(node.attrs.get("affine", True))
     per_unit = Mag.DIAG if kind == "batchnorm" else Mag.COMMON
-    sign = (Sign.DIAG if kind == "batchnorm" else Sign.COMMON) if affine else Sign.NONE
+    # RMSNorm's statistic mean(x²) ignores the sign of every unit: per-unit signs pass
+    sign = (Sign.DIAG if kind in ("batchnorm", "rmsnorm") else Sign.COMMON) if affine else Sign.NONE
     out_adm = Admits(Mag.DIAG, Sign.DIAG) if affine else NONE
     return OpSymmetry(
         tie_perm=[(x, node.name)],
@@ -188,8 +193,9 @@ def layernorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 
 @rule("rmsnorm")
 def rmsnorm_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
-    """RMSNorm: like LayerNorm without centring (a common scale and sign of its input are
-    free, up to eps; no translation)."""
+    """RMSNorm: like LayerNorm without centring (a common scale of its input is free, up to
+    eps, and with an affine weight a sign per unit: ``mean(x²)`` ignores signs; no
+    translation)."""
     return _norm_spec(node, graph, "rmsnorm")
 
 

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from symlab.errors import DataError, InvarianceError, NonFiniteError, TooLargeError
+from symlab.frontend.trace import trace
 from symlab.modes import eval_mode
+from symlab.perf import LazyStateDict
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.spec import Mag, Sign
@@ -85,9 +87,9 @@ def check_invariance(
     (token ids, masks, a second stream). ``tol`` defaults to 1e-5 in float64 and 1e-3
     otherwise (relative to the largest output), widened to 100 × the largest norm eps when the
     group has scalings that a normalisation divides out (exact only up to eps). Raises
-    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Follows the proof
-    obligation of DESIGN.md:
-    every derived element is checked on the real model.
+    :class:`InvarianceError` on failure unless ``raise_on_failure`` is False. Every derived
+    element is checked on the real model (docs/concepts/symmetries.md, "Fail closed, and
+    proofs").
 
     >>> import symlab as sl
     >>> net = sl.nn.MLP([3, 4, 2], dtype=torch.float64)
@@ -112,7 +114,16 @@ def check_invariance(
     g = make_generator(seed)
     with torch.no_grad(), eval_mode(model) as m:
         tied = G.graph.tied_keys
-        ref = _outputs(m, sd, inputs, tied)
+        try:
+            ref = _outputs(m, sd, inputs, tied)
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in args)
+            cause = str(exc).splitlines()[0] if str(exc) else ""
+            raise DataError(
+                f"check_invariance: inputs of shape {shapes} do not run through "
+                f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass a batch the model "
+                "takes, e.g. the example input the group was derived from"
+            ) from None
         errors = [
             _rel_err(_outputs(m, dict(G.act(G.sample(g), sd)), inputs, tied), ref)
             for _ in range(samples)
@@ -213,9 +224,7 @@ def brute_force_group(
     >>> bf.spaces, len(bf.permutations), len(bf.signs)  # S_3, and every sign pattern of tanh
     (['layers.0.linear'], 6, 8)
     """
-    from symlab import symmetries
-
-    G = symmetries(model, inputs)
+    G = SymmetryGroup.from_graph(trace(model, inputs), LazyStateDict(model))
     st = G._st
     spaces = [k for k in st.class_segments]
     widths = [int(st.class_width[k]) for k in spaces]

@@ -24,12 +24,15 @@ from symlab.graph.widths import Width
 from symlab.symmetry import (  # noqa: F401  (importing registers the built-in rules)
     attention_rules,
     builtin_rules,
+    linear_t_rules,
+    norm_rules,
     shift_rules,
     structural_rules,
 )
 from symlab.symmetry.factors import Factor
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
+from symlab.symmetry.sharing import tie_shared_keys
 from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
 
 __all__ = ["Structure", "derive_structure"]
@@ -113,6 +116,7 @@ def derive_structure(
             admits[name] = admits.get(name, ANY) & Admits(Mag.GL, Sign.NONE)
 
     _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
+    tie_shared_keys(graph, specs, perm_uf, seg_uf, fixed, parts, composite)
     order = {t: i for i, t in enumerate(plain)}
     first = {}
     for t in plain:
@@ -284,7 +288,7 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
                     keys_by_tensor.setdefault(part, []).append((node.key(p), axis))
 
     def axes_of(tensors: list[str]) -> tuple[tuple[str, int], ...]:
-        return tuple(a for t in tensors for a in keys_by_tensor.get(t, []))
+        return tuple(dict.fromkeys(a for t in tensors for a in keys_by_tensor.get(t, [])))
 
     members: dict[str, list[str]] = {}
     seg_members: dict[str, list[str]] = {}
@@ -342,7 +346,7 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
             if role == "none"
         )
         for f in st.specs[node.name].internal:
-            prefix = "P" if f.kind == "permutation" else "GL"
+            prefix = {"permutation": "P", "complex_scaling": "C"}.get(f.kind, "GL")
             factors.append(
                 Factor(
                     f"{prefix}[{node.name}#{f.suffix}]",

@@ -1,35 +1,203 @@
-"""How a SymmetryGroup shows itself: the product of factors, the order, one line per factor."""
+"""How a SymmetryGroup shows itself: the product of factors, the order, one line per factor.
+
+Each factor's line says which parameters it *moves*: what acting with that factor alone
+changes, with the index ranges where only part of an axis changes (``GL[attn#qk]`` moves the
+query and key rows of a fused projection, not the values, and not the output projection; a
+sign flip before a BatchNorm moves the norm's weight and running mean, not its variance).
+Long groups (a ResNet) print one block per module (stage), each line wrapped.
+"""
 
 from __future__ import annotations
 
+import textwrap
+import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import torch
+
 if TYPE_CHECKING:
+    from symlab.symmetry.factors import Factor, GroupElement
     from symlab.symmetry.group import SymmetryGroup
 
-__all__ = ["group_repr", "order_str", "product_str"]
+__all__ = ["factor_moves", "group_repr", "order_str", "product_str"]
+
+#: Characters per printed line.
+WIDTH = 110
+_KIND_ORDER = ("permutation", "GL", "scaling", "common_scaling", "sign", "flip", "common_sign")
+_MOVES: weakref.WeakKeyDictionary[SymmetryGroup, dict[str, tuple[str, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def product_str(G: SymmetryGroup, latex: bool) -> str:
     """The direct product of the factors, as text or LaTeX."""
-    parts = [f.latex() if latex else f.short() for f in G.factors]
+    return _product(G.factors, latex)
+
+
+def _product(factors: Sequence[Factor], latex: bool) -> str:
+    parts = [f.latex() if latex else f.short() for f in factors]
     parts = [p for p in parts if p]
     if not parts:
         return "1" if not latex else r"\{e\}"
     return (r" \times " if latex else " × ").join(parts)
 
 
+def _collapsed(factors: Sequence[Factor]) -> str:
+    """``S_16^3 × (R_{>0}^16)^6``: equal factors counted, in order of first appearance."""
+    counts: dict[str, int] = {}
+    rank = {k: i for i, k in enumerate(_KIND_ORDER)}
+    for f in sorted(factors, key=lambda f: rank.get(f.kind, len(rank))):
+        s = f.short()
+        if s:
+            counts[s] = counts.get(s, 0) + 1
+    parts = []
+    for s, c in counts.items():
+        base = f"({s})" if "^" in s or " " in s else s
+        parts.append(s if c == 1 else f"{base}^{c}")
+    return " × ".join(parts) or "1"
+
+
+def _ranges(hit: torch.Tensor) -> str:
+    """``"0:16, 32:48"`` for the True runs of a boolean vector."""
+    idx = hit.nonzero().flatten().tolist()
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and runs[-1][1] == i:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return ", ".join(f"{a}:{b}" for a, b in runs)
+
+
+def _moving_value(f: Factor, identity: GroupElement, sample: GroupElement) -> torch.Tensor:
+    """A value of ``f`` that moves every unit it can: a cyclic shift within each block,
+    all signs flipped, random scalings and matrices."""
+    n = int(f.size)
+    if f.kind == "permutation":
+        value = torch.arange(n)
+        for block in f.blocks or [list(range(n))]:
+            idx = torch.as_tensor(block)
+            value[idx] = idx.roll(1)
+        return value
+    if f.kind in ("sign", "flip", "common_sign"):
+        return -identity[f.name]
+    return sample[f.name]
+
+
+def _acted_moves(G: SymmetryGroup, f: Factor, value: torch.Tensor) -> tuple[str, ...]:
+    """Act on random parameters with ``f`` alone (at ``value``) and list what changed: the
+    axes ``f`` declares, where they changed (with the index ranges when only some did), then any
+    other parameter the action changed (a norm's weight compensating a sign flip)."""
+    g = torch.Generator().manual_seed(0)
+    perms: dict[str, torch.Tensor] = {}
+    scales: dict[str, torch.Tensor] = {}
+    internal: dict[str, dict[str, torch.Tensor]] = {}
+    if f.internal:
+        node_name, suffix = f.name[f.name.index("[") + 1 : -1].split("#")
+        internal[node_name] = {suffix: value}
+    elif f.kind == "permutation":
+        perms[f.space] = value
+    else:
+        n = int(f.size)
+        scales[f.space] = value if value.ndim else torch.full((n,), float(value))
+    transforms = G.tensor_transforms(perms, scales)
+    graph = G.graph
+    changed: dict[str, torch.Tensor] = {}  # key -> changed entries
+    for node in G._st.nodes:
+        movable = [p for p in node.params if p.kind != "fixed"]
+        ins = graph.inputs(node.name)
+        still = transforms[node.name].is_identity and all(transforms[t].is_identity for t in ins)
+        if not movable or (still and node.name not in internal):
+            continue
+        params = {p.name: torch.randn(tuple(int(s) for s in p.shape), generator=g) for p in movable}
+        moved = G._act_node(node, params, transforms, internal)
+        for p in movable:
+            diff = moved[p.name] != params[p.name]  # untouched entries are copied exactly
+            if bool(diff.any()):
+                changed[node.key(p)] = diff
+    out = []
+    for key, axis in f.axes:
+        diff = changed.pop(key, None)
+        if diff is None:
+            continue
+        others = [d for d in range(diff.ndim) if d != axis]
+        hit = diff.any(dim=others) if others else diff
+        partial = diff.ndim and not bool(hit.all())
+        out.append(f"{key}:{axis}[{_ranges(hit)}]" if partial else f"{key}:{axis}")
+    return (*out, *changed)
+
+
+def factor_moves(G: SymmetryGroup, f: Factor) -> tuple[str, ...]:
+    """The parameters ``f`` moves — what acting with ``f`` alone changes — as ``"key:axis"``
+    (``"key:axis[a:b, ...]"`` when only some indices along the axis move; a bare ``"key"`` for
+    a parameter that changes although ``f`` does not act on its axes, such as a norm's weight
+    compensating a sign flip). Translations list the axes they add to; groups with symbolic
+    widths list the axes their factors run along.
+
+    >>> import torch, symlab as sl
+    >>> block = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    >>> G = sl.symmetries(block, torch.randn(2, 3, 8))
+    >>> qk = next(f for f in G.factors if f.name == "GL[self_attn#qk]")
+    >>> factor_moves(G, qk)
+    ('self_attn.in_proj_weight:0[0:16]', 'self_attn.in_proj_bias:0[0:16]')
+    """
+    if f.kind == "translation" or not G.graph.is_concrete:
+        return tuple(f"{k}:{a}" for k, a in f.axes)
+    cache = _MOVES.setdefault(G, {})
+    if f.name not in cache:
+        identity, sample = G.identity(), G.sample(torch.Generator().manual_seed(0))
+        for h in G.factors:  # all at once: one identity, one sample
+            if h.kind != "translation":
+                cache[h.name] = _acted_moves(G, h, _moving_value(h, identity, sample))
+    return cache[f.name]
+
+
+def _module(f: Factor) -> list[str]:
+    return f.space.split("#")[0].split(".")
+
+
+def _by_module(factors: Sequence[Factor]) -> list[tuple[str, list[Factor]]]:
+    """Factors grouped by the first module level that tells them apart (ResNet stages)."""
+    paths = [_module(f) for f in factors]
+    depth = 0
+    while all(len(p) > depth + 1 for p in paths) and len({p[depth] for p in paths}) == 1:
+        depth += 1
+    groups: dict[str, list[Factor]] = {}
+    for f, p in zip(factors, paths, strict=True):
+        groups.setdefault(".".join(p[: depth + 1]), []).append(f)
+    return list(groups.items())
+
+
+def _factor_lines(G: SymmetryGroup, factors: Sequence[Factor], indent: int) -> list[str]:
+    lines = []
+    name_w = min(max((len(f.name) for f in factors), default=0), 32)
+    short_w = min(max((len(f.short()) for f in factors), default=0), 16)
+    for f in factors:
+        moves = factor_moves(G, f)
+        shown = ", ".join(moves[:4]) + (f" (+{len(moves) - 4} more)" if len(moves) > 4 else "")
+        caveat = f"  [{f.note}]" if f.note else ""
+        text = f"{' ' * indent}{f.name:<{name_w}}  {f.short():<{short_w}}  moves "
+        text += f"{shown or 'nothing'}{caveat}"
+        lines += textwrap.wrap(text, WIDTH, subsequent_indent=" " * (indent + 4),
+                               break_long_words=False, break_on_hyphens=False)  # fmt: skip
+    return lines
+
+
 def group_repr(G: SymmetryGroup) -> str:
-    """A readable multi-line description: product, order, dimension, one line per factor."""
-    lines = [f"SymmetryGroup  {product_str(G, False)}"]
+    """A readable multi-line description: product, order, dimension, one line per factor;
+    grouped by module when the product does not fit on one line."""
     log10 = G.log10_order
     log10_s = f"{log10:.4g}" if isinstance(log10, float) else str(log10)
-    lines.append(f"  order = {order_str(G)}  (log10 = {log10_s}),  dimension = {G.dimension}")
-    for f in G.factors:
-        moved = ", ".join(f"{k}:{a}" for k, a in f.axes[:4])
-        more = f" (+{len(f.axes) - 4})" if len(f.axes) > 4 else ""
-        caveat = f"  [{f.note}]" if f.note else ""
-        lines.append(f"  {f.name:<28} {f.short():<14} moves {moved}{more}{caveat}")
+    order = f"  order = {order_str(G)}  (log10 = {log10_s}),  dimension = {G.dimension}"
+    head = f"SymmetryGroup  {product_str(G, False)}"
+    if len(head) <= WIDTH:
+        return "\n".join([head, order, *_factor_lines(G, G.factors, 2)])
+    groups = _by_module(G.factors)
+    lines = [f"SymmetryGroup  {len(G.factors)} factors, by module:", order]
+    for label, factors in groups:
+        lines += textwrap.wrap(f"  {label}: {_collapsed(factors)}", WIDTH, subsequent_indent="    ")
+        lines += _factor_lines(G, factors, 4)
     return "\n".join(lines)
 
 
@@ -41,7 +209,7 @@ def order_str(G: SymmetryGroup) -> str:
     twos = 0
     for f in G.factors:
         if f.kind == "permutation":
-            for k in [len(b) for b in f.blocks] if f.blocks else [int(f.size)]:
+            for k in [len(b) for b in f.blocks] if f.blocks else [int(f.size)] * f.copies:
                 if k > 1:
                     facts[k] = facts.get(k, 0) + 1
         elif f.kind in ("sign", "flip"):

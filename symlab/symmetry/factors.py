@@ -15,7 +15,15 @@ from symlab.graph.widths import Width
 __all__ = ["Factor", "FactorKind", "GroupElement"]
 
 FactorKind = Literal[
-    "permutation", "scaling", "common_scaling", "sign", "common_sign", "flip", "GL", "translation"
+    "permutation",
+    "scaling",
+    "common_scaling",
+    "sign",
+    "common_sign",
+    "flip",
+    "GL",
+    "complex_scaling",
+    "translation",
 ]
 
 _DISCRETE = {"permutation", "sign", "common_sign", "flip"}
@@ -31,12 +39,17 @@ class Factor:
             (positive diagonal, R_{>0}^n), ``common_scaling`` (one positive scalar),
             ``sign`` (±1 per unit), ``common_sign`` (one ±1), ``flip`` (sigmoid flips
             σ(-z) = 1 - σ(z), compensated by the next bias), ``GL`` (any invertible matrix),
-            ``translation`` (``θ ↦ θ + E t``, ``t ∈ R^n``: softmax shifts, attention key biases).
+            ``translation`` (``θ ↦ θ + E t``, ``t ∈ R^n``: softmax shifts, attention key biases),
+            ``complex_scaling`` (one non-zero complex number ``a + bi`` per pair of units, acting
+            on the pair as ``aI + bJ``: what survives of GL on rotary query/key pairs).
+            Internal permutation factors with ``copies > 1`` are independent permutations of
+            ``size`` items per copy (query heads within each key/value group).
         size: number of units acted on (int or sympy expression).
         space: the tensor that names the space (permutation) or segment (the others).
         axes: the ``(state_dict key, axis)`` pairs this factor moves.
         blocks: for permutations restricted by fixed data, the blocks of interchangeable units.
-        copies: for GL factors inside an op, the number of independent matrices (heads).
+        copies: for GL, complex-scaling and permutation factors inside an op, the number of
+            independent copies (heads, or key/value groups).
         internal: the factor lives inside one op (attention heads), not on a graph tensor.
         exact: False when the invariance holds only up to a normalisation's ``eps``.
         note: why the factor is inexact, or other caveats.
@@ -71,7 +84,7 @@ class Factor:
         if self.kind == "permutation":
             if self.blocks is not None:
                 return sp.Mul(*[sp.factorial(len(b)) for b in self.blocks])
-            return sp.factorial(n)
+            return sp.factorial(n) ** self.copies
         if self.kind in ("sign", "flip"):
             return sp.Integer(2) ** n
         if self.kind == "common_sign":
@@ -81,7 +94,7 @@ class Factor:
     @property
     def log10_order(self) -> float:
         if self.kind == "permutation":
-            sizes = [len(b) for b in self.blocks] if self.blocks else [int(self.size)]
+            sizes = [len(b) for b in self.blocks] if self.blocks else [int(self.size)] * self.copies
             return sum(math.lgamma(k + 1) for k in sizes) / math.log(10)
         if self.kind in ("sign", "flip"):
             return int(self.size) * math.log10(2)
@@ -93,7 +106,8 @@ class Factor:
     def dimension(self) -> Width:
         """Dimension of the continuous part (0 for discrete factors)."""
         n = self.size
-        dims = {"scaling": n, "common_scaling": 1, "GL": self.copies * n * n, "translation": n}
+        dims = {"scaling": n, "common_scaling": 1, "GL": self.copies * n * n, "translation": n,
+                "complex_scaling": 2 * self.copies * n}  # fmt: skip
         return dims.get(self.kind, 0)
 
     def latex(self) -> str:
@@ -101,7 +115,7 @@ class Factor:
         if self.kind == "permutation":
             if self.blocks is not None:
                 return r" \times ".join(f"S_{{{len(b)}}}" for b in self.blocks if len(b) > 1)
-            return f"S_{{{n}}}"
+            return f"S_{{{n}}}" + (f"^{{{self.copies}}}" if self.copies > 1 else "")
         return {
             "scaling": rf"\mathbb{{R}}_{{>0}}^{{{n}}}",
             "common_scaling": r"\mathbb{R}_{>0}",
@@ -109,6 +123,8 @@ class Factor:
             "flip": rf"\mathbb{{Z}}_2^{{{n}}}",
             "common_sign": r"\{\pm 1\}",
             "GL": f"GL_{{{n}}}" + (f"^{{{self.copies}}}" if self.copies > 1 else ""),
+            "complex_scaling": rf"(\mathbb{{C}}^*)^{{{n}}}"
+            + (f"^{{{self.copies}}}" if self.copies > 1 else ""),
             "translation": rf"(\mathbb{{R}}^{{{n}}}, +)",
         }[self.kind]
 
@@ -117,13 +133,14 @@ class Factor:
         if self.kind == "permutation" and self.blocks is not None:
             return " × ".join(f"S_{len(b)}" for b in self.blocks if len(b) > 1)
         return {
-            "permutation": f"S_{n}",
+            "permutation": f"S_{n}" + (f"^{self.copies}" if self.copies > 1 else ""),
             "scaling": f"R_{{>0}}^{n}",
             "common_scaling": "R_{>0}",
             "sign": f"{{±1}}^{n}",
             "flip": f"Z2^{n}(flip)",
             "common_sign": "{±1}",
             "GL": f"GL_{n}" + (f"^{self.copies}" if self.copies > 1 else ""),
+            "complex_scaling": f"(C*^{n})" + (f"^{self.copies}" if self.copies > 1 else ""),
             "translation": f"(R^{n},+)",
         }[self.kind]
 

@@ -47,13 +47,20 @@ class SymmetryGroup:
         self._st = structure
         self.factors: list[Factor] = list(structure.factors)
         self._by_name = {f.name: f for f in self.factors}
+        #: the fixed data the derivation read (masks, gates), by key: what symlab.io saves
+        self.fixed_data: dict[str, torch.Tensor] = {}
 
     @classmethod
     def from_graph(
         cls, graph: ArchGraph, fixed_values: Mapping[str, torch.Tensor] | None = None
     ) -> SymmetryGroup:
         """Derive the group of ``graph`` (``fixed_values``: the model's fixed buffers)."""
-        return cls(derive_structure(graph, fixed_values))
+        G = cls(derive_structure(graph, fixed_values))
+        keys = [fd.key for s in G._st.specs.values() for fd in s.fixed_data if fd.value is None]
+        if keys and fixed_values is None:  # derivation's own fallback: the graph's fresh build
+            fixed_values = graph.build(seed=0).state_dict()
+        G.fixed_data = {k: fixed_values[k].detach().cpu().clone() for k in keys}  # type: ignore[index]
+        return G
 
     # -- sizes --------------------------------------------------------------------------------
     @property
@@ -99,8 +106,19 @@ class SymmetryGroup:
         return self._st.translations[name]
 
     def permutation_spec(self) -> dict[str, list[tuple[str, int]]]:
-        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]``."""
-        return {f.name: list(f.axes) for f in self.factors if f.kind == "permutation"}
+        """git-re-basin's ``perm_to_axes``: permutation name → ``[(param, axis), ...]``
+        (attention's head permutation is listed with the axes it moves in blocks; under
+        grouped-query attention, whose projections have different numbers of heads, and for
+        the per-group query-head permutations, it is left out)."""
+        keys = self.graph.state_keys()
+
+        def listed(f: Factor) -> bool:
+            if f.kind != "permutation" or not f.internal:
+                return f.kind == "permutation"
+            sizes = {keys[k][1].shape[a] for k, a in f.axes if k in keys}
+            return f.copies == 1 and len(sizes) <= 1
+
+        return {f.name: list(f.axes) for f in self.factors if listed(f)}
 
     # -- elements -----------------------------------------------------------------------------
     def _require_concrete(self) -> None:
@@ -120,7 +138,10 @@ class SymmetryGroup:
         for f in self.factors:
             n = int(f.size)
             if f.kind == "permutation":
-                vals[f.name] = torch.arange(n)
+                p = torch.arange(n)
+                vals[f.name] = p.expand(f.copies, n).clone() if f.copies > 1 else p
+            elif f.kind == "complex_scaling":
+                vals[f.name] = torch.ones(f.copies, n, dtype=torch.complex128)
             elif f.kind == "GL":
                 eye = torch.eye(n, dtype=torch.float64)
                 vals[f.name] = eye.expand(f.copies, n, n).clone() if f.internal else eye
@@ -195,7 +216,14 @@ class SymmetryGroup:
 
         for f in self.factors:
             n = int(f.size)
-            if f.kind == "permutation":
+            if f.kind == "permutation" and f.copies > 1:  # one permutation per copy
+                vals[f.name] = torch.stack(
+                    [torch.randperm(n, generator=g) for _ in range(f.copies)]
+                )
+            elif f.kind == "complex_scaling":  # r·e^{iφ}: r log-uniform, φ uniform
+                phase = torch.rand(f.copies, n, generator=g, dtype=torch.float64) * 2 * math.pi
+                vals[f.name] = logu(f.copies, n) * torch.exp(1j * phase)
+            elif f.kind == "permutation":
                 p = torch.arange(n)
                 for b in f.blocks or [list(range(n))]:
                     b = torch.as_tensor(b)
@@ -233,7 +261,9 @@ class SymmetryGroup:
         return f.space if f.kind == "permutation" else self._st.segment_class[f.space]
 
     def _perms(self, h: GroupElement) -> dict[str, torch.Tensor]:
-        return {f.space: h[f.name] for f in self.factors if f.kind == "permutation"}
+        return {
+            f.space: h[f.name] for f in self.factors if f.kind == "permutation" and f.copies == 1
+        }
 
     def inverse(self, h: GroupElement) -> GroupElement:
         """The inverse element: ``act(inverse(h), act(h, sd)) == sd``."""
@@ -246,7 +276,12 @@ class SymmetryGroup:
             if f.kind == "translation":
                 continue  # below: they need the inverse of the rest
             q = inv.get(self._class_of(f))
-            if f.kind == "permutation":
+            if f.kind == "permutation" and f.copies > 1:  # re-indexed by the op's permutation
+                r = torch.argsort(v, dim=-1)
+                vals[f.name] = r if q is None else r[q]
+            elif f.kind == "complex_scaling":
+                vals[f.name] = 1.0 / v if q is None else (1.0 / v)[q]
+            elif f.kind == "permutation":
                 vals[f.name] = inv[f.space]
             elif f.kind == "GL":
                 m = torch.linalg.inv(v)
@@ -277,7 +312,11 @@ class SymmetryGroup:
                 vals[f.name] = a + moved[f.name]
                 continue
             q = p1.get(self._class_of(f))
-            if f.kind == "permutation":
+            if f.kind == "permutation" and f.copies > 1:
+                vals[f.name] = torch.gather(b if q is None else b[q], 1, a)
+            elif f.kind == "complex_scaling":
+                vals[f.name] = a * (b if q is None else b[q])
+            elif f.kind == "permutation":
                 vals[f.name] = b[a]
             elif f.kind == "GL" and f.internal:
                 vals[f.name] = a @ (b if q is None else b[q])

@@ -1,4 +1,5 @@
-"""Softmax shift invariance: ``softmax(z + c·1) = softmax(z)`` for any ``c`` (SCIENCE.md §1).
+"""Softmax shift invariance: ``softmax(z + c·1) = softmax(z)`` for any ``c``
+(docs/concepts/symmetries.md).
 
 Where the logits ``z`` of a softmax (or log-softmax) over the feature axis are produced by a
 linear map ``z = W x + b`` (or a convolution, softmax over channels) read by nothing else, every

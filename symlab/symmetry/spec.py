@@ -104,9 +104,11 @@ class FixedData:
 class InternalFactor:
     """A symmetry living inside one op, touching no graph tensor (e.g. attention heads).
 
-    ``kind`` is ``"permutation"`` (of ``size`` items) or ``"GL"`` (``copies`` independent
-    ``size × size`` matrices, re-indexed by the op's internal permutation). The op's action
-    receives the values by ``suffix``.
+    ``kind`` is ``"permutation"`` (of ``size`` items; with ``copies > 1``, one per copy,
+    re-indexed by the op's first permutation: query heads within key/value groups), ``"GL"``
+    (``copies`` independent ``size × size`` matrices, re-indexed by the op's first permutation)
+    or ``"complex_scaling"`` (``copies × size`` non-zero complex numbers, one per pair of
+    rotary units). The op's action receives the values by ``suffix``.
     """
 
     suffix: str

@@ -300,13 +300,30 @@ def export(group: Any, shapes: Shapes | None = None) -> PermutationSpec:
 
 
 def save_json(spec: PermutationSpec, path: str | PathLike[str]) -> None:
-    """Write ``spec`` as JSON (both mappings)."""
+    """Write ``spec`` as JSON (both mappings), to share it with git-re-basin-style code or to
+    compare it later with :func:`~symlab.symmetry.spec_diff.diff`.
+
+    >>> import pathlib, tempfile, symlab as sl
+    >>> spec = export(sl.symmetries(sl.nn.MLP([3, 4, 2])))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "spec.json"
+    >>> save_json(spec, path)
+    >>> load_json(path) == spec
+    True
+    """
     with open(path, "w", encoding="utf-8") as f:
         json.dump(spec.to_dict(), f, indent=1)
 
 
 def load_json(path: str | PathLike[str]) -> PermutationSpec:
-    """Read a spec written by :func:`save_json`."""
+    """Read a spec written by :func:`save_json` (checks that its two mappings agree; a file
+    that is not a saved spec raises :class:`SpecError`).
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "spec.json"
+    >>> save_json(from_perm_to_axes({"P": [("fc1.weight", 0), ("fc2.weight", 1)]}), path)
+    >>> load_json(path).to_axes_to_perm()
+    {'fc1.weight': ('P',), 'fc2.weight': (None, 'P')}
+    """
     with open(path, encoding="utf-8") as f:
         try:
             data = json.load(f)

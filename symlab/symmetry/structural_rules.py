@@ -175,7 +175,7 @@ def product_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 @rule("relayout")
 def relayout_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """A transpose, reshape or indexing that keeps every unit whole: the same units, on another
-    axis (:mod:`symlab.graph.fx_axes`)."""
+    axis (:mod:`symlab.frontend.axes`)."""
     return OpSymmetry(tie=[(graph.inputs(node.name)[0], node.name)])
 
 

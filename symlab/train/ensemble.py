@@ -9,6 +9,7 @@ of :func:`symlab.train.train` (up to float rounding), only faster.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from symlab.data import Dataset
+from symlab.device import resolve_device
 from symlab.errors import TrainingError
 
 from .batches import BatchOrder
@@ -31,6 +33,8 @@ from .stacked_chain import ChainStep
 from .stacked_linear import stacked_cross_entropy
 
 __all__ = ["Ensemble", "train_ensemble", "train_stacked"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,12 +109,14 @@ def train_stacked(
     stop_at: int | None = None,
     optimizer_states: Sequence[dict[str, Any]] | None = None,
     method: str = "auto",
+    device: str | torch.device | None = None,
 ) -> list[TrainResult]:
     """Train ``models`` (one architecture) in place, all at once; one result per model.
 
     Member ``i`` sees the batch order of ``data_seeds[i]``; everything else is as in
     :func:`symlab.train.train`, including resuming with ``start_step``/``optimizer_states`` and
-    keeping W-asymmetric fixed entries unchanged. ``method``: ``"fast"`` (batched matmuls for
+    keeping W-asymmetric fixed entries unchanged; ``device`` moves the models there first (in
+    place; default: where they are). ``method``: ``"fast"`` (batched matmuls for
     Linear/activation chains; for Linear/ReLU classifiers a hand-written step without autograd,
     :class:`~symlab.train.stacked_chain.ChainStep`), ``"vmap"`` (any module) or ``"auto"``.
 
@@ -124,6 +130,13 @@ def train_stacked(
     config = config or TrainConfig()
     if len(data_seeds) != len(models):
         raise TrainingError(f"got {len(data_seeds)} data_seeds for {len(models)} models")
+    if device is not None:
+        dev = resolve_device(device)
+        for m in models:
+            m.to(dev)
+    first = next((p for m in models for p in m.parameters()), None)
+    if first is not None and data.x_train.device != first.device:
+        data = data.to(first.device)
     kind = loss_kind(config, data)
     end = step_range(config, data, start_step, stop_at)
     total = config.total_steps(data.n_train)
@@ -174,6 +187,8 @@ def train_stacked(
         if chain is not None:
             chain.release()
     seconds = time.perf_counter() - t0
+    log.info("trained %d models (%s) for %d steps in %.1f s", stack.n, stack.method,
+             end - start_step, seconds)  # fmt: skip
     opt_states = stack.unstack_optimizer_state(opt.state_dict())
     results = []
     for i, model in enumerate(models):
@@ -204,13 +219,15 @@ def train_ensemble(
     *,
     data_seeds: Sequence[int] | None = None,
     method: str = "auto",
+    device: str | torch.device | None = None,
 ) -> Ensemble:
     """Build ``make_model(seed)`` for every seed and train them all at once.
 
     ``seeds`` is a list of init seeds or a count ``n`` (seeds ``0..n-1``). Each model is built
     with torch's global generator seeded from its seed (:func:`build_model`), so factories that
     rely on default initialisation are reproducible. ``data_seeds`` (default: the init seeds)
-    fix each member's batch order. The result equals training each model with
+    fix each member's batch order; ``device`` is where they train (default: the CPU, where
+    they are built). The result equals training each model with
     :func:`symlab.train.train` (same seeds) up to float rounding.
 
     >>> from symlab.data import load
@@ -227,6 +244,6 @@ def train_ensemble(
     dseeds = seed_list if data_seeds is None else [int(s) for s in data_seeds]
     t0 = time.perf_counter()
     models = [build_model(make_model, s) for s in seed_list]
-    results = train_stacked(models, data, config, data_seeds=dseeds, method=method)
+    results = train_stacked(models, data, config, data_seeds=dseeds, method=method, device=device)
     used = results[0].method
     return Ensemble(models, results, seed_list, dseeds, used, time.perf_counter() - t0)

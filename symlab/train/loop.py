@@ -5,6 +5,7 @@ Deliberately readable; :mod:`symlab.train.ensemble` trains N models at once with
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from symlab.data import Dataset
+from symlab.device import resolve_device
 from symlab.errors import TrainingError
 
 from .batches import BatchOrder
@@ -21,6 +23,8 @@ from .progress import progress_bar
 from .result import TrainResult, epoch_means, evaluate
 
 __all__ = ["final_metrics", "step_range", "train"]
+
+log = logging.getLogger(__name__)
 
 
 def step_range(config: TrainConfig, data: Dataset, start_step: int, stop_at: int | None) -> int:
@@ -63,6 +67,7 @@ def train(
     start_step: int = 0,
     stop_at: int | None = None,
     optimizer_state: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` and report losses and final metrics.
 
@@ -71,10 +76,13 @@ def train(
     init can be trained under different SGD noise (Frankle et al. 2020). ``start_step``,
     ``stop_at`` and ``optimizer_state`` resume or stop a run part-way (the learning-rate schedule
     and batch order are those of the full run). Entries of a W-asymmetric layer's ``weight``
-    where ``mask == 0`` (Lim et al. 2024) stay exactly unchanged.
+    where ``mask == 0`` (Lim et al. 2024) stay exactly unchanged. ``device`` (``"cpu"``,
+    ``"cuda"``, ...) moves the model there first (in place); by default it trains where the
+    model's parameters are.
 
     Raises:
         DataError: the data do not fit the model (shape, label range).
+        DeviceError: ``device`` is not available here.
         TrainingError: the loss became NaN or infinite (the message names the step).
 
     >>> from symlab.data import load
@@ -85,11 +93,15 @@ def train(
     (20, 20, 5)
     """
     config = config or TrainConfig()
+    if device is not None:
+        model.to(resolve_device(device))
     kind = loss_kind(config, data)
     end = step_range(config, data, start_step, stop_at)
     total = config.total_steps(data.n_train)
     check_fit(model, model, data, kind)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if data.x_train.device != device:
+        data = data.to(device)
     x, y = data.x_train.to(device), data.y_train.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(config, params)
@@ -122,6 +134,9 @@ def train(
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
     train_loss, train_acc, test_loss, test_acc = final_metrics(model, data, kind)
+    log.info("trained %s for %d steps on %s in %.1f s: train loss %.4g",
+             type(model).__name__, end - start_step, device, time.perf_counter() - t0,
+             train_loss)  # fmt: skip
     return TrainResult(
         step_losses=losses,
         epoch_losses=epoch_means(losses, start_step, order.steps_per_epoch),

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from symlab.data import Dataset
-from symlab.errors import DataError
 
 from .checks import per_run_loss
 
@@ -39,6 +38,8 @@ class TrainResult:
     >>> r = sl.train.train(torch.nn.Linear(3, 2), data, cfg)
     >>> r.steps, len(r.step_losses)
     (3, 3)
+    >>> repr(r).startswith("TrainResult(single: steps=3 train_loss=")
+    True
     """
 
     step_losses: torch.Tensor
@@ -52,6 +53,17 @@ class TrainResult:
     seconds: float
     optimizer_state: dict[str, Any] | None = field(default=None, repr=False)
     method: str = "single"
+
+    def __repr__(self) -> str:
+        """Short: the final metrics and the sizes of the loss records, not the tensors."""
+        last = (
+            f", last step loss {float(self.step_losses[-1]):.4g}" if len(self.step_losses) else ""
+        )
+        return (
+            f"TrainResult({self.method}: {self.summary()}, {self.seconds:.2f} s; "
+            f"step_losses [{len(self.step_losses)}]{last}, epoch_losses "
+            f"[{len(self.epoch_losses)}], data_seed={self.data_seed})"
+        )
 
     def summary(self) -> str:
         """One line: final losses and accuracies."""
@@ -107,11 +119,9 @@ def evaluate(
     True
     """
     kind = kind or ("cross_entropy" if data.task == "classification" else "mse")
-    if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}")
-    x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
-    if len(x) == 0:
-        raise DataError(f"data set {data.name!r} has no {split} examples to evaluate on")
+    x, y = data.tensors(split)
+    device = next((p.device for p in model.parameters()), x.device)
+    x, y = x.to(device), y.to(device)
     was_training = model.training
     model.eval()
     try:

@@ -13,7 +13,7 @@ global RNG untouched); asymmetric ones also take ``mask_seed`` (masks, fixed val
 (2, 10)
 """
 
-from symlab.nn.zoo.asym_conv import FiGLU2d, WAsymConv2d
+from symlab.nn.asymmetric_conv import FiGLU2d, WAsymConv2d
 from symlab.nn.zoo.asym_resnet import (
     WASYM_RESNET20_PRESETS,
     AsymPreset,

@@ -29,7 +29,7 @@ from types import MappingProxyType
 from torch import nn
 
 from symlab.nn.asymmetric import WAsymLinear
-from symlab.nn.zoo.asym_conv import FiGLU2d, WAsymConv2d
+from symlab.nn.asymmetric_conv import FiGLU2d, WAsymConv2d
 from symlab.nn.zoo.resnet import ResNet20, ResNetLayers
 from symlab.seeding import child_seed
 

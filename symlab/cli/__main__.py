@@ -1,0 +1,5 @@
+"""``python -m symlab.cli``: the ``symlab`` command line."""
+
+from symlab.cli import main
+
+main()

@@ -1,0 +1,336 @@
+"""The torch.export fallback: an exported graph rewritten as a torch-level torch.fx graph.
+
+torch.fx traces with symbolic sizes, so Python code on sizes (``assert t <= self.block_size``,
+``if x.shape[-1] > 8:``, ``float(x.size(-1))``) stops it. When it does,
+:func:`export_graph` runs ``torch.export.export(model, inputs, strict=False)`` (eval mode,
+no gradients): sizes are then the numbers of the example input and such code simply runs. The
+exported aten-level graph is rewritten into an ``fx.Graph`` over the *original* model, so that
+the rest of the torch.fx front-end (shape propagation, the converter, the attention matcher,
+the ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` macros) reads it unchanged:
+
+* the ops of one call of a module symlab treats as a leaf (the tracer's own test: registered
+  module ops, macros, declared leaves, torch.nn modules) collapse into one ``call_module`` node
+  with the arguments of that call (:mod:`symlab.frontend.export_calls`); a tuple it returns is
+  read with ``getitem`` (attention's ``(out, weights)``);
+* parameters and buffers read outside leaf modules become ``get_attr`` nodes (``x + self.pos``);
+* every other aten op becomes the torch function or tensor method of
+  :data:`symlab.frontend.export_aten.ATEN` (or stays itself when registered with
+  ``register_function``); tensors computed from constants alone (``torch.triu(torch.ones(t,
+  t))``) become constants, as torch.fx computes them while tracing; in-place ops are read out
+  of place when nothing else sees the write; any other op is refused with
+  :class:`~symlab.errors.UnsupportedOpError`.
+
+Data-dependent control flow (an ``if`` on tensor *values*) stops both front-ends; the
+:class:`~symlab.errors.TraceError` then says so with both reasons.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.export.graph_signature import InputKind, OutputKind
+from torch.utils import _pytree as pytree
+
+from symlab.errors import TraceError, UnsupportedOpError
+from symlab.frontend.export_aten import FIRST_OF_PAIR, rewrite
+from symlab.frontend.export_calls import Group, LeafCalls
+from symlab.frontend.functions import USER_FUNCS
+from symlab.frontend.fxutil import flat_nodes, where
+from symlab.modes import eval_mode
+
+__all__ = ["export_graph"]
+
+_LITERALS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format)
+
+
+def export_graph(model: nn.Module, inputs: tuple[Any, ...], fx_error: Exception) -> fx.Graph:
+    """The torch-level ``fx.Graph`` of ``model`` on ``inputs``, through ``torch.export``.
+
+    ``fx_error`` is why torch.fx failed; when export fails too, the :class:`TraceError` gives
+    both reasons.
+
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.fc = nn.Linear(3, 2)
+    ...     def forward(self, x):
+    ...         assert x.shape[-1] == 3  # stops torch.fx, not torch.export
+    ...         return torch.relu(self.fc(x))
+    >>> g = export_graph(Net(), (torch.randn(4, 3),), fx_error=RuntimeError("fx failed"))
+    >>> [(n.op, n.target) for n in g.nodes][1]
+    ('call_module', 'fc')
+    >>> [n for n in g.nodes][2].target is torch.relu
+    True
+    """
+    with eval_mode(model), torch.no_grad():
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # export prints partial graphs
+                ep = torch.export.export(model, inputs, strict=False)
+        except Exception as e:  # export raises many types; each means "cannot export"
+            raise _both_failed(model, fx_error, e) from e
+        return _Rewriter(model, ep, inputs).run()
+
+
+def _brief(e: BaseException) -> str:
+    text = " ".join(str(e).strip().split("\n", 1)[0].split())
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _both_failed(model: nn.Module, fx_error: Exception, export_error: Exception) -> TraceError:
+    return TraceError(
+        f"neither torch.fx nor torch.export could trace {type(model).__name__}. "
+        f"torch.fx: {_brief(fx_error)}. torch.export: {_brief(export_error)}. This usually means "
+        "data-dependent control flow (an `if` on tensor values). Remove the branch (or write it "
+        "with torch.where / torch.cond and register a rule for that op), declare the module as a "
+        "leaf with a rule (symlab.frontend.fx.declare_leaf, symlab.frontend.modules."
+        "register_module_op and @symlab.symmetry.rule), or describe the architecture with an "
+        "ArchGraph / symlab builders"
+    )
+
+
+def _unmapped(node: fx.Node, what: str, fix: str | None = None) -> UnsupportedOpError:
+    fix = fix or (
+        "Give the op a rule with @symlab.symmetry.rule('<op>') and map it with "
+        f"symlab.frontend.fx.register_function({_op_name(node)}, '<op>'), or move the code "
+        "into a module registered with symlab.frontend.modules.register_module_op and "
+        "symlab.frontend.fx.declare_leaf"
+    )
+    return UnsupportedOpError(
+        f"node {node.name!r} of the torch.export graph: {what}{where(node)}. (torch.fx could "
+        "not trace this model, so symlab read it through torch.export.) symlab never assumes "
+        f"an unknown op is harmless. {fix}"
+    )
+
+
+def _op_name(node: fx.Node) -> str:
+    name = getattr(node.target, "_schema", None)
+    if name is None:
+        return str(node.target)
+    ns, op = name.name.split("::")
+    return f"torch.ops.{ns}.{op}.{name.overload_name or 'default'}"
+
+
+class _Rewriter:
+    def __init__(self, model: nn.Module, ep: Any, inputs: tuple[Any, ...]) -> None:
+        self.ep = ep
+        self.calls = LeafCalls(model, ep, inputs)
+        self.graph = fx.Graph()
+        self.env: dict[fx.Node, Any] = {}
+        self.live: set[fx.Node] = set()  # nodes computed from a user input
+        self.pure: set[fx.Node] = {  # nodes computed from constants alone
+            n for n in ep.graph.nodes
+            if n.op == "placeholder" and self.calls.kind[n.name][0] == InputKind.CONSTANT_TENSOR
+        }  # fmt: skip
+
+    # -- emitting the torch-level graph --------------------------------------------------------
+    def arg(self, a: Any, user: fx.Node) -> Any:
+        def one(n: fx.Node) -> Any:
+            if n in self.env:
+                return self.env[n]
+            if n.op == "placeholder":
+                return self.placeholder_attr(n)
+            if n in self.calls.group_of:
+                raise TraceError(
+                    f"node {user.name!r} reads the inside of the call of "
+                    f"{self.calls.group_of[n].path!r} before the call ends; symlab cannot "
+                    "collapse that call into one op"
+                )
+            raise TraceError(f"node {user.name!r} reads {n.name!r} before it is computed")
+
+        return fx.node.map_arg(a, one)
+
+    def placeholder_attr(self, node: fx.Node) -> fx.Node:
+        kind, target = self.calls.kind[node.name]
+        if kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            new = self.graph.get_attr(target)
+        elif kind == InputKind.CONSTANT_TENSOR and isinstance(
+            self.ep.constants[target], torch.Tensor
+        ):
+            new = self.graph.call_function(_constant(self.ep.constants[target]))
+        else:
+            raise _unmapped(node, f"an input of kind {kind}")
+        self.env[node] = new
+        return new
+
+    def emit(self, node: fx.Node, kind: str, target: Any, args: tuple, kwargs: dict) -> fx.Node:
+        new = self.graph.create_node(kind, target, args, kwargs)
+        if node.meta.get("stack_trace"):
+            new.meta["stack_trace"] = node.meta["stack_trace"]
+        return new
+
+    def emit_group(self, g: Group) -> None:
+        args, kwargs, out = g.call
+        leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        what = f"module {g.path!r} ({type(g.module).__name__})"
+        used: set[fx.Node] = set()
+
+        def to_node(t: Any) -> Any:
+            if isinstance(t, torch.Tensor):
+                if len(leaves) == 1 and len(g.inputs) == 1:
+                    src = g.inputs[0]
+                else:
+                    src = self.calls.match(t, g.inputs, f"an argument of {what}")
+                used.add(src)
+                return self.arg(src, g.nodes[0])
+            if not isinstance(t, (*_LITERALS, slice)):
+                raise TraceError(f"{what} is called with a {type(t).__name__}: not traceable")
+            return t
+
+        new_args, new_kwargs = pytree.tree_map(to_node, (tuple(args), dict(kwargs)))
+        if set(g.inputs) - used:
+            names = sorted(n.name for n in set(g.inputs) - used)
+            raise UnsupportedOpError(
+                f"{what} reads tensors that are not its arguments ({', '.join(names)}): for "
+                "instance another module's weights (weight sharing); symlab cannot map that call"
+            )
+        for n in g.nodes:  # a module writing in place into its argument (ReLU(inplace=True))
+            if n.args and n.args[0] in g.inputs and _writes(n):
+                _check_private_write(n)
+        call_node = self.emit(g.nodes[0], "call_module", g.path, new_args, new_kwargs)
+        if isinstance(out, torch.Tensor):
+            if len(g.outputs) > 1:
+                raise TraceError(f"{what} returns one tensor but the graph reads several of its")
+            self.env.update(dict.fromkeys(g.outputs, call_node))
+            return
+        if not isinstance(out, tuple | list) or any(
+            not isinstance(o, torch.Tensor | None) for o in out
+        ):
+            raise TraceError(f"{what} returns a {type(out).__name__}: only tensors and tuples")
+        for o in g.outputs:
+            i = self.calls.output_index(o, tuple(out), what)
+            self.env[o] = self.graph.call_function(operator.getitem, (call_node, i))
+
+    def emit_op(self, node: fx.Node) -> None:
+        target, packet = node.target, _packet(node)
+        in_place = getattr(packet, "__name__", "").endswith("_")
+        if not node.users and not in_place:
+            return  # dead: the indices of a max pool, an assertion on metadata
+        packet = self.out_of_place(node, packet)
+        if all(a in self.pure for a in flat_nodes((node.args, node.kwargs))):
+            self.pure.add(node)  # reads no input, parameter or buffer: a constant
+            value = self.calls.value(node)
+            if isinstance(value, torch.Tensor):
+                self.env[node] = self.graph.call_function(_constant(value))
+            return
+        if target is operator.getitem:
+            src = node.args[0]
+            if isinstance(src, fx.Node) and _packet(src) in FIRST_OF_PAIR:
+                if node.args[1] != 0:
+                    raise _unmapped(node, f"the indices returned by {_op_name(src)}",
+                                    "Use the pooled values only.")  # fmt: skip
+                self.env[node] = self.env[src]
+                return
+            self.env[node] = self.emit(node, "call_function", operator.getitem,
+                                       self.arg(node.args, node), {})  # fmt: skip
+            return
+        if target in USER_FUNCS or packet in USER_FUNCS:  # registered with register_function
+            self.env[node] = self.emit(node, "call_function", target,
+                                       *self.arg((node.args, node.kwargs), node))  # fmt: skip
+            return
+        args, kwargs = self.arg((tuple(node.args), dict(node.kwargs)), node)
+        call = rewrite(packet, args, kwargs) if packet is not None else None
+        if call is None and not (set(flat_nodes((node.args, node.kwargs))) & self.live):
+            # computed from parameters or buffers alone: torch.fx would read these ops too
+            self.env[node] = self.emit(node, "call_function", target, args, kwargs)
+            return
+        if call is None:
+            raise _unmapped(node, f"the aten op {_op_name(node)} has no mapping to a symlab op")
+        kind, new_target, new_args, new_kwargs = call
+        if kind == "forward":
+            self.env[node] = new_args[0]
+        else:
+            self.env[node] = self.emit(node, kind, new_target, new_args, new_kwargs)
+
+    def out_of_place(self, node: fx.Node, packet: Any) -> Any:
+        """The out-of-place op of an in-place one (``relu_`` → ``relu``), when that is exact:
+        the mutated tensor is no input, no view, and read by nothing else (no view of it can
+        see the mutation)."""
+        name = getattr(packet, "__name__", "")
+        if not name.endswith("_") or name.startswith("_") or not hasattr(torch.ops.aten, name[:-1]):
+            return packet
+        _check_private_write(node)
+        return getattr(torch.ops.aten, name[:-1])
+
+    def run(self) -> fx.Graph:
+        last = {g.nodes[-1] for g in self.calls.groups.values()}
+        outputs = [
+            s.arg.name for s in self.ep.graph_signature.output_specs
+            if s.kind == OutputKind.USER_OUTPUT
+        ]  # fmt: skip
+        for node in self.ep.graph.nodes:
+            if node.op == "placeholder":
+                if self.calls.kind[node.name][0] == InputKind.USER_INPUT:
+                    self.env[node] = self.graph.placeholder(node.name)
+                    self.live.add(node)
+            elif node.op == "output":
+                by_name = {n.name: n for n in flat_nodes(node.args)}
+                res = [self.arg(by_name[name], node) for name in outputs]
+                self.graph.output(res[0] if len(res) == 1 else tuple(res))
+            elif node in self.calls.group_of:
+                g = self.calls.group_of[node]
+                if node in last:
+                    self.emit_group(g)
+                    if any(i in self.live for i in g.inputs):
+                        self.live.update(g.nodes)
+            else:
+                self.emit_op(node)
+                if set(flat_nodes((node.args, node.kwargs))) & self.live:
+                    self.live.add(node)
+        self.graph.lint()
+        return self.graph
+
+
+def _check_private_write(node: fx.Node) -> None:
+    """Refuse the in-place op ``node`` unless nothing but it reads the tensor it writes."""
+    src = node.args[0]
+    if not isinstance(src, fx.Node) or len(src.users) != 1 or _may_alias(src):
+        raise UnsupportedOpError(
+            f"node {node.name!r} of the torch.export graph: the in-place op {_op_name(node)} "
+            f"writes a tensor that other tensors may share{where(node)}; symlab reads "
+            "in-place ops as out-of-place ones only when nothing else can see the write. "
+            "Write it out of place (y = y + 1 instead of y += 1)"
+        )
+
+
+def _may_alias(node: fx.Node) -> bool:
+    """Whether ``node``'s tensor may share memory with another tensor of the graph: it is an
+    input, a view (per the op's schema), or written in place over such a tensor."""
+    while True:
+        schema = getattr(node.target, "_schema", None)
+        if node.op != "call_function" or schema is None or not schema.returns:
+            return True  # an input, a parameter, a piece of a split: assume shared
+        alias = schema.returns[0].alias_info
+        if alias is None:
+            return False  # a fresh tensor
+        if not alias.is_write or not isinstance(node.args[0], fx.Node):
+            return True  # a view of its input
+        node = node.args[0]  # in place over its input: that input must be unshared too
+        if len(node.users) != 1:
+            return True
+
+
+def _constant(value: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A graph function returning ``value``: what torch.fx makes of a tensor computed from no
+    traced value (``torch.triu(torch.ones(t, t))``), a constant the converter keeps fixed."""
+
+    def constant() -> torch.Tensor:
+        return value
+
+    return constant
+
+
+def _writes(node: fx.Node) -> bool:
+    schema = getattr(node.target, "_schema", None)
+    returns = schema.returns if schema is not None else []
+    return bool(returns) and returns[0].alias_info is not None and returns[0].alias_info.is_write
+
+
+def _packet(node: fx.Node) -> Any:
+    return getattr(node.target, "overloadpacket", None)

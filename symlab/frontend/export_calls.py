@@ -1,0 +1,181 @@
+"""The calls of leaf modules in a ``torch.export`` graph, and what each call reads and returns.
+
+torch.export traces *into* every module; every node keeps the stack of modules it ran in
+(``meta["nn_module_stack"]``). :class:`LeafCalls` groups the nodes of one call of each module
+symlab treats as a leaf (the outermost one, by the torch.fx tracer's own test) and records, with
+forward hooks on one eager run, the arguments and outputs of that call. Tensors are matched to
+graph nodes by position when a call reads one tensor, else by value: the exported graph is
+run on the example input (:meth:`LeafCalls.value`) and each argument is the node holding the
+same values. Used by :mod:`symlab.frontend.export`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.export.graph_signature import InputKind
+
+from symlab.errors import TraceError
+from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.tracer import Tracer
+
+__all__ = ["Group", "LeafCalls"]
+
+Call = tuple[Any, Any, Any]  # (args, kwargs, output) of one module call
+
+
+class Group:
+    """The export nodes of one call of one leaf module."""
+
+    def __init__(self, path: str, module: nn.Module) -> None:
+        self.path, self.module = path, module
+        self.nodes: list[fx.Node] = []
+        self.inputs: list[fx.Node] = []  # tensors read from outside, in order of first use
+        self.outputs: list[fx.Node] = []  # nodes read from outside
+        self.call: Call = ((), {}, None)
+
+
+class LeafCalls:
+    """The leaf-module calls of the exported program ``ep`` of ``model`` on ``inputs``.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    >>> x = torch.randn(2, 3)
+    >>> calls = LeafCalls(net, torch.export.export(net, (x,), strict=False), (x,))
+    >>> [(g.path, [n.name for n in g.inputs]) for g in calls.groups.values()]
+    [('0', ['input']), ('1', ['linear'])]
+    """
+
+    def __init__(self, model: nn.Module, ep: Any, inputs: tuple[Any, ...]) -> None:
+        self.model, self.ep, self.inputs = model, ep, inputs
+        self.kind: dict[str, tuple[InputKind, Any]] = {
+            s.arg.name: (s.kind, s.target) for s in ep.graph_signature.input_specs
+        }
+        self.groups: dict[str, Group] = {}  # by nn_module_stack key: one per call
+        self.group_of: dict[fx.Node, Group] = {}
+        self._leaf: dict[str, bool] = {}
+        self._values: dict[str, Any] | None = None
+        self._find_groups()
+        self._record_calls()
+
+    def state(self, kind: InputKind, target: str) -> torch.Tensor:
+        """The parameter or buffer ``target`` of the model."""
+        if kind == InputKind.PARAMETER:
+            return self.model.get_parameter(target)
+        return self.model.get_buffer(target)
+
+    def _leaf_of(self, node: fx.Node) -> tuple[str, str] | None:
+        """``(call key, module path)`` of the outermost leaf module ``node`` ran in."""
+        for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
+            if path and path not in self._leaf:
+                try:
+                    mod = self.model.get_submodule(path)
+                except AttributeError as e:
+                    raise TraceError(f"torch.export named a module {path!r} the model lacks") from e
+                self._leaf[path] = Tracer().is_leaf_module(mod, path)
+            if path and self._leaf[path]:
+                return key, path
+        return None
+
+    def _owned(self, group: Group, node: fx.Node) -> bool:
+        """Whether placeholder ``node`` is a parameter, buffer or constant of the call itself."""
+        kind, target = self.kind.get(node.name, (None, None))
+        if kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
+            return True
+        if kind not in (InputKind.PARAMETER, InputKind.BUFFER):
+            return False
+        tensor = self.state(kind, target)
+        return any(t is tensor for t in (*group.module.parameters(), *group.module.buffers()))
+
+    def _find_groups(self) -> None:
+        for node in self.ep.graph.nodes:
+            leaf = self._leaf_of(node) if node.op == "call_function" else None
+            if leaf is not None:
+                key, path = leaf
+                if key not in self.groups:
+                    self.groups[key] = Group(path, self.model.get_submodule(path))
+                self.groups[key].nodes.append(node)
+                self.group_of[node] = self.groups[key]
+        for g in self.groups.values():
+            for n in g.nodes:
+                for a in flat_nodes((n.args, n.kwargs)):
+                    if self.group_of.get(a) is not g and a not in g.inputs \
+                            and not (a.op == "placeholder" and self._owned(g, a)):  # fmt: skip
+                        g.inputs.append(a)
+                if any(self.group_of.get(u) is not g for u in n.users):
+                    g.outputs.append(n)
+
+    def _record_calls(self) -> None:
+        """Each group's ``(args, kwargs, output)``, from forward hooks on one eager run."""
+        by_module: dict[nn.Module, list[Call]] = {g.module: [] for g in self.groups.values()}
+
+        def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
+            by_module[mod].append((args, kwargs, None))
+
+        def post(mod: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+            by_module[mod][-1] = (*by_module[mod][-1][:2], out)
+
+        handles = [h for m in by_module for h in (
+            m.register_forward_pre_hook(pre, with_kwargs=True),
+            m.register_forward_hook(post, with_kwargs=True))]  # fmt: skip
+        try:
+            self.model(*[x.clone() for x in self.inputs])
+        finally:
+            for h in handles:
+                h.remove()
+        seen: dict[nn.Module, int] = {}
+        for g in self.groups.values():  # in graph order, which is call order
+            i = seen[g.module] = seen.get(g.module, -1) + 1
+            if i < len(by_module[g.module]):
+                g.call = by_module[g.module][i]
+        if any(len(by_module[m]) != i + 1 for m, i in seen.items()):
+            raise TraceError(
+                "the calls of a leaf module in the torch.export graph do not match its calls when "
+                "the model runs (is it also called inside another leaf module?)"
+            )
+
+    def value(self, node: fx.Node) -> Any:
+        """The value of ``node`` on the example input (the exported graph is run once)."""
+        if self._values is None:
+            flat, user = [], iter(self.inputs)
+            for spec in self.ep.graph_signature.input_specs:
+                if spec.kind == InputKind.USER_INPUT:
+                    flat.append(next(user).clone())
+                elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+                    flat.append(self.state(spec.kind, spec.target).clone())
+                else:
+                    flat.append(self.ep.constants[spec.target])
+            interp = fx.Interpreter(self.ep.graph_module, garbage_collect_values=False)
+            interp.run(*flat)
+            self._values = {n.name: v for n, v in interp.env.items()}
+        return self._values.get(node.name)
+
+    def match(self, tensor: torch.Tensor, candidates: list[fx.Node], what: str) -> fx.Node:
+        """The candidate whose value is ``tensor`` (the closest, within float32 rounding: the
+        eager run may take fused fast paths)."""
+        best, err = None, float("inf")
+        for c in candidates:
+            v = self.value(c)
+            if isinstance(v, torch.Tensor) and v.shape == tensor.shape and v.dtype == tensor.dtype:
+                d = (v.double() - tensor.double()).abs().max().item() if v.numel() else 0.0
+                if d < err:
+                    best, err = c, d
+        scale = float(tensor.double().abs().max()) if tensor.numel() else 0.0
+        if best is None or err > 1e-5 * (1.0 + scale):
+            raise TraceError(f"{what}: no tensor of the torch.export graph matches it")
+        return best
+
+    def output_index(self, node: fx.Node, out: tuple[Any, ...], what: str) -> int:
+        """Which element of the tuple ``out`` a call returned is ``node`` (shape, else value)."""
+        val = node.meta.get("val")
+        shape = tuple(val.shape) if isinstance(val, torch.Tensor) else None
+        hits = [i for i, t in enumerate(out)
+                if isinstance(t, torch.Tensor) and tuple(t.shape) == shape]  # fmt: skip
+        if len(hits) > 1:
+            v = self.value(node).double()
+            hits = [i for i in hits if torch.allclose(out[i].double(), v, rtol=1e-5, atol=1e-6)]
+        if len(hits) != 1:
+            raise TraceError(f"{what}: cannot tell which of its outputs the graph reads")
+        return hits[0]
