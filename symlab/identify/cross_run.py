@@ -276,9 +276,9 @@ def function_class_identifiability(
     """
     from symlab.api import symmetries
 
+    check_inputs(model_a, x, argument="x", model_name="model_a")
     if G is None:
         G = symmetries(model_a, x[:2])
-    check_inputs(model_a, x, argument="x", model_name="model_a")
     layers = function_class_layers(model_a, G)
     ca, cb = (_gauge_free(model_a, G), _gauge_free(model_b, G)) if gauges else (model_a, model_b)
     io_a, io_b = layer_io(ca, x, layers), layer_io(cb, x, layers)
