@@ -284,6 +284,18 @@ def test_effective_matching_moves_functions_across_masks_to_a_fixed_point():
     assert again.layers["layers.0.linear"].moved == 0
 
 
+def test_a_re_masked_copy_is_moved_back_into_a_s_slots():
+    """B: A's units re-indexed together with their masks (the same function, another mask
+    layout). Effective matching expresses B in A's architecture, which gives A back."""
+    a = _wasym(kappa=0.0, nf=2, widths=(6, 8, 3), seed=7)
+    b = _permuted_with_masks(a, torch.tensor([3, 1, 0, 7, 2, 6, 4, 5]))
+    x = _x(128, 6, 7)
+    eff = sl.align.effective_matching(a, b, x)
+    assert eff.layers["layers.0.linear"].moved > 0 and eff.residual < 1e-8
+    for k, v in a.state_dict().items():
+        torch.testing.assert_close(eff.state_dict[k], v, atol=1e-7, rtol=1e-6)
+
+
 def test_effective_alignment_beats_structural_on_the_masked_sandbox():
     """The gap that is the paper's thesis: masked runs at low coherence are connected after
     effective alignment; structural alignment cannot move their units."""

@@ -29,6 +29,9 @@ often contains another unit's function. Effective matching uses that:
    the same way (the output layer without a permutation), so the next layer's columns follow;
 4. the result is mapped back into A's gauge (the inverse of A's canonicalising element).
 
+B's result lives in A's architecture: where B's masks, fixed parts or gates differ from A's (a
+re-masked copy), A's are used and every function is re-realised in A's slots.
+
 On the support the re-realised function equals B's up to what lies off the support (set by
 ``explained_variance``; by default the support is the data's whole span, so nothing does) or
 outside a slot's class: ``residual`` reports the relative change of B's outputs on the data,
@@ -280,8 +283,13 @@ def effective_matching(
     matched = set(function_class_layers(ca, G))
     io_a, io_b = layer_io(ca, x, order), layer_io(cb, x, order)
     build = _Builder(cb, G)
+    # B' lives in A's architecture: A's masks, fixed parts and gates define the slots
+    fixed = [k for k, (_, spec) in G.graph.state_keys().items() if spec.kind == "fixed"]
+    foreign = [k for k in fixed if not torch.equal(sd_a[k], sd_b[k])]
+    if foreign:
+        build.model.load_state_dict({**build.model.state_dict(), **{k: sd_a[k] for k in foreign}})
     layers: dict[str, EffectiveLayer] = {}
-    changed = False
+    changed = bool(foreign)
     for name in order:
         z_b = io_b[name][1].double()  # B's functions (pre-activations), B's unit order
         x_cur, z_cur = layer_io(build.model, x, [name])[name]
