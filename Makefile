@@ -1,7 +1,10 @@
-# `make test` and `make demo` build .venv on first use (torch 2.13.0 CPU first, then the project).
+# `make test` and `make demo` build .venv on first use (torch 2.13.0 CPU first, then the project
+# with torch pinned by a constraints file, so that no dependency — torchvision, timm,
+# transformers — can upgrade it).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
+PIN := $(VENV)/constraints.txt
 
 .PHONY: test demo bench lint format clean
 
@@ -9,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	echo "torch==2.13.0" > $(PIN)
+	$(PIP) install -q -c $(PIN) -e '.[test]'
 	touch $@
 
 test: $(VENV)/.installed
@@ -21,7 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) -m symlab.demo
 
 bench: $(VENV)/.installed
-	$(PIP) install -q -e '.[bench]'
+	$(PIP) install -q -c $(PIN) -e '.[bench]'
 	$(PY) -m benchmarks
 
 lint: $(VENV)/.installed

@@ -1,72 +1,32 @@
 """P5: realisation cost C and swap cost T for a 512-wide W-asymmetric layer, k = 64, 5 000 points.
 
-Goals (issue 17, item 4): C and T under 0.15 s on one core (the mask rows have few zeros, so
+Goals (issue 17, item 4): C and T under 0.15 s on one core — the mask rows have few zeros, so
 ``S_i = UᵀU − U_Zᵀ U_Z`` is formed from a gather instead of an (n, d, k) product, and C for all
-pairs is one matrix product of the Grams' inverses); the support through the ``d × d`` Gram's
-eigendecomposition instead of a thin SVD of the 5 000 × 512 inputs.
+pairs is one matrix product of the Grams' inverses — and the support through the ``d × d``
+Gram's eigendecomposition instead of a thin SVD of the 5 000 × 512 inputs.
 
-Baselines, timed in the same process with rounds interleaved (one thread for torch, BLAS and
-OpenMP, set with threadpoolctl and restored): the previous implementation (the (n, d, k) Gram
-and a batched eigendecomposition for every unit), the thin SVD, and a per-pair least-squares
-loop (one least-norm solve per (i, j) pair, timed on 200 pairs and extrapolated to all 512²).
+Baselines, in the same rounds (``benchmarks/_harness.py``: one thread for torch, BLAS and
+OpenMP, interleaved rounds, median [min–max]): the previous implementation (the (n, d, k) Gram
+and an eigendecomposition per unit, all pairs through an (n, k, m) temporary), the thin SVD, and
+a per-pair least-squares loop (one least-norm solve per (i, j) pair, 200 pairs, extrapolated to
+all 512²).
 """
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
-from symlab.identify import function_classes_from_weights, support
+from benchmarks._harness import header, interleave, load, ratio, spread
+from symlab.identify import Support, function_classes_from_weights, support
 from symlab.nn import WAsymLinear
 
-N_UNITS, D, K, SAMPLES = 512, 512, 64, 5000
+N_UNITS, D, K, SAMPLES, PAIRS = 512, 512, 64, 5000, 200
 
 
-def one_thread() -> object:
-    """A context that runs torch, BLAS and OpenMP on one thread and restores them after."""
-    from contextlib import contextmanager
-
-    from threadpoolctl import threadpool_limits
-
-    @contextmanager
-    def ctx():
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with threadpool_limits(1):
-                yield
-        finally:
-            torch.set_num_threads(before)
-
-    return ctx()
-
-
-def interleaved(fns: dict[str, Callable[[], object]], rounds: int = 5) -> dict[str, list[float]]:
-    """Wall times of every function over ``rounds``, alternating within each round."""
-    for fn in fns.values():
-        fn()  # warm-up
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t0)
-    return out
-
-
-def show(times: list[float]) -> str:
-    return f"{statistics.median(times):7.3f} s [{min(times):.3f}–{max(times):.3f}]"
-
-
-def previous_costs(layer: WAsymLinear, s: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """The implementation before issue 17: the (n, d, k) Gram and an eigendecomposition per
-    unit, all pairs through an (n, k, m) temporary."""
-    w, d, f = layer.weight.double(), layer.mask.double(), layer.fixed.double()
+def previous_costs(layer: WAsymLinear, s: Support) -> tuple[torch.Tensor, torch.Tensor]:
+    """The implementation before issue 17 (for timing and equality)."""
+    w, d, f = layer.weight.detach().double(), layer.mask.double(), layer.fixed.double()
     U = s.U.double()
     v = f @ U
     S = torch.matmul((d[:, :, None] * U[None]).transpose(1, 2), U)
@@ -83,57 +43,68 @@ def previous_costs(layer: WAsymLinear, s: object) -> tuple[torch.Tensor, torch.T
 
 
 def run() -> None:
+    header("P5: realisation cost C and swap cost T, n = 512, k = 64, 5 000 points")
     torch.manual_seed(0)
     layer = WAsymLinear(D, N_UNITS, num_fixed=64, kappa=1.0, seed=0, init_seed=0)
     x = torch.randn(SAMPLES, D, dtype=torch.float64)
-    print(f"load average {os.getloadavg()[0]:.1f}; one thread for torch, BLAS and OpenMP")
-    with one_thread():
-        s = support(x, k=K)
+    s = support(x, k=K)
+    U = s.U.numpy()
+    Dm, F = layer.mask.double().numpy(), layer.fixed.double().numpy()
+    A = function_classes_from_weights(layer.weight, s, layer.mask, layer.fixed).a.numpy()
+    pairs = np.random.default_rng(0).integers(0, N_UNITS, size=(PAIRS, 2))
 
-        def symlab_ct() -> None:
-            fc = function_classes_from_weights(layer.weight, s, layer.mask, layer.fixed)
-            fc.realization_cost()
-            fc.swap_cost()
-
-        def svd() -> None:
-            xc = x - x.mean(0)
-            torch.linalg.svd(xc, full_matrices=False)
-
-        t = interleaved(
-            {
-                "support (Gram eigh)": lambda: support(x, k=K),
-                "support (thin SVD, before)": svd,
-                "C and T": symlab_ct,
-                "C and T (previous)": lambda: previous_costs(layer, s),
-            }
-        )
+    def c_and_t() -> None:
         fc = function_classes_from_weights(layer.weight, s, layer.mask, layer.fixed)
-        C, T = fc.realization_cost(), fc.swap_cost()
-        C0, _ = previous_costs(layer, s)
-        fin = torch.isfinite(C0)
-        err = float(((C - C0)[fin].abs() / C0[fin].abs().clamp_min(1e-12)).max())
-        U = s.U.numpy()
-        Dm, F, A = layer.mask.double().numpy(), layer.fixed.double().numpy(), fc.a.numpy()
-        pairs = np.random.default_rng(0).integers(0, N_UNITS, size=(200, 2))
-        t0 = time.perf_counter()
+        fc.realization_cost()
+        fc.swap_cost()
+
+    def svd() -> None:
+        torch.linalg.svd(x - x.mean(0), full_matrices=False)
+
+    def loop() -> None:
         for i, j in pairs:
-            M = U.T * Dm[i][None, :]
-            w, *_ = np.linalg.lstsq(M, A[j] - U.T @ F[i], rcond=None)
+            w, *_ = np.linalg.lstsq(U.T * Dm[i][None, :], A[j] - U.T @ F[i], rcond=None)
             float(w @ w)
-        t_loop = (time.perf_counter() - t0) / len(pairs) * N_UNITS * N_UNITS
-    for k, v in t.items():
-        print(f"{k:<30} {show(v)}")
-    ct, prev = statistics.median(t["C and T"]), statistics.median(t["C and T (previous)"])
-    sup, sv = (
-        statistics.median(t["support (Gram eigh)"]),
-        statistics.median(t["support (thin SVD, before)"]),
+
+    t = interleave(
+        {
+            "support (Gram eigh)": lambda: support(x, k=K),
+            "support (thin SVD, before)": svd,
+            "C and T": c_and_t,
+            "C and T (previous)": lambda: previous_costs(layer, s),
+            "loop": loop,
+        }
+    )
+    print("  5 interleaved rounds after a warm-up; median [min–max]")
+    for name in (
+        "support (Gram eigh)",
+        "support (thin SVD, before)",
+        "C and T",
+        "C and T (previous)",
+    ):
+        print(f"    {name:<28} {t[name]}")
+    ct = t["C and T"]
+    print(
+        f"    C and T: goal < 0.15 s: wall {ct.median:.3f} s (ratio to goal "
+        f"{ct.median / 0.15:.2f}); previous / new {ratio(t['C and T (previous)'], ct)}"
     )
     print(
-        f"C and T: goal < 0.15 s → ratio to goal {ct / 0.15:.2f}; {prev / ct:.1f}× faster than "
-        f"before; {t_loop / ct:,.0f}× the per-pair lstsq loop (extrapolated {t_loop:.1f} s)"
+        "    support: thin SVD / Gram "
+        + ratio(t["support (thin SVD, before)"], t["support (Gram eigh)"])
     )
-    print(f"support: {sv / sup:.1f}× faster than the thin SVD")
+    scale = N_UNITS**2 / PAIRS
+    speedups = [lp * scale / b for lp, b in zip(t["loop"].wall, ct.wall, strict=True)]
     print(
-        f"equal to the previous implementation: max relative difference of C {err:.1e}; "
+        f"    per-pair lstsq loop extrapolated to {N_UNITS}² pairs / new: "
+        + spread(speedups, "×", 0)
+    )
+    fc = function_classes_from_weights(layer.weight, s, layer.mask, layer.fixed)
+    C, T = fc.realization_cost(), fc.swap_cost()
+    C0, _ = previous_costs(layer, s)
+    fin = torch.isfinite(C0)
+    err = float(((C - C0)[fin].abs() / C0[fin].abs().clamp_min(1e-12)).max())
+    print(
+        f"    equal to the previous implementation: max relative difference of C {err:.1e}; "
         f"finite C entries {int(torch.isfinite(C).sum())}/{N_UNITS**2}, T {tuple(T.shape)}"
     )
+    print(f"  {load()}")

@@ -7,19 +7,19 @@ Torch-Pruning runs one forward pass of the example input with autograd; symlab r
 the shapes, without computing convolutions where no op looks at values (symlab.frontend.shapes).
 The input is small (1×3×64×64 images, 1×16 tokens) so that the structural work, not
 convolution arithmetic, dominates. The machine may be shared: the two tools run alternately
-(so that a change of load hits both) and the medians of 7 runs are compared.
+on one thread (``benchmarks/_harness.py``: so that a change of load hits both) and the medians
+of 7 rounds are compared.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 import symlab as sl
+from benchmarks._harness import header, interleave, ratio
 
 REPEATS = 7
 
@@ -43,35 +43,28 @@ def _models() -> dict[str, tuple[nn.Module, torch.Tensor]]:
     }
 
 
-def _alternating_medians(fns: list[Callable[[], object]], repeats: int = REPEATS) -> list[float]:
-    """Median wall time of each of ``fns``, run in turn ``repeats`` times after one warm-up."""
-    times: list[list[float]] = [[] for _ in fns]
-    for fn in fns:
-        fn()
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
-
-
 def run() -> None:
-    torch.set_num_threads(1)
+    header("P1: derivation (trace + rules + group) vs Torch-Pruning's DependencyGraph")
     try:
         import torch_pruning as tp
     except ImportError:  # pragma: no cover - bench-only dependency
         tp = None
         print("torch-pruning not installed: `pip install -e '.[bench]'` to compare")
-    print(f"{'model':<32} {'symlab s':>9} {'TP s':>8} {'symlab/TP':>10} {'symlab/1s goal':>15}")
+    print(f"  {REPEATS} interleaved rounds after a warm-up; median [min–max]")
     for name, (model, x) in _models().items():
-        fns: list[Callable[[], object]] = [lambda m=model, x=x: sl.symmetries(m, x)]
+        fns: dict[str, Callable[[], object]] = {"symlab": lambda m=model, x=x: sl.symmetries(m, x)}
         if tp is not None:  # Torch-Pruning traces with autograd: gradients must be on
-            fns.append(
-                lambda m=model, x=x: tp.DependencyGraph().build_dependency(m, example_inputs=x)
+            fns["Torch-Pruning"] = lambda m=model, x=x: tp.DependencyGraph().build_dependency(
+                m, example_inputs=x
             )
-        t_sl, t_tp = [*_alternating_medians(fns), float("nan")][:2]
+        t = interleave(fns, rounds=REPEATS)
+        print(f"  {name}:")
+        for k, v in t.items():
+            print(f"    {k:<14} {v}")
+        if tp is not None:
+            print(f"    ratio symlab / Torch-Pruning: {ratio(t['symlab'], t['Torch-Pruning'])}")
+        sym = t["symlab"]
+        print(f"    symlab / 1 s goal: wall {sym.median:.2f}, CPU {sym.cpu_median:.2f}")
         G = sl.symmetries(model, x)
-        print(f"{name:<32} {t_sl:>9.3f} {t_tp:>8.3f} {t_sl / t_tp:>10.2f} {t_sl:>15.2f}")
-        print(f"  group: log10|G| = {G.log10_order:.1f}, dimension {G.dimension}, "
+        print(f"    group: log10|G| = {G.log10_order:.1f}, dimension {G.dimension}, "
               f"{len(G.permutation_spec())} permutation spaces")  # fmt: skip

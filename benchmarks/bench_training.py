@@ -6,11 +6,14 @@ parameters) FLOPs per example at the rate of a 2048² float32 matrix product mea
 with the same clock and thread count.
 Goal (issue 4): the vectorised path within 1.2× of the floor, ≥ 2.3× sequential throughput.
 
-Every path is timed on 1 and on 2 threads, in ROUNDS interleaved rounds (so that load from other
+Every path is timed on 1 thread (``SYMLAB_BENCH_THREADS=1,2`` adds 2 threads; on a shared
+machine two OpenMP threads wait for each other at every kernel and the 2-thread rows mostly
+measure the other tenants), torch/BLAS/OpenMP pinned by ``benchmarks/_harness.py``, in ROUNDS
+interleaved rounds (so that load from other
 processes on a shared machine hits every path alike), by two clocks: wall time and process CPU
 time. CPU time is what to read on a busy machine: it does not count the time the process waits
 for a core (on 2 threads it also counts the second thread, so the matmul rate is per core-second).
-Medians and minima over the rounds are printed. Also prints the accuracy each path reaches (paper
+Median [min–max] over the rounds are printed. Also prints the accuracy each path reaches (paper
 reference: MLP ≈ 68 % test accuracy) and the same for 16 W-asymmetric MLPs (Lim et al. 2024).
 """
 
@@ -30,6 +33,7 @@ from torch import nn
 
 import symlab.train.ensemble as _ensemble_mod
 import symlab.train.loop as _loop_mod
+from benchmarks._harness import fixed_threads, header, spread
 from symlab.data import Dataset, load
 from symlab.nn.asymmetric import WAsymLinear
 from symlab.train import BatchOrder, TrainConfig, build_model, train, train_ensemble
@@ -37,11 +41,13 @@ from symlab.train import BatchOrder, TrainConfig, build_model, train, train_ense
 WIDTHS = (40, 256, 256, 10)
 N_MODELS = 16
 CONFIG = TrainConfig(optimizer="adam", lr=1e-2, schedule="cosine", batch_size=128, epochs=30)
-TIMING_STEPS = 96  # three epochs
-ROUNDS = 6  # alternately by each clock
+TIMING_STEPS = 32  # one epoch
+ROUNDS = 4  # alternately by each clock
 #: thread counts to time; ``SYMLAB_BENCH_THREADS=1`` (comma-separated) restricts them — on an
 #: oversubscribed machine two OpenMP threads wait for each other at every kernel and crawl
-THREADS = tuple(int(t) for t in os.environ.get("SYMLAB_BENCH_THREADS", "1,2").split(","))
+THREADS = tuple(int(t) for t in os.environ.get("SYMLAB_BENCH_THREADS", "1").split(","))
+#: ``SYMLAB_BENCH_FULL=1`` adds full 30-epoch runs of every path and their test accuracies
+FULL = os.environ.get("SYMLAB_BENCH_FULL") == "1"
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 PATHS = ("vectorised (fast)", "vectorised (vmap)", "sequential", "W-asym vectorised")
 KAPPA = 0.1  # fixed values F ~ κ·N(0,1); Lim et al.'s κ = 1 pairs with LayerNorm
@@ -137,7 +143,6 @@ def _timings(data: Dataset, flops: float, threads: int) -> tuple[float, float]:
     """Print every path's time / floor on ``threads`` threads by both clocks (ROUNDS rounds,
     the clocks alternating); return the largest parameter and step-loss differences,
     vectorised vs sequential."""
-    torch.set_num_threads(threads)
     rates: dict[str, list[float]] = {c: [] for c in CLOCKS}
     ratios: dict[str, dict[str, list[float]]] = {c: {p: [] for p in PATHS} for c in CLOCKS}
     speedups: dict[str, list[float]] = {c: [] for c in CLOCKS}
@@ -145,8 +150,9 @@ def _timings(data: Dataset, flops: float, threads: int) -> tuple[float, float]:
     names = list(CLOCKS)
     for r in range(ROUNDS):
         c = names[r % len(names)]
-        rate = matmul_rate(CLOCKS[c])
-        times, d, g = _round(data, CLOCKS[c])
+        with fixed_threads(threads):
+            rate = matmul_rate(CLOCKS[c])
+            times, d, g = _round(data, CLOCKS[c])
         rates[c].append(rate)
         for p, t in times.items():
             ratios[c][p].append(t * rate / flops)  # time / floor, floor at this round's rate
@@ -160,15 +166,14 @@ def _timings(data: Dataset, flops: float, threads: int) -> tuple[float, float]:
             f"  {c} clock: matmul {med(rates[c]) / 1e9:.1f} GFLOP/s (median; best "
             f"{max(rates[c]) / 1e9:.1f}), compute floor {floor:.3f} s"
         )
-        print(f"    {'path':<20}{'median':>8}{'min':>8}{'model-steps/s':>15}")
+        print(f"    {'path':<20}{'time / floor, median [min–max]':>32}{'model-steps/s':>15}")
         for p in PATHS:
             v = ratios[c][p]
             steps_per_s = N_MODELS * TIMING_STEPS / (med(v) * floor)
-            print(f"    {p:<20}{med(v):>7.2f}×{min(v):>7.2f}×{steps_per_s:>15.0f}")
+            print(f"    {p:<20}{spread(v, '×', 2):>32}{steps_per_s:>15.0f}")
         print(
-            f"    throughput vectorised / sequential: median {med(speedups[c]):.2f}× "
-            f"(max {max(speedups[c]):.2f}×); vectorised / floor {med(ratios[c][PATHS[0]]):.2f}× "
-            "(goal ≤ 1.2×, ≥ 2.3× sequential)"
+            f"    throughput vectorised / sequential: {spread(speedups[c], '×', 2)}; "
+            "goal ≤ 1.2× floor, ≥ 2.3× sequential"
         )
     return drift, loss_gap
 
@@ -180,7 +185,9 @@ def run() -> None:
     order = BatchOrder(data.n_train, CONFIG.batch_size, [0], CONFIG.drop_last)
     examples = sum(order.indices(s).shape[1] for s in range(TIMING_STEPS)) * N_MODELS
     flops = 3 * 2 * matmul_flops * examples  # forward + backward of the timed steps
-    print(f"{N_MODELS} × MLP {'-'.join(map(str, WIDTHS))} on MNIST-1D, batch {CONFIG.batch_size}")
+    header(
+        f"P4: {N_MODELS} × MLP {'-'.join(map(str, WIDTHS))} on MNIST-1D, batch {CONFIG.batch_size}"
+    )
     print(f"timing: {TIMING_STEPS} steps per model and path; floor = {flops / 1e9:.1f} GFLOP")
     drift, loss_gap = 0.0, 0.0
     for threads in THREADS:
@@ -192,12 +199,15 @@ def run() -> None:
         "gradients are near zero)"
     )
 
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    fast = train_ensemble(mlp, N_MODELS, data, CONFIG)
-    t_full = time.perf_counter() - t0
-    _, _, seq_results = _sequential(data, CONFIG)
-    asym = train_ensemble(asym_mlp, N_MODELS, data, CONFIG)
+    if not FULL:
+        print("full 30-epoch runs and accuracies: SYMLAB_BENCH_FULL=1 (about 10 minutes)")
+        return
+    with fixed_threads(1):
+        t0 = time.perf_counter()
+        fast = train_ensemble(mlp, N_MODELS, data, CONFIG)
+        t_full = time.perf_counter() - t0
+        _, _, seq_results = _sequential(data, CONFIG)
+        asym = train_ensemble(asym_mlp, N_MODELS, data, CONFIG)
     print(f"full runs ({steps} steps, lr {CONFIG.lr} cosine, 1 thread): 16 MLPs in {t_full:.1f} s")
     print(f"  test accuracy, vectorised: {_accs(fast.test_accs)}")
     print(f"  test accuracy, sequential: {_accs([r.test_acc for r in seq_results])}")

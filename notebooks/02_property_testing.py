@@ -94,7 +94,7 @@ def permutations_only(G, h):
     return G.element({f.name: h[f.name] for f in G.factors if f.kind == "permutation"})
 
 
-def averaging_with_aligned_twin_keeps_loss(model, data):
+def averaging_with_aligned_twin_keeps_loss(model, data, identity_start=False):
     G = sl.symmetries(model)
     h = permutations_only(G, data.draw(sst.group_elements(G), label="h"))
     last_example.update(model=model, h=h)
@@ -104,7 +104,8 @@ def averaging_with_aligned_twin_keeps_loss(model, data):
     y = torch.randn(32, d_out, generator=g, dtype=torch.float64)
     sd = model.state_dict()
     twin = G.act(h, sd)
-    alignment = sl.align.weight_matching(sd, twin, G, seed=0)
+    init = G.identity() if identity_start else None  # None: symlab's forward start
+    alignment = sl.align.weight_matching(sd, twin, G, seed=0, init=init)
     average = sl.connect.average_state_dicts([sd, alignment.apply(twin)])
     before, after = loss(model, sd, x, y), loss(model, average, x, y)
     assert abs(after - before) <= 1e-9 * max(1.0, before), f"loss {before:.6g} -> {after:.6g}"
@@ -137,17 +138,20 @@ print("passed on", SETTINGS.max_examples, "random one-hidden-layer models")
 # With several hidden layers, weight matching is coordinate descent on an NP-hard problem
 # (docs: connectivity): it solves a sequence of linear assignment problems, each with everything
 # else held fixed — the other permutations, and the other axis of any weight that one
-# permutation acts on twice (a residual stream's hidden-to-hidden weights). It can stop in a
-# local optimum. On wide trained networks a planted permutation is usually recovered, but
-# "never changes its loss" is a claim about *every* network — and hypothesis finds one where it
-# fails, then shrinks it.
+# permutation acts on twice (a residual stream's hidden-to-hidden weights). Started from the
+# identity, as in Git Re-Basin's Algorithm 1 (`init=G.identity()`), it can stop in a local
+# optimum. (symlab's default first solves the permutations layer by layer from their incoming
+# weights, which recovers a planted permutation of a plain chain exactly; that is a heuristic,
+# not a proof for every architecture.) On wide trained networks a planted permutation is
+# usually recovered, but "never changes its loss" is a claim about *every* network — and
+# hypothesis finds one where descent from the identity fails, then shrinks it.
 
 
 # %%
-@SETTINGS
+@settings(SETTINGS, max_examples=150)  # the first failure comes after 40 examples
 @given(sst.models(max_width=6), st.data())
 def test_any_depth(model, data):
-    averaging_with_aligned_twin_keeps_loss(model, data)
+    averaging_with_aligned_twin_keeps_loss(model, data, identity_start=True)
 
 
 try:
@@ -167,7 +171,7 @@ model, h = counterexample["model"], counterexample["h"]
 G = sl.symmetries(model)
 sd = model.state_dict()
 twin = G.act(h, sd)
-found = sl.align.weight_matching(sd, twin, G, seed=0)
+found = sl.align.weight_matching(sd, twin, G, seed=0, init=G.identity())
 planted = sl.align.weight_matching(sd, twin, G, init=G.inverse(h), max_iter=0)
 assert all(torch.allclose(planted.apply(twin)[k], v) for k, v in sd.items())
 print("weight matching, objective per pass:", [round(t, 3) for t in found.trace])

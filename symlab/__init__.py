@@ -8,13 +8,14 @@
 
 import logging
 
-import sympy
-
 from symlab import align, connect, data, errors, frontend, graph, identify, io, nn, symmetry, train
 from symlab.api import symmetries, trace
 from symlab.errors import SymlabError
+from symlab.perf import lazy_import
 from symlab.symmetry.check import brute_force_group, check_invariance
 from symlab.symmetry.group import SymmetryGroup
+
+sympy = lazy_import("sympy")  # loaded on first use: ``import symlab`` stays cheap
 
 __version__ = "0.1.0"
 

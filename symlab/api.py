@@ -8,6 +8,7 @@ from deep inside torch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -26,24 +27,29 @@ log = logging.getLogger(__name__)
 
 
 def symmetries(
-    model: nn.Module | ArchGraph, example_input: torch.Tensor | None = None
+    model: nn.Module | ArchGraph,
+    example_input: Any = None,
+    *,
+    kwargs: dict[str, Any] | None = None,
 ) -> SymmetryGroup:
     """The symmetry group of ``model`` (a module or an :class:`ArchGraph`), derived from its
     graph with the rules of the intertwiner table (Godfrey et al., "On the Symmetries of Deep
     Learning Models and their Internal Representations", NeurIPS 2022; Lim et al., NeurIPS 2024
     for asymmetric units); see ``docs/concepts/symmetries.md``.
 
-    ``example_input`` is one batch of inputs (a tensor, or a tuple of the forward's tensors);
-    models other than symlab's MLPs and plain ``nn.Sequential`` stacks need one to be traced.
+    ``example_input`` is one batch of inputs (a tensor, a tuple of the forward's tensors, or a
+    dict of its keyword arguments such as a tokenizer's output); ``kwargs`` adds keyword
+    arguments (``sl.symmetries(model, (input_ids,), kwargs={"attention_mask": mask})``).
+    Models other than symlab's MLPs and plain ``nn.Sequential`` stacks need one to be traced.
 
     >>> import symlab as sl
     >>> G = sl.symmetries(sl.nn.MLP([4, 8, 8, 2], activation="tanh"))
     >>> G.order == (sl.sympy.factorial(8) * 2**8) ** 2
     True
     """
-    example_input = _check_arguments(model, example_input, "symmetries")
+    example_input = _check_arguments(model, example_input, "symmetries", kwargs)
     with paused_gc():  # many objects made, none freed before the end: see symlab.perf
-        graph = _traced(model, example_input)
+        graph = _traced(model, example_input, kwargs)
         fixed = LazyStateDict(model) if isinstance(model, nn.Module) else None
         G = SymmetryGroup.from_graph(graph, fixed)
     log.info(
@@ -56,33 +62,39 @@ def symmetries(
     return G
 
 
-def trace(model: nn.Module | ArchGraph, example_input: Any = None) -> ArchGraph:
+def trace(
+    model: nn.Module | ArchGraph, example_input: Any = None, *, kwargs: dict[str, Any] | None = None
+) -> ArchGraph:
     """The architecture graph of ``model`` (symlab MLPs carry theirs; ``nn.Sequential`` is read
     child by child; everything else is traced with torch.fx, or torch.export when torch.fx
-    cannot run Python code on sizes).
+    cannot trace it). Inputs as for :func:`symmetries`.
 
     >>> seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> [n.name for n in trace(seq).nodes()]
     ['input', '0', '1', '2', 'output']
     """
-    example_input = _check_arguments(model, example_input, "trace")
-    return _traced(model, example_input)
+    example_input = _check_arguments(model, example_input, "trace", kwargs)
+    return _traced(model, example_input, kwargs)
 
 
-def _traced(model: nn.Module | ArchGraph, example_input: Any) -> ArchGraph:
-    graph = _trace(model, example_input)
+def _traced(
+    model: nn.Module | ArchGraph, example_input: Any, kwargs: dict[str, Any] | None = None
+) -> ArchGraph:
+    graph = _trace(model, example_input, kwargs=kwargs)
     if graph.frontend == "torch.export":
-        log.info(
-            "torch.fx could not trace %s (Python code on sizes); read it through torch.export",
-            type(model).__name__,
-        )
+        log.info("torch.fx could not trace %s; read it through torch.export", type(model).__name__)
     return graph
 
 
-def _check_arguments(model: Any, example_input: Any, fn: str) -> Any:
+def _check_arguments(
+    model: Any, example_input: Any, fn: str, kwargs: dict[str, Any] | None = None
+) -> Any:
     """Refuse what is not a model or not an input of it; return the example input to trace
     with (one made up from the first ``nn.Linear`` when none was given and it runs)."""
     _check_model(model, fn)
+    if isinstance(example_input, Mapping) or kwargs:
+        _check_keyword_inputs(example_input, kwargs, fn)
+        return example_input
     if example_input is not None:
         _check_input_type(example_input, fn)
     if isinstance(model, ArchGraph):
@@ -131,6 +143,28 @@ def _check_input_type(example_input: Any, fn: str) -> None:
         raise ExampleInputError(
             f"{fn}(): example_input must be a tensor (one batch of inputs) or a tuple of the "
             f"forward's tensors, got {kinds}; e.g. torch.randn(2, *input_shape)"
+        )
+
+
+_LITERALS = (type(None), bool, int, float, str)
+
+
+def _check_keyword_inputs(example_input: Any, kwargs: Any, fn: str) -> None:
+    """Keyword inputs: tensors or plain Python values (flags, ``None``), in a dict."""
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ExampleInputError(f"{fn}(): kwargs must be a dict, got {type(kwargs).__name__}")
+    if isinstance(example_input, Mapping) and kwargs:
+        raise ExampleInputError(
+            f"{fn}(): give keyword inputs either as a dict or as kwargs=, not both"
+        )
+    if example_input is not None and not isinstance(example_input, Mapping):
+        _check_input_type(example_input, fn)
+    given = dict(example_input) if isinstance(example_input, Mapping) else {}
+    bad = {k: type(v).__name__ for k, v in {**given, **(kwargs or {})}.items()
+           if not isinstance(v, (torch.Tensor, *_LITERALS))}  # fmt: skip
+    if bad:
+        raise ExampleInputError(
+            f"{fn}(): keyword inputs must be tensors or plain Python values, got {bad}"
         )
 
 

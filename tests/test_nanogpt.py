@@ -138,18 +138,27 @@ def test_tied_embedding_and_head() -> None:
     assert not torch.allclose(apart["transformer.wte.weight"], apart["lm_head.weight"])
 
 
-def test_tied_weights_with_a_softmax_shift_are_refused() -> None:
-    """A tied output layer read by a softmax would get a shift on one copy only: refused."""
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("head", ["softmax", "log_softmax"])
+def test_tied_weights_with_a_softmax_head_drop_only_the_weight_shift(bias, head) -> None:
+    """A tied output layer read by a softmax: the shift of its weight rows would move one copy
+    only, so it is left out; the rest of the group (and a bias shift) is derived and sound."""
 
     class LM(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.emb, self.fc = nn.Embedding(7, 4), nn.Linear(4, 4)
-            self.head = nn.Linear(4, 7, bias=False)
+            self.head = nn.Linear(4, 7, bias=bias)
             self.head.weight = self.emb.weight
 
         def forward(self, idx: torch.Tensor) -> torch.Tensor:
-            return self.head(torch.tanh(self.fc(self.emb(idx)))).softmax(-1)
+            return getattr(self.head(torch.tanh(self.fc(self.emb(idx)))), head)(-1)
 
-    with pytest.raises(sl.errors.UnsupportedOpError, match="tied to.*untie"):
-        sl.symmetries(LM(), torch.randint(0, 7, (2, 5)))
+    torch.manual_seed(0)
+    model, idx = LM().double().eval(), torch.randint(0, 7, (2, 5))
+    G = sl.symmetries(model, idx)
+    shifts = [f for f in G.factors if f.kind == "translation"]
+    assert [int(f.size) for f in shifts] == ([1] if bias else [])  # the bias shift alone
+    assert sl.check_invariance(model, G, idx, samples=8, raise_on_failure=False).passed
+    moved = G.act(G.sample(1), model.state_dict())
+    assert torch.equal(moved["emb.weight"], moved["head.weight"])

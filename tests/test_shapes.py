@@ -1,5 +1,6 @@
-"""symlab.frontend.shapes: the same node metadata as torch.fx's ShapeProp, convolutions skipped only
-where no node looks at values."""
+"""symlab.frontend.shapes: the same node metadata as torch.fx's ShapeProp, on fake tensors (no
+values computed, nothing of the model written) or for real, convolutions skipped only where no
+node looks at values."""
 
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ def _modules(gm: fx.GraphModule) -> dict:
 
 
 def _same_as_shapeprop(model: nn.Module, *inputs: torch.Tensor) -> fx.GraphModule:
-    ours, theirs = _gm(model), _gm(model)
-    out = record_shapes(ours, inputs)
+    fake, ours, theirs = _gm(model), _gm(model), _gm(model)
+    out_fake = record_shapes(fake, inputs)
+    out = record_shapes(ours, inputs, fake=False)
     with torch.no_grad():
         ref = ShapeProp(theirs).propagate(*inputs)
-    assert _metas(ours) == _metas(theirs)
-    assert type(out) is type(ref)
+    assert _metas(ours) == _metas(theirs) == _metas(fake)
+    assert type(out) is type(ref) and out_fake.shape == ref.shape
     return ours
 
 
@@ -71,7 +73,10 @@ def test_values_matter_in_train_mode_batch_norm_and_tensor_indexing() -> None:
     gm = _gm(model)
     assert not shape_only_ok(gm, _modules(gm))
     x = torch.randn(4, 1, 5, 5)
-    record_shapes(gm, (x,))  # running statistics updated from the real activations
+    before = model[1].running_mean.clone()
+    record_shapes(gm, (x,))  # on fake tensors: the running statistics are not touched
+    assert torch.equal(model[1].running_mean, before)
+    record_shapes(gm, (x,), fake=False)  # running statistics updated from the real activations
     with torch.no_grad():
         ShapeProp(_gm(twin)).propagate(x)
     assert torch.equal(model[1].running_mean, twin[1].running_mean)
@@ -94,7 +99,7 @@ def test_errors_match_shapeprop() -> None:
     gm = _gm(nn.Sequential(nn.Conv2d(3, 4, 5)).eval())
     for bad in (torch.randn(1, 2, 8, 8), torch.randn(1, 3, 3, 3)):  # channels, too small
         with pytest.raises(RuntimeError, match="ShapeProp error for: node=%_0") as info:
-            record_shapes(gm, (bad,))
+            record_shapes(gm, (bad,))  # fake tensors fail too: the real run says why
         assert isinstance(info.value.__cause__, RuntimeError)
 
 
@@ -128,3 +133,13 @@ def test_the_callers_input_is_never_touched() -> None:
     kept = x.clone()
     gm = _same_as_shapeprop(model, x)
     assert shape_only_ok(gm, _modules(gm)) and torch.equal(x, kept)
+
+
+def test_fake_run_time_does_not_grow_with_the_input() -> None:
+    """Shapes of a 4096 × 4096 image through a CNN without computing one convolution: the fake
+    run never allocates the activations (a real run would need gigabytes)."""
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3))
+    gm = _gm(model.train())  # train mode: a real run would compute every convolution
+    x = torch.empty(8, 3, 4096, 4096, device="meta")  # no memory: only a fake run can read it
+    record_shapes(gm, (x,))
+    assert tuple(list(gm.graph.nodes)[-2].meta["tensor_meta"].shape) == (8, 64, 4094, 4094)

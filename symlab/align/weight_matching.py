@@ -9,6 +9,15 @@ assignment. Visiting order is random per pass (from ``seed``); a new assignment 
 strictly improves its linear objective; the loop stops when a pass changes nothing or after
 ``max_iter`` passes.
 
+Start: the objective has many local optima, and which one coordinate descent reaches depends on
+where it starts. Without an ``init``, one *forward* pass comes first: the permutations are solved
+in the graph's order (input to output), each from its *incoming* parameters only (the axes that
+index its units as outputs: a layer's rows and bias), B's inputs already in the order the previous
+solves chose, as in layer-wise matching. That start is kept when it scores at least the identity's
+objective. On independent 3×512 MLPs it ends 4 % higher than descent from the identity, and higher
+than rebasin's result, which over-weights incoming parameters (see ``benchmarks/README.md``), in
+a fifth of the solves.
+
 Speed: a permutation's cost matrix depends only on its neighbours (the permutations sharing a
 parameter with it). After a solve that changes nothing, re-solving it before a neighbour changes
 would return the same answer, so only *dirty* permutations are re-solved — the same fixed point
@@ -25,7 +34,6 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from symlab.align.alignment import Alignment
 from symlab.align.gauge import canonical_scale_element
@@ -61,6 +69,8 @@ def solve_assignment(
     >>> solve_assignment(cost, blocks=((0, 1), (2,))).tolist()  # unit 2 stays in its own block
     [1, 0, 2]
     """
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs import time
+
     n = cost.shape[0]
     if blocks is None:
         _, cols = linear_sum_assignment(cost, maximize=True)
@@ -110,10 +120,21 @@ class _Term:
 
 
 class _Problem:
-    """The weight-matching objective of two state_dicts, by indexing (float64)."""
+    """The weight-matching objective of two state_dicts, by indexing (float64).
 
-    def __init__(self, sd_a: StateDict, sd_b: StateDict, axes: dict[str, list[FactorAxis]]):
+    ``incoming``: the ids of the factor axes that index their units as *outputs* (a layer's
+    rows, its bias), which the forward start solves from.
+    """
+
+    def __init__(
+        self,
+        sd_a: StateDict,
+        sd_b: StateDict,
+        axes: dict[str, list[FactorAxis]],
+        incoming: set[tuple[str, int]],
+    ):
         self.axes = axes
+        self.incoming = incoming
         self.by_key: dict[str, list[FactorAxis]] = {}
         for lst in axes.values():
             for fa in lst:
@@ -141,29 +162,68 @@ class _Problem:
                 idx = idx.index_select(ax, position_perm(fa, perms[fa.factor]))
         return idx.reshape(-1)
 
-    def cost(self, f: str, perms: dict[str, torch.Tensor]) -> torch.Tensor:
-        n = self.sizes[f]
-        c = torch.zeros(n, n, dtype=torch.float64)
+    def cost(
+        self, f: str, perms: dict[str, torch.Tensor], incoming_only: bool = False
+    ) -> torch.Tensor | None:
+        """``f``'s assignment cost under the other factors' current permutations (None when
+        ``incoming_only`` and ``f`` has no incoming axis)."""
+        c = None
         for fa in self.axes[f]:
+            if incoming_only and (fa.key, fa.axis) not in self.incoming:
+                continue
             term = self.terms[id(fa)]
-            c += term.update(self._cols(term, perms))
+            v = term.update(self._cols(term, perms))
+            c = v.clone() if c is None else c.add_(v)
         return c
 
     def objective(self, perms: dict[str, torch.Tensor]) -> float:
+        """``Σ ⟨w_A, w_B aligned⟩``, by indexing B directly (a product-free pass over the
+        parameters: the cached cost terms would need full products after large moves)."""
         total = 0.0
         for k, fas in self.by_key.items():
-            fa = fas[0]
-            if fa.plain:  # ⟨A, B aligned⟩ from the cached term: Σ_i C[i, p[i]]
-                term = self.terms[id(fa)]
-                c = term.update(self._cols(term, perms))
-                p = perms[fa.factor]
-                total += float(c[torch.arange(len(p)), p].sum())
-            else:
-                w = self.b[k]
-                for g in fas:
-                    w = w.index_select(g.axis, position_perm(g, perms[g.factor]))
-                total += float((self.a[k] * w).sum())
+            w = self.b[k]
+            for g in fas:
+                w = w.index_select(g.axis, position_perm(g, perms[g.factor]))
+            total += float(torch.vdot(self.a[k].reshape(-1), w.reshape(-1)))
         return total
+
+    def improve(
+        self,
+        f: str,
+        perms: dict[str, torch.Tensor],
+        blocks: tuple[tuple[int, ...], ...] | None,
+        incoming_only: bool = False,
+    ) -> bool:
+        """Solve ``f``'s assignment; keep it (and return True) if it strictly improves."""
+        c = self.cost(f, perms, incoming_only)
+        if c is None:
+            return False
+        c_np = c.numpy()
+        new = solve_assignment(c_np, blocks)
+        rows = np.arange(len(new))
+        old_val, new_val = c_np[rows, perms[f].numpy()].sum(), c_np[rows, new.numpy()].sum()
+        if new_val > old_val + 1e-12 * max(1.0, abs(old_val)):
+            perms[f] = new
+            return True
+        return False
+
+
+def _incoming_and_order(G: SymmetryGroup, axes: dict[str, list[FactorAxis]]):
+    """The (key, axis) pairs that index a node's output units, and the factors in graph
+    order (by the first node whose output they index; factors with none come last)."""
+    keys = G.graph.state_keys()
+    rank = {k: i for i, k in enumerate(keys)}
+    incoming = {
+        (fa.key, fa.axis)
+        for lst in axes.values()
+        for fa in lst
+        if keys[fa.key][1].axes[fa.axis] == "out"
+    }
+    first = {
+        f: min((rank[fa.key] for fa in lst if (fa.key, fa.axis) in incoming), default=len(rank))
+        for f, lst in axes.items()
+    }
+    return incoming, sorted(axes, key=lambda f: first[f])
 
 
 def _initial_perms(
@@ -207,7 +267,8 @@ def weight_matching(
         seed: seeds the random visiting order.
         max_iter: cap on the number of passes.
         init: starting permutations (an :class:`Alignment`, an element, or a dict by factor
-            name); identity by default.
+            name); by default the forward start of the module docstring (or the identity where
+            that scores lower).
         canonical_scale: first bring both models to the canonical (balanced) scale of
             :mod:`symlab.align.gauge` (ReLU units balanced, scales in front of norms fixed),
             then match. Positive rescalings of B's units can hide a planted permutation from
@@ -218,7 +279,9 @@ def weight_matching(
 
     Returns:
         an :class:`Alignment` whose ``objective`` is ``Σ ⟨w_A, w_B aligned⟩`` over the
-        parameters the permutations move, ``trace`` its value at the start and after each pass;
+        parameters the permutations move, ``trace`` its value at the identity (or ``init``),
+        after the forward start when it was kept, and after each pass; ``info`` counts passes
+        and solves and names the ``start`` (``"forward"``, ``"identity"`` or ``"init"``);
         ``al.apply(sd_b)`` is B in A's unit order.
 
     >>> import symlab as sl
@@ -243,12 +306,24 @@ def weight_matching(
     axes = factor_axes(G)
     factors = {f.name: f for f in G.factors if f.name in axes}
     names = list(factors)
-    problem = _Problem(sd_a, sd_b, axes)
+    incoming, order = _incoming_and_order(G, axes)
+    problem = _Problem(sd_a, sd_b, axes, incoming)
     perms = _initial_perms(G, names, init)
     gen = generator(seed)
     trace = [problem.objective(perms)]
+    solves = 0
+    start = "init" if init is not None else "identity"
+    if init is None and max_iter > 0:
+        start_perms = dict(perms)
+        for f in order:
+            problem.improve(f, start_perms, factors[f].blocks, incoming_only=True)
+            solves += 1
+        value = problem.objective(start_perms)
+        if value >= trace[0]:
+            perms, start = start_perms, "forward"
+            trace.append(value)
     dirty = set(names)
-    passes = solves = 0
+    passes = 0
     while dirty and passes < max_iter:
         passes += 1
         for i in torch.randperm(len(names), generator=gen).tolist():
@@ -256,14 +331,8 @@ def weight_matching(
             if f not in dirty:
                 continue
             dirty.discard(f)
-            n = int(factors[f].size)
-            c = problem.cost(f, perms).numpy()
-            new = solve_assignment(c, factors[f].blocks)
             solves += 1
-            rows = np.arange(n)
-            old_val, new_val = c[rows, perms[f].numpy()].sum(), c[rows, new.numpy()].sum()
-            if new_val > old_val + 1e-12 * max(1.0, abs(old_val)):
-                perms[f] = new
+            if problem.improve(f, perms, factors[f].blocks):
                 dirty |= problem.neighbours[f]
         trace.append(problem.objective(perms))
     full = {k: perms.get(k, v) for k, v in G.permutation_spec().items() if k in factors}
@@ -273,5 +342,5 @@ def weight_matching(
         trace[-1],
         trace,
         "weight_matching",
-        {"passes": passes, "solves": solves, "converged": not dirty},
+        {"passes": passes, "solves": solves, "converged": not dirty, "start": start},
     )

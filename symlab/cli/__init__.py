@@ -7,6 +7,7 @@
     symlab experiment list
     symlab experiment run e2 --small            # prints a table, writes results/e2/
     symlab experiment report e2
+    symlab coverage --family timm --limit 5      # which real models symlab derives and proves
     symlab barrier a.safetensors b.safetensors --data mnist1d --model mlp \\
         --option widths=40,128,10 --align weight
 
@@ -391,6 +392,11 @@ def barrier(
     on_accuracy = ("error", "relative_accuracy_drop")
     kinds = [k for k in sl.connect.BARRIERS if curve.accuracy is not None or k not in on_accuracy]
     _print_curve(curve, ds, kinds)
+
+
+from symlab.testing.zoo_cli import coverage  # noqa: E402 - the census, defined beside it
+
+app.command("coverage")(friendly(coverage))
 
 
 def main() -> None:

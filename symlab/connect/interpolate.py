@@ -1,10 +1,21 @@
 """Linear interpolation between two models, evaluated vectorised over α.
 
-``θ(α) = (1 − α) θ_A + α θ_B`` (docs: connectivity). All α of a chunk run as one batched forward
-pass (:func:`torch.func.functional_call` under :func:`torch.func.vmap`); chunks over α and over
-data rows bound the memory. For BatchNorm models the running statistics of every interior α are
-recomputed on training data first (Jordan et al. 2023; on by default for BN models); the
-endpoints keep their own statistics, so the curve's endpoints are the models' own losses.
+``θ(α) = (1 − α) θ_A + α θ_B`` (docs: connectivity; Frankle et al., "Linear Mode Connectivity
+and the Lottery Ticket Hypothesis", ICML 2020; Ainsworth et al., "Git Re-Basin", ICLR 2023). On
+CPU with data in memory each α is one forward pass per block of rows (blocks small enough for
+the activations to stay in cache) of a scratch copy of the model whose parameters are rewritten
+in place at each α (no parameter sets built up front); on accelerators, and for streams of
+batches, all α of a chunk run as one batched pass (:func:`torch.func.vmap`, see
+:mod:`symlab.connect.path_eval`). When the model's input goes straight into one ``nn.Linear``,
+that layer's output at α is ``(1 − α)·(X W_Aᵀ + b_A) + α·(X W_Bᵀ + b_B)``: two products for
+every α instead of one per α (equal to the plain computation up to float rounding, exact at the
+endpoints). For BatchNorm models the running statistics of every interior α are recomputed on
+training data first (Jordan et al. 2023; on by default for BN models); the endpoints keep their
+own statistics, so the curve's endpoints are the models' own losses.
+
+α must lie in [0, 1]: an extrapolated point would count in the barriers. Parameters or buffers
+holding NaN or infinity are refused (:class:`~symlab.errors.NonFiniteError` naming the model and
+the tensor) instead of giving a NaN curve.
 
 >>> import symlab as sl
 >>> a, b = sl.nn.MLP([4, 8, 3], seed=0), sl.nn.MLP([4, 8, 3], seed=1)
@@ -23,17 +34,25 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
 from symlab.align.data import iter_batches, split_tensors
 from symlab.connect.barrier import barrier as _barrier
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
-from symlab.errors import ArchitectureMismatchError, DataError
+from symlab.connect.path_eval import (
+    LossFn,
+    block_rows,
+    loss_terms,
+    per_alpha,
+    probe_model,
+    stacked,
+)
+from symlab.errors import ArchitectureMismatchError, DataError, NonFiniteError
+
+_loss_terms = loss_terms  # symlab.connect.simplex reads it here
 
 __all__ = ["Curve", "check_same_architecture", "interpolate", "interpolate_state"]
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -126,8 +145,11 @@ def check_same_architecture(sd_a: StateDict, sd_b: StateDict) -> None:
             )
 
 
-def interpolate_state(sd_a: StateDict, sd_b: StateDict, alpha: float) -> dict[str, torch.Tensor]:
-    """``(1 − α) θ_A + α θ_B`` for floating tensors (exact at α = 0 and 1); others from A.
+def interpolate_state(
+    sd_a: StateDict, sd_b: StateDict, alpha: float, *, copy_other: bool = True
+) -> dict[str, torch.Tensor]:
+    """``(1 − α) θ_A + α θ_B`` for floating tensors (exact at α = 0 and 1); others from A
+    (copies unless ``copy_other`` is False).
 
     >>> import symlab as sl
     >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
@@ -141,64 +163,32 @@ def interpolate_state(sd_a: StateDict, sd_b: StateDict, alpha: float) -> dict[st
     out = {}
     for k, a in sd_a.items():
         b = sd_b[k]
-        out[k] = (1 - alpha) * a + alpha * b if a.is_floating_point() else a.clone()
-    return out
-
-
-def _stack(sd_a: StateDict, sd_b: StateDict, alphas: torch.Tensor) -> dict[str, torch.Tensor]:
-    out = {}
-    for k, a in sd_a.items():
-        if a.is_floating_point():
-            al = alphas.to(a.dtype).reshape(-1, *([1] * a.ndim))
-            out[k] = (1 - al) * a + al * sd_b[k]
+        if a.is_floating_point():  # lerp: exact at α = 0 and 1, one pass over the tensor
+            out[k] = torch.lerp(a, b.to(a.dtype), float(alpha))
         else:
-            out[k] = a.expand(len(alphas), *a.shape)
+            out[k] = a.clone() if copy_other else a
     return out
 
 
-def _loss_terms(
-    out: torch.Tensor, y: torch.Tensor | None, loss: str | LossFn
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-α sums of the loss and of correct predictions over one batch (``out``: [k, B, ...])."""
-    if y is None:
-        raise DataError("interpolate needs targets: pass (x, y) or a Dataset")
-    k, bsz = out.shape[0], out.shape[1]
-    if callable(loss):
-        vals = torch.stack([torch.as_tensor(loss(o, y), dtype=torch.float64) for o in out])
-        sums = vals * bsz
-    elif loss == "cross_entropy":
-        flat = out.reshape(k * bsz, *out.shape[2:])
-        ce = F.cross_entropy(flat, y.repeat(k), reduction="none")
-        sums = ce.reshape(k, -1).double().sum(1)
-    elif loss == "mse":
-        d = (out - y.reshape(1, *y.shape).to(out.dtype)) ** 2
-        sums = d.reshape(k, bsz, -1).mean(-1).double().sum(1)
-    else:
-        raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable, got {loss!r}")
-    correct = None
-    if not y.is_floating_point() and out.ndim >= 3:
-        correct = (out.argmax(-1) == y).double().sum(-1)
-        correct = correct.reshape(k, -1).sum(1)
-    return sums, correct
+def _check_finite(sd: StateDict, which: str) -> None:
+    for k, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise NonFiniteError(
+                f"{which} has NaN or infinite values in {k!r}; the curve would be NaN "
+                "throughout. Check that checkpoint (did its training diverge?)"
+            )
 
 
-def _default_chunk(model: nn.Module, x: torch.Tensor, n_alphas: int, budget: float) -> int:
-    """α per vmap call so that the widest activation of all α and rows fits ``budget`` bytes."""
-    widest = [0]
-
-    def hook(_m: nn.Module, _i: Any, o: Any) -> None:
-        if isinstance(o, torch.Tensor):
-            widest[0] = max(widest[0], o[:1].numel() * o.element_size())
-
-    hs = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for h in hs:
-            h.remove()
-    per_alpha = 4 * widest[0] * len(x)  # a few live activations per α
-    return max(1, min(n_alphas, int(budget // max(per_alpha, 1))))
+def _check_alphas(al: torch.Tensor) -> None:
+    if al.ndim != 1 or len(al) == 0:
+        raise DataError("alphas must be a non-empty 1-d tensor")
+    bad = al[~((al >= 0) & (al <= 1))]
+    if len(bad):
+        raise DataError(
+            f"alphas must lie in [0, 1] (0 is model_a, 1 is model_b), got {bad[:5].tolist()}: "
+            "an extrapolated point would count in the barriers. Evaluate extrapolations with "
+            "interpolate_state and your own loop"
+        )
 
 
 def interpolate(
@@ -234,10 +224,13 @@ def interpolate(
             BatchNorm) on ``reset_data`` (default: ``data``'s train split).
         repair: REPAIR each interior α (Jordan et al. 2023; models without BatchNorm) on
             ``repair_data`` (default: ``data``'s train split); see :mod:`symlab.connect.repair`.
-        batch_size: data rows per forward pass (default: all); ``chunk``: α per vmap call
-            (default: from ``memory_budget`` bytes).
+        batch_size: data rows per forward pass (default: all; with the loop strategy on data in
+            memory on CPU, blocks whose widest activation is about 2 MiB, which stay in cache:
+            0.84× the time of whole-batch passes on ``benchmarks/bench_curve.py``);
+            ``chunk``: α per vmap call (default: from ``memory_budget`` bytes).
         strategy: ``"vmap"`` (all α of a chunk in one batched pass), ``"loop"`` (one
-            ``functional_call`` per α on the stacked parameters, no state_dict loading) or
+            forward per α and batch, the parameters at α written in place when α is reached,
+            the first-layer shortcut of the module docstring where it applies) or
             ``"auto"``: vmap on accelerators, loop on CPU, where batched matmuls measured
             slower than sequential ones (``benchmarks/bench_curve.py``).
 
@@ -246,6 +239,8 @@ def interpolate(
 
     Raises:
         ArchitectureMismatchError: the state_dicts differ in keys or shapes.
+        NonFiniteError: a parameter or buffer of either model holds NaN or infinity.
+        DataError: an α outside [0, 1], no data rows, or no targets.
 
     >>> import symlab as sl
     >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
@@ -256,10 +251,13 @@ def interpolate(
     """
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     check_same_architecture(sd_a, sd_b)
+    _check_finite(sd_a, "model_a (A)")
+    _check_finite(sd_b, "model_b (B)")
     al = torch.linspace(0.0, 1.0, n_alphas) if alphas is None else torch.as_tensor(alphas)
     al = al.to(torch.float64)
-    if al.ndim != 1 or len(al) == 0:
-        raise DataError("alphas must be a non-empty 1-d tensor")
+    _check_alphas(al)
+    if strategy not in ("auto", "vmap", "loop"):
+        raise ValueError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}")
     bn = has_batchnorm(model_a)
     do_reset = bn if bn_reset is None else bool(bn_reset)
     fixed_data = data if reset_data is None else reset_data
@@ -278,52 +276,41 @@ def interpolate(
                 reset_bn_stats(m, fixed_data)
         return m
 
-    stacked = _stack(sd_a, sd_b, al)
+    overrides: dict[int, dict[str, torch.Tensor]] = {}
     if (do_reset and bn) or repair:
         for i, a in enumerate(al.tolist()):
             if 0.0 < a < 1.0:
-                for k, v in factory(a).state_dict().items():
-                    stacked[k][i] = v
+                overrides[i] = dict(factory(a).state_dict())
     tensors = split_tensors(data, split)
     first_x = tensors[0] if tensors is not None else next(iter_batches(data, None, split))[0]
     if loss is None:
         y0 = tensors[1] if tensors is not None else next(iter_batches(data, None, split))[1]
         loss = "mse" if y0 is not None and y0.is_floating_point() else "cross_entropy"
-    bs = batch_size or len(first_x)
-    k_chunk = chunk or _default_chunk(model_a, first_x[:bs], len(al), memory_budget)
-    was_training = model_a.training
-    model_a.eval()
-
-    def run(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model_a, params, (x,))
-
     if strategy == "auto":
         strategy = "loop" if first_x.device.type == "cpu" else "vmap"
-    if strategy == "vmap":
-        batched = vmap(run, in_dims=(0, None))
-    elif strategy == "loop":
-
-        def batched(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            k = len(next(iter(params.values())))
-            return torch.stack([run({n: v[i] for n, v in params.items()}, x) for i in range(k)])
-
-    else:
-        raise ValueError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}")
-    loss_sum = torch.zeros(len(al), dtype=torch.float64)
-    correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
-    rows = 0
+    was_training = model_a.training
+    model_a.eval()
     try:
         with torch.no_grad():
-            for x, y in iter_batches(data, bs, split):
-                rows += len(x)
-                for s in range(0, len(al), k_chunk):
-                    part = {k: v[s : s + k_chunk] for k, v in stacked.items()}
-                    sums, correct = _loss_terms(batched(part, x), y, loss)
-                    loss_sum[s : s + k_chunk] += sums
-                    if correct is None:
-                        correct_sum = None
-                    elif correct_sum is not None:
-                        correct_sum[s : s + k_chunk] += correct
+            if strategy == "loop" and tensors is not None:
+                blocks = list(iter_batches(data, len(first_x) or 1, split))
+                if not blocks or len(first_x) == 0:
+                    raise DataError("interpolate got no data rows to evaluate")
+                probe = probe_model(model_a, first_x[:1])
+                bs = batch_size or block_rows(probe.row_bytes, len(first_x), first_x.device)
+                blocks = list(iter_batches(data, bs, split))
+                loss_sum, correct_sum = per_alpha(
+                    model_a, sd_a, sd_b, al, overrides, blocks, loss, probe.first_linear,
+                    memory_budget,
+                )  # fmt: skip
+                rows = len(first_x)
+            else:
+                bs = batch_size or len(first_x)
+                row_bytes = probe_model(model_a, first_x[:1]).row_bytes
+                k_chunk = chunk or max(1, min(len(al), int(memory_budget // (4 * row_bytes * bs))))
+                loss_sum, correct_sum, rows = stacked(
+                    model_a, sd_a, sd_b, al, overrides, data, bs, split, loss, k_chunk, strategy
+                )
     finally:
         model_a.train(was_training)
     if rows == 0:

@@ -10,8 +10,13 @@ and :mod:`.recurrent`), functions by :mod:`.functions` (and, with their argument
 with :func:`register_module_op` + :func:`declare_leaf` (modules), :func:`register_function`
 (functions and tensor methods) or :func:`register_pattern`, plus a symmetry rule for the op.
 
-Imports flow one way: fxutil, functions, axes, modules, readers ← readers_params, layers,
-recurrent ← macros, tracer, shapes, patterns ← convert ← export ← fx ← trace.
+A registered module is read only when it computes its registered class's forward (a subclass
+that changes it is traced into: :mod:`.exact`); layers called functionally on a module's own
+parameters are read as that module (:mod:`.functional_layers`).
+
+Imports flow one way: fxutil, functions, axes, exact ← modules, readers ← readers_params,
+layers, recurrent ← macros, tracer, shapes, operands, functional_layers, patterns ← convert ←
+export ← fx ← trace.
 """
 
 from symlab.errors import TraceError

@@ -5,6 +5,8 @@ registered modules become their op, functions and tensor methods map through the
 :mod:`symlab.frontend.functions`, rearrangements that keep units whole move the feature axis
 (:mod:`symlab.frontend.axes`), hand-written attention becomes one node
 (:mod:`symlab.frontend.patterns.attention`), and ops symlab does not model unit by unit are opaque.
+Tensors no parameter reaches (ids, masks, positions: :mod:`symlab.frontend.units`) are fixed
+``input`` nodes, whatever op made them.
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
 line and how to register a rule.
 """
@@ -22,6 +24,14 @@ from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.frontend.exact import refuse_hooks
+from symlab.frontend.functional_layers import (
+    CHANNEL_FIRST,
+    LAYER_FUNCS,
+    call_args,
+    pool_keeps_shift,
+    read_layer_call,
+)
 from symlab.frontend.functions import (
     ACT_FUNCS,
     ADD_FUNCS,
@@ -37,8 +47,10 @@ from symlab.frontend.functions import (
 from symlab.frontend.fxutil import flat_nodes, unsupported, where
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
+from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
 from symlab.frontend.patterns import patterns
 from symlab.frontend.readers import CALL_READERS
+from symlab.frontend.units import unit_carrying
 from symlab.graph.archgraph import ArchGraph, ParamSpec
 
 __all__ = ["Converter"]
@@ -115,19 +127,35 @@ class Converter:
         return name
 
     def opaque(self, node: fx.Node) -> str:
+        """A node whose inputs and output are fixed; parameters it reads directly become
+        inputs too, so that they are fixed with it (never moved behind its back)."""
+        for a in flat_nodes((node.args, node.kwargs)):
+            if a.op == "get_attr" and a in self.tuples and a not in self.name:
+                self.tuples[a](1, node)
         ins = self.tensor_args(node)
         return self.emit(node, f"@{node.name}", "opaque" if ins else "input", ins)
 
     # -- conversion ---------------------------------------------------------------------------
+    def fixed(self, node: fx.Node) -> None:
+        """A tensor no parameter reaches: fixed data, an ``input`` node (dropped if unread)."""
+        shape = self.meta_shape(node)
+        if shape is not None:
+            self.emit(node, f"@{node.name}", "input", [], self.input_axis(node, len(shape)))
+
     def run(self) -> ArchGraph:
+        refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
+        carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:
             if node in swallowed:
                 continue
             if node in matched:
                 pattern, match = matched[node]
                 pattern.emit(self, match)
+            elif node.op in ("call_module", "call_function", "call_method") \
+                    and node not in carrying:  # fmt: skip
+                self.fixed(node)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:
@@ -146,6 +174,11 @@ class Converter:
                 self.call_function(node)
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
+        self.check_tracked(swallowed)
+        for n in list(self.g.input_nodes):  # inputs read only by fixed data: unused
+            if not self.g.consumers(n.name):
+                self.g.nx.remove_node(n.name)
+                self.g.touch()
         self.g.validate()
         if self.strip is None:
             used = self.g.state_keys()
@@ -156,6 +189,32 @@ class Converter:
                     by_tensor.setdefault(id(value), []).append(key)
             self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
         return self.g
+
+    def check_tracked(self, swallowed: set[fx.Node]) -> None:
+        """Fail closed: every tensor the graph's nodes read is a graph node, or a parameter
+        that the reading node declares itself (a functional layer on its module's weight) or
+        that no node moves (a 0-dim scale). A tensor read behind the graph's back could be
+        moved by the group while the op that read it never learns of it."""
+        declared = {
+            g_node.key(p) for g_node in self.g.nodes() for p in g_node.params if p.kind != "fixed"
+        }
+        for n in self.gm.graph.nodes:
+            if n in self.name or n in swallowed or not hasattr(n.meta.get("tensor_meta"), "shape"):
+                continue
+            readers = {self.name[u] for u in n.users if u in self.name}
+            if not readers:
+                continue
+            if n.op == "get_attr":
+                key = str(n.target)
+                if key not in declared or all(
+                    key in {self.g.node(r).key(p) for p in self.g.node(r).params} for r in readers
+                ):
+                    continue
+            raise UnsupportedOpError(
+                f"node {n.name!r} ({n.op} {getattr(n.target, '__name__', n.target)}) is read by "
+                f"{sorted(readers)} but symlab does not track it{where(n)}; symlab refuses "
+                "rather than move a tensor an op reads behind its back"
+            )
 
     def find_patterns(self) -> tuple[dict[fx.Node, tuple[Any, Any]], set[fx.Node]]:
         """Every registered pattern's matches (keyed by the node each is emitted at) and the
@@ -186,6 +245,8 @@ class Converter:
             if user in seen:
                 continue
             seen.add(user)
+            if user.op == "call_function" and user.target in CHANNEL_FIRST:
+                return 1
             if user.op == "call_module":
                 mod = self.gm.get_submodule(str(user.target))
                 if isinstance(mod, channel_first):
@@ -205,8 +266,11 @@ class Converter:
             name = f"@{node.name}"
             if name in self.g.nx:
                 return name
-            if key not in self.state:  # a non-persistent buffer: a constant, never moved
-                self.g.add(name, "input", [], width=int(shape[fa]))
+            if key not in self.state or not 0 <= fa < len(shape):
+                # a non-persistent buffer, or a tensor broadcast over the other operand's units
+                # (a 0-dim parameter): a constant, never moved
+                fa = fa if 0 <= fa < len(shape) else max(len(shape) - 1, 0)
+                self.g.add(name, "input", [], width=int(shape[fa]) if shape else 1)
                 self.fa[name], self.shape[name] = fa, shape
                 self.name[node] = name
                 return name
@@ -248,7 +312,10 @@ class Converter:
             self.calls[target] = self.calls.get(target, 0) + 1
             target = f"{target}@{self.calls[target]}"
         self.used_modules.add(target)
+        constant_inputs(self, node)  # self.emb(self.positions): a fixed input
         ins = self.tensor_args(node)
+        if not ins:
+            raise unsupported(node, f"module {target!r} called on no tensor")
         if type(mod) in MACROS:
             MACROS[type(mod)](self, node, target, mod, ins)
             return
@@ -302,6 +369,8 @@ class Converter:
         from the right, with the same width (broadcasting only over other axes: a
         squeeze-excitation gate of shape (B, C, 1, 1), a layer-scale vector); else None."""
         shape = self.meta_shape(node)
+        if any(not 0 <= self.fa[i] < len(self.shape[i]) for i in ins):
+            return None  # a 0-dim operand (a mean of everything): no feature axis to align
         from_right = {len(self.shape[i]) - self.fa[i] for i in ins}
         widths = {self.shape[i][self.fa[i]] for i in ins}
         if shape is None or len(from_right) != 1 or len(widths) != 1:
@@ -335,7 +404,14 @@ class Converter:
         fn = node.target
         if "tensor_meta" not in node.meta:
             return  # not a tensor (a size, a shape tuple, …): no node
-        if fn == "size" or fn is getattr:
+        if fn == "size":
+            return
+        if fn is getattr:  # a tensor attribute (x.T, x.mT, w.data): not modelled, fixed
+            self.opaque(node)
+            return
+        if fn in LAYER_FUNCS and read_layer_call(self, node):  # a layer on its module's own
+            return  # parameters (the forward of a subclass, traced into)
+        if read_special_binary(self, node):  # x * x, x * self.alpha (0-dim), ...
             return
         if fn not in USER_FUNCS and fn in CALL_READERS and CALL_READERS[fn](self, node):
             return  # read with its arguments (symlab.frontend.readers)
@@ -366,6 +442,12 @@ class Converter:
             if attrs["fn"] == "leaky_relu":
                 slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope")
                 attrs["negative_slope"] = 0.01 if slope is None else float(slope)
+            if attrs["fn"] == "hardtanh":  # its range decides whether it is odd
+                rng = call_args(node, ("input", "min_val", "max_val"))
+                lo, hi = rng["min_val"], rng["max_val"]
+                if isinstance(lo or -1.0, float | int) and isinstance(hi or 1.0, float | int):
+                    attrs.update(min_val=float(-1.0 if lo is None else lo),
+                                 max_val=float(1.0 if hi is None else hi))  # fmt: skip
             self.emit(node, f"@{node.name}", "activation", [x], **attrs)
         elif fn in IDENTITY_FUNCS:
             self.emit(node, f"@{node.name}", "activation", [x], fn="identity")
@@ -423,7 +505,7 @@ class Converter:
                 return
             if len(shape) < nd:  # keepdim=False: the feature axis moves left
                 fa -= sum(d < fa for d in dims)
-        self.emit(node, f"@{node.name}", op, [x], fa)
+        self.emit(node, f"@{node.name}", op, [x], fa, keeps_shift=pool_keeps_shift(node))
 
     def cat(self, node: fx.Node, ins: list[str]) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -431,6 +513,6 @@ class Converter:
         if any(self.fa[i] != self.fa[ins[0]] for i in ins):
             self.opaque(node)
         elif dim % nd == self.fa[ins[0]]:
-            self.emit(node, f"@{node.name}", "concat", ins)
+            self.emit(node, f"@{node.name}", "concat", cat_parts(self, node, ins))
         else:
             self.emit(node, f"@{node.name}", "join", ins)

@@ -17,8 +17,9 @@ the ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` macros) reads it un
   :data:`symlab.frontend.export_aten.ATEN` (or stays itself when registered with
   ``register_function``); tensors computed from constants alone (``torch.triu(torch.ones(t,
   t))``) become constants, as torch.fx computes them while tracing; in-place ops are read out
-  of place when nothing else sees the write; any other op is refused with
-  :class:`~symlab.errors.UnsupportedOpError`.
+  of place when nothing else sees the write; ops on tensors no parameter reaches (masks, ids,
+  positions: :mod:`symlab.frontend.units`) stay aten ops, which the converter reads as fixed
+  data; any other op is refused with :class:`~symlab.errors.UnsupportedOpError`.
 
 Data-dependent control flow (an ``if`` on tensor *values*) stops both front-ends; the
 :class:`~symlab.errors.TraceError` then says so with both reasons.
@@ -35,14 +36,17 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.export._tree_utils import reorder_kwargs
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
 from symlab.errors import TraceError, UnsupportedOpError
-from symlab.frontend.export_aten import FIRST_OF_PAIR, rewrite
+from symlab.frontend.export_aten import ATEN, FIRST_OF_PAIR, rewrite
 from symlab.frontend.export_calls import Group, LeafCalls
 from symlab.frontend.functions import USER_FUNCS
 from symlab.frontend.fxutil import flat_nodes, where
+from symlab.frontend.inputs import ExampleInputs
+from symlab.frontend.units import reachable
 from symlab.modes import eval_mode
 
 __all__ = ["export_graph"]
@@ -50,8 +54,11 @@ __all__ = ["export_graph"]
 _LITERALS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format)
 
 
-def export_graph(model: nn.Module, inputs: tuple[Any, ...], fx_error: Exception) -> fx.Graph:
-    """The torch-level ``fx.Graph`` of ``model`` on ``inputs``, through ``torch.export``.
+def export_graph(
+    model: nn.Module, inputs: ExampleInputs | tuple[Any, ...], fx_error: Exception
+) -> tuple[fx.Graph, list[Any]]:
+    """The torch-level ``fx.Graph`` of ``model`` on ``inputs`` (positional and keyword), through
+    ``torch.export``, and the values of its placeholders (the inputs, flattened).
 
     ``fx_error`` is why torch.fx failed; when export fails too, the :class:`TraceError` gives
     both reasons.
@@ -63,19 +70,36 @@ def export_graph(model: nn.Module, inputs: tuple[Any, ...], fx_error: Exception)
     ...     def forward(self, x):
     ...         assert x.shape[-1] == 3  # stops torch.fx, not torch.export
     ...         return torch.relu(self.fc(x))
-    >>> g = export_graph(Net(), (torch.randn(4, 3),), fx_error=RuntimeError("fx failed"))
+    >>> g, flat = export_graph(Net(), (torch.randn(4, 3),), fx_error=RuntimeError("fx failed"))
     >>> [(n.op, n.target) for n in g.nodes][1]
     ('call_module', 'fc')
     >>> [n for n in g.nodes][2].target is torch.relu
     True
     """
+    inputs = ExampleInputs.of(inputs)
     with eval_mode(model), torch.no_grad():
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # export prints partial graphs
-                ep = torch.export.export(model, inputs, strict=False)
+                ep = torch.export.export(model, inputs.args, inputs.kwargs, strict=False)
         except Exception as e:  # export raises many types; each means "cannot export"
             raise _both_failed(model, fx_error, e) from e
-        return _Rewriter(model, ep, inputs).run()
+        flat = _flat_user_inputs(ep, inputs)
+        return _Rewriter(model, ep, inputs, flat).run(), flat
+
+
+def _flat_user_inputs(ep: Any, inputs: ExampleInputs) -> list[Any]:
+    """The values of the exported program's user inputs, in the order of its placeholders."""
+    kwargs = inputs.kwargs
+    if ep.call_spec.in_spec is not None:
+        kwargs = reorder_kwargs(kwargs, ep.call_spec.in_spec)
+    flat = pytree.tree_leaves((inputs.args, kwargs))
+    n_user = sum(s.kind == InputKind.USER_INPUT for s in ep.graph_signature.input_specs)
+    if len(flat) != n_user:
+        raise TraceError(
+            f"torch.export made {n_user} inputs of {len(flat)} arguments; pass tensors and "
+            "plain Python values only"
+        )
+    return flat
 
 
 def _brief(e: BaseException) -> str:
@@ -118,9 +142,9 @@ def _op_name(node: fx.Node) -> str:
 
 
 class _Rewriter:
-    def __init__(self, model: nn.Module, ep: Any, inputs: tuple[Any, ...]) -> None:
+    def __init__(self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any]) -> None:
         self.ep = ep
-        self.calls = LeafCalls(model, ep, inputs)
+        self.calls = LeafCalls(model, ep, inputs, flat)
         self.graph = fx.Graph()
         self.env: dict[fx.Node, Any] = {}
         self.live: set[fx.Node] = set()  # nodes computed from a user input
@@ -128,6 +152,13 @@ class _Rewriter:
             n for n in ep.graph.nodes
             if n.op == "placeholder" and self.calls.kind[n.name][0] == InputKind.CONSTANT_TENSOR
         }  # fmt: skip
+        moved = {s.arg.name for s in ep.graph_signature.input_specs
+                 if s.kind == InputKind.PARAMETER
+                 or (s.kind == InputKind.BUFFER and s.persistent is not False
+                     and self.calls.state(s.kind, s.target).is_floating_point())}  # fmt: skip
+        self.carrying = reachable(  # nodes some parameter reaches: the others are fixed data
+            ep.graph.nodes, lambda n: n.op == "placeholder" and n.name in moved
+        )
 
     # -- emitting the torch-level graph --------------------------------------------------------
     def arg(self, a: Any, user: fx.Node) -> Any:
@@ -212,8 +243,16 @@ class _Rewriter:
         in_place = getattr(packet, "__name__", "").endswith("_")
         if not node.users and not in_place:
             return  # dead: the indices of a max pool, an assertion on metadata
+        pure = all(a in self.pure for a in flat_nodes((node.args, node.kwargs)))
+        if not pure and node not in self.carrying and node.op == "call_function" and target is not \
+                operator.getitem and (packet not in ATEN or in_place) \
+                and packet not in FIRST_OF_PAIR:  # fmt: skip
+            # fixed data (ids, masks, positions): its op needs no rule, whatever it is
+            self.env[node] = self.emit(node, "call_function", target,
+                                       *self.arg((node.args, node.kwargs), node))  # fmt: skip
+            return
         packet = self.out_of_place(node, packet)
-        if all(a in self.pure for a in flat_nodes((node.args, node.kwargs))):
+        if pure:
             self.pure.add(node)  # reads no input, parameter or buffer: a constant
             value = self.calls.value(node)
             if isinstance(value, torch.Tensor):

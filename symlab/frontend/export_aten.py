@@ -39,6 +39,12 @@ def _fn(target: Any, nargs: int | None = None, keep: tuple[str, ...] = ()) -> _R
     return rule
 
 
+def _embedding(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.embedding(weight, indices, padding_idx, ...)`` as ``F.embedding(indices, weight)``
+    (the padding index only shapes gradients)."""
+    return "call_function", F.embedding, (args[1], args[0]), {}
+
+
 def _method(name: str, nargs: int | None = None, keep: tuple[str, ...] = ()) -> _Rule:
     def rule(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         kept = {k: kwargs[k] for k in keep if k in kwargs}
@@ -88,6 +94,12 @@ def _index(kind: str) -> _Rule:
         return "call_function", operator.getitem, (x, index), {}
 
     return rule
+
+
+def _index_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.index.Tensor(x, [i, None, j])`` (advanced indexing) as ``x[i, :, j]``."""
+    item = tuple(slice(None) if i is None else i for i in args[1])
+    return "call_function", operator.getitem, (args[0], item), {}
 
 
 def _sdpa(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
@@ -229,6 +241,7 @@ ATEN: dict[Any, _Rule] = {
     aten.baddbmm: _fn(torch.baddbmm, 3, keep=("beta", "alpha")),  # ALiBi scores (opaque)
     aten.matmul: _fn(torch.matmul, 2),
     aten.linear: _fn(F.linear, 3),
+    aten.embedding: _embedding,
     aten.layer_norm: _fn(F.layer_norm, 5),
     aten.linalg_vector_norm: _fn(torch.linalg.vector_norm, 4),
     aten.norm: _fn(torch.norm, 4),
@@ -262,6 +275,7 @@ ATEN: dict[Any, _Rule] = {
     aten.narrow: _method("narrow", 4),
     aten.slice: _index("slice"),
     aten.select: _index("select"),
+    aten.index: _index_tensor,
     aten.split: _fn(torch.split, 3),
     aten.split_with_sizes: _fn(torch.split, 3),
     aten.chunk: _fn(torch.chunk, 3),
@@ -286,6 +300,7 @@ ATEN: dict[Any, _Rule] = {
     aten.pixel_unshuffle: _fn(F.pixel_unshuffle, 2),
     # reductions and pooling
     aten.mean: _fn(torch.mean, 3, keep=("dtype",)),
+    aten.sum: _fn(torch.sum, 3, keep=("dtype",)),
     aten.amax: _fn(torch.amax, 3),
     aten.amin: _fn(torch.amin, 3),
     aten.max: _fn(torch.max, 3),  # all, over a dim (values, indices), or elementwise

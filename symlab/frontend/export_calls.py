@@ -16,10 +16,13 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export.graph_signature import InputKind
+from torch.utils import _pytree as pytree
 
 from symlab.errors import TraceError
 from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.tracer import Tracer
 
 __all__ = ["Group", "LeafCalls"]
@@ -43,13 +46,14 @@ class LeafCalls:
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
     >>> x = torch.randn(2, 3)
-    >>> calls = LeafCalls(net, torch.export.export(net, (x,), strict=False), (x,))
+    >>> ep = torch.export.export(net, (x,), strict=False)
+    >>> calls = LeafCalls(net, ep, ExampleInputs((x,)), [x])
     >>> [(g.path, [n.name for n in g.inputs]) for g in calls.groups.values()]
     [('0', ['input']), ('1', ['linear'])]
     """
 
-    def __init__(self, model: nn.Module, ep: Any, inputs: tuple[Any, ...]) -> None:
-        self.model, self.ep, self.inputs = model, ep, inputs
+    def __init__(self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any]) -> None:
+        self.model, self.ep, self.inputs, self.flat = model, ep, inputs, flat
         self.kind: dict[str, tuple[InputKind, Any]] = {
             s.arg.name: (s.kind, s.target) for s in ep.graph_signature.input_specs
         }
@@ -58,7 +62,9 @@ class LeafCalls:
         self._leaf: dict[str, bool] = {}
         self._values: dict[str, Any] | None = None
         self._find_groups()
-        self._record_calls()
+        self._record_calls(fake=True)
+        if any(self._needs_values(g) for g in self.groups.values()):
+            self._record_calls(fake=False)  # tensors are matched to graph nodes by value
 
     def state(self, kind: InputKind, target: str) -> torch.Tensor:
         """The parameter or buffer ``target`` of the model."""
@@ -107,8 +113,19 @@ class LeafCalls:
                 if any(self.group_of.get(u) is not g for u in n.users):
                     g.outputs.append(n)
 
-    def _record_calls(self) -> None:
-        """Each group's ``(args, kwargs, output)``, from forward hooks on one eager run."""
+    def _needs_values(self, g: Group) -> bool:
+        """Whether reading group ``g``'s call needs real values: several tensor arguments or
+        inputs to match, or several outputs of one shape."""
+        args, kwargs, out = g.call
+        leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        if leaves and not (len(leaves) == 1 and len(g.inputs) == 1):
+            return True
+        outs = [tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        return len(outs) != len(set(outs))
+
+    def _record_calls(self, fake: bool) -> None:
+        """Each group's ``(args, kwargs, output)``, from forward hooks on one eager run: on fake
+        tensors (shapes only, nothing computed) when ``fake``, else for real."""
         by_module: dict[nn.Module, list[Call]] = {g.module: [] for g in self.groups.values()}
 
         def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
@@ -121,7 +138,11 @@ class LeafCalls:
             m.register_forward_pre_hook(pre, with_kwargs=True),
             m.register_forward_hook(post, with_kwargs=True))]  # fmt: skip
         try:
-            self.model(*[x.clone() for x in self.inputs])
+            if fake:
+                with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+                    self.inputs.map(mode.from_tensor).call(self.model)
+            else:
+                self.inputs.map(torch.clone).call(self.model)
         finally:
             for h in handles:
                 h.remove()
@@ -137,12 +158,16 @@ class LeafCalls:
             )
 
     def value(self, node: fx.Node) -> Any:
-        """The value of ``node`` on the example input (the exported graph is run once)."""
+        """The value of ``node`` on the example input (the exported graph is run once; a node
+        computed from constants alone is computed alone)."""
+        if self._values is None and self._constant_only(node):
+            return self._constant_value(node)
         if self._values is None:
-            flat, user = [], iter(self.inputs)
+            flat, user = [], iter(self.flat)
             for spec in self.ep.graph_signature.input_specs:
                 if spec.kind == InputKind.USER_INPUT:
-                    flat.append(next(user).clone())
+                    x = next(user)
+                    flat.append(x.clone() if isinstance(x, torch.Tensor) else x)
                 elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
                     flat.append(self.state(spec.kind, spec.target).clone())
                 else:
@@ -151,6 +176,34 @@ class LeafCalls:
             interp.run(*flat)
             self._values = {n.name: v for n, v in interp.env.items()}
         return self._values.get(node.name)
+
+    def _constant_only(self, node: fx.Node) -> bool:
+        seen, todo = set(), [node]
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n.op == "placeholder":
+                if self.kind[n.name][0] != InputKind.CONSTANT_TENSOR:
+                    return False
+            elif n.op != "call_function":
+                return False
+            todo.extend(flat_nodes((n.args, n.kwargs)))
+        return True
+
+    def _constant_value(self, node: fx.Node, memo: dict[fx.Node, Any] | None = None) -> Any:
+        """The value of a node computed from constants alone (causal masks, ``arange``)."""
+        memo = {} if memo is None else memo
+        if node not in memo:
+            if node.op == "placeholder":
+                memo[node] = self.ep.constants[self.kind[node.name][1]]
+            else:
+                args, kwargs = fx.node.map_arg(
+                    (node.args, node.kwargs), lambda a: self._constant_value(a, memo)
+                )
+                memo[node] = node.target(*args, **kwargs)
+        return memo[node]
 
     def match(self, tensor: torch.Tensor, candidates: list[fx.Node], what: str) -> fx.Node:
         """The candidate whose value is ``tensor`` (the closest, within float32 rounding: the

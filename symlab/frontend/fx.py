@@ -4,28 +4,37 @@ Registered modules (Linear, Conv, norms, activations, pooling, Embedding, W-asym
 FiGLU, …) are leaves; ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` are expanded
 into graph nodes (see :mod:`symlab.frontend.macros`); functions and tensor methods (``F.relu``,
 ``torch.tanh``, ``x + y``, ``flatten``/``view`` after convolutions, ``torch.cat``, means and
-pools) map to ops. Shapes come from running the example input (:mod:`symlab.frontend.shapes`), so
-every node knows its feature axis: the channel axis after convolutions, the last axis after
-linear maps.
+pools) map to ops. Shapes come from running the example input on fake tensors
+(:mod:`symlab.frontend.shapes`), so every node knows its feature axis: the channel axis after
+convolutions, the last axis after linear maps.
 Multi-head attention written by hand (Linear projections, reshapes into heads, softmax,
 matmul or ``F.scaled_dot_product_attention``, output Linear) is recognised as one
 ``attention_linear`` node (see :mod:`symlab.frontend.patterns.attention`). Other ops symlab does not
 model unit by unit (softmax, matmul, reshapes into heads, …) become *opaque* nodes whose
-inputs and outputs are fixed (sound: nothing is derived through them).
+inputs and outputs are fixed (sound: nothing is derived through them); tensors no parameter
+reaches (ids, masks, positions) are fixed whatever op made them (:mod:`symlab.frontend.units`).
 Anything else is refused with :class:`UnsupportedOpError` naming the node, the op, the source
-line and how to register a rule. When torch.fx cannot trace the model (Python code on sizes),
-the graph comes from torch.export instead (:mod:`symlab.frontend.export`).
+line and how to register a rule.
+
+Inputs are positional, keyword (``kwargs=``) or a dict of keyword inputs. Whenever torch.fx
+fails on a model (Python code on sizes, ``**kwargs`` forwards, anything else), the graph comes
+from torch.export instead (:mod:`symlab.frontend.export`); an exception from either front-end
+that is not a :class:`~symlab.errors.SymlabError` becomes a :class:`TraceError` naming the
+front-end, the model and the cause.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import torch
 import torch.fx as fx
 from torch import nn
 
-from symlab.errors import TraceError, UnsupportedOpError
+from symlab.errors import SymlabError, TraceError, UnsupportedOpError
 from symlab.frontend.convert import Converter
+from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.shapes import graph_module, record_shapes
 from symlab.frontend.tracer import Tracer, is_leaf
 from symlab.graph.archgraph import ArchGraph
@@ -33,8 +42,11 @@ from symlab.graph.archgraph import ArchGraph
 __all__ = ["trace_fx"]
 
 
-def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
-    """Trace ``model`` on ``example_input`` (a tensor or a tuple of tensors) with torch.fx.
+def trace_fx(
+    model: nn.Module, example_input: Any, kwargs: dict[str, Any] | None = None
+) -> ArchGraph:
+    """Trace ``model`` on ``example_input`` (a tensor, a tuple of positional arguments or a dict
+    of keyword arguments) and ``kwargs`` with torch.fx, else with torch.export.
 
     >>> import torch
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
@@ -42,44 +54,117 @@ def trace_fx(model: nn.Module, example_input: Any) -> ArchGraph:
     >>> [n.op for n in g.nodes()]
     ['input', 'conv', 'activation', 'flatten', 'linear', 'output']
     """
-    inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+    inputs = ExampleInputs.of(example_input, kwargs)
+    what = type(model).__name__
     root_is_leaf = is_leaf(model)
     if root_is_leaf:  # fx traces into the root; wrap it so that it stays one op
-        if len(inputs) != 1:
+        if len(inputs.args) != 1 or inputs.kwargs:
             raise TraceError("a bare layer with several inputs: wrap it in a module first")
         model = _Root(model)
     try:
-        return _trace_and_convert(model, inputs, root_is_leaf, stack_traces=False)
-    except UnsupportedOpError:
-        # trace again recording source lines, so that the error can point at the user's code
-        return _trace_and_convert(model, inputs, root_is_leaf, stack_traces=True)
+        try:
+            return _via_fx(model, inputs, root_is_leaf, stack_traces=False)
+        except UnsupportedOpError:
+            # trace again recording source lines, so that the error can point at the user's code
+            return _via_fx(model, inputs, root_is_leaf, stack_traces=True)
+    except SymlabError:
+        raise
+    except Exception as e:  # anything torch.fx cannot do goes to torch.export
+        fx_error = e
+    try:
+        from symlab.frontend.export import export_graph
+
+        graph, flat = export_graph(model, inputs, fx_error=fx_error)
+        return _convert(model, graph, flat, root_is_leaf, "torch.export")
+    except SymlabError:
+        raise
+    except Exception as e:  # a failure of symlab's reader, named as such
+        raise TraceError(
+            f"symlab's torch.export front-end failed on {what}: {_brief(e)}. (torch.fx failed "
+            f"first: {_brief(fx_error)}.) This is a limitation of symlab's reader, not of your "
+            "model: describe the failing module as a leaf with a rule (symlab.frontend."
+            "declare_leaf, register_module_op and @symlab.symmetry.rule) or the architecture "
+            "with an ArchGraph / symlab builders, and please report it"
+        ) from e
 
 
-def _trace_and_convert(
-    model: nn.Module, inputs: tuple[Any, ...], root_is_leaf: bool, stack_traces: bool
+def _brief(e: BaseException) -> str:
+    text = " ".join(str(e).strip().split("\n", 1)[0].split())
+    return f"{type(e).__name__}: {text[:300]}"
+
+
+def _via_fx(
+    model: nn.Module, inputs: ExampleInputs, root_is_leaf: bool, stack_traces: bool
 ) -> ArchGraph:
     tracer = Tracer()
     tracer.record_stack_traces = stack_traces
-    frontend = "torch.fx"
+    concrete, flat = _fx_arguments(model, inputs)
+    graph = tracer.trace(model, concrete_args=concrete)
+    n_placeholders = sum(n.op == "placeholder" for n in graph.nodes)
+    if flat is not None and n_placeholders != len(flat):
+        raise TypeError(f"torch.fx made {n_placeholders} inputs of {len(flat)} arguments")
     try:
-        graph = tracer.trace(model)
-    except (fx.proxy.TraceError, TypeError, RuntimeError, NotImplementedError) as e:
-        # Python code on sizes stops torch.fx; torch.export runs it (TraceError if it cannot)
-        from symlab.frontend.export import export_graph
+        return _convert(model, graph, list(inputs.args) if flat is None else flat, root_is_leaf,
+                        "torch.fx")  # fmt: skip
+    except _ShapeError as e:
+        try:  # the model itself runs on the input: torch.fx's graph is what failed
+            with torch.no_grad():
+                inputs.map(torch.clone).call(model)
+        except Exception:  # any failure means the input does not fit
+            raise e.trace_error(model) from e.__cause__
+        raise e.__cause__ or e  # noqa: B904
 
-        graph, frontend = export_graph(model, inputs, fx_error=e), "torch.export"
+
+def _fx_arguments(
+    model: nn.Module, inputs: ExampleInputs
+) -> tuple[dict[str, Any] | None, list[Any] | None]:
+    """``(concrete_args, values of the placeholders)`` for torch.fx. Positional tensors alone:
+    ``(None, None)`` (fx makes a placeholder per parameter, defaults filling the rest). With
+    keyword inputs, every argument that is not a tensor is fixed to its value (``None`` masks
+    and flags stay Python values while tracing) and tensors become placeholders."""
+    if not inputs.kwargs:
+        return None, None
+    bound = inputs.bind(model)
+    if bound is None:
+        raise TypeError(f"{type(model).__name__}.forward does not take these inputs")
+    concrete: dict[str, Any] = {}
+    flat: list[Any] = []
+    for name, p in bound.signature.parameters.items():
+        value = bound.arguments.get(name, p.default)
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            if value:
+                raise TypeError(f"torch.fx cannot pass inputs through *{name}")
+            continue
+        if not isinstance(value, torch.Tensor):
+            concrete[name] = value
+        flat.append(value)
+    return concrete, flat
+
+
+class _ShapeError(Exception):
+    """The example input did not run through the traced graph."""
+
+    def trace_error(self, model: nn.Module) -> TraceError:
+        cause = self.__cause__.__cause__ or self.__cause__ if self.__cause__ else self
+        text = str(cause).splitlines()[0] if str(cause) else ""
+        return TraceError(
+            f"the example input does not run through {type(model).__name__}: "
+            f"{type(cause).__name__}: {text}. Pass an input of the shape and dtype the model "
+            "expects (e.g. x.to(next(model.parameters()).dtype))"
+        )
+
+
+def _convert(
+    model: nn.Module, graph: fx.Graph, flat: list[Any], root_is_leaf: bool, frontend: str
+) -> ArchGraph:
     graph.owning_module = model
     gm = graph_module(model, graph)  # dead code removed, Python code generated lazily
     try:
-        record_shapes(gm, inputs)  # ShapeProp's node.meta["tensor_meta"], faster
+        record_shapes(gm, tuple(flat))  # ShapeProp's node.meta["tensor_meta"], on fake tensors
     except RuntimeError as e:
-        cause = e.__cause__ or e
-        raise TraceError(
-            f"the example input does not run through {type(model).__name__}: "
-            f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}. "
-            "Pass an input of the shape and dtype the model expects (e.g. "
-            "x.to(next(model.parameters()).dtype))"
-        ) from e
+        if frontend == "torch.fx":
+            raise _ShapeError() from e
+        raise _ShapeError().trace_error(model) from e
     graph_out = Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = frontend
     return graph_out

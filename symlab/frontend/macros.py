@@ -86,7 +86,11 @@ def _act_node(cv: Converter, name: str, act: Any, x: str) -> str:
 
 def _module_node(cv: Converter, name: str, mod: nn.Module, x: str) -> str:
     entry = module_op_for(mod)
-    assert entry is not None
+    if entry is None:
+        raise UnsupportedOpError(
+            f"node {name!r}: {type(mod).__name__} inside a transformer layer is not read as a "
+            "registered layer (a subclass whose forward differs, or an unknown module)"
+        )
     op, width, attrs = entry.read(mod, cv.g.node(x).width)
     shape = (*cv.shape[x][:-1], int(width))
     return cv.add_node(name, op, [x], shape, -1, **attrs)

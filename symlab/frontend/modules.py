@@ -1,7 +1,10 @@
 """How tracing reads a torch module as one graph op: its op name, output width and attributes.
 
 Register more with :func:`register_module_op`; tracing refuses a module it cannot read. (The
-other direction, a torch module for a graph node, is :mod:`symlab.nn.graphnet`'s.)
+other direction, a torch module for a graph node, is :mod:`symlab.nn.graphnet`'s.) A module is
+read by a reader only when it computes what the registered class's ``forward`` computes
+(:mod:`symlab.frontend.exact`): a subclass that changes ``forward`` or a method it calls is
+traced into instead, and a module with forward hooks is refused.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from symlab.errors import UnsupportedOpError
+from symlab.frontend.exact import Fingerprint, fingerprint, hooks_reason
 from symlab.nn.asymmetric import FiGLU, WAsymLinear, masked_layer_attrs
 from symlab.nn.asymmetric_conv import FiGLU2d, WAsymConv2d
 
-__all__ = ["ModuleOp", "module_op_for", "register_module_op"]
+__all__ = ["ModuleOp", "module_op_for", "reading", "register_module_op", "why_not_read"]
 
 _ACT_TYPES: dict[type[nn.Module], str] = {
     nn.Identity: "identity",
@@ -45,12 +50,14 @@ _ACT_TYPES: dict[type[nn.Module], str] = {
 class ModuleOp:
     """How one module type maps to a graph op.
 
-    ``read(module, in_width)`` returns ``(op, out_width, attrs)``; ``build(node, in_widths)``
-    returns a fresh module for the node.
+    ``read(module, in_width)`` returns ``(op, out_width, attrs)``; ``fingerprint`` records
+    what the registered class's ``forward`` reaches, so that a subclass or a patch that
+    changes it is not read as this op.
     """
 
     module_type: type[nn.Module]
     read: Callable[[nn.Module, Any], tuple[str, Any, dict[str, Any]]]
+    fingerprint: Fingerprint
 
 
 _MODULE_OPS: dict[type[nn.Module], ModuleOp] = {}
@@ -71,15 +78,58 @@ def register_module_op(
     ('activation', 4, {'fn': 'identity'})
     >>> _ = _MODULE_OPS.pop(Twice)
     """
-    _MODULE_OPS[module_type] = ModuleOp(module_type, read)
+    _MODULE_OPS[module_type] = ModuleOp(module_type, read, fingerprint(module_type))
+
+
+def _registered_base(module: nn.Module) -> ModuleOp | None:
+    return next((_MODULE_OPS[t] for t in type(module).__mro__ if t in _MODULE_OPS), None)
+
+
+def why_not_read(module: nn.Module) -> str | None:
+    """Why a module of a registered class (or a subclass of one) is not read as that class's
+    op; None when it is read, or when no registered class is among its bases.
+
+    >>> from torch import nn
+    >>> class BNReLU(nn.BatchNorm1d):  # an activation after the norm: not a BatchNorm1d
+    ...     def forward(self, x):
+    ...         return super().forward(x).relu()
+    >>> why_not_read(BNReLU(3)).endswith("redefines 'forward', which BatchNorm1d.forward uses")
+    True
+    """
+    entry = _registered_base(module)
+    return None if entry is None else entry.fingerprint.reason(module)
 
 
 def module_op_for(module: nn.Module) -> ModuleOp | None:
-    """The registered entry for ``type(module)`` (exact type first, then base classes)."""
-    for t in type(module).__mro__:
-        if t in _MODULE_OPS:
-            return _MODULE_OPS[t]
-    return None
+    """The registered entry that reads ``module``: that of its class, or of a registered base
+    class whose ``forward`` it computes unchanged (see :mod:`symlab.frontend.exact`); None
+    for anything else (traced into). A module with forward hooks is refused
+    (:class:`UnsupportedOpError`): torch.fx would not see what the hooks do.
+
+    >>> from torch import nn
+    >>> class Named(nn.Linear):  # a subclass that only adds a name: still a Linear
+    ...     pass
+    >>> module_op_for(Named(2, 3)).module_type.__name__
+    'Linear'
+    """
+    entry = reading(module)
+    hooks = hooks_reason(module) if entry is not None else None
+    if hooks is not None:
+        raise UnsupportedOpError(f"module of type {type(module).__name__}: {hooks}")
+    return entry
+
+
+def reading(module: nn.Module) -> ModuleOp | None:
+    """:func:`module_op_for` without the refusal of hooks (what tracing asks: is it a leaf).
+
+    >>> from torch import nn
+    >>> reading(nn.ReLU()).module_type.__name__, reading(nn.Sequential()) is None
+    ('ReLU', True)
+    """
+    entry = _registered_base(module)
+    if entry is None:
+        return None
+    return entry if entry.fingerprint.reason(module) is None else None
 
 
 def _read_linear(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
@@ -102,7 +152,7 @@ def _read_wasym(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
 
 
 def _read_act(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
-    fn = _ACT_TYPES[type(m)]
+    fn = next(_ACT_TYPES[t] for t in type(m).__mro__ if t in _ACT_TYPES)
     attrs: dict[str, Any] = {"fn": fn}
     if isinstance(m, nn.LeakyReLU):
         attrs["negative_slope"] = float(m.negative_slope)
@@ -202,8 +252,20 @@ def _read_embedding(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
     return "embedding", m.embedding_dim, {"num_embeddings": m.num_embeddings}
 
 
+def _keeps_shift(m: nn.Module) -> bool:
+    """Whether ``m`` maps ``x + c`` (``c`` per channel) to ``m(x) + c``: not zero padding, nor
+    an average pool whose averages take in zero padding."""
+    if isinstance(m, nn.ZeroPad1d | nn.ZeroPad2d | nn.ZeroPad3d):
+        return False
+    if isinstance(m, nn.AvgPool1d | nn.AvgPool2d | nn.AvgPool3d):
+        pad = m.padding if isinstance(m.padding, tuple) else (m.padding,)
+        unpadded = all(int(p) == 0 for p in pad) and not m.ceil_mode
+        return unpadded or not m.count_include_pad
+    return True
+
+
 def _pool(kind: str) -> Callable[[nn.Module, Any], tuple[str, Any, dict[str, Any]]]:
-    return lambda m, w_in: (kind, w_in, {})
+    return lambda m, w_in: (kind, w_in, {"keeps_shift": _keeps_shift(m)})
 
 
 for _t in (nn.Conv1d, nn.Conv2d, nn.Conv3d):

@@ -4,10 +4,15 @@ This is what :class:`torch.fx.passes.shape_prop.ShapeProp` does (the same entrie
 ``node.meta["tensor_meta"]`` and ``node.meta["type"]``, the same error on a failing node), at a
 fraction of its cost:
 
+* the graph runs on *fake* tensors (``torch._subclasses.FakeTensorMode``): every op computes its
+  output's shape, dtype and strides and no values, so the time does not grow with the size of
+  the input or of the model, and nothing of the model (running statistics) is written. Where
+  fake tensors cannot run a graph (an output shape that depends on values, module hooks that
+  read values), it runs for real, as below;
 * the nodes run in a plain loop (no ``Interpreter`` dispatch per node) and the tensor metadata is
   read with torch's C++ contiguity checks;
-* when no shape can depend on values, convolutions are not computed. Where every node of the
-  graph is a known value-blind op (convolutions, linear maps, eval-mode batch norms,
+* in a real run, when no shape can depend on values, convolutions are not computed. Where every
+  node of the graph is a known value-blind op (convolutions, linear maps, eval-mode batch norms,
   activations, pools, sums, reshapes, …: :func:`shape_only_ok`), an unhooked ``nn.Conv1d/2d/3d``
   returns zeros of the shape torch's convolution formula gives, and an eval-mode batch norm
   reading such zeros returns them unchanged — the shapes of all nodes stay the same (no op
@@ -25,6 +30,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.nn.modules import module as _module
 
@@ -40,6 +46,7 @@ from symlab.frontend.functions import (
 )
 from symlab.frontend.fxutil import flat_nodes
 from symlab.frontend.modules import _ACT_TYPES
+from symlab.frontend.units import writes
 
 try:  # torch's own lazily compiled GraphModule (code generated on first call, if ever)
     from torch.fx._lazy_graph_module import _LazyGraphModule as _GraphModule
@@ -209,7 +216,7 @@ def _record(node: fx.Node, value: Any) -> None:
         m = fx.node.map_aggregate(value, meta)
         if found:
             node.meta["tensor_meta"] = m
-    node.meta["type"] = type(value)
+    node.meta["type"] = torch.Tensor if type(value) is FakeTensor else type(value)
 
 
 def _fetch_attr(root: nn.Module, target: str) -> Any:
@@ -224,7 +231,8 @@ def _fetch_attr(root: nn.Module, target: str) -> Any:
 
 
 def graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
-    """``fx.GraphModule(model, graph)`` after ``graph.eliminate_dead_code()``, cheaper: dead code
+    """``fx.GraphModule(model, graph)`` after ``graph.eliminate_dead_code()`` (which keeps in-place
+    writes), cheaper: dead code
     elimination runs only where some node is unused (or reads an attribute, which may hold a
     subgraph), and the module's Python code is generated only if it is ever called (symlab only
     reads its graph and submodules).
@@ -238,8 +246,8 @@ def graph_module(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
     if any(
         n.op == "get_attr" or (not n.users and n.op not in ("placeholder", "output"))
         for n in graph.nodes
-    ):
-        graph.eliminate_dead_code()
+    ):  # in-place writes stay: another tensor may see them (symlab.frontend.units)
+        graph.eliminate_dead_code(is_impure_node=lambda n: n.is_impure() or writes(n))
     return _GraphModule(model, graph)
 
 
@@ -253,13 +261,15 @@ def _fetch_module(root: nn.Module, target: str) -> Any:
     return obj
 
 
-def record_shapes(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
+def record_shapes(gm: fx.GraphModule, inputs: tuple[Any, ...], *, fake: bool = True) -> Any:
     """Run ``inputs`` through ``gm`` once (without gradients), recording on every node
     ``meta["tensor_meta"]`` (a :class:`~torch.fx.passes.shape_prop.TensorMetadata`, or a
     structure of them for tuple outputs; absent where no tensor came out) and ``meta["type"]``,
-    as ``ShapeProp(gm).propagate(*inputs)`` does; returns the output. Convolutions are skipped
-    where no node looks at values (module docstring). A node that fails raises the RuntimeError
-    ShapeProp raises (``"ShapeProp error for: node=…"``), chained to the original error.
+    as ``ShapeProp(gm).propagate(*inputs)`` does; returns the output (fake tensors where the run
+    was fake). The run is on fake tensors where it can be (``fake=False`` to run for real);
+    convolutions of a real run are skipped where no node looks at values (module docstring). A
+    node that fails raises the RuntimeError ShapeProp raises (``"ShapeProp error for: node=…"``),
+    chained to the original error.
 
     >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten())
     >>> gm = fx.symbolic_trace(net)
@@ -267,15 +277,68 @@ def record_shapes(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
     >>> [tuple(n.meta["tensor_meta"].shape) for n in gm.graph.nodes if n.op != "output"]
     [(2, 1, 7, 7), (2, 4, 3, 3), (2, 4, 3, 3), (2, 36)]
     """
+    modules = {n: _fetch_module(gm, n.target) for n in gm.graph.nodes if n.op == "call_module"}
     with torch.no_grad():
-        return _run(gm, inputs)
+        if fake and _fake_ok(modules):
+            try:
+                with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+                    fakes = fx.node.map_aggregate(
+                        inputs, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
+                    )
+                    out = _run(gm, tuple(fakes), modules, skip_convs=False)
+                if not _mixed_dtypes(gm, modules):
+                    return out
+            except Exception:  # what fake tensors cannot run, runs for real
+                pass
+            for n in gm.graph.nodes:
+                n.meta.pop("tensor_meta", None)
+        return _run(gm, inputs, modules, shape_only_ok(gm, modules))
 
 
-def _run(gm: fx.GraphModule, inputs: tuple[Any, ...]) -> Any:
+def _float_dtypes(meta: Any) -> set[torch.dtype]:
+    """The floating dtypes in a node's ``tensor_meta`` (one, or a structure of them)."""
+    if isinstance(meta, TensorMetadata):
+        return {meta.dtype} if meta.dtype.is_floating_point else set()
+    if isinstance(meta, tuple | list):
+        return set().union(*(_float_dtypes(m) for m in meta))
+    if isinstance(meta, dict):
+        return set().union(*(_float_dtypes(m) for m in meta.values()))
+    return set()
+
+
+def _mixed_dtypes(gm: fx.GraphModule, modules: dict[fx.Node, Any]) -> bool:
+    """Whether some node reads floating tensors of several dtypes (its own parameters
+    included). Fake tensors do not check what real kernels refuse (a float32 input to a float64
+    ``Linear``), so such a graph runs for real: the error, or a legitimate promotion, is real."""
+    for n in gm.graph.nodes:
+        dtypes = set().union(
+            *(_float_dtypes(a.meta.get("tensor_meta")) for a in flat_nodes((n.args, n.kwargs)))
+        )
+        if n.op == "call_module" and isinstance(modules[n], nn.Module):
+            dtypes |= {p.dtype for p in modules[n].parameters() if p.is_floating_point()}
+        if len(dtypes) > 1:
+            return True
+    return False
+
+
+def _fake_ok(modules: dict[fx.Node, Any]) -> bool:
+    """Whether the graph may run on fake tensors: no hooks (they may read values or keep what
+    they see) and no active torch function or dispatch modes."""
+    return not (
+        _global_hooks()
+        or torch._C._len_torch_function_stack()
+        or torch._C._len_torch_dispatch_stack()
+        or any(
+            _hooked(s) for m in modules.values() if isinstance(m, nn.Module) for s in m.modules()
+        )
+    )
+
+
+def _run(
+    gm: fx.GraphModule, inputs: tuple[Any, ...], modules: dict[fx.Node, Any], skip_convs: bool
+) -> Any:
     graph = gm.graph
     nodes = list(graph.nodes)
-    modules = {n: _fetch_module(gm, n.target) for n in nodes if n.op == "call_module"}
-    skip_convs = shape_only_ok(gm, modules)
     last_use: dict[fx.Node, list[fx.Node]] = {}  # free values after their last use
     seen: set[fx.Node] = set()
     for n in reversed(nodes):

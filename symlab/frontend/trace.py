@@ -5,16 +5,21 @@ without an example input is read child by child (node names are the child names,
 names are the ``state_dict`` keys). Everything else goes through the torch.fx front-end
 (:func:`symlab.frontend.fx.trace_fx`), which needs an example input (for a model whose first
 layer is ``nn.Linear`` one is made up); models torch.fx cannot trace because of Python code on
-sizes are read through torch.export (:mod:`symlab.frontend.export`).
+sizes, ``**kwargs`` forwards or anything else are read through torch.export
+(:mod:`symlab.frontend.export`). Inputs may be positional (a tensor, a tuple), keyword
+(``kwargs=``) or a dict of keyword inputs (a tokenizer's output).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.fx import trace_fx
+from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.modules import module_op_for
 from symlab.graph.archgraph import ArchGraph
 from symlab.nn.graphnet import GraphNet
@@ -23,30 +28,40 @@ from symlab.perf import paused_gc
 __all__ = ["trace"]
 
 
-def trace(model: nn.Module | ArchGraph, example_input: torch.Tensor | None = None) -> ArchGraph:
-    """The architecture graph of ``model``.
+def trace(
+    model: nn.Module | ArchGraph,
+    example_input: Any = None,
+    *,
+    kwargs: dict[str, Any] | None = None,
+) -> ArchGraph:
+    """The architecture graph of ``model`` called on ``example_input`` (a tensor, a tuple of
+    positional arguments or a dict of keyword arguments) and ``kwargs``.
 
     >>> seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     >>> [n.name for n in trace(seq).nodes()]
     ['input', '0', '1', '2', 'output']
+    >>> emb = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    >>> trace(emb, {"input": torch.tensor([[1, 2, 3]])}).frontend
+    'torch.fx'
     """
     if isinstance(model, ArchGraph):
         model.validate()
         return model
     if isinstance(model, GraphNet):
         return model.graph
-    if isinstance(model, nn.Sequential) and example_input is None:
+    inputs = ExampleInputs.of(example_input, kwargs)
+    if isinstance(model, nn.Sequential) and inputs.empty:
         return _trace_sequential(model, None)
-    if example_input is None:
+    if inputs.empty:
         first = next((m for m in model.modules() if isinstance(m, nn.Linear)), None)
         if first is None:
             raise UnsupportedOpError(
                 f"tracing a {type(model).__name__} needs an example input: call "
                 "symlab.symmetries(model, example_input)"
             )
-        example_input = torch.zeros(2, first.in_features)
+        inputs = ExampleInputs((torch.zeros(2, first.in_features),))
     with paused_gc():  # many objects made, none freed before the end: see symlab.perf
-        return trace_fx(model, example_input)
+        return trace_fx(model, inputs)
 
 
 def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) -> ArchGraph:

@@ -1,9 +1,11 @@
 """symlab's torch.fx tracer: which modules are leaves (one op each) and which are traced into.
 
 A module is a leaf when symlab reads it as one op: a registered module op
-(:mod:`symlab.frontend.modules`), a composite expanded by a macro (:mod:`symlab.frontend.macros`)
-or a type declared with :func:`declare_leaf`. Everything else is traced into, so its ops get
-their own rules.
+(:mod:`symlab.frontend.modules`; a subclass only when it computes its base's ``forward``
+unchanged, see :mod:`symlab.frontend.exact`), a composite expanded by a macro
+(:mod:`symlab.frontend.macros`) or a type declared with :func:`declare_leaf`. Everything else is
+traced into, so its ops get their own rules. (Models with forward hooks are refused when
+they are converted: torch.fx does not run hooks, so what they do would be invisible.)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch.fx as fx
 from torch import nn
 
 from symlab.frontend.macros import MACROS
-from symlab.frontend.modules import module_op_for
+from symlab.frontend.modules import reading, why_not_read
 
 __all__ = ["Tracer", "declare_leaf", "is_leaf"]
 
@@ -45,7 +47,7 @@ def is_leaf(module: nn.Module) -> bool:
     (True, False)
     """
     t = type(module)
-    return t in _EXTRA_LEAVES or t in MACROS or module_op_for(module) is not None
+    return t in _EXTRA_LEAVES or t in MACROS or reading(module) is not None
 
 
 class _ModuleStack(collections.OrderedDict):
@@ -66,4 +68,8 @@ class Tracer(fx.Tracer):
         self.module_stack = _ModuleStack()
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_leaf(m) or super().is_leaf_module(m, qualname)
+        if is_leaf(m):
+            return True
+        if why_not_read(m) is not None:  # a registered layer whose forward changed: trace it
+            return False
+        return super().is_leaf_module(m, qualname)

@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import networkx as nx
-import sympy as sp
-
 from symlab.errors import GraphError
 from symlab.graph.widths import Width, check_width, is_concrete
+from symlab.perf import lazy_import
+
+nx = lazy_import("networkx")  # loaded on first use: ``import symlab`` stays cheap
+sp = lazy_import("sympy")
 
 __all__ = ["ArchGraph", "Node", "ParamSpec", "register_builder"]
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numbers
-
-import sympy as sp
+from typing import Union
 
 from symlab.errors import WidthError
+from symlab.perf import lazy_import
+
+sp = lazy_import("sympy")  # loaded on first use: ``import symlab`` stays cheap
+
 
 __all__ = ["Width", "check_width", "is_concrete"]
 
-Width = int | sp.Expr
+Width = Union[int, "sp.Expr"]
 
 
 def check_width(w: object, what: str = "width") -> Width:

@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-import scipy.optimize
 import torch
 
 from symlab.errors import DataError
@@ -73,7 +71,9 @@ def relu_realizers(
     d1 = X.shape[1] + 1
     if Xa.shape[0]:
         z0, *_ = np.linalg.lstsq(Xa, y[active], rcond=None)
-        N = scipy.linalg.null_space(Xa)
+        from scipy.linalg import null_space  # here: scipy.linalg costs import time
+
+        N = null_space(Xa)
     else:
         z0, N = np.zeros(d1), np.eye(d1)
 
@@ -88,7 +88,9 @@ def relu_realizers(
             "type": "ineq", "fun": lambda t: -(Xi @ (z0 + N @ t)), "jac": lambda t: -(Xi @ N)
         }]  # fmt: skip
         t0 = np.linalg.lstsq(N, np.append(w, b) - z0, rcond=None)[0]  # the given realiser
-        res = scipy.optimize.minimize(objective, t0, jac=True, constraints=cons, method="SLSQP",
+        from scipy.optimize import minimize  # here: scipy.optimize costs import time
+
+        res = minimize(objective, t0, jac=True, constraints=cons, method="SLSQP",
                                       options={"ftol": 1e-12, "maxiter": 500})  # fmt: skip
         best = z0 + N @ res.x
     viol = max(

@@ -41,6 +41,8 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     "celu": NONE,
     "hardsigmoid": NONE,
     "logsigmoid": NONE,
+    # x * x (the same tensor twice): even, and (cx)² = c²x² is no tie — permutations only
+    "square": NONE,
     # |cx| = c|x| for c > 0 (the sign flips |-x| = |x| absorbs are not derived)
     "abs": Admits(Mag.DIAG, Sign.NONE),
     "exp": NONE,  # exp(x + c) = e^c exp(x) would need shifts; permutations only
@@ -79,8 +81,9 @@ def _linear_act(node: Node, params: Params, t_in: list[Transform], t_out: Transf
     out = dict(params, weight=w)
     if "bias" in params:
         b = t_out.out(params["bias"], 0)
-        if t_in[0].shift is not None:
-            b = b - w @ t_in[0].shift.to(w.dtype)
+        if t_in[0].shift is not None:  # W(x + c) + b: a conv adds Σ over its kernel of W c
+            taps = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)
+            b = b - taps @ t_in[0].shift.to(w.dtype)
         out["bias"] = b
     return out
 
@@ -109,7 +112,11 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         adm = ANY
     return OpSymmetry(
         admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
-        absorbs_shift=bool(node.attrs.get("bias", True)) and not node.attrs.get("padded", False),
+        # a shift of x is absorbed as b - (F + D ⊙ W) c, but the action sees W alone: only
+        # without fixed entries (num_fixed = 0) is that the weight the layer applies
+        absorbs_shift=bool(node.attrs.get("bias", True))
+        and not node.attrs.get("padded", False)
+        and int(node.attrs.get("num_fixed", 0)) == 0,
         fixed_data=[
             FixedData(f"{node.name}.{key}", (node.name, x) + (None,) * len(kernel))
             for key in ("mask", "fixed")
@@ -134,6 +141,7 @@ def activation_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         )
     x = _x(node, graph)
     admits = ACTIVATION_ADMITS[fn]
+    # a graph's hardtanh without a range is nn.Hardtanh()'s (-1, 1); the front-ends record it
     if fn == "hardtanh" and node.attrs.get("min_val", -1.0) == -node.attrs.get("max_val", 1.0):
         admits = Admits(Mag.NONE, Sign.DIAG)  # a symmetric clamp is odd
     spec = OpSymmetry(tie=[(x, node.name)], admits=[(x, admits, f"{fn}")])

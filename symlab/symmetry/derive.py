@@ -4,7 +4,7 @@
 2. Union-find over tensors: permutation spaces (``tie`` and ``tie_perm``) and, finer, segments
    that share one magnitude/sign map (``tie``). Spaces touching inputs/outputs are fixed.
 3. Per segment, the admitted maps are the intersection over every op touching it; sigmoid flips
-   survive only where every consumer can absorb the shift.
+   survive only where their shift is absorbed (:mod:`symlab.symmetry.flips`).
 4. Colour refinement over units with fixed data restricts the permutations to proven
    automorphisms of that data.
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
-from networkx.utils import UnionFind
 
 from symlab.errors import GraphError, UnsupportedOpError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
@@ -30,10 +30,14 @@ from symlab.symmetry import (  # noqa: F401  (importing registers the built-in r
     structural_rules,
 )
 from symlab.symmetry.factors import Factor
+from symlab.symmetry.flips import flip_paths
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
 from symlab.symmetry.sharing import tie_shared_keys
 from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
+
+if TYPE_CHECKING:
+    from networkx.utils import UnionFind
 
 __all__ = ["Structure", "derive_structure"]
 
@@ -59,6 +63,7 @@ class Structure:
     out_shift: dict[str, object]
     factors: list[Factor]
     translations: dict[str, Translation] = field(default_factory=dict)  # by factor name
+    flip_segments: set[str] = field(default_factory=set)  # sign flips that shift (sigmoid)
 
 
 def derive_structure(
@@ -72,17 +77,23 @@ def derive_structure(
 
     composite: dict[str, list[str]] = {}
     repeat: dict[str, int] = {}
-    for name in (n.name for n in nodes):  # topological: composites flow through ties
-        s = specs[name]
+    for s in specs.values():
         composite.update(s.composite)
         repeat.update(s.repeat)
-        for a, b in s.tie:
-            if (a in composite) != (b in composite):
-                src, dst = (a, b) if a in composite else (b, a)
-                composite[dst] = composite[src]
-                if src in repeat:
-                    repeat[dst] = repeat[src]
+    changed = True
+    while changed:  # composites flow through ties, both ways, until nothing changes (a sum
+        changed = False  # of a block tensor and a branch computed from it makes both blocks)
+        for s in specs.values():
+            for a, b in s.tie:
+                if (a in composite) != (b in composite):
+                    src, dst = (a, b) if a in composite else (b, a)
+                    composite[dst] = composite[src]
+                    if src in repeat:
+                        repeat[dst] = repeat[src]
+                    changed = True
     plain = [n.name for n in nodes if n.name not in composite]
+    from networkx.utils import UnionFind  # here: networkx costs import time
+
     perm_uf, seg_uf = UnionFind(plain), UnionFind(plain)
     admits: dict[str, Admits] = {}
     fixed: set[str] = set()
@@ -110,11 +121,11 @@ def derive_structure(
             for a in fd.axes:
                 if a in composite:
                     fixed.update(parts(a))
-        if s.out_shift is not None and not all(
-            specs[c].absorbs_shift for c in graph.consumers(name)
-        ):
-            admits[name] = admits.get(name, ANY) & Admits(Mag.GL, Sign.NONE)
 
+    flips = flip_paths(graph, specs, repeat)
+    for src, level in flips.levels.items():  # flips survive where their shift is absorbed
+        for p in parts(src):
+            admits[p] = admits.get(p, ANY) & Admits(Mag.GL, level)
     _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
     tie_shared_keys(graph, specs, perm_uf, seg_uf, fixed, parts, composite)
     order = {t: i for i, t in enumerate(plain)}
@@ -162,7 +173,7 @@ def derive_structure(
                     segment_inexact[tensor_segment[p]] = s.inexact
 
     blocks = _refine(graph, specs, tensor_class, class_width, fixed_values)
-    out_shift = {n: s.out_shift for n, s in specs.items() if s.out_shift is not None}
+    out_shift = dict(flips.out_shift)
     st = Structure(
         graph,
         nodes,
@@ -180,6 +191,13 @@ def derive_structure(
         blocks,
         out_shift,
         [],
+        flip_segments={
+            tensor_segment[p]
+            for src, level in flips.levels.items()
+            if level == Sign.DIAG
+            for p in parts(src)
+            if tensor_segment.get(p) is not None and tensor_class.get(p) is not None
+        },
     )
     st.factors = _factors(st, order)
     return st
@@ -202,15 +220,16 @@ def _tie_shared_weights(
     if not graph.tied_keys:
         return
     keys = graph.state_keys()
-    translated = {tr.node for s in specs.values() for tr in s.translations}
+    _drop_tied_translations(graph, specs)
+    translated = {(tr.node, a) for s in specs.values() for tr in s.translations for a, _ in tr.axes}
     for group in graph.tied_keys:
         members = [keys[k] for k in group if k in keys]
         for node, p in members:
-            if specs[node.name].internal or node.name in translated or p.kind == "fixed":
+            if specs[node.name].internal or (node.name, p.name) in translated or p.kind == "fixed":
                 raise UnsupportedOpError(
                     f"{node.key(p)!r} is tied to {[k for k in group if k != node.key(p)]} and "
-                    f"is moved by {node.op!r} {node.name!r} with attention heads, a softmax or "
-                    "LayerNorm shift, or as fixed data, which symlab cannot tie yet; untie the "
+                    f"is moved by {node.op!r} {node.name!r} with attention heads or as fixed "
+                    "data, which symlab cannot tie yet; untie the "
                     "weights (clone them) to derive the group of the untied model"
                 )
         for (n1, p1), (n2, p2) in itertools.pairwise(members):
@@ -225,6 +244,22 @@ def _tie_shared_weights(
                 seg_uf.union(t1, t2)
                 for t in (t1, t2):
                     admits[t] = admits.get(t, ANY) & Admits(Mag.NONE, Sign.DIAG)
+
+
+def _drop_tied_translations(graph: ArchGraph, specs: Mapping[str, OpSymmetry]) -> None:
+    """A translation (softmax or LayerNorm shift) moves one copy of a tied tensor only, which
+    the tie cannot carry: drop it, keeping a bias-only shift where the bias is not tied."""
+    tied = {k for group in graph.tied_keys for k in group}
+    for spec in specs.values():
+        kept = []
+        for tr in spec.translations:
+            owner = graph.node(tr.node)
+            hit = {p.name for p in owner.params if owner.key(p) in tied} & {p for p, _ in tr.axes}
+            if not hit:
+                kept.append(tr)
+            elif hit == {"weight"} and any(p == "bias" for p, _ in tr.axes):
+                kept.append(shift_rules.logit_translation(owner, tr.suffix, weight=False))
+        spec.translations[:] = kept
 
 
 def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
@@ -331,7 +366,7 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
                 factors.append(
                     Factor(f"scale[{s}]", "common_scaling", n, s, ax, exact=not note, note=note)
                 )
-            flip = any(t in st.out_shift for t in seg_tensors)
+            flip = s in st.flip_segments
             if a.sign == Sign.DIAG:
                 factors.append(Factor(f"sign[{s}]", "flip" if flip else "sign", n, s, ax))
             elif a.sign == Sign.COMMON:

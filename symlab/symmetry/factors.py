@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-import sympy as sp
 import torch
 
 from symlab.graph.widths import Width
+from symlab.perf import lazy_import
+
+sp = lazy_import("sympy")  # loaded on first use: ``import symlab`` stays cheap
 
 __all__ = ["Factor", "FactorKind", "GroupElement"]
 

@@ -13,12 +13,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cached_property
 
-import sympy as sp
 import torch
 
 from symlab.errors import ForeignElementError, NonFiniteError, StateDictError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
+from symlab.perf import lazy_import
 from symlab.seeding import generator as make_generator
 from symlab.symmetry.composite import concat_transform
 from symlab.symmetry.derive import Structure, derive_structure
@@ -27,6 +27,8 @@ from symlab.symmetry.factors import Factor, GroupElement
 from symlab.symmetry.spec import Translation
 from symlab.symmetry.transform import Transform
 from symlab.symmetry.translations import add_translations, linear_part
+
+sp = lazy_import("sympy")  # loaded on first use: ``import symlab`` stays cheap
 
 __all__ = ["SymmetryGroup"]
 
@@ -351,11 +353,28 @@ class SymmetryGroup:
                 shift = st.out_shift[t](torch.sign(scale))  # type: ignore[operator]
             out[t] = Transform(perms.get(k), scale, shift)
         for t in self._composite_order():
-            out[t] = concat_transform([out[p] for p in st.composite[t]], st, t)
+            tr = concat_transform([out[p] for p in st.composite[t]], st, t)
+            if t in st.out_shift and tr.scale is not None and tr.scale.ndim == 1:
+                tr = Transform(tr.perm, tr.scale, st.out_shift[t](torch.sign(tr.scale)))  # type: ignore[operator]
+            out[t] = tr
         return out
 
     def _composite_order(self) -> list[str]:
-        return [n.name for n in self._st.nodes if n.name in self._st.composite]
+        """Block tensors, each after the block tensors it is made of (a parameter added to a
+        concatenation becomes one before the concatenation's node in graph order)."""
+        st, order, seen = self._st, [], set()
+
+        def visit(t: str) -> None:
+            if t in seen or t not in st.composite:
+                return
+            seen.add(t)
+            for p in st.composite[t]:
+                visit(p)
+            order.append(t)
+
+        for n in st.nodes:
+            visit(n.name)
+        return order
 
     def _element_transforms(self, h: GroupElement) -> dict[str, Transform]:
         perms = self._perms(h)

@@ -16,12 +16,14 @@ does not derive.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-
-from networkx.utils import UnionFind
+from typing import TYPE_CHECKING
 
 from symlab.errors import UnsupportedOpError
 from symlab.graph.archgraph import ArchGraph, Node, ParamSpec
 from symlab.symmetry.spec import OpSymmetry
+
+if TYPE_CHECKING:
+    from networkx.utils import UnionFind
 
 __all__ = ["shared_keys", "tie_shared_keys"]
 

@@ -48,30 +48,35 @@ def softmax_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     return spec
 
 
-def logit_translation(node: Node, suffix: str = "logit_shift") -> Translation:
+def logit_translation(
+    node: Node, suffix: str = "logit_shift", *, weight: bool = True
+) -> Translation:
     """The translations ``W ↦ W + 1 ⊗ V``, ``b ↦ b + c 1`` of a linear map or convolution whose
     outputs only ever meet a softmax (or a LayerNorm) over them (``V`` has the shape of one
-    output row)."""
-    weight = next(p for p in node.params if p.name == "weight")
-    row = tuple(weight.shape[1:])
+    output row); ``weight=False``: the bias shift alone (a weight tied elsewhere cannot move)."""
+    w_spec = next(p for p in node.params if p.name == "weight")
+    row = tuple(w_spec.shape[1:])
     fan_in = math.prod(row) if all(isinstance(d, int) for d in row) else _sym_prod(row)
+    fan_in = fan_in if weight else 0
     bias = any(p.name == "bias" for p in node.params)
 
     def embed(t: torch.Tensor, params: Params) -> dict[str, torch.Tensor]:
         w = params["weight"]
-        v = t[: w[0].numel()].reshape(w.shape[1:]).to(w.dtype)
-        out = {"weight": v.expand_as(w).clone()}
+        out = {}
+        if weight:
+            v = t[: w[0].numel()].reshape(w.shape[1:]).to(w.dtype)
+            out["weight"] = v.expand_as(w).clone()
         if bias:
             out["bias"] = t[-1].to(w.dtype).expand_as(params["bias"]).clone()
         return out
 
     def project(update: Params) -> torch.Tensor:
-        parts = [update["weight"][0].reshape(-1)]
+        parts = [update["weight"][0].reshape(-1)] if weight else []
         if bias:
             parts.append(update["bias"][:1])
         return torch.cat(parts)
 
-    axes = (("weight", 0),) + ((("bias", 0),) if bias else ())
+    axes = ((("weight", 0),) if weight else ()) + ((("bias", 0),) if bias else ())
     return Translation(
         suffix, node.name, fan_in + int(bias), embed, project, axes,
         note="one vector added to every row, one constant to every bias: the same amount "

@@ -183,3 +183,41 @@ def relayout_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 def join_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """Concatenation/stacking along a non-feature axis: every part moves like the result."""
     return OpSymmetry(tie=[(x, node.name) for x in graph.inputs(node.name)])
+
+
+@rule("std_conv")
+def std_conv_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Weight-standardised convolution ``conv(x, g ⊙ (W - mean W) / std W) + b`` (each output
+    channel's filter standardised over its inputs and taps; ``g`` an optional gain).
+
+    Input channels: permutations only (a per-channel scale or sign would change each filter's
+    mean and variance). Output channels: a sign per channel (standardisation is odd in the
+    filter: ``-W`` standardises to the negative), and with a gain a positive scale per channel
+    (``g ↦ c g``, ``b ↦ c b``); exact, no eps involved.
+    """
+    x = _x(node, graph)
+    out = Admits(Mag.DIAG if node.attrs.get("gain") else Mag.NONE, Sign.DIAG)
+    return OpSymmetry(
+        admits=[(x, NONE, "standardised conv input"), (node.name, out, "standardised conv")]
+    )
+
+
+@std_conv_rule.action
+def _std_conv_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
+    w = t_in[0].contract(params["weight"], 1)
+    if t_out.perm is not None:
+        w = w.index_select(0, t_out.perm)
+    out = dict(params)
+    s = t_out.scale
+    if s is not None:
+        sign = torch.sign(s).to(w.dtype)
+        w = w * sign.reshape(-1, *([1] * (w.ndim - 1)))
+    out["weight"] = w
+    if "gain" in params:
+        g = params["gain"] if t_out.perm is None else params["gain"].index_select(0, t_out.perm)
+        if s is not None:
+            g = g * s.abs().to(g.dtype).reshape(-1, *([1] * (g.ndim - 1)))
+        out["gain"] = g
+    if "bias" in params:
+        out["bias"] = t_out.out(params["bias"], 0)
+    return out

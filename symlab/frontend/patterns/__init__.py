@@ -1,8 +1,18 @@
 """Idioms of real code recognised as one graph op (see :mod:`.registry`): multi-head attention
 written by hand (separate, fused or einsum projections, masks), ``x / ‖x‖``, hand-written
-RMSNorm / LayerNorm (:mod:`.norm`) and GPT-2's ``Conv1D`` (:mod:`.conv1d`)."""
+RMSNorm / LayerNorm (:mod:`.norm`), GPT-2's ``Conv1D`` (:mod:`.conv1d`) and weight-standardised
+convolutions (timm's ``StdConv2d``/``ScaledStdConv2d``, :mod:`.std_conv`)."""
 
-from symlab.frontend.patterns import attention, conv1d, norm, normalize
+from symlab.frontend.patterns import attention, conv1d, norm, normalize, std_conv
 from symlab.frontend.patterns.registry import Pattern, patterns, register_pattern
 
-__all__ = ["Pattern", "attention", "conv1d", "norm", "normalize", "patterns", "register_pattern"]
+__all__ = [
+    "Pattern",
+    "attention",
+    "conv1d",
+    "norm",
+    "normalize",
+    "patterns",
+    "register_pattern",
+    "std_conv",
+]

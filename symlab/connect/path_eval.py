@@ -1,0 +1,273 @@
+"""Evaluating a model's loss at many points of a linear path (the engine of
+:func:`symlab.connect.interpolate`).
+
+Two ways: :func:`per_alpha` (α outer, batches inner: one scratch copy of the model whose
+parameters are rewritten in place at each α; data in memory, CPU) and :func:`stacked` (batches
+outer, chunks of α inner on stacked parameters, batched with :func:`torch.func.vmap` on
+accelerators; reads a stream of batches once). Both sum the loss and the correct predictions
+per α in float64.
+
+:class:`FirstLayer` serves an input ``nn.Linear``'s output at α from two products, since
+``x W(α)ᵀ + b(α) = (1 − α)(x W_Aᵀ + b_A) + α (x W_Bᵀ + b_B)`` (equal up to float rounding,
+exact at α = 0 and 1 by :func:`torch.lerp`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from torch.nn import functional as F
+
+from symlab.align.data import iter_batches
+from symlab.errors import DataError
+
+__all__ = [
+    "BLOCK_BYTES",
+    "FirstLayer",
+    "Probe",
+    "block_rows",
+    "loss_terms",
+    "per_alpha",
+    "probe_model",
+    "stacked",
+]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StateDict = Mapping[str, torch.Tensor]
+Batches = list[tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def _stack(sd_a: StateDict, sd_b: StateDict, alphas: torch.Tensor) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, a in sd_a.items():
+        if a.is_floating_point():
+            al = alphas.to(a.dtype).reshape(-1, *([1] * a.ndim))
+            out[k] = (1 - al) * a + al * sd_b[k]
+        else:
+            out[k] = a.expand(len(alphas), *a.shape)
+    return out
+
+
+#: bytes of the widest activation of one row block on CPU (about an L2 cache)
+BLOCK_BYTES = 2**21
+
+
+def block_rows(row_bytes: int, n: int, device: torch.device) -> int:
+    """Rows per forward pass: all on accelerators; on CPU enough for about ``BLOCK_BYTES`` of
+    the widest activation (at least 64 rows, at most ``n``).
+
+    >>> block_rows(2048, 5000, torch.device("cpu")), block_rows(2048, 5000, torch.device("meta"))
+    (1024, 5000)
+    """
+    if device.type != "cpu":
+        return n
+    return min(n, max(64, BLOCK_BYTES // max(row_bytes, 1)))
+
+
+def loss_terms(
+    out: torch.Tensor, y: torch.Tensor | None, loss: str | LossFn
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-α sums of the loss and of correct predictions over one batch (``out``: [k, B, ...])."""
+    if y is None:
+        raise DataError("interpolate needs targets: pass (x, y) or a Dataset")
+    k, bsz = out.shape[0], out.shape[1]
+    if callable(loss):
+        vals = torch.stack([torch.as_tensor(loss(o, y), dtype=torch.float64) for o in out])
+        sums = vals * bsz
+    elif loss == "cross_entropy":
+        flat = out.reshape(k * bsz, *out.shape[2:])
+        ce = F.cross_entropy(flat, y.repeat(k), reduction="none")
+        sums = ce.reshape(k, -1).double().sum(1)
+    elif loss == "mse":
+        d = (out - y.reshape(1, *y.shape).to(out.dtype)) ** 2
+        sums = d.reshape(k, bsz, -1).mean(-1).double().sum(1)
+    else:
+        raise ValueError(f"loss must be 'cross_entropy', 'mse' or a callable, got {loss!r}")
+    correct = None
+    if not y.is_floating_point() and out.ndim >= 3:
+        correct = (out.argmax(-1) == y).double().sum(-1)
+        correct = correct.reshape(k, -1).sum(1)
+    return sums, correct
+
+
+@dataclass
+class Probe:
+    """What one forward pass of a single row tells: the widest activation's bytes per row, and
+    the ``nn.Linear`` that reads the model's input directly (called once), if there is one."""
+
+    row_bytes: int
+    first_linear: nn.Linear | None
+
+
+def probe_model(model: nn.Module, x1: torch.Tensor) -> Probe:
+    """Run ``model`` once on the one-row input ``x1`` with forward hooks on every module.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([3, 5, 2])
+    >>> p = probe_model(net, torch.randn(1, 3))
+    >>> p.row_bytes, p.first_linear is net.get_submodule("layers.0.linear")
+    (20, True)
+    """
+    widest, calls, fed = [0], {}, []
+
+    def hook(m: nn.Module, inputs: Any, o: Any) -> None:
+        if isinstance(o, torch.Tensor):
+            widest[0] = max(widest[0], o[:1].numel() * o.element_size())
+        if type(m) is nn.Linear:  # exactly nn.Linear: a subclass may compute something else
+            calls[id(m)] = calls.get(id(m), 0) + 1
+            if inputs and inputs[0] is x1:
+                fed.append(m)
+
+    hs = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x1)
+    finally:
+        for h in hs:
+            h.remove()
+    first = fed[0] if len(fed) == 1 and calls[id(fed[0])] == 1 else None
+    return Probe(widest[0], first)
+
+
+class FirstLayer:
+    """Serve ``layer``'s output at α from the two endpoint products of each row block.
+
+    ``layer(x) = x Wᵀ + b`` is affine in its parameters, so at α it is
+    ``lerp(x W_Aᵀ + b_A, x W_Bᵀ + b_B, α)``. The layer's ``forward`` is replaced for the
+    duration (and given back by :meth:`close`); an input other than a block it was prepared
+    for, or one changed in place since, gets the plain computation.
+    """
+
+    def __init__(
+        self,
+        layer: nn.Linear,
+        names: tuple[str, str | None],
+        sd_a: StateDict,
+        sd_b: StateDict,
+        blocks: Batches,
+    ) -> None:
+        self.layer = layer
+        wa, wb = sd_a[names[0]], sd_b[names[0]]
+        ba, bb = (None, None) if names[1] is None else (sd_a[names[1]], sd_b[names[1]])
+        self.pre = {
+            id(x): (x._version, F.linear(x, wa, ba), F.linear(x, wb, bb)) for x, _ in blocks
+        }
+        self.alpha = 0.0
+        self._own = layer.__dict__.get("forward")  # an instance-level forward to give back
+        self._plain = layer.forward
+        layer.forward = self.forward  # type: ignore[method-assign]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.pre.get(id(x))
+        if pre is None or pre[0] != x._version:  # another tensor, or changed in place
+            return self._plain(x)
+        return torch.lerp(pre[1], pre[2], self.alpha)
+
+    def close(self) -> None:
+        if self._own is None:
+            del self.layer.forward
+        else:
+            self.layer.forward = self._own  # type: ignore[method-assign]
+
+
+def per_alpha(
+    model: nn.Module,
+    sd_a: StateDict,
+    sd_b: StateDict,
+    al: torch.Tensor,
+    overrides: dict[int, dict[str, torch.Tensor]],
+    blocks: Batches,
+    loss: str | LossFn,
+    first: nn.Linear | None,
+    budget: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Loss and correct-prediction sums at each α, α outer and batches inner (in-memory data
+    on CPU): a scratch copy of the model takes the parameters at α in place, once per α;
+    ``overrides`` (BatchNorm reset, REPAIR) replace the whole state at their α. The first-layer
+    shortcut is used for ``first`` when no override exists and its two products fit
+    ``budget`` bytes."""
+    work = copy.deepcopy(model)
+    state = work.state_dict()  # shares storage with work's parameters and buffers
+    serve = None
+    if first is not None and not overrides:  # REPAIR / BN reset may move the first layer
+        name = next(n for n, m in model.named_modules() if m is first)
+        pre = f"{name}." if name else ""
+        keys = (f"{pre}weight", f"{pre}bias" if first.bias is not None else None)
+        rows = sum(len(x) for x, _ in blocks)
+        if 2 * rows * first.out_features * 4 <= budget:
+            serve = FirstLayer(work.get_submodule(name), keys, sd_a, sd_b, blocks)
+    loss_sum = torch.zeros(len(al), dtype=torch.float64)
+    correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
+    try:
+        for i, a in enumerate(al.tolist()):
+            for k, t in state.items():
+                if i in overrides:
+                    t.copy_(overrides[i][k])
+                elif t.is_floating_point():
+                    torch.lerp(sd_a[k], sd_b[k].to(t.dtype), a, out=t)
+            if serve is not None:
+                serve.alpha = a
+            for x, y in blocks:
+                sums, correct = loss_terms(work(x).unsqueeze(0), y, loss)
+                loss_sum[i] += sums[0]
+                if correct is None:
+                    correct_sum = None
+                elif correct_sum is not None:
+                    correct_sum[i] += correct[0]
+    finally:
+        if serve is not None:
+            serve.close()
+    return loss_sum, correct_sum
+
+
+def stacked(
+    model: nn.Module,
+    sd_a: StateDict,
+    sd_b: StateDict,
+    al: torch.Tensor,
+    overrides: dict[int, dict[str, torch.Tensor]],
+    data: Any,
+    bs: int,
+    split: str,
+    loss: str | LossFn,
+    k_chunk: int,
+    strategy: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Loss and correct-prediction sums at each α: batches outer, chunks of α inner on the
+    stacked parameters (vmap on accelerators; streams of batches read once)."""
+    params = _stack(sd_a, sd_b, al)
+    for i, sd in overrides.items():
+        for k, v in sd.items():
+            params[k][i] = v
+
+    def run(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, params, (x,))
+
+    if strategy == "vmap":
+        batched = vmap(run, in_dims=(0, None))
+    else:
+
+        def batched(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            k = len(next(iter(params.values())))
+            return torch.stack([run({n: v[i] for n, v in params.items()}, x) for i in range(k)])
+
+    loss_sum = torch.zeros(len(al), dtype=torch.float64)
+    correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
+    rows = 0
+    for x, y in iter_batches(data, bs, split):
+        rows += len(x)
+        for s in range(0, len(al), k_chunk):
+            part = {k: v[s : s + k_chunk] for k, v in params.items()}
+            sums, correct = loss_terms(batched(part, x), y, loss)
+            loss_sum[s : s + k_chunk] += sums
+            if correct is None:
+                correct_sum = None
+            elif correct_sum is not None:
+                correct_sum[s : s + k_chunk] += correct
+    return loss_sum, correct_sum, rows

@@ -1,0 +1,413 @@
+"""A model fuzzer: plain ``nn.Module`` code written the way users write it, derived and checked.
+
+:func:`generate` writes the Python source of a random model — functional calls and modules,
+``cat`` of differently-activated branches, both operands the same tensor, 0-dim / one-element /
+per-unit parameters, subclassed layers (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals,
+convs and linears, pools and flattens, softmax heads — from a seed. :func:`run_one` builds it
+in float64 and eval mode with generic parameters and running statistics, derives its group and
+checks sampled elements *independently* (the moved ``state_dict`` loaded into a copy of the
+model), classifying it as ``sound``, ``refused`` (a named :class:`~symlab.errors.SymlabError`),
+``crash`` (any other exception), ``unsound`` (an element changes the outputs, with the norm
+factors that hold only up to eps left out) or ``eps`` (only such a factor does).
+
+Run many from the command line, in chunks: ``python -m symlab.testing.fuzz START COUNT``.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from symlab.api import symmetries
+from symlab.errors import SymlabError
+from symlab.testing.fuzz_ops import ACT_MODULES, COMMON_CALLS, PREAMBLE, UNARY_CALLS
+
+__all__ = ["FuzzModel", "FuzzResult", "generate", "run_many", "run_one"]
+
+
+@dataclass
+class FuzzModel:
+    """A generated model: its source, input shape and the ops it uses."""
+
+    seed: int
+    source: str
+    input_shape: tuple[int, ...]
+    ops: set[str] = field(default_factory=set)
+
+
+def _op_id(template: str) -> str:
+    t = template.replace("{h}.", "Tensor.").replace("-{h}", "neg").replace("{h} ** 2", "pow")
+    return re.sub(r"\(.*", "", t)
+
+
+class _Gen:
+    def __init__(self, seed: int) -> None:
+        self.r = random.Random(seed)
+        self.init: list[str] = []
+        self.fwd: list[str] = []
+        self.ops: set[str] = set()
+        self.n = 0
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def mod(self, expr: str, op: str | None = None) -> str:
+        attr = self.name("m")
+        self.init.append(f"self.{attr} = {expr}")
+        self.ops.add(op or re.sub(r"\(.*", "", expr))
+        return f"self.{attr}"
+
+    def param(self, shape: tuple[int, ...], positive: bool = False) -> str:
+        attr = self.name("p")
+        value = f"torch.rand({shape}) + 0.5" if positive else f"torch.randn({shape})"
+        self.init.append(f"self.{attr} = nn.Parameter({value})")
+        return f"self.{attr}"
+
+    def line(self, expr: str, op: str) -> None:
+        self.fwd.append(f"h = {expr}")
+        self.ops.add(op)
+
+    # -- vectors ---------------------------------------------------------------------------
+    def act(self, glu: bool = False) -> str:
+        """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
+        the time one of the everyday activations, so that most models reach derivation."""
+        if self.r.random() < 0.5:
+            t = self.r.choice(COMMON_CALLS)
+            self.ops.add(_op_id(t))
+            return t
+        if self.r.random() < 0.5:
+            t = self.r.choice(UNARY_CALLS)
+            self.ops.add(_op_id(t))
+            return t
+        expr = self.r.choice([a for a in ACT_MODULES if glu or "GLU" not in a])
+        return self.mod(expr) + "({h})"
+
+    def vec_step(self, w: int) -> int:
+        r, k = self.r, self.r.randrange(11)
+        w2 = r.randint(2, 5)
+        if k == 0:
+            cls = r.choice(["nn.Linear", "nn.Linear", "ScaledLinear", "OffsetLinear"])
+            self.line(f"{self.mod(f'{cls}({w}, {w2}, bias={r.random() < 0.8})')}(h)", cls)
+            return w2
+        if k == 1:
+            self.line(self.act(glu=w % 2 == 0).format(h="h"), "act")
+            return (
+                w // 2
+                if self.init
+                and self.init[-1].endswith("nn.GLU()")
+                and self.fwd[-1].startswith(f"h = {self.init[-1].split(' =')[0]}")
+                else w
+            )
+        if k == 2:
+            norm = r.choice(
+                [
+                    f"nn.LayerNorm({w})",
+                    f"nn.BatchNorm1d({w})",
+                    f"NormAct1d({w})",
+                    f"nn.RMSNorm({w})",
+                    f"PlainLN({w})",
+                    f"nn.LayerNorm({w}, elementwise_affine=False)",
+                ]
+            )
+            self.line(f"{self.mod(norm)}(h)", re.sub(r"\(.*", "", norm))
+            return w
+        if k == 3:
+            lin = self.mod(f"nn.Linear({w}, {w})")
+            self.line(f"h + {lin}({self.act().format(h='h')})", "residual")
+            return w
+        if k == 4:
+            a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w})")
+            fa, fb = self.act().format(h=f"{a}(h)"), self.act().format(h=f"{b}(h)")
+            self.line(f"torch.cat([{fa}, {fb}], -1)", "torch.cat")
+            return w2 + w
+        if k == 5:
+            expr, op = r.choice(
+                [
+                    ("h * h", "mul-self"),
+                    ("h + h", "add-self"),
+                    ("torch.cat([h, h], -1)", "cat-self"),
+                    ("h - h", "sub-self"),
+                    ("h * h.sigmoid()", "swish-by-hand"),
+                ]
+            )
+            self.line(expr, op)
+            return 2 * w if "cat" in expr else w
+        if k == 6:
+            shape = r.choice([(), (1,), (w,), (1, w), (1, 1)])
+            p = self.param(shape, positive=True)
+            expr = r.choice([f"h * {p}", f"{p} * h", f"h / {p}", f"h + {p}", f"h - {p}"])
+            self.line(expr, f"param{len(shape)}-{expr.split()[1] if expr[0] == 'h' else 'r*'}")
+            return w
+        if k == 7:
+            a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w2})")
+            self.line(f"F.silu({a}(h)) * {b}(h)", "gated")
+            return w2
+        if k == 8:
+            expr = r.choice(
+                [
+                    "h - h.mean(-1, keepdim=True)",
+                    "F.softmax(h, -1)",
+                    "F.log_softmax(h, dim=-1)",
+                    f"h @ self.{self.param((w, w))[5:]}",
+                    "F.normalize(h, dim=-1)",
+                    "h.unsqueeze(1).squeeze(1)",
+                    "h.view(h.shape[0], -1)",
+                    "torch.stack([h, h], 1).sum(1)",
+                    "h.transpose(0, 1).t()",
+                ]
+            )
+            self.line(expr, _op_id(expr.replace("h", "{h}", 1)))
+            return w
+        if k == 9 and r.random() < 0.3:
+            wp, bp = self.param((w2, w)), self.param((w2,))
+            self.line(f"F.linear(h, {wp}, {bp})", "F.linear-param")
+            return w2
+        if k == 9:  # a sigmoid over a concatenation of differently-activated branches
+            a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w})")
+            self.line(f"torch.sigmoid(torch.cat([F.relu({a}(h)), {b}(h)], -1))", "sigmoid-cat")
+            return w2 + w
+        self.line(f"{self.mod(f'nn.Dropout({r.choice([0.1, 0.5])})')}(h)", "nn.Dropout")
+        return w
+
+    # -- feature maps ----------------------------------------------------------------------
+    def map_step(self, c: int, hw: int) -> tuple[int, int]:
+        r, k = self.r, self.r.randrange(10)
+        c2 = r.randint(2, 4)
+        if k == 0:
+            cls = r.choice(["nn.Conv2d", "nn.Conv2d", "WSConv", "ScaledConv", "TwiceConv"])
+            kern, pad = r.choice([(1, 0), (3, 1), (3, 0), (2, 0)])
+            if hw - kern + 1 + 2 * pad < 2:
+                kern, pad = 1, 0
+            bias = r.random() < 0.8
+            self.line(
+                f"{self.mod(f'{cls}({c}, {c2}, {kern}, padding={pad}, bias={bias})')}(h)", cls
+            )
+            return c2, hw - kern + 1 + 2 * pad
+        if k == 1:
+            self.line(self.act().format(h="h"), "act")
+            return c, hw
+        if k == 2:
+            norm = r.choice(
+                [
+                    f"nn.BatchNorm2d({c})",
+                    f"NormAct({c})",
+                    f"nn.GroupNorm(1, {c})",
+                    f"GNAct(1, {c})",
+                    f"nn.InstanceNorm2d({c}, affine=True)",
+                ]
+            )
+            self.line(f"{self.mod(norm)}(h)", re.sub(r"\(.*", "", norm))
+            return c, hw
+        if k == 3:
+            conv = self.mod(f"nn.Conv2d({c}, {c}, 3, padding=1)")
+            self.line(f"h + {conv}({self.act().format(h='h')})", "residual-conv")
+            return c, hw
+        if k == 4:
+            a, b = self.mod(f"nn.Conv2d({c}, {c2}, 1)"), self.mod(f"nn.Conv2d({c}, {c}, 1)")
+            fa, fb = self.act().format(h=f"{a}(h)"), self.act().format(h=f"{b}(h)")
+            self.line(f"torch.cat([{fa}, {fb}], 1)", "torch.cat")
+            return c2 + c, hw
+        if k == 5:
+            expr = r.choice(
+                [
+                    "h * h",
+                    "h + h",
+                    "torch.cat([h, h], 1)",
+                    f"h * self.{self.param(r.choice([(), (1,), (1, c, 1, 1)]), True)[5:]}",
+                ]
+            )
+            self.line(expr, "map-" + expr[:7])
+            return (2 * c if "cat" in expr else c), hw
+        if k == 6 and hw >= 4:
+            pool = r.choice(
+                [
+                    "nn.MaxPool2d(2)",
+                    "nn.AvgPool2d(2)",
+                    "nn.AdaptiveAvgPool2d(2)",
+                    "nn.AdaptiveMaxPool2d(2)",
+                ]
+            )
+            self.line(f"{self.mod(pool)}(h)", re.sub(r"\(.*", "", pool))
+            return c, 2 if "Adaptive" in pool else hw // 2
+        if k == 7:
+            se = self.mod(f"nn.Conv2d({c}, {c}, 1)")
+            self.line(f"h * torch.sigmoid({se}(h.mean((2, 3), keepdim=True)))", "se")
+            return c, hw
+        if k == 8:
+            pad = r.choice(
+                [
+                    "nn.ZeroPad2d(1)",
+                    "nn.ReflectionPad2d(1)",
+                    "nn.Upsample(scale_factor=2)",
+                    "F.avg_pool2d(h, 3, 1, 1)",
+                ]
+            )
+            if pad.startswith("F.") or hw >= 8:
+                self.line("F.avg_pool2d(h, 3, 1, 1)", "F.avg_pool2d")
+                return c, hw
+            self.line(f"{self.mod(pad)}(h)", re.sub(r"\(.*", "", pad))
+            return c, hw * 2 if "Upsample" in pad else hw + 2
+        if k == 9 and r.random() < 0.5:  # a sigmoid read by an unpadded conv
+            conv = self.mod(f"nn.Conv2d({c}, {c2}, 1)")
+            self.line(f"{conv}(torch.sigmoid(h))", "sigmoid-conv1x1")
+            return c2, hw
+        if k == 9:
+            dw = self.mod(f"nn.Conv2d({c}, {c}, 3, padding=1, groups={c})")
+            self.line(f"{dw}(h)", "depthwise")
+            return c, hw
+        return c, hw
+
+    def to_vec(self, c: int, hw: int) -> int:
+        expr = self.r.choice(
+            [
+                "h.mean((2, 3))",
+                "torch.flatten(h, 1)",
+                "h.amax((2, 3))",
+                "F.adaptive_avg_pool2d(h, 1).flatten(1)",
+                "h.view(h.shape[0], -1)",
+                "h.sum((2, 3))",
+            ]
+        )
+        self.line(expr, _op_id(expr.replace("h", "{h}", 1)))
+        return c * hw * hw if "flatten(h" in expr or "view" in expr else c
+
+
+def generate(seed: int) -> FuzzModel:
+    """The source of a random model (a class ``Net``) and its input shape.
+
+    >>> m = generate(0)
+    >>> "class Net(nn.Module)" in m.source and len(m.input_shape) in (2, 4)
+    True
+    """
+    g = _Gen(seed)
+    r = g.r
+    if r.random() < 0.5:
+        d = w = r.randint(2, 5)
+        shape: tuple[int, ...] = (8, d)
+    else:
+        c, hw = r.randint(1, 3), r.choice([4, 5, 6])
+        shape = (4, c, hw, hw)
+        for _ in range(r.randint(1, 4)):
+            c, hw = g.map_step(c, hw)
+        w = g.to_vec(c, hw)
+    for _ in range(r.randint(1, 5)):
+        w = g.vec_step(w)
+    k = r.randint(1, 3)
+    g.line(f"{g.mod(f'nn.Linear({w}, {k})')}(h)", "nn.Linear")
+    head = r.choice(["", "", "F.softmax(h, -1)", "F.log_softmax(h, -1)", "h.softmax(dim=1)"])
+    if head:
+        g.line(head, _op_id(head.replace("h", "{h}", 1)))
+    body = "\n".join(
+        ["class Net(nn.Module):", "    def __init__(self):", "        super().__init__()"]
+        + [f"        {ln}" for ln in g.init]
+        + ["", "    def forward(self, h):"]
+        + [f"        {ln}" for ln in g.fwd]
+        + ["        return h", ""]
+    )
+    return FuzzModel(seed, PREAMBLE + "\n\n" + body, shape, g.ops)
+
+
+@dataclass
+class FuzzResult:
+    """The class of one fuzzed model (see the module docstring) and what explains it."""
+
+    seed: int
+    status: str
+    detail: str = ""
+    ops: set[str] = field(default_factory=set)
+
+
+def build(m: FuzzModel) -> tuple[nn.Module, torch.Tensor]:
+    """The model of ``m`` in float64, eval mode, generic parameters and running statistics."""
+    namespace: dict[str, object] = {}
+    exec(compile(m.source, f"<fuzz {m.seed}>", "exec"), namespace)
+    torch.manual_seed(m.seed)
+    model = namespace["Net"]().double()  # type: ignore[operator]
+    g = torch.Generator().manual_seed(m.seed)
+    x = torch.randn(m.input_shape, generator=g, dtype=torch.float64) * 1.5
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.8)
+        model.train()
+        model(x * 1.2 + 0.3)
+    return model.eval(), x
+
+
+def _error(
+    model: nn.Module, sd: dict[str, torch.Tensor], x: torch.Tensor, ref: torch.Tensor
+) -> float:
+    moved = copy.deepcopy(model)
+    moved.load_state_dict(sd)
+    with torch.no_grad():
+        out = moved(x)
+    return float((out - ref).abs().max() / (ref.abs().max() + 1e-30))
+
+
+def run_one(seed: int, samples: int = 3, model: FuzzModel | None = None) -> FuzzResult:
+    """Generate (or take ``model``), derive and independently check model ``seed``."""
+    m = generate(seed) if model is None else model
+    try:
+        model, x = build(m)
+        with torch.no_grad():
+            ref = model(x)
+        if not bool(torch.isfinite(ref).all()):
+            return FuzzResult(seed, "invalid", "non-finite outputs", m.ops)
+    except Exception as e:
+        return FuzzResult(seed, "invalid", f"{type(e).__name__}: {e}", m.ops)
+    try:
+        G = symmetries(model, x)
+    except SymlabError as e:
+        return FuzzResult(seed, "refused", f"{type(e).__name__}: {str(e)[:160]}", m.ops)
+    except Exception as e:
+        return FuzzResult(seed, "crash", f"derive: {type(e).__name__}: {e}", m.ops)
+    try:
+        sd = model.state_dict()
+        eps = max((float(getattr(mod, "eps", 0.0) or 0.0) for mod in model.modules()), default=0)
+        inexact = {f.name for f in G.factors if not f.exact}
+        for i in range(samples):
+            h = G.sample(seed * 31 + i)
+            exact_part = G.element({k: v for k, v in h.values.items() if k not in inexact})
+            if _error(model, G.act(exact_part, sd), x, ref) > 1e-6:
+                return FuzzResult(seed, "unsound", f"element {i}", m.ops)
+            if inexact and _error(model, G.act(h, sd), x, ref) > max(1e-6, 100 * eps):
+                return FuzzResult(seed, "eps", f"element {i}: norm factors near eps", m.ops)
+    except Exception as e:
+        return FuzzResult(seed, "crash", f"check: {type(e).__name__}: {e}", m.ops)
+    return FuzzResult(seed, "sound", "", m.ops)
+
+
+def run_many(start: int, count: int) -> tuple[Counter[str], set[str], list[FuzzResult]]:
+    """Run seeds ``start .. start + count``: counts per class, the distinct ops used, and the
+    crashes and unsound results.
+
+    >>> counts, ops, bad = run_many(0, 2)
+    >>> sum(counts.values()), bad
+    (2, [])
+    """
+    counts: Counter[str] = Counter()
+    ops: set[str] = set()
+    bad = []
+    for seed in range(start, start + count):
+        res = run_one(seed)
+        counts[res.status] += 1
+        ops |= res.ops
+        if res.status in ("crash", "unsound", "invalid"):
+            bad.append(res)
+    return counts, ops, bad
+
+
+if __name__ == "__main__":  # pragma: no cover
+    torch.set_num_threads(1)
+    counts, ops, bad = run_many(int(sys.argv[1]), int(sys.argv[2]))
+    for res in bad:
+        print("BAD", res.seed, res.status, res.detail[:300].replace("\n", " "))
+    print("COUNTS", dict(counts))
+    print("OPS", len(ops), sorted(ops))

@@ -1,0 +1,151 @@
+"""The interpolation engine (symlab.connect.path_eval): the first-layer shortcut, parameters
+built per α, and what interpolate refuses (α outside [0, 1], non-finite parameters)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import symlab as sl
+from symlab.connect import interpolate, interpolate_state
+from symlab.connect.path_eval import FirstLayer, probe_model
+from symlab.errors import DataError, NonFiniteError
+
+
+def xy(n: int = 96, d: int = 6, k: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def plain_curve(a: nn.Module, b: nn.Module, x, y, alphas) -> list[float]:
+    """The reference: load the interpolated state_dict into a copy, one forward per α."""
+    out = []
+    with torch.no_grad():
+        for alpha in alphas:
+            m = copy.deepcopy(a)
+            m.load_state_dict(interpolate_state(a.state_dict(), b.state_dict(), alpha))
+            out.append(F.cross_entropy(m(x), y).item())
+    return out
+
+
+class ScaledInput(nn.Module):
+    """Its first Linear reads 2·x, not x: the shortcut must not apply."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.lin(2 * x)))
+
+
+class MyLinear(nn.Linear):
+    """A subclass whose forward differs: not an nn.Linear for the shortcut."""
+
+    def forward(self, x):
+        return super().forward(x) ** 2
+
+
+class Mutating(nn.Module):
+    """Changes its input in place before the first Linear reads it."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.lin, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        x.mul_(1.0)  # bumps the version counter even though the values stay
+        return self.head(torch.relu(self.lin(x)))
+
+
+@pytest.mark.parametrize("batch_size", [None, 40, "blocks"])
+def test_shortcut_curve_equals_plain_computation(batch_size, monkeypatch):
+    a, b = sl.nn.MLP([6, 16, 16, 3], seed=0), sl.nn.MLP([6, 16, 16, 3], seed=1)
+    x, y = xy(n=200)
+    if batch_size == "blocks":  # default row blocks of 64 rows: 200 rows in 4 blocks
+        monkeypatch.setattr("symlab.connect.path_eval.BLOCK_BYTES", 64 * 16 * 4)
+        seen = []
+        a.register_forward_pre_hook(lambda m, inp: seen.append(len(inp[0])))
+        batch_size = None
+    else:
+        seen = None
+    assert probe_model(a, x[:1]).first_linear is a.get_submodule("layers.0.linear")
+    curve = interpolate(a, b, (x, y), n_alphas=9, batch_size=batch_size)
+    if seen is not None:  # the scratch copy keeps a's hook: the last α ran in 4 blocks
+        assert seen[-4:] == [64, 64, 64, 8]
+    ref = plain_curve(a, b, x, y, curve.alphas.tolist())
+    torch.testing.assert_close(
+        curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0
+    )
+    with torch.no_grad():  # endpoints: the models' own losses, to the last bit of float32
+        assert curve.loss[0].item() == pytest.approx(F.cross_entropy(a(x), y).item(), rel=1e-7)
+        assert curve.loss[-1].item() == pytest.approx(F.cross_entropy(b(x), y).item(), rel=1e-7)
+    vm = interpolate(a, b, (x, y), n_alphas=9, strategy="vmap")  # the stacked engine agrees
+    torch.testing.assert_close(vm.loss, curve.loss, rtol=1e-5, atol=1e-7)
+    assert "forward" not in a.get_submodule("layers.0.linear").__dict__  # model_a untouched
+
+
+def test_shortcut_is_refused_where_it_would_be_wrong():
+    x, y = xy()
+    a, b = ScaledInput(0), ScaledInput(1)
+    assert probe_model(a, x[:1]).first_linear is None  # it reads 2·x
+    curve = interpolate(a, b, (x, y), n_alphas=5)
+    ref = plain_curve(a, b, x, y, curve.alphas.tolist())
+    torch.testing.assert_close(
+        curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0
+    )
+    sub = nn.Sequential(MyLinear(6, 3))
+    assert probe_model(sub, x[:1]).first_linear is None  # a subclass is not nn.Linear
+
+
+def test_first_layer_falls_back_on_a_changed_input():
+    """Negative control: served products are only used for the untouched block they came from."""
+    x, y = xy()
+    a, b = Mutating(0), Mutating(1)
+    layer = copy.deepcopy(a).lin
+    block = x.clone()
+    serve = FirstLayer(
+        layer, ("lin.weight", "lin.bias"), a.state_dict(), b.state_dict(), [(block, y)]
+    )
+    serve.alpha = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(layer(block), b.lin(block), rtol=0, atol=0)  # served: B's
+        block.mul_(1.0)
+        torch.testing.assert_close(layer(block), a.lin(block))  # plain again: A's weights
+        torch.testing.assert_close(layer(x.clone()), a.lin(x))  # another tensor: plain
+    serve.close()
+    assert "forward" not in layer.__dict__
+    curve = interpolate(a, b, (x.clone(), y), n_alphas=5)
+    ref = plain_curve(a, b, x.clone(), y, curve.alphas.tolist())
+    torch.testing.assert_close(
+        curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0
+    )
+
+
+def test_alphas_outside_unit_interval_are_refused():
+    a, b = sl.nn.MLP([6, 8, 3], seed=0), sl.nn.MLP([6, 8, 3], seed=1)
+    for bad in ([-0.5, 0.0, 1.0], [0.0, 1.0, 1.5], [0.0, float("nan"), 1.0]):
+        with pytest.raises(DataError, match=r"\[0, 1\]"):
+            interpolate(a, b, xy(), alphas=torch.tensor(bad))
+    ok = interpolate(a, b, xy(), alphas=torch.tensor([0.0, 0.5, 1.0]))  # control
+    assert len(ok.loss) == 3
+
+
+@pytest.mark.parametrize("which", ["a", "b"])
+def test_nonfinite_parameters_are_named(which):
+    a, b = sl.nn.MLP([6, 8, 3], seed=0), sl.nn.MLP([6, 8, 3], seed=1)
+    bad = a if which == "a" else b
+    with torch.no_grad():
+        bad.get_submodule("head").bias[1] = float("nan")
+    with pytest.raises(NonFiniteError, match=rf"model_{which} \({which.upper()}\).*head\.bias"):
+        interpolate(a, b, xy())
+    with torch.no_grad():
+        bad.get_submodule("head").bias[1] = float("inf")
+    with pytest.raises(NonFiniteError, match="head.bias"):
+        interpolate(a, b, xy())
