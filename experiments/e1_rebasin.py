@@ -32,12 +32,15 @@ from symlab.seeding import generator
 from ._common import (
     barriers,
     claims_report,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     markdown_table,
     mean_std,
     save_figure,
+    split_trained,
     train_config,
     train_models,
 )
@@ -87,6 +90,7 @@ def run(cfg: E1Config, seed: int) -> dict[str, Any]:
     G = sl.symmetries(a)
     paths = barriers(a, b, data, METHODS, n_alphas=cfg.n_alphas, G=G)
     return {
+        **endpoint_check(stats, data),
         "runs": stats,
         "paths": paths,
         "planted": planted_recovery(a, G, seed),
@@ -131,6 +135,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
+    records, left_out = split_trained(records)
     by = {k[0]: v for k, v in sorted(group_by(records, "width").items())}
     rows = []
     for w, recs in by.items():
@@ -190,7 +195,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "figure: barrier vs width multiplier).",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("alignment_reduces_barrier", {}).get("held"),

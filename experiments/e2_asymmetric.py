@@ -32,12 +32,15 @@ from symlab.runner import Experiment, Report, Setting
 from ._common import (
     barriers,
     claims_report,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     markdown_table,
     mean_std,
     save_figure,
+    split_trained,
     train_config,
 )
 
@@ -101,6 +104,7 @@ def run(cfg: E2Config, seed: int) -> dict[str, Any]:
     G = sl.symmetries(a)
     paths = barriers(a, b, data, ("none", "weight"), n_alphas=cfg.n_alphas, G=G)
     return {
+        **endpoint_check(stats, data),
         "variant": cfg.variant,
         "runs": stats,
         "log10_group_order": G.log10_order,
@@ -161,6 +165,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (loss along the path; barriers per variant) and summary of E2."""
+    records, left_out = split_trained(records)
     by = {k[0]: v for k, v in group_by(records, "variant").items()}
     order = [v for v in VARIANTS if v in by]
     rows = []
@@ -236,7 +241,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "Bürgin et al. 2026 (MLP experiments, κ ∈ {0, 1}).",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         main,

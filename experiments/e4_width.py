@@ -39,12 +39,15 @@ from symlab.runner import Experiment, Report, Setting
 
 from ._common import (
     claims_report,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     markdown_table,
     mean_std,
     save_figure,
+    split_trained,
     train_config,
     train_models,
 )
@@ -83,7 +86,11 @@ def run(cfg: E4Config, seed: int) -> dict[str, Any]:
         lambda s: MLP(widths, seed=s), [3 * seed + i for i in range(3)], data, tc
     )
     G = sl.symmetries(models[0])
-    out: dict[str, Any] = {"runs": stats, "log10_group_order": G.log10_order}
+    out: dict[str, Any] = {
+        **endpoint_check(stats, data),
+        "runs": stats,
+        "log10_group_order": G.log10_order,
+    }
     pairwise = {
         (i, j): sl.align.weight_matching(
             models[i].state_dict(), models[j].state_dict(), G, seed=seed
@@ -165,6 +172,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (barriers vs width; the simplex of the widest) and summary of E4."""
+    records, left_out = split_trained(records)
     by = {k[0]: v for k, v in sorted(group_by(records, "width").items())}
     rows = []
     for w, recs in by.items():
@@ -216,7 +224,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "Fig. 3: the three-network simplex, weak vs strong linear connectivity).",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("strong_falls_with_width", {}).get("held"),

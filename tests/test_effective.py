@@ -399,3 +399,56 @@ def test_wrong_width_data_gets_a_named_error_everywhere():
         sl.identify.identifiability(a, b, [1, 2, 3])
     with pytest.raises(ArchitectureMismatchError):
         sl.align.effective_matching(a, sl.nn.MLP([4, 9, 2]), torch.randn(16, 4))
+
+
+def test_mismatched_runs_groups_and_shapes_get_named_errors():
+    """Runs of another width, depth or layer type, a group derived from another model, and
+    coefficient arrays of the wrong shape: each a named SymlabError, never a torch traceback."""
+    from symlab.errors import SymlabError
+
+    a = sl.nn.MLP([4, 8, 2], seed=0)
+    masked = sl.nn.MLP([4, 8, 2], asym={"num_fixed": 2, "kappa": 1.0}, seed=0)
+    other_width, deeper = sl.nn.MLP([4, 9, 2], seed=1), sl.nn.MLP([4, 8, 8, 2], seed=1)
+    x = torch.randn(32, 4)
+    G_other = sl.symmetries(other_width)
+    fc = sl.identify.function_classes(a, x, "layers.0.linear")
+    mismatched_runs = [
+        lambda b: sl.identify.function_class_identifiability(a, b, x),
+        lambda b: sl.identify.identifiability(a, b, x),
+        lambda b: sl.align.effective_matching(a, b, x),
+    ]
+    for call in mismatched_runs:
+        for b in (other_width, deeper, masked):
+            with pytest.raises(ArchitectureMismatchError):
+                call(b)
+    foreign_group = [
+        lambda: sl.identify.function_class_identifiability(a, a, x, G_other),
+        lambda: sl.identify.identifiability(a, a, x, G_other),
+        lambda: sl.align.effective_matching(a, a, x, G_other),
+        lambda: effective_group(a, x, "layers.0.linear", G_other),
+    ]
+    for call in foreign_group:
+        with pytest.raises(ArchitectureMismatchError, match="G was not derived"):
+            call()
+    k = fc.v.shape[1]
+    wrong_shapes = [
+        lambda: fc.move_cost(torch.randn(3, k), torch.randn(3, k)),
+        lambda: fc.realized(torch.randn(3, 4)),
+        lambda: fc.realizers(torch.randn(3, k)),
+        lambda: fc.cost(torch.randn(3, k + 1)),
+        lambda: sl.identify.support_coefficients(x, torch.randn(31, 8), fc.support),
+        lambda: effective_group(a, x, "layers.0.linear",
+                                classes=sl.identify.function_classes(other_width, x,
+                                                                     "layers.0.linear")),
+        lambda: sl.identify.predict_alignment_free(None),
+    ]  # fmt: skip
+    for call in wrong_shapes:
+        with pytest.raises(DataError):
+            call()
+    with pytest.raises(SymlabError, match="rule must be one of"):
+        sl.identify.predict_alignment_free(sl.identify.identifiability(a, a, x), rule="nope")
+    # negative control: the matching inputs pass every check
+    G = sl.symmetries(a)
+    assert sl.identify.function_class_identifiability(a, a, x, G)["layers.0.linear"].score == 1.0
+    assert effective_group(a, x, "layers.0.linear", G, classes=fc).n == 8
+    assert fc.move_cost(fc.a, fc.a).abs().max() < 1e-12

@@ -81,6 +81,31 @@ def test_e1_rebasin(tmp_path):
     assert cl["planted_recovered"]["held"], cl
     assert "width_helps" in cl  # a single pair per width is too noisy to assert the trend
     assert "| 512 |" in rep.table
+    assert all(r["result"]["trained"] and "both endpoints" in r["result"]["endpoints"]
+               for r in records)  # fmt: skip
+
+
+def test_untrained_runs_are_flagged_and_left_out_of_reports():
+    """Every barrier experiment checks that its runs trained (check_endpoints' thresholds) and
+    reports the jobs that did not instead of averaging them in."""
+    import symlab as sl
+    from experiments._common import endpoint_check, left_out_note, split_trained
+
+    data = sl.data.load("mnist1d")  # 10 classes: a run must reach 0.1 + 0.3 × 0.9 = 0.37
+    good = {"test_acc": 0.6, "test_loss": 1.2}
+    bad = {"test_acc": 0.2, "test_loss": 2.2}
+    assert endpoint_check([good, good], data)["trained"]
+    flagged = endpoint_check([good, bad], data)
+    assert not flagged["trained"] and "0.2 < 0.37" in flagged["endpoints"]
+    three = endpoint_check([good, good, bad], data)  # E4: three runs, every one checked
+    assert not three["trained"] and "runs 1, 2" in three["endpoints"]
+    records = [{"seed": 0, "result": {**endpoint_check([good, good], data), "x": 1.0}},
+               {"seed": 1, "result": {**flagged, "x": 9.0}},
+               {"seed": 2, "result": {"x": 2.0}}]  # fmt: skip
+    ok, left = split_trained(records)
+    assert [r["seed"] for r in ok] == [0, 2] and [r["seed"] for r in left] == [1]
+    note = left_out_note(left)
+    assert "1 job(s) left out" in note and "seed 1" in note and left_out_note([]) == ""
 
 
 def test_e3_identifiability(tmp_path):

@@ -28,6 +28,8 @@ def _run(name: str, tmp_path, seeds: int | None = None):
     rep = exp.report(out.records, tmp_path / name, "small")
     assert all(p.exists() for p in rep.files)
     assert {p.suffix for p in rep.files} == {".png", ".pdf", ".md"}
+    for r in out.records:  # every job checks that its runs trained and says so
+        assert isinstance(r["result"]["trained"], bool) and r["result"]["endpoints"]
     return out.records, rep
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from symlab.errors import DataError
+from symlab.errors import ArgumentError, DataError
 
 __all__ = [
     "BARRIERS",
@@ -155,7 +155,7 @@ def barrier(
                 "(a regression loss); use 'loss' or 'weighted'"
             )
         return _ON_ACCURACY[kind](alphas, accuracy)
-    raise ValueError(f"unknown barrier {kind!r}; choose one of {list(BARRIERS)}")
+    raise ArgumentError(f"unknown barrier {kind!r}; choose one of {list(BARRIERS)}")
 
 
 #: Default thresholds of :func:`check_endpoints`: regression R² on the evaluated split, and the

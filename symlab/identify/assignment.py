@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from symlab.errors import DataError
+from symlab.errors import ArgumentError, DataError
 
 __all__ = ["AssignmentMargins", "min_cost_assignment", "permutation_margins"]
 
@@ -137,7 +137,7 @@ def permutation_margins(
     if n < 2:
         return AssignmentMargins(perm, ident, optimal, np.full(n, np.inf), "none")
     if method not in ("auto", "cycles", "lap"):
-        raise ValueError(f"method must be 'auto', 'cycles' or 'lap', got {method!r}")
+        raise ArgumentError(f"method must be 'auto', 'cycles' or 'lap', got {method!r}")
     scale = max(1.0, abs(ident))
     margins = None
     used = "lap"

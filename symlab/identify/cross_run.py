@@ -56,7 +56,13 @@ from torch import nn
 
 from symlab.identify.assignment import min_cost_assignment, permutation_margins
 from symlab.identify.function_classes import function_classes_from_weights
-from symlab.identify.layers import check_inputs, layer_io, layer_parts, support_coefficients
+from symlab.identify.layers import (
+    check_group,
+    check_inputs,
+    layer_io,
+    layer_parts,
+    support_coefficients,
+)
 from symlab.identify.support import support as make_support
 from symlab.symmetry.factors import GroupElement
 from symlab.symmetry.group import SymmetryGroup
@@ -275,10 +281,14 @@ def function_class_identifiability(
     (True, True, 0.0)
     """
     from symlab.api import symmetries
+    from symlab.connect.interpolate import check_same_architecture
 
+    check_same_architecture(model_a.state_dict(), model_b.state_dict())
     check_inputs(model_a, x, argument="x", model_name="model_a")
     if G is None:
         G = symmetries(model_a, x[:2])
+    else:
+        check_group(G, model_a)
     layers = function_class_layers(model_a, G)
     ca, cb = (_gauge_free(model_a, G), _gauge_free(model_b, G)) if gauges else (model_a, model_b)
     io_a, io_b = layer_io(ca, x, layers), layer_io(cb, x, layers)

@@ -215,13 +215,30 @@ def effective_group(
     (True, False)
     """
     from symlab.api import symmetries
-    from symlab.identify.layers import check_inputs, data_inputs, function_classes
+    from symlab.identify.layers import (
+        check_group,
+        check_inputs,
+        data_inputs,
+        function_classes,
+        layer_parts,
+    )
 
     x = data_inputs(data, "effective_group")
     check_inputs(model, x, argument="data")
-    fc = classes or function_classes(model, x, layer, explained_variance, k=k)
+    if classes is None:
+        fc = function_classes(model, x, layer, explained_variance, k=k)
+    else:
+        shape = tuple(layer_parts(model, layer)[0].shape)
+        if tuple(classes.mask.shape) != shape:
+            raise DataError(
+                f"classes describe a layer of shape {tuple(classes.mask.shape)} but {layer!r} "
+                f"has {shape} (units, inputs): pass function_classes(model, data, {layer!r})"
+            )
+        fc = classes
     if G is None:
         G = symmetries(model, x[:2])
+    else:
+        check_group(G, model, model_name="model")
     blocks = structural_blocks(G, layer, fc.n)
     return effective_group_from_costs(fc.realization_cost(), eps=eps, rel_eps=rel_eps,
                                       layer=layer, structural_blocks=blocks)  # fmt: skip

@@ -181,6 +181,10 @@ class FunctionClasses:
         >>> [round(float(c), 9) for c in fc.move_cost(fc.a, 2 * fc.a)]
         [1.0, 1.0]
         """
+        for what, t in (("start", start), ("end", end)):
+            if tuple(t.shape) != tuple(self.v.shape):
+                raise DataError(f"{what} must have shape {tuple(self.v.shape)} (one row of support "
+                                f"coefficients per unit), got {tuple(t.shape)}")  # fmt: skip
         delta = end.double() - start.double()
         y, reach = self._solve(delta, (end.double() ** 2 + start.double() ** 2).sum(-1))
         return (y * delta).sum(-1).clamp_min(0.0).masked_fill(~reach, float("inf"))
@@ -205,6 +209,10 @@ class FunctionClasses:
     def realized(self, weights: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
         """Coefficients ``Uᵀ(f_i + d_i ⊙ w_i)`` of trainable ``weights`` (n, d) in these slots;
         ``fixed`` (n, d) is the layer's ``F`` (zero when None)."""
+        for what, t in (("weights", weights), ("fixed", fixed)):
+            if t is not None and tuple(t.shape) != tuple(self.mask.shape):
+                raise DataError(f"{what} must have the layer's shape {tuple(self.mask.shape)} "
+                                f"(units, inputs), got {tuple(t.shape)}")  # fmt: skip
         w_eff = self.mask * weights.detach().double()
         if fixed is not None:
             w_eff = w_eff + fixed.detach().double()

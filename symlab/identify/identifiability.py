@@ -39,7 +39,7 @@ from symlab.align.activation_matching import correlation_matrices
 from symlab.align.weight_matching import solve_assignment
 from symlab.errors import DataError
 from symlab.identify.cross_run import FunctionClassLayer, function_class_identifiability
-from symlab.identify.layers import check_inputs, data_inputs
+from symlab.identify.layers import check_group, check_inputs, data_inputs
 from symlab.symmetry.group import SymmetryGroup
 
 __all__ = [
@@ -182,6 +182,8 @@ def identifiability(
     check_inputs(model_a, x, argument="data", model_name="model_a")
     if G is None:
         G = symmetries(model_a, example_input if example_input is not None else x[:2])
+    else:
+        check_group(G, model_a)
     spaces = [f for f in G.unit_spaces() if int(f.size) > 1]
     if not spaces:
         raise DataError("the model has no hidden units to compare")

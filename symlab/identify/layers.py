@@ -7,13 +7,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from symlab.errors import DataError, UnsupportedOpError
+from symlab.errors import ArchitectureMismatchError, DataError, StateDictError, UnsupportedOpError
 from symlab.identify.function_classes import FunctionClasses, function_classes_from_weights
 from symlab.identify.support import Support
 from symlab.identify.support import support as make_support
 from symlab.nn.asymmetric import WAsymLinear
 
 __all__ = [
+    "check_group",
     "check_inputs",
     "data_inputs",
     "function_classes",
@@ -78,6 +79,33 @@ def check_inputs(model: nn.Module, x: torch.Tensor, *, argument: str = "data",
         raise DataError(
             f"{argument} has inputs of shape {tuple(x.shape[1:])} but {model_name}{want}: pass "
             "data of the model's input width"
+        ) from None
+
+
+def check_group(G: Any, model: nn.Module, *, model_name: str = "model_a") -> None:
+    """Raise an :class:`ArchitectureMismatchError` unless the symmetry group ``G`` was derived
+    from ``model``'s architecture (its parameter names and shapes).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([4, 8, 2])
+    >>> check_group(sl.symmetries(net), net)
+    >>> try:
+    ...     check_group(sl.symmetries(sl.nn.MLP([4, 9, 2])), net)
+    ... except ArchitectureMismatchError as err:
+    ...     print(str(err)[:45])
+    G was not derived from model_a's architecture
+    """
+    from symlab.symmetry.group import SymmetryGroup
+
+    if not isinstance(G, SymmetryGroup):
+        raise DataError(f"G must be a SymmetryGroup (symlab.symmetries({model_name})), got "
+                        f"{type(G).__name__}")  # fmt: skip
+    try:
+        G.check_state_dict(model.state_dict())
+    except StateDictError as err:
+        raise ArchitectureMismatchError(
+            f"G was not derived from {model_name}'s architecture ({err}); pass "
+            f"G = symlab.symmetries({model_name}, example_input) or leave G out"
         ) from None
 
 
@@ -178,6 +206,11 @@ def support_coefficients(
     >>> torch.allclose(a, w @ s.U), bool(un.max() < 1e-9)
     (True, True)
     """
+    if x.ndim != 2 or z.ndim != 2 or len(x) != len(z) or x.shape[1] != supp.d:
+        raise DataError(
+            f"support_coefficients needs inputs (rows, {supp.d}) and functions (rows, units) "
+            f"over the same rows, got {tuple(x.shape)} and {tuple(z.shape)}"
+        )
     xc = x.double() - x.double().mean(0, keepdim=True)
     zc = z.double() - z.double().mean(0, keepdim=True)
     p = xc @ supp.U.double()

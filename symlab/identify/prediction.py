@@ -32,6 +32,7 @@ from typing import Any
 
 from torch import nn
 
+from symlab.errors import ArgumentError, DataError
 from symlab.identify.identifiability import IdentifiabilityReport, identifiability
 
 __all__ = ["RULES", "Prediction", "PredictionCheck", "predict_alignment_free", "test_prediction"]
@@ -138,8 +139,13 @@ def predict_alignment_free(
     >>> [predict_alignment_free(report, rule=r).low_loss for r in ("class_cost", "correlation")]
     [False, False]
     """
+    if not isinstance(report, IdentifiabilityReport):
+        raise DataError(
+            f"predict_alignment_free needs the IdentifiabilityReport of two runs, got "
+            f"{type(report).__name__}: pass symlab.identify.identifiability(model_a, model_b, data)"
+        )
     if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        raise ArgumentError(f"rule must be one of {RULES}, got {rule!r}")
     if rule == "correlation":
         ok = [k for k, v in report.layers.items() if v.score >= threshold]
         bad = [k for k, v in report.layers.items() if v.score < threshold]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from symlab.errors import DataError, NonFiniteError
+from symlab.errors import ArgumentError, DataError, NonFiniteError
 
 __all__ = ["Support", "coherence", "support"]
 
@@ -65,7 +65,7 @@ def support(
     if not bool(torch.isfinite(activations).all()):
         raise NonFiniteError("activations contain NaN or infinity")
     if not 0 < explained_variance <= 1:
-        raise ValueError(f"explained_variance must lie in (0, 1], got {explained_variance}")
+        raise ArgumentError(f"explained_variance must lie in (0, 1], got {explained_variance}")
     x = activations.double()
     x = x - x.mean(0, keepdim=True)
     n, d = x.shape
