@@ -267,6 +267,38 @@ def test_effective_matching_reports_its_residual_honestly(seed, ev):
         assert eff.residual < 1e-8
 
 
+def test_re_realisation_fits_on_the_data_and_equals_the_realizers_where_reachable():
+    """Effective matching's re-realisation: where a slot's class holds the target on the data's
+    span it equals the least-norm realiser; where it does not (a relaxed support moved a
+    function across masks), it fits better on the data than the unweighted projection of the
+    support coefficients (negative control: the realiser's residual is larger)."""
+    from symlab.identify.effective_matching import fit_rows
+
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5, 3, 1, 0.3, 0.1, 0.03], dtype=F64)
+    x = torch.randn(500, 6, generator=g, dtype=F64) @ (torch.randn(6, 6, generator=g, dtype=F64)
+                                                      * scales)  # fmt: skip
+    mask = (torch.rand(4, 6, generator=g) > 0.4).double()
+    w = torch.randn(4, 6, generator=g, dtype=F64)
+    s = support(x, k=6)
+    fc = function_classes_from_weights(torch.zeros(4, 6, dtype=F64), s, mask, None)
+    rows = torch.ones(4, dtype=torch.bool)
+    reachable = mask * w
+    fit = fit_rows(x, x @ reachable.T, mask, None, rows)
+    torch.testing.assert_close(fit, reachable)
+    torch.testing.assert_close(fit, fc.realizers(reachable @ s.U))
+    target = x @ w.T  # dense functions: outside every masked slot's class
+    fit, proj = fit_rows(x, target, mask, None, rows), fc.realizers(w @ s.U)
+    assert bool((fit[mask == 0] == 0).all())
+    xc, tc = x - x.mean(0), target - target.mean(0)
+    err = lambda v: ((xc @ (mask * v).T - tc) ** 2).sum(0)  # noqa: E731
+    assert bool((err(fit) <= err(proj) * (1 + 1e-9)).all()) and float(err(fit).sum()) < 0.8 * float(
+        err(proj).sum()
+    )
+    only = torch.tensor([True, False, True, False])
+    assert bool((fit_rows(x, target, mask, None, only)[~only] == 0).all())  # other rows untouched
+
+
 def test_effective_matching_moves_functions_across_masks_to_a_fixed_point():
     """On a spread 2-dim support every masked unit can realise every other's function: the
     units move across masks, B's function is kept, the distance to A drops, and matching the
@@ -452,3 +484,21 @@ def test_mismatched_runs_groups_and_shapes_get_named_errors():
     assert sl.identify.function_class_identifiability(a, a, x, G)["layers.0.linear"].score == 1.0
     assert effective_group(a, x, "layers.0.linear", G, classes=fc).n == 8
     assert fc.move_cost(fc.a, fc.a).abs().max() < 1e-12
+
+
+def test_max_distance_adds_the_derivations_condition():
+    """``max_distance`` (off by default) also asks that the runs' slots hold nearby functions;
+    a report whose layer is far apart flips the verdict only when it is set."""
+    import dataclasses
+
+    a = sl.nn.MLP([4, 8, 2], asym={"num_fixed": 2, "kappa": 1.0}, seed=0)
+    rep = sl.identify.identifiability(a, a, torch.randn(64, 4))
+    same = sl.identify.predict_alignment_free(rep, max_distance=0.5)
+    assert same.low_loss and same.layers["layers.0.linear"]["distance"] < 1e-12
+    far = dataclasses.replace(rep, layers={
+        k: dataclasses.replace(v, function_class=dataclasses.replace(v.function_class,
+                                                                     distance=0.7))
+        for k, v in rep.layers.items()})  # fmt: skip
+    assert sl.identify.predict_alignment_free(far).low_loss  # off by default
+    flipped = sl.identify.predict_alignment_free(far, max_distance=0.5)
+    assert not flipped.low_loss and "ρ = 0.70 > 0.5" in flipped.reason

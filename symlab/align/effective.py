@@ -22,20 +22,25 @@ often contains another unit's function. Effective matching uses that:
 3. the units move (their biases, the parameters of elementwise layers and the next layer's
    columns with them, through the group's own per-tensor maps; units whose outputs pass
    through an op that mixes units, such as a FiGLU gate, keep their slots), and every slot
-   whose function
-   changed is **re-realised at least norm inside its own class**: trainable weights
-   ``w_i = Diag(d_i) U S_i⁺ (a − v_i)`` — the slot's mask and fixed part stay — and a bias
-   that restores the function's mean. Later layers are re-realised against their new inputs
-   the same way (the output layer without a permutation), so the next layer's columns follow;
+   whose function changed is **re-realised at least norm inside its own class**: the
+   trainable weights (zero on the slot's masked inputs; its fixed part stays) whose
+   pre-activations fit the function best on the data, least norm among the best fits
+   (``fit_rows`` in :mod:`symlab.identify.effective_matching`) — on the data's span this
+   realises it exactly, ``w_i = Diag(d_i) U S_i⁺ (a − v_i)`` — and a bias that restores the
+   function's mean. Later layers are re-realised against their new inputs the same way (the
+   output layer without a permutation), so the next layer's columns follow;
 4. the result is mapped back into A's gauge (the inverse of A's canonicalising element).
 
 B's result lives in A's architecture: where B's masks, fixed parts or gates differ from A's (a
 re-masked copy), A's are used and every function is re-realised in A's slots.
 
-On the support the re-realised function equals B's up to what lies off the support (set by
-``explained_variance``; by default the support is the data's whole span, so nothing does) or
-outside a slot's class: ``residual`` reports the relative change of B's outputs on the data,
-and every layer its own.
+On the support the re-realised function equals B's up to what lies off the support or outside
+a slot's class: ``residual`` reports the relative change of B's outputs on the data, and every
+layer its own. By default the support is the data's whole span, so a function moves only into
+a slot that realises it exactly (for a W-asymmetric layer on full-rank inputs: only within its
+own mask, where nothing moves); a smaller ``explained_variance`` lets functions move across
+masks where they agree on the directions carrying that share of the variance, at the price of
+the residual (E8 reports both).
 """
 
 from __future__ import annotations

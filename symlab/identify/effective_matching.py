@@ -32,9 +32,10 @@ from symlab.identify.layers import (
 from symlab.identify.support import support as make_support
 from symlab.symmetry.group import SymmetryGroup
 
-__all__ = ["match"]
+__all__ = ["fit_rows", "match"]
 
 _KEEP_TOL = 1e-5  # relative change below which a slot keeps its own weights
+_SPAN = 1.0 - 1e-8 - 1e-12  # explained variance from which a support is the data's span
 #: ops a unit's output may pass through on its way to the next layer for its function to move
 #: with it (they act unit by unit, with their parameters permuted along)
 _UNITWISE = {"activation", "layernorm", "rmsnorm", "batchnorm", "dropout"}
@@ -112,6 +113,51 @@ class _Builder:
                 b = m.bias.detach().clone()
                 b[rows] = bias[rows].to(b.dtype)
                 m.bias.copy_(b)
+
+
+def fit_rows(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    fixed: torch.Tensor | None,
+    rows: torch.Tensor,
+    *,
+    rtol: float = 1e-10,
+    chunk: int = 32,
+) -> torch.Tensor:
+    """Trainable weights (n, d) whose pre-activations fit ``target`` (samples × n) on the
+    centred inputs ``x`` best in the data's metric, inside each slot's class: for each row in
+    ``rows``, the least-norm ``w`` minimising ``‖x_c (f_i + d_i ⊙ w) − t_{i,c}‖²`` (zero on
+    masked inputs; the bias restores the mean). Where the target lies in the class on the
+    data's span this realises it exactly, as :meth:`FunctionClasses.realizers` does; where it
+    does not (a support relaxed by ``explained_variance`` let a function move into a slot whose
+    mask cannot hold all of it), it keeps the part of the function the data see most, not an
+    unweighted projection of its support coefficients.
+
+    >>> x = torch.randn(200, 4, dtype=torch.float64); w = torch.randn(3, 4, dtype=torch.float64)
+    >>> mask = torch.ones(3, 4, dtype=torch.float64)
+    >>> torch.allclose(fit_rows(x, x @ w.T, mask, None, torch.ones(3, dtype=torch.bool)), w)
+    True
+    """
+    xc = x.double() - x.double().mean(0, keepdim=True)
+    tc = target.double() - target.double().mean(0, keepdim=True)
+    d = mask.double()
+    sigma = xc.T @ xc
+    rhs = xc.T @ tc  # (d, n)
+    if fixed is not None:
+        rhs = rhs - sigma @ fixed.double().T
+    out = torch.zeros_like(d)
+    idx = torch.nonzero(rows).flatten()
+    scale = float(torch.diagonal(sigma).mean().clamp_min(1e-300))
+    eye = torch.eye(d.shape[1], dtype=torch.float64)
+    for start in range(0, len(idx), chunk):
+        sel = idx[start : start + chunk]
+        dm = d[sel]  # (c, d)
+        a = dm[:, :, None] * sigma[None] * dm[:, None, :] + scale * (1 - dm)[:, :, None] * eye
+        b = dm * rhs.T[sel]
+        w = torch.matmul(torch.linalg.pinv(a, hermitian=True, rtol=rtol), b.unsqueeze(-1))
+        out[sel] = dm * w.squeeze(-1)
+    return out
 
 
 def _assign(cost: torch.Tensor) -> np.ndarray:
@@ -205,8 +251,14 @@ def match(
         if bool(redo.any()):
             changed = True
             a_t = a_b[torch.from_numpy(perm)]
-            w_new = fc.realizers(a_t)
-            unreachable = int((~torch.isfinite(torch.diagonal(fc.cost(a_t)))).sum())
+            reach = torch.isfinite(torch.diagonal(fc.cost(a_t)))
+            unreachable = int((~reach).sum())
+            w_new = fc.realizers(a_t)  # exact where the support spans the data and t ∈ class
+            if supp.explained_variance < _SPAN:  # a relaxed support: fit on the data instead
+                reach = torch.zeros_like(reach)
+            fit = redo & ~reach
+            if bool(fit.any()):
+                w_new[fit] = fit_rows(x_cur, target, fc.mask, fixed, fit)[fit]
             full = fc.mask * w_new + (0.0 if fixed is None else fixed.double())
             bias = target.mean(0) - x_cur.double().mean(0) @ full.T  # restores the mean
             build.set_rows(name, torch.nonzero(redo).flatten(), w_new, bias)

@@ -70,7 +70,11 @@ class Prediction:
 
 
 def _function_class_verdict(
-    report: IdentifiabilityReport, threshold: float, gauge_tolerance: float, rule: str
+    report: IdentifiabilityReport,
+    threshold: float,
+    gauge_tolerance: float,
+    rule: str,
+    max_distance: float | None = None,
 ) -> tuple[list[str], list[str], dict[str, dict[str, Any]], dict[str, str]]:
     ok, bad, info, why = [], [], {}, {}
     for name, lay in report.layers.items():
@@ -85,7 +89,7 @@ def _function_class_verdict(
         ctx = f"ν(U) = {fc.coherence:.2f}, fixed share {fc.fixed_share:.2f}"
         info[name] = {"score": score, "degenerate": fc.degenerate, "measure": rule,
                       "gauge_distortion": fc.gauge_distortion, "coherence": fc.coherence,
-                      "fixed_share": fc.fixed_share}  # fmt: skip
+                      "fixed_share": fc.fixed_share, "distance": fc.distance}  # fmt: skip
         if rule == "class_cost" and fc.degenerate:
             passed, why[name] = (
                 False,
@@ -107,6 +111,15 @@ def _function_class_verdict(
                     f"{gauge_tolerance})"
                 ),
             )
+        elif max_distance is not None and fc.distance > max_distance:
+            passed, why[name] = (
+                False,
+                (
+                    f"the units correspond (score {score:.2f}) but the runs' functions in each "
+                    f"slot are far apart (relative effective distance ρ = {fc.distance:.2f} > "
+                    f"{max_distance})"
+                ),
+            )
         else:
             passed, why[name] = (
                 True,
@@ -122,6 +135,7 @@ def predict_alignment_free(
     *,
     rule: str = "function_class",
     gauge_tolerance: float = 0.1,
+    max_distance: float | None = None,
 ) -> Prediction:
     """Predict whether unaligned interpolation between the report's two runs is low-loss.
 
@@ -129,6 +143,10 @@ def predict_alignment_free(
     function-class score ≥ ``threshold`` and gauge distortion ≤ ``gauge_tolerance``.
     ``rule="class_cost"``: the same with the class-centred ``class_score``, and no layer
     degenerate. ``rule="correlation"``: every layer's correlation score ≥ ``threshold``.
+    ``max_distance`` (off by default) adds, for the function-class rules, that every layer's
+    relative effective distance at the identity ρ (``FunctionClassLayer.distance``: 0 when the
+    runs realise the same functions, ≈ 1 for unrelated ones) stays at or below it — the
+    derivation's own condition that ``Σ_i D_ii`` is small, with a threshold to choose.
 
     >>> import symlab as sl, torch
     >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
@@ -152,7 +170,9 @@ def predict_alignment_free(
         info = {k: {"score": v.score, "measure": "correlation"} for k, v in report.layers.items()}
         why = {k: f"correlation score {v.score:.2f}" for k, v in report.layers.items()}
     else:
-        ok, bad, info, why = _function_class_verdict(report, threshold, gauge_tolerance, rule)
+        ok, bad, info, why = _function_class_verdict(
+            report, threshold, gauge_tolerance, rule, max_distance
+        )
     if bad:
         first = bad[0]
         reason = (
@@ -222,12 +242,14 @@ def test_prediction(
     n_alphas: int = 21,
     min_accuracy: float | None = None,
     max_loss: float | None = None,
+    max_distance: float | None = None,
     **kwargs: Any,
 ) -> PredictionCheck:
     """Predict from identifiability, then measure the unaligned barrier (``tolerance`` on the
     chosen barrier decides "low-loss"; Bürgin et al. use their ``max_endpoint`` barrier and 21
     interpolation points) and check that both endpoints trained (``min_accuracy`` /
-    ``max_loss`` override :func:`symlab.connect.check_endpoints`' default thresholds).
+    ``max_loss`` override :func:`symlab.connect.check_endpoints`' default thresholds;
+    ``max_distance`` is :func:`predict_alignment_free`'s).
 
     >>> import symlab as sl, torch
     >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
@@ -239,7 +261,7 @@ def test_prediction(
     from symlab.connect import check_endpoints, interpolate
 
     report = report or identifiability(model_a, model_b, data)
-    pred = predict_alignment_free(report, threshold, rule=rule)
+    pred = predict_alignment_free(report, threshold, rule=rule, max_distance=max_distance)
     curve = interpolate(model_a, model_b, data, n_alphas=n_alphas, **kwargs)
     b = float(curve.barrier(barrier_kind))
     ends = check_endpoints(curve.alphas, curve.loss, curve.accuracy, data=data,
