@@ -1,9 +1,10 @@
 """Alignment: find the group element that moves model B's units onto model A's.
 
 Methods: weight matching (optionally at canonical scale), activation matching, optimal
-transport (soft plans, also across widths), the straight-through estimator, and effective
-matching (B's unit functions moved across *effective* symmetries and re-realised in A's slots,
-Bürgin et al. 2026; it returns parameters, not a group element).
+transport (soft plans, also across widths), the straight-through estimator, joint (MergeMany)
+alignment of many models into one unit order, and effective matching (B's unit functions moved
+across *effective* symmetries and re-realised in A's slots, Bürgin et al. 2026; it returns
+parameters, not a group element).
 
 Every method returns an :class:`Alignment` (permutations, objective, trace; optimal transport a
 :class:`TransportAlignment` of soft plans, rounded by ``.to_alignment()``) whose ``apply``
@@ -21,6 +22,7 @@ from symlab.align.activation_matching import activation_matching
 from symlab.align.alignment import Alignment
 from symlab.align.effective import EffectiveLayer, EffectiveMatching, effective_matching
 from symlab.align.gauge import canonical_scale_element, canonical_sign_element
+from symlab.align.joint import JointAlignment, joint_alignment
 from symlab.align.ste import straight_through
 from symlab.align.transport import TransportAlignment, fuse_state_dicts, ot_alignment, ot_fuse
 from symlab.align.weight_matching import AlignmentError, solve_assignment, weight_matching
@@ -30,12 +32,14 @@ __all__ = [
     "AlignmentError",
     "EffectiveLayer",
     "EffectiveMatching",
+    "JointAlignment",
     "TransportAlignment",
     "activation_matching",
     "canonical_scale_element",
     "canonical_sign_element",
     "effective_matching",
     "fuse_state_dicts",
+    "joint_alignment",
     "ot_alignment",
     "ot_fuse",
     "solve_assignment",
