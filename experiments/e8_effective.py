@@ -49,6 +49,7 @@ from symlab.train import TrainConfig
 
 from ._common import train_models
 from .e3_identifiability import SandboxNet
+from .e8_report import claims as claims  # re-exported: the page publisher reads it
 from .e8_report import report
 
 MNIST_VARIANTS = ("standard", "wasym_k0", "wasym_k0.5", "wasym_k1", "wasym_k2", "figlu", "syre")
