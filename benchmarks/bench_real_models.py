@@ -1,4 +1,4 @@
-"""P5: the full group of real models at real size — GPT-2 small (124 M parameters) and BERT-base
+"""P7: the full group of real models at real size — GPT-2 small (124 M parameters) and BERT-base
 from their transformers configurations, ViT-B/16 from torchvision — beside torch.export's own
 time for the same model and input.
 
@@ -77,7 +77,7 @@ def _print_time(model: nn.Module, x: ExampleInputs) -> float:
 
 
 def run() -> None:
-    header("P5: derivation of real models at real size vs torch.export of the same model")
+    header("P7: derivation of real models at real size vs torch.export of the same model")
     print(f"  {REPEATS} interleaved rounds after a warm-up; median [min–max]; goal: symlab < 1 s")
     for name, (model, sizes) in _models().items():
         n_params = sum(p.numel() for p in model.parameters()) / 1e6

@@ -24,6 +24,7 @@ MODULES: dict[str, str] = {
     "e5": "experiments.e5_spawning",
     "e6": "experiments.e6_repair",
     "e7": "experiments.e7_curves",
+    "e8": "experiments.e8_effective",
     "e9": "experiments.e9_sequences",
 }
 

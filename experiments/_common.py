@@ -41,10 +41,12 @@ __all__ = [
     "claim",
     "data_name",
     "difference_interval",
+    "endpoint_check",
     "exact_claim",
     "figure",
     "fmt",
     "group_by",
+    "left_out_note",
     "log_axis",
     "markdown_table",
     "mean_interval",
@@ -53,6 +55,7 @@ __all__ = [
     "path_record",
     "save_figure",
     "slope_interval",
+    "split_trained",
     "train_models",
     "write_summary",
 ]
@@ -305,3 +308,44 @@ def claims_report(
     lines += ["", STATS_NOTE, "", f"Figure: {', '.join(figures)}"]
     summary = write_summary(out_dir, stem, "\n".join(lines) + "\n")
     return Report(table, [*files, summary], main, "\n".join(lines[len(header) + 2 :]))
+
+
+def endpoint_check(stats: Sequence[Mapping[str, Any]], data: Any) -> dict[str, Any]:
+    """Whether every run in ``stats`` (one ``{"test_acc", "test_loss"}`` per run, in order)
+    trained, by :func:`symlab.connect.check_endpoints`' stated thresholds (classifiers: test
+    accuracy ≥ chance + 0.3 × (1 − chance); regressions: R² ≥ 0.9): ``{"trained", "endpoints"}``
+    with the reason, so a report leaves such pairs out instead of averaging them in."""
+    from symlab.connect import check_endpoints
+
+    if len(stats) < 2:
+        raise ValueError("endpoint_check needs the stats of at least two runs")
+    pairs = [(i, i + 1) for i in range(0, len(stats) - 1, 2)]
+    if len(stats) % 2:
+        pairs.append((len(stats) - 2, len(stats) - 1))
+    trained, reasons = True, []
+    for i, j in pairs:
+        loss = [float(stats[i]["test_loss"]), float(stats[j]["test_loss"])]
+        acc = [stats[i].get("test_acc"), stats[j].get("test_acc")]
+        accuracy = None if None in acc else [float(v) for v in acc]
+        ends = check_endpoints([0.0, 1.0], loss, accuracy, data=data)
+        trained &= ends.trained
+        if not ends.trained:
+            reasons.append(f"runs {i}, {j}: {ends.reason}")
+    return {"trained": bool(trained), "endpoints": "; ".join(reasons) or ends.reason}
+
+
+def split_trained(records: Iterable[Mapping[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """``(trained, left_out)``: the records whose runs all trained (records without the check
+    count as trained) and the others."""
+    recs = list(records)
+    ok = [r for r in recs if r["result"].get("trained", True)]
+    return ok, [r for r in recs if not r["result"].get("trained", True)]
+
+
+def left_out_note(left_out: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown lines naming the records left out because a run did not train ("" if none)."""
+    if not left_out:
+        return ""
+    lines = [f"- seed {r.get('seed')}: {r['result'].get('endpoints', '')}" for r in left_out]
+    return (f"\n\n{len(left_out)} job(s) left out because a run did not train "
+            "(symlab.connect.check_endpoints):\n" + "\n".join(lines))  # fmt: skip

@@ -42,16 +42,19 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     exact_claim,
     figure,
     fmt,
     group_by,
+    left_out_note,
     log_axis,
     markdown_table,
     mean_std,
     paired,
     save_figure,
     slope_interval,
+    split_trained,
     train_config,
     train_models,
 )
@@ -106,6 +109,7 @@ def run(cfg: E1Config, seed: int) -> dict[str, Any]:
     G = sl.symmetries(a)
     paths = barriers(a, b, data, METHODS, n_alphas=cfg.n_alphas, G=G)
     return {
+        **endpoint_check(stats, data),
         "runs": stats,
         "paths": paths,
         "planted": planted_recovery(a, G, seed),
@@ -162,6 +166,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
+    records, left_out = split_trained(records)
     by = _by_width(records)
     rows = []
     for w, recs in by.items():
@@ -224,7 +229,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"figure: barrier vs width multiplier). Data: {data}; barriers on the test loss.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("alignment_reduces_barrier", {}).get("held"),

@@ -39,14 +39,17 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     markdown_table,
     mean_interval,
     mean_std,
     paired,
     save_figure,
+    split_trained,
     train_config,
 )
 
@@ -115,6 +118,7 @@ def run(cfg: E2Config, seed: int) -> dict[str, Any]:
     G = sl.symmetries(a)
     paths = barriers(a, b, data, ("none", "weight"), n_alphas=cfg.n_alphas, G=G)
     return {
+        **endpoint_check(stats, data),
         "variant": cfg.variant,
         "runs": stats,
         "log10_group_order": G.log10_order,
@@ -206,6 +210,7 @@ def _mean_curve(recs: list[dict], method: str) -> tuple[list[float], list[float]
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (loss along the path; barriers per variant) and summary of E2."""
+    records, left_out = split_trained(records)
     by = {k[0]: v for k, v in group_by(records, "variant").items()}
     order = [v for v in VARIANTS if v in by]
     data = data_name(records)
@@ -293,7 +298,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "test loss.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         main,

@@ -9,9 +9,15 @@ data order):
   1/copies (AdamW 1e-2, wd 1e-2, 100 epochs, 1024 train / 2048 test, 21 α, MSE);
 * **MNIST-1D MLPs** (E2's variants: standard, W-asymmetric κ = 1 and κ = 0).
 
-For every pair: the identifiability report (:func:`symlab.identify.identifiability`; score =
-least identifiable layer), its alignment-free prediction (all layers ≥ 0.9 → low loss), and the
-unaligned and weight-matched barriers (Bürgin et al.'s ``max_α L − max(L_0, L_1)``).
+For every pair: the identifiability report with both measures
+(:func:`symlab.identify.identifiability`: the function-class score after removing the gauges,
+and the activation-correlation score; each the least identifiable layer's), the alignment-free
+prediction from function classes (:func:`symlab.identify.predict_alignment_free`, default rule;
+the correlation rule is recorded beside it), and the unaligned and weight-matched barriers
+(Bürgin et al.'s ``max_α L − max(L_0, L_1)``, the ``"max_endpoint"`` barrier). Pairs with an
+endpoint that did not train (:func:`symlab.connect.check_endpoints`: R² < 0.9 for the sandbox,
+accuracy below chance + 0.3 × (1 − chance) for MNIST-1D) are reported and left out of the
+agreement and correlation claims instead of being averaged in.
 
 Published claims (Bürgin, Herbst, Lin, Jegelka, ICML 2026): high coherence with the mask alone
 gives linear connectivity without alignment, low coherence does not (the sandbox figure);
@@ -121,35 +127,41 @@ def _pair(cfg: E3Config, seed: int) -> tuple[nn.Module, nn.Module, Any, Any]:
     return a, b, data, stats
 
 
-def _burgin_barrier(curve: sl.connect.Curve) -> float:
-    loss = curve.loss
-    return float(loss.max() - torch.maximum(loss[0], loss[-1]))
-
-
 def run(cfg: E3Config, seed: int) -> dict[str, Any]:
     a, b, data, stats = _pair(cfg, seed)
     G = sl.symmetries(a, data.x_train[:2])
     rep = sl.identify.identifiability(a, b, data, G)
-    pred = sl.identify.predict_alignment_free(rep, cfg.threshold)
-    naive = sl.connect.interpolate(a, b, data, cfg.n_alphas)
+    check = sl.identify.test_prediction(a, b, data, report=rep, threshold=cfg.threshold,
+                                        tolerance=cfg.tolerance, n_alphas=cfg.n_alphas)  # fmt: skip
+    corr = sl.identify.predict_alignment_free(rep, cfg.threshold, rule="correlation")
     wm = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
     aligned = sl.connect.interpolate(a, wm, data, cfg.n_alphas)
-    barrier = _burgin_barrier(naive)
     return {
         "runs": stats,
+        "trained": check.trained,
+        "endpoints": check.endpoints.reason,
         "score": rep.score,
+        "score_function_class": rep.function_class_score,
         "coherence": data.meta.get("coherence"),
         "layers": {k: v.score for k, v in rep.layers.items()},
-        "predicted_low_loss": pred.low_loss,
-        "barrier": barrier,
-        "barrier_aligned": _burgin_barrier(aligned),
-        "agree": pred.low_loss == (barrier <= cfg.tolerance),
+        "layers_function_class": {k: v.function_class_score for k, v in rep.layers.items()},
+        "predicted_low_loss": check.prediction.low_loss,
+        "predicted_low_loss_correlation": corr.low_loss,
+        "barrier": check.barrier,
+        "barrier_aligned": aligned.barrier("max_endpoint"),
+        "agree": check.agree,
+        "agree_correlation": corr.low_loss == check.low_loss_measured,
         "log10_group_order": G.log10_order,
     }
 
 
 def _get(recs: list[dict], key: str) -> list[float]:
     return [r["result"][key] for r in recs]
+
+
+def _trained(recs: list[dict]) -> list[dict]:
+    """The pairs whose endpoints both trained (records from before the check count as trained)."""
+    return [r for r in recs if r["result"].get("trained", True)]
 
 
 def _sandbox(records: list[dict[str, Any]]) -> dict[tuple, list[dict]]:
@@ -161,7 +173,7 @@ def _sandbox(records: list[dict[str, Any]]) -> dict[tuple, list[dict]]:
 def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The claims, each with the intervals over seeds its verdict rests on."""
     out: dict[str, dict[str, Any]] = {}
-    sb = _sandbox(records)
+    sb = _sandbox(_trained(records))  # untrained pairs are left out, not averaged in
     widths = sorted({k[2] for k in sb})
     copies = sorted({k[1] for k in sb if k[0] == "mask"})
     if len(copies) > 1:
@@ -191,24 +203,31 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 dense,
             )
     for fam in ("sandbox", "mnist1d"):
-        recs = [r for r in records if r["config"]["family"] == fam]
+        recs = _trained([r for r in records if r["config"]["family"] == fam])
         if len(recs) >= 3:
-            rho = correlation_interval(_get(recs, "score"), _get(recs, "barrier"))
+            fc = [(-1.0 if v is None else v) for v in _get(recs, "score_function_class")]
+            rho = correlation_interval(fc, _get(recs, "barrier"))
+            rho_corr = correlation_interval(_get(recs, "score"), _get(recs, "barrier"))
             out[f"score_predicts_{fam}"] = claim(
-                f"identifiability predicts mergeability ({fam}): higher score, lower "
-                "unaligned barrier (Bürgin et al. 2026)",
-                "Spearman ρ(score, barrier) < −0.3 over all pairs: −0.3 − ρ > 0 (pairs "
-                "resampled together)",
+                f"identifiability predicts mergeability ({fam}): higher function-class score, "
+                "lower unaligned barrier (Bürgin et al. 2026)",
+                "Spearman ρ(function-class score, barrier) < −0.3 over the trained pairs: "
+                "−0.3 − ρ > 0 (pairs resampled together)",
                 {"−0.3 − ρ": (-rho).shift(-0.3)},
                 spearman=rho.estimate,
+                spearman_correlation_score=rho_corr.estimate,
             )
             agree = proportion_interval(sum(_get(recs, "agree")), len(recs))
             out[f"prediction_agrees_{fam}"] = claim(
-                f"the alignment-free prediction (every layer's score ≥ threshold ⇔ "
-                f"barrier ≤ tolerance) matches the measurement ({fam})",
-                "agreement rate − 0.9 > 0 (exact Clopper–Pearson binomial interval over pairs)",
+                f"the alignment-free prediction from function classes matches the measurement "
+                f"({fam})",
+                "agreement rate − 0.9 > 0 over the trained pairs (exact Clopper–Pearson "
+                "binomial interval)",
                 {"agreement − 0.9": agree.shift(-0.9)},
                 agreement=agree.estimate,
+                agreement_correlation_rule=sum(_get(recs, "agree_correlation")) / len(recs),
+                untrained_pairs=len([r for r in records if r["config"]["family"] == fam])
+                - len(recs),
             )
     return out
 
@@ -218,7 +237,9 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
     rows = []
     for (fam, var, copies, width), recs in groups.items():
         coh = f"1/{copies}" if fam == "sandbox" else "-"
-        agree = f"{sum(_get(recs, 'agree'))}/{len(recs)}"
+        ok = _trained(recs)
+        agree = f"{sum(_get(ok, 'agree'))}/{len(ok)}"
+        fc = [v for v in _get(recs, "score_function_class") if v is not None]
         rows.append(
             [
                 fam,
@@ -226,9 +247,11 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
                 coh,
                 width,
                 len(recs),
+                len(ok),
+                fmt(fc, 2) if fc else "-",
                 fmt(_get(recs, "score"), 2),
-                fmt(_get(recs, "barrier")),
-                fmt(_get(recs, "barrier_aligned")),
+                fmt(_get(ok, "barrier")),
+                fmt(_get(ok, "barrier_aligned")),
                 agree,
             ]
         )
@@ -238,12 +261,22 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         "coherence",
         "width",
         "pairs",
-        "identifiability score",
+        "trained",
+        "function-class score",
+        "correlation score",
         "unaligned barrier",
         "weight-matched barrier",
         "prediction agrees",
     ]
     table = markdown_table(header, rows)
+    untrained = [r for r in records if not r["result"].get("trained", True)]
+    if untrained:
+        table += "\n\nPairs left out because an endpoint did not train:\n" + "\n".join(
+            f"- {r['config']['family']}/{r['config']['variant']} copies {r['config']['copies']} "
+            f"seed {r['seed']}: "
+            f"{r['result']['endpoints']}"
+            for r in untrained
+        )
     fig, (ax0, ax1) = figure(2)
     for i, fam in enumerate(("sandbox", "mnist1d")):
         for var, m in MARKERS.items():
@@ -252,7 +285,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             ]
             if recs:
                 ax0.scatter(
-                    _get(recs, "score"),
+                    [-0.05 if v is None else v for v in _get(recs, "score_function_class")],
                     _get(recs, "barrier"),
                     marker=m,
                     color=f"C{i}",
@@ -260,7 +293,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
                     label=f"{fam}/{var}",
                 )
     ax0.set(
-        xlabel="identifiability score (least layer)",
+        xlabel="function-class score (least layer)",
         ylabel="unaligned barrier",
         title="Identifiability vs barrier",
     )

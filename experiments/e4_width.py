@@ -50,14 +50,17 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     log_axis,
     markdown_table,
     mean_std,
     paired,
     save_figure,
+    split_trained,
     train_config,
     train_models,
 )
@@ -130,7 +133,11 @@ def run(cfg: E4Config, seed: int) -> dict[str, Any]:
         lambda s: MLP(widths, seed=s), [3 * seed + i for i in range(3)], data, tc, device=cfg.device
     )
     G = sl.symmetries(models[0])
-    out: dict[str, Any] = {"runs": stats, "log10_group_order": G.log10_order}
+    out: dict[str, Any] = {
+        **endpoint_check(stats, data),
+        "runs": stats,
+        "log10_group_order": G.log10_order,
+    }
     pairwise = {
         (i, j): sl.align.weight_matching(
             models[i].state_dict(), models[j].state_dict(), G, seed=seed
@@ -241,6 +248,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (barriers vs width; the simplex of the widest) and summary of E4."""
+    records, left_out = split_trained(records)
     by = _by_width(records)
     rows = []
     for w, recs in by.items():
@@ -307,7 +315,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "(`symlab.align.joint_alignment`), and Git Re-Basin's MergeMany from the identity.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("strong_falls_with_width", {}).get("held"),

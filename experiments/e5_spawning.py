@@ -40,15 +40,18 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     log_axis,
     markdown_table,
     mean_interval,
     mean_std,
     paired,
     save_figure,
+    split_trained,
     train_config,
 )
 
@@ -89,10 +92,12 @@ def run(cfg: E5Config, seed: int) -> dict[str, Any]:
     a, b = sp.children
     test = sl.connect.interpolate(a, b, data, cfg.n_alphas)
     train = sl.connect.interpolate(a, b, data, cfg.n_alphas, split="train")
+    runs = [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in sp.results]
     return {
+        **endpoint_check(runs, data),
         "k": sp.k,
         "total_steps": total,
-        "runs": [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in sp.results],
+        "runs": runs,
         "error_barrier": test.barrier("error"),
         "test_loss_barrier": test.barrier("loss"),
         "train_loss_barrier": train.barrier("loss"),
@@ -162,6 +167,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (barriers vs k; error along the path) and summary of E5."""
+    records, left_out = split_trained(records)
     by = _by_k(records)
     rows = []
     for k, recs in by.items():
@@ -216,7 +222,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"between children — vs the fork step k). Data: {data}.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         None if not cl else cl["unstable_at_init"]["held"] and cl["stable_later"]["held"],

@@ -39,13 +39,16 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     figure,
     fmt,
     group_by,
+    left_out_note,
     markdown_table,
     mean_interval,
     mean_std,
     save_figure,
+    split_trained,
     train_config,
     train_models,
 )
@@ -97,7 +100,7 @@ def run(cfg: E6Config, seed: int) -> dict[str, Any]:
         b = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
     elif cfg.align != "none":
         raise ValueError(f"align must be 'activation', 'weight' or 'none', got {cfg.align!r}")
-    out: dict[str, Any] = {"runs": stats}
+    out: dict[str, Any] = {**endpoint_check(stats, data), "runs": stats}
     for variant in VARIANTS:
         for split in ("train", "test"):
             c = sl.connect.interpolate(
@@ -194,6 +197,7 @@ NAME = {"plain": "plain average", "repair": "REPAIR"}
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (midpoint barrier vs depth; variance collapse) and summary of E6."""
+    records, left_out = split_trained(records)
     by = _by_depth(records)
     cols = [f"{v}_{s}_{m}" for s in ("train", "test") for m in ("loss", "error") for v in VARIANTS]
     rows = []
@@ -262,7 +266,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"with and without REPAIR for MLPs of increasing depth). Data: {data}.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("repair_reduces_barrier", {}).get("held"),

@@ -42,13 +42,16 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     figure,
     fmt,
+    left_out_note,
     log_axis,
     markdown_table,
     mean_std,
     paired,
     save_figure,
+    split_trained,
     train_config,
     train_models,
 )
@@ -93,7 +96,7 @@ def run(cfg: E7Config, seed: int) -> dict[str, Any]:
     )
     G = sl.symmetries(a)
     wm = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
-    out: dict[str, Any] = {"runs": stats, "paths": {}}
+    out: dict[str, Any] = {**endpoint_check(stats, data), "runs": stats, "paths": {}}
     for align, other in (("none", b), ("weight", wm)):
         rec: dict[str, Any] = {}
         for split in ("train", "test"):
@@ -186,6 +189,7 @@ def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (loss along the four paths; barrier vs curve budget) and summary of E7."""
+    records, left_out = split_trained(records)
     steps = list(records[0]["config"]["curve_steps"]) if records else []
     keys = ["linear", *(f"bezier{s}" for s in steps)]
     rows = []
@@ -245,7 +249,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"Data: {data}; loss barriers; endpoint test accuracy {fmt(accs)}.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("curve_beats_line", {}).get("held"),

@@ -174,10 +174,11 @@ def publish(
     claims = claims_fn(records) if claims_fn else {}
     counts = {v: sum(_verdict(c) == v for c in claims.values()) for v in VERDICT}
     title = (inspect.getdoc(_module(exp)) or exp.title).splitlines()[0].rstrip(".")
-    cpu = sum(float(r.get("cpu_seconds", 0.0)) for r in records) / 60
+    timed = [float(r["cpu_seconds"]) for r in records if "cpu_seconds" in r]
+    cpu = f"{sum(timed) / 60:.1f}" if timed else "n/a"  # records from before CPU was recorded
     seeds = len({int(r["seed"]) for r in records})
     meta = " ".join(f"{k}={v}" for k, v in counts.items())
-    meta += f" seeds={seeds} jobs={len(records)} cpu_min={cpu:.1f}"
+    meta += f" seeds={seeds} jobs={len(records)} cpu_min={cpu}"
     lines = [f"<!-- {META} name={name} setting={setting} {meta} -->", f"# {title}", ""]
     if setting != "full":
         full = exp.settings["full"].runtime or "no estimate"

@@ -14,11 +14,14 @@ import experiments
 from experiments.publish import publish
 from symlab.runner import Report, run_sweep
 
-__all__ = ["MEAN_COMPARISONS", "run_small"]
+__all__ = ["ENDPOINT_CHECKED", "MEAN_COMPARISONS", "run_small"]
 
 #: experiments whose claims are still decided by comparing means (their owner converts them to
 #: intervals over seeds; their result pages say so).
 MEAN_COMPARISONS = {"e3", "e8"}
+
+#: experiments whose jobs check that their runs trained (symlab.connect.check_endpoints)
+ENDPOINT_CHECKED = {"e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"}
 
 
 def _claims(name: str) -> Any:
@@ -34,6 +37,9 @@ def run_small(
     rep = exp.report(out.records, tmp_path / name, "small")
     assert all(p.exists() for p in rep.files)
     assert {p.suffix for p in rep.files} == {".png", ".pdf", ".md"}
+    if name in ENDPOINT_CHECKED:  # every job says whether its runs trained, and why
+        for r in out.records:
+            assert isinstance(r["result"]["trained"], bool) and r["result"]["endpoints"]
     # the tables render, and the result page publishes from these records
     assert check_tables(rep.table) == 1
     assert check_tables((tmp_path / name / f"{name}_small.md").read_text()) == 1

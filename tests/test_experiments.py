@@ -71,6 +71,31 @@ def test_e1_rebasin(tmp_path):
     assert cl["planted_recovered"]["held"], cl
     assert "width_helps" in cl  # a single pair per width is too noisy to assert the trend
     assert "| 512 |" in rep.table
+    assert all(r["result"]["trained"] and "both endpoints" in r["result"]["endpoints"]
+               for r in records)  # fmt: skip
+
+
+def test_untrained_runs_are_flagged_and_left_out_of_reports():
+    """Every barrier experiment checks that its runs trained (check_endpoints' thresholds) and
+    reports the jobs that did not instead of averaging them in."""
+    import symlab as sl
+    from experiments._common import endpoint_check, left_out_note, split_trained
+
+    data = sl.data.load("mnist1d")  # 10 classes: a run must reach 0.1 + 0.3 × 0.9 = 0.37
+    good = {"test_acc": 0.6, "test_loss": 1.2}
+    bad = {"test_acc": 0.2, "test_loss": 2.2}
+    assert endpoint_check([good, good], data)["trained"]
+    flagged = endpoint_check([good, bad], data)
+    assert not flagged["trained"] and "0.2 < 0.37" in flagged["endpoints"]
+    three = endpoint_check([good, good, bad], data)  # E4: three runs, every one checked
+    assert not three["trained"] and "runs 1, 2" in three["endpoints"]
+    records = [{"seed": 0, "result": {**endpoint_check([good, good], data), "x": 1.0}},
+               {"seed": 1, "result": {**flagged, "x": 9.0}},
+               {"seed": 2, "result": {"x": 2.0}}]  # fmt: skip
+    ok, left = split_trained(records)
+    assert [r["seed"] for r in ok] == [0, 2] and [r["seed"] for r in left] == [1]
+    note = left_out_note(left)
+    assert "1 job(s) left out" in note and "seed 1" in note and left_out_note([]) == ""
 
 
 def test_e3_identifiability(tmp_path):
@@ -86,6 +111,44 @@ def test_e3_identifiability(tmp_path):
     assert cl["score_predicts_sandbox"]["spearman"] < 0.5  # weak in the sandbox; reported
     agree = cl["prediction_agrees_mnist1d"]["intervals"]["agreement − 0.9"]
     assert agree["low"] < agree["estimate"] <= agree["high"]  # exact binomial, never degenerate
+    for r in records:  # both measures, the endpoint check and the paper's barrier, every pair
+        res = r["result"]
+        assert {"score", "score_function_class", "trained", "endpoints", "barrier"} <= set(res)
+        assert res["trained"] or "did not train" in res["endpoints"]
+
+
+def _run_plain(name: str, tmp_path, seeds: int | None = None):
+    """E8's small setting without the result-page checks (E8 has several tables and no
+    published page yet)."""
+    from symlab.runner import run_sweep
+
+    exp = experiments.get(name)
+    out = run_sweep(exp.sweep("small", seeds), tmp_path, workers=1, progress=False)
+    assert out.complete, [f["error"] for f in out.failures]
+    rep = exp.report(out.records, tmp_path / name, "small")
+    assert all(p.exists() for p in rep.files)
+    assert {p.suffix for p in rep.files} == {".png", ".pdf", ".md"}
+    return out.records, rep
+
+
+def test_e8_effective(tmp_path):
+    """E8's small setting: the effective barrier falls far below the structural one on the
+    masked sandbox at low coherence, swap costs grow with the intrinsic dimension, and every
+    table of the report is written."""
+    from experiments.e8_report import claims, confusion
+
+    records, rep = _run_plain("e8", tmp_path, seeds=1)
+    cl = claims(records)
+    assert cl["effective_alignment"]["held"], cl
+    assert cl["swap_costs_grow"]["held"], cl
+    pairs = [r for r in records if r["config"]["part"] == "pair"]
+    assert confusion(pairs, "predicted_low_loss")["n"] >= 1
+    for head in ["(a) swap costs", "(c) effective vs structural", "(e) predicted vs measured",
+                 "(f) falsification", "(g) stability"]:  # fmt: skip
+        assert head in rep.table, head
+    for r in pairs:
+        assert all(g["structural_inside"] for g in r["result"]["groups"].values())
+        assert r["result"]["effective_residual"] < 1e-4
 
 
 @pytest.mark.slow

@@ -30,6 +30,14 @@ LAYERS: list[set[str]] = [
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
+#: Public names the DESIGN contract puts in a lower layer than their algorithm: the lower module
+#: imports the algorithm when called (so the packages still load bottom-up) and nothing else
+#: in its package uses it. Each entry: module -> the higher modules it may import.
+REEXPORTS: dict[str, set[str]] = {
+    # sl.align.effective_matching: an alignment built on identify's function classes
+    "symlab.align.effective": {"symlab.identify.effective_matching"},
+}
+
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT.parent).with_suffix("").parts
@@ -78,7 +86,7 @@ def test_every_package_has_a_layer() -> None:
 def test_imports_flow_down_the_layers(module: str) -> None:
     mine = _package(module)
     upward = sorted(
-        t for t in MODULES[module]
+        t for t in MODULES[module] - REEXPORTS.get(module, set())
         if _package(t) != mine and RANK.get(_package(t), 99) >= RANK[mine]
     )  # fmt: skip
     assert not upward, f"{module} (layer {RANK[mine]}) imports from its layer or above: {upward}"

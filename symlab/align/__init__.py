@@ -1,8 +1,10 @@
 """Alignment: find the group element that moves model B's units onto model A's.
 
 Methods: weight matching (optionally at canonical scale), activation matching, optimal
-transport (soft plans, also across widths), the straight-through estimator, and joint
-(MergeMany) alignment of many models into one unit order.
+transport (soft plans, also across widths), the straight-through estimator, joint (MergeMany)
+alignment of many models into one unit order, and effective matching (B's unit functions moved
+across *effective* symmetries and re-realised in A's slots, Bürgin et al. 2026; it returns
+parameters, not a group element).
 
 Every method returns an :class:`Alignment` (permutations, objective, trace; optimal transport a
 :class:`TransportAlignment` of soft plans, rounded by ``.to_alignment()``) whose ``apply``
@@ -18,6 +20,7 @@ True
 
 from symlab.align.activation_matching import activation_matching
 from symlab.align.alignment import Alignment
+from symlab.align.effective import EffectiveLayer, EffectiveMatching, effective_matching
 from symlab.align.gauge import canonical_scale_element, canonical_sign_element
 from symlab.align.joint import JointAlignment, joint_alignment
 from symlab.align.ste import straight_through
@@ -27,11 +30,14 @@ from symlab.align.weight_matching import AlignmentError, solve_assignment, weigh
 __all__ = [
     "Alignment",
     "AlignmentError",
+    "EffectiveLayer",
+    "EffectiveMatching",
     "JointAlignment",
     "TransportAlignment",
     "activation_matching",
     "canonical_scale_element",
     "canonical_sign_element",
+    "effective_matching",
     "fuse_state_dicts",
     "joint_alignment",
     "ot_alignment",

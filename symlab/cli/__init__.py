@@ -357,6 +357,8 @@ def _print_curve(curve: Any, ds: Any, kinds: Sequence[str]) -> None:
                   "of error rate; stable below 2 (Frankle et al. 2020)"),
         "relative_accuracy_drop": ("relative accuracy drop", 1.0, "%",
                                    "of the better end's accuracy (Bürgin et al. 2026)"),
+        "max_endpoint": ("max-endpoint barrier", 1.0, unit,
+                         "max_α L(α) − max(L(A), L(B)) (Bürgin et al. 2026)"),
     }  # fmt: skip
     for kind in kinds:
         label, scale, u, what = rows.get(kind, (kind, 1.0, "", ""))

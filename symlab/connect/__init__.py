@@ -5,14 +5,17 @@ Bézier curves, the three-model simplex, and canonical forms / distances modulo 
 >>> a, b = sl.nn.MLP([4, 8, 3], seed=0), sl.nn.MLP([4, 8, 3], seed=1)
 >>> curve = sl.connect.interpolate(a, b, (torch.randn(16, 4), torch.randint(0, 3, (16,))))
 >>> sorted(sl.connect.BARRIERS)
-['error', 'loss', 'relative_accuracy_drop', 'weighted']
+['error', 'loss', 'max_endpoint', 'relative_accuracy_drop', 'weighted']
 """
 
 from symlab.connect.barrier import (
     BARRIERS,
+    EndpointCheck,
     barrier,
+    check_endpoints,
     error_barrier,
     loss_barrier,
+    max_endpoint_barrier,
     relative_accuracy_drop,
     weighted_barrier,
 )
@@ -39,6 +42,7 @@ __all__ = [
     "BARRIERS",
     "BezierCurve",
     "Curve",
+    "EndpointCheck",
     "MergeResult",
     "OrbitDistance",
     "Simplex",
@@ -49,12 +53,14 @@ __all__ = [
     "canonical_permutation_element",
     "canonical_translation_element",
     "canonicalize",
+    "check_endpoints",
     "check_same_architecture",
     "error_barrier",
     "has_batchnorm",
     "interpolate",
     "interpolate_state",
     "loss_barrier",
+    "max_endpoint_barrier",
     "merge",
     "orbit_distance",
     "relative_accuracy_drop",

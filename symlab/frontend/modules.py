@@ -18,7 +18,7 @@ from torch import nn
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.exact import Fingerprint, fingerprint, hooks_reason
-from symlab.nn.asymmetric import FiGLU, WAsymLinear
+from symlab.nn.asymmetric import FiGLU, WAsymLinear, masked_layer_attrs
 from symlab.nn.asymmetric_conv import FiGLU2d, WAsymConv2d
 
 __all__ = ["ModuleOp", "module_op_for", "reading", "register_module_op", "why_not_read"]
@@ -145,6 +145,9 @@ def _read_wasym(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
         "kappa": m.kappa,
         "shared_mask": m.shared_mask,
     }
+    if getattr(m, "syre", 0.0):
+        attrs["syre"] = m.syre
+    attrs.update(masked_layer_attrs(m))  # what the buffers hold, not what was asked for
     return "wasym_linear", m.out_features, attrs
 
 
@@ -285,8 +288,15 @@ for _t in (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d):
 
 def _read_wasym_conv(m: nn.Module, w_in: object) -> tuple[str, object, dict[str, object]]:
     assert isinstance(m, WAsymConv2d)
-    attrs = {"bias": m.bias is not None, "kernel": tuple(m.kernel_size), "groups": 1,
-             "num_fixed": m.num_fixed, "kappa": m.kappa, "padded": any(m.padding)}  # fmt: skip
+    attrs = {
+        "bias": m.bias is not None,
+        "kernel": tuple(m.kernel_size),
+        "groups": 1,
+        "num_fixed": m.num_fixed,
+        "kappa": m.kappa,
+        "padded": any(m.padding),
+        **masked_layer_attrs(m),
+    }  # fmt: skip  (what the buffers hold)
     return "wasym_conv", m.out_channels, attrs
 
 

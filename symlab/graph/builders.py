@@ -61,8 +61,10 @@ def mlp(
         residual: add a skip connection around each hidden block whose input and output
             widths are equal (``h_{i+1} = h_i + block(h_i)``).
         asym: W-asymmetric linear layers (Lim et al. 2024): ``{"num_fixed": int | per-layer,
-            "kappa": float | per-layer, "shared_mask": bool}`` for every linear layer, or
-            ``"lim"`` for their preset (needs exactly three hidden layers).
+            "kappa": float | per-layer, "shared_mask": bool, "syre": float | per-layer}`` for
+            every linear layer (``syre``: Ziyin et al.'s fixed random offset ``W + syre·N`` on
+            the trainable entries, default 0), or ``"lim"`` for their preset (needs exactly
+            three hidden layers).
         dropout: dropout probability after each activation (0 adds no node).
         norm_eps: epsilon of the normalisation layers.
         mask_seed: seed of the asymmetric masks and FiGLU gates (architecture, not init).
@@ -96,7 +98,8 @@ def mlp(
         if asym_cfg is None:
             prev = g.add(name, "linear", [prev], width=ws[i + 1], bias=bias).name
         else:
-            num_fixed, kappa, shared = asym_cfg[i]
+            num_fixed, kappa, shared, syre = asym_cfg[i]
+            extra = {"syre": syre} if syre else {}
             prev = g.add(
                 name,
                 "wasym_linear",
@@ -107,6 +110,7 @@ def mlp(
                 kappa=kappa,
                 shared_mask=shared,
                 mask_seed=child_seed(mask_seed, i),
+                **extra,
             ).name
         if is_head:
             break
@@ -131,7 +135,7 @@ def mlp(
 
 def _asym_config(
     asym: dict[str, Any] | str | None, n_layers: int, ws: list[Width]
-) -> list[tuple[int, float, bool]] | None:
+) -> list[tuple[int, float, bool, float]] | None:
     if asym is None:
         return None
     if not all(is_concrete(w) for w in ws):
@@ -144,10 +148,12 @@ def _asym_config(
         raise ValueError("asym must be None, 'lim' or {'num_fixed': ..., 'kappa': ...}")
     nf = _per_layer(asym["num_fixed"], n_layers, "asym['num_fixed']")
     kappa = _per_layer(asym.get("kappa", 1.0), n_layers, "asym['kappa']")
+    syre = _per_layer(asym.get("syre", 0.0), n_layers, "asym['syre']")
     out = []
     for i in range(n_layers):
         k = int(nf[i])
         if not 0 <= k <= int(ws[i]):
             raise ValueError(f"layer {i}: num_fixed={k} must lie in [0, {ws[i]}] (its inputs)")
-        out.append((k, float(kappa[i]), bool(asym.get("shared_mask", False))))
+        shared = bool(asym.get("shared_mask", False))
+        out.append((k, float(kappa[i]), shared, float(syre[i])))
     return out

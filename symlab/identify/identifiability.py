@@ -1,20 +1,33 @@
-"""Neuron identifiability across training runs, and the alignment-free merging prediction.
+"""Neuron identifiability across training runs: both measures, per layer.
 
-Bürgin, Herbst, Lin, Jegelka (ICML 2026): a layer is identifiable when, comparing two
-independently trained runs, the activation-matching objective (mean correlation of matched
-units, Git Re-Basin's activation matching) is (close to) optimal at the *identity*: the runs'
-units already correspond, so the runs can be merged without alignment. Per layer (per space of
-units, including asymmetric layers whose structural permutations are gone) this reports the
-objective at the identity, at the optimal assignment and, in expectation, at a uniformly random
-permutation (the mean of all entries of the correlation matrix, exactly), and the score
+Bürgin, Herbst, Lin, Jegelka (ICML 2026) define two measures, and symlab reports both:
 
-    score = clip((identity − random) / (optimal − random), 0, 1)
+- **function-class identifiability** (the paper's notion, :mod:`symlab.identify.cross_run`):
+  after removing the structural gauges with the derived group, B's unit functions are placed in
+  A's effective function classes; a unit is identifiable when every permutation that moves it
+  costs more than the identity under the cross-run cost ``C^{AB}``. It sees positive scalings
+  and sign flips as gauges (a rescaled copy *is* the same run) and cannot tell apart units that
+  share one class (a standard layer: score 0, "degenerate");
+- **activation-matching identifiability** (what the paper's code measures in practice): the
+  activation-matching objective (mean correlation of matched units, Git Re-Basin's activation
+  matching) at the *identity*, at the optimal assignment and, in expectation, at a uniformly
+  random permutation (the mean of all entries of the correlation matrix, exactly), with
 
-which is 1 when the identity is optimal and 0 when it is no better than random.
+      score = clip((identity − random) / (optimal − random), 0, 1)
+
+  1 when the identity is optimal and 0 when it is no better than random. It is blind to
+  positive scaling and counts a tanh sign flip as a different unit: never use it alone to
+  predict unaligned merging (:func:`symlab.identify.predict_alignment_free`).
+
+Per layer (per space of units, including asymmetric layers whose structural permutations are
+gone) the report holds the correlation numbers and a
+:class:`~symlab.identify.cross_run.FunctionClassLayer` (layers that are not linear or
+convolutional modules have only the correlation measure).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +38,8 @@ from torch import nn
 from symlab.align.activation_matching import correlation_matrices
 from symlab.align.weight_matching import solve_assignment
 from symlab.errors import DataError
+from symlab.identify.cross_run import FunctionClassLayer, function_class_identifiability
+from symlab.identify.layers import check_group, check_inputs, data_inputs
 from symlab.symmetry.group import SymmetryGroup
 
 __all__ = [
@@ -37,13 +52,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LayerIdentifiability:
-    """One space of units: objectives, score, and the optimal matching of B's units to A's.
+    """One space of units: the correlation measure (objectives, ``score``, the optimal matching
+    of B's units to A's) and the function-class measure (``function_class``, None where the
+    layer is not a linear or convolutional module).
 
     >>> import symlab as sl
     >>> a = sl.nn.MLP([4, 8, 2], seed=0)
     >>> layer = identifiability(a, a, torch.randn(64, 4)).layers["layers.0.linear"]
     >>> layer.width, round(layer.score, 6), layer.permutation.tolist() == list(range(8))
     (8, 1.0, True)
+    >>> layer.function_class.degenerate  # standard units: one shared class
+    True
     """
 
     space: str
@@ -55,6 +74,17 @@ class LayerIdentifiability:
     score: float
     self_match_fraction: float
     permutation: torch.Tensor  # perm[i] = unit of B matched to unit i of A
+    function_class: FunctionClassLayer | None = None
+
+    @property
+    def correlation_score(self) -> float:
+        """The activation-matching (correlation) score, the same as ``score``."""
+        return self.score
+
+    @property
+    def function_class_score(self) -> float | None:
+        """The function-class score (None where the layer has no function classes)."""
+        return None if self.function_class is None else self.function_class.score
 
 
 @dataclass(frozen=True)
@@ -74,16 +104,26 @@ class IdentifiabilityReport:
 
     @property
     def score(self) -> float:
-        """The least identifiable layer's score (merging needs every layer)."""
+        """The least identifiable layer's correlation score (merging needs every layer)."""
         return min((v.score for v in self.layers.values()), default=1.0)
 
+    @property
+    def function_class_score(self) -> float | None:
+        """The least function-class score over the layers that have one (None if none has)."""
+        vals = [v.function_class.score for v in self.layers.values() if v.function_class]
+        return min(vals) if vals else None
+
     def __str__(self) -> str:
-        head = f"{'layer':<28} {'width':>5} {'identity':>9} {'optimal':>8} {'random':>7} "
-        lines = [head + f"{'score':>6} {'self':>6}"]
+        head = f"{'layer':<24} {'width':>5} {'corr: identity':>14} {'optimal':>8} {'random':>7} "
+        lines = [head + f"{'score':>6} | {'function class: score':>21} {'class':>6} {'ν(U)':>6}"]
         for v in self.layers.values():
+            fc = v.function_class
+            tail = "-" if fc is None else (
+                f"{fc.score:>21.2f} {fc.class_score:>6.2f} {fc.coherence:>6.2f}"
+                + (" degenerate" if fc.degenerate else ""))  # fmt: skip
             lines.append(
-                f"{v.space:<28} {v.width:>5} {v.identity:>9.3f} {v.optimal:>8.3f} "
-                f"{v.random:>7.3f} {v.score:>6.2f} {v.self_match_fraction:>6.2f}"
+                f"{v.space:<24} {v.width:>5} {v.identity:>14.3f} {v.optimal:>8.3f} "
+                f"{v.random:>7.3f} {v.score:>6.2f} | {tail}"
             )
         return "\n".join(lines)
 
@@ -113,11 +153,20 @@ def identifiability(
     kind: str = "correlation",
     split: str = "test",
     batch_size: int = 1024,
+    function_classes: bool = True,
+    explained_variance: float = 0.9,
 ) -> IdentifiabilityReport:
-    """Per-layer identifiability of two runs of one architecture on ``data`` (Bürgin et al.).
+    """Per-layer identifiability of two runs of one architecture on ``data`` (Bürgin et al.),
+    with both measures (see the module docstring).
 
     ``data`` is a :class:`symlab.data.Dataset` (its ``split`` is used), an input tensor, or
     ``(x, y)``. ``G`` defaults to ``symlab.symmetries(model_a, example_input)``.
+    ``function_classes=False`` computes the correlation measure only; ``explained_variance``
+    sets the supports of the function-class measure.
+
+    Raises:
+        DataError: ``data`` is not in memory or does not fit the models' inputs.
+        ArchitectureMismatchError: the two models' parameters differ in names or shapes.
 
     >>> import symlab as sl
     >>> a = sl.nn.MLP([4, 8, 2], seed=0); b = sl.nn.MLP([4, 8, 2], seed=0)
@@ -126,9 +175,15 @@ def identifiability(
     1.0
     """
     from symlab.api import symmetries
+    from symlab.connect.interpolate import check_same_architecture
 
+    x = data_inputs(data, "identifiability", split)
+    check_same_architecture(model_a.state_dict(), model_b.state_dict())
+    check_inputs(model_a, x, argument="data", model_name="model_a")
     if G is None:
-        G = symmetries(model_a, example_input)
+        G = symmetries(model_a, example_input if example_input is not None else x[:2])
+    else:
+        check_group(G, model_a)
     spaces = [f for f in G.unit_spaces() if int(f.size) > 1]
     if not spaces:
         raise DataError("the model has no hidden units to compare")
@@ -141,6 +196,13 @@ def identifiability(
             raise DataError(f"identifiability needs at least 2 samples; got {moms[0].count}")
         c = (sum(m.matrix(kind)[0] for m in moms) / len(moms)).numpy()
         layers[f.space] = _layer(f.space, c, f.blocks)
+    if function_classes:
+        fcs = function_class_identifiability(
+            model_a, model_b, x, G, explained_variance=explained_variance
+        )
+        for space, fc in fcs.items():
+            if space in layers:
+                layers[space] = dataclasses.replace(layers[space], function_class=fc)
     return IdentifiabilityReport(layers, kind, {"tensors": where})
 
 

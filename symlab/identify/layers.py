@@ -2,15 +2,111 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from symlab.errors import DataError, UnsupportedOpError
+from symlab.errors import ArchitectureMismatchError, DataError, StateDictError, UnsupportedOpError
 from symlab.identify.function_classes import FunctionClasses, function_classes_from_weights
+from symlab.identify.support import Support
 from symlab.identify.support import support as make_support
 from symlab.nn.asymmetric import WAsymLinear
 
-__all__ = ["function_classes", "layer_inputs"]
+__all__ = [
+    "check_group",
+    "check_inputs",
+    "data_inputs",
+    "function_classes",
+    "layer_inputs",
+    "layer_io",
+    "layer_parts",
+    "support_coefficients",
+]
+
+
+def data_inputs(data: Any, what: str, split: str = "test") -> torch.Tensor:
+    """The input tensor of ``data`` (a Dataset's ``split``, a tensor, or ``(x, y)``), checked to
+    be a float tensor with at least 2 rows; ``what`` names the caller in the error.
+
+    >>> tuple(data_inputs((torch.zeros(4, 3), torch.zeros(4)), "demo").shape)
+    (4, 3)
+    """
+    from symlab.align.data import split_tensors
+
+    t = split_tensors(data, split)
+    if t is None:
+        raise DataError(
+            f"{what}: data must be a symlab Dataset, an input tensor or a tuple (x, y) of "
+            f"tensors held in memory, got {type(data).__name__}"
+        )
+    x = t[0]
+    if not x.is_floating_point() or x.ndim < 2:
+        raise DataError(f"{what}: data inputs must be a float tensor (samples, features…), got "
+                        f"{x.dtype} of shape {tuple(x.shape)}")  # fmt: skip
+    if len(x) < 2:
+        raise DataError(f"{what}: data has {len(x)} row(s); at least 2 samples are needed")
+    return x
+
+
+def check_inputs(model: nn.Module, x: torch.Tensor, *, argument: str = "data",
+                 model_name: str = "model") -> None:  # fmt: skip
+    """Raise a :class:`DataError` naming ``argument`` unless ``model`` runs on ``x`` (tried on
+    its first two rows), instead of the deep ``RuntimeError`` torch would raise.
+
+    >>> import symlab as sl
+    >>> check_inputs(sl.nn.MLP([4, 8, 2]), torch.zeros(5, 4))
+    >>> try:
+    ...     check_inputs(sl.nn.MLP([4, 8, 2]), torch.zeros(5, 3), argument="x")
+    ... except DataError as err:
+    ...     print(str(err)[:60])
+    x has inputs of shape (3,) but model's first layer layers.0.
+    """
+    first = next(((n, m) for n, m in model.named_modules() if hasattr(m, "in_features")), None)
+    try:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(x[:2])
+        finally:
+            model.train(was)
+    except (RuntimeError, IndexError, ValueError) as err:
+        if first is not None and x.ndim == 2 and x.shape[1] != first[1].in_features:
+            want = f"'s first layer {first[0]} reads {first[1].in_features} features"
+        else:
+            want = f" does not accept them ({str(err).splitlines()[0][:120]})"
+        raise DataError(
+            f"{argument} has inputs of shape {tuple(x.shape[1:])} but {model_name}{want}: pass "
+            "data of the model's input width"
+        ) from None
+
+
+def check_group(G: Any, model: nn.Module, *, model_name: str = "model_a") -> None:
+    """Raise an :class:`ArchitectureMismatchError` unless the symmetry group ``G`` was derived
+    from ``model``'s architecture (its parameter names and shapes).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([4, 8, 2])
+    >>> check_group(sl.symmetries(net), net)
+    >>> try:
+    ...     check_group(sl.symmetries(sl.nn.MLP([4, 9, 2])), net)
+    ... except ArchitectureMismatchError as err:
+    ...     print(str(err)[:45])
+    G was not derived from model_a's architecture
+    """
+    from symlab.symmetry.group import SymmetryGroup
+
+    if not isinstance(G, SymmetryGroup):
+        raise DataError(f"G must be a SymmetryGroup (symlab.symmetries({model_name})), got "
+                        f"{type(G).__name__}")  # fmt: skip
+    try:
+        G.check_state_dict(model.state_dict())
+    except StateDictError as err:
+        raise ArchitectureMismatchError(
+            f"G was not derived from {model_name}'s architecture ({err}); pass "
+            f"G = symlab.symmetries({model_name}, example_input) or leave G out"
+        ) from None
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
@@ -46,6 +142,112 @@ def layer_inputs(model: nn.Module, data: torch.Tensor, layer: str) -> torch.Tens
     return x.reshape(-1, x.shape[-1])
 
 
+def _unit_rows(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A layer's outputs with one row per (sample, position) and its units as columns."""
+    if y.ndim > 2 and (isinstance(module, nn.Conv1d | nn.Conv2d) or hasattr(module, "kernel_size")):
+        return y.movedim(1, -1).reshape(-1, y.shape[1])
+    return y.reshape(-1, y.shape[-1])
+
+
+def layer_io(
+    model: nn.Module, data: torch.Tensor, layers: list[str]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer path: its inputs (rows × fan-in, patches for convolutions) and its outputs
+    (rows × units, before any activation) when ``model`` runs on ``data``, in one pass.
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([4, 8, 2], seed=0)
+    >>> x, z = layer_io(net, torch.randn(16, 4), ["layers.0.linear"])["layers.0.linear"]
+    >>> tuple(x.shape), tuple(z.shape)
+    ((16, 4), (16, 8))
+    """
+    modules = {name: _module(model, name) for name in layers}
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(name: str):
+        def fn(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            if name not in seen:
+                seen[name] = (args[0].detach(), out.detach())
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(data)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, module in modules.items():
+        if name not in seen:
+            raise DataError(f"layer {name!r} was not called on this data")
+        x, y = seen[name]
+        xin = _patches(module, x) if x.ndim > 2 and hasattr(module, "kernel_size") else (
+            x.reshape(-1, x.shape[-1]))  # fmt: skip
+        out[name] = (xin, _unit_rows(module, y))
+    return out
+
+
+def support_coefficients(
+    x: torch.Tensor, z: torch.Tensor, supp: Support
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coefficients (n, k) of the functions ``z`` (rows × n) as linear functions of the centred
+    inputs ``x`` restricted to ``supp`` (least squares on ``(x − x̄) U``), and per function the
+    fraction of its variance they leave unexplained. For a linear layer on the support of its
+    own inputs these are exactly the realised coefficients ``a_j = Uᵀ w_eff,j``.
+
+    >>> from symlab.identify.support import support as supp
+    >>> x = torch.randn(100, 3, dtype=torch.float64); w = torch.randn(2, 3, dtype=torch.float64)
+    >>> s = supp(x, k=3); a, un = support_coefficients(x, x @ w.T + 1.0, s)
+    >>> torch.allclose(a, w @ s.U), bool(un.max() < 1e-9)
+    (True, True)
+    """
+    if x.ndim != 2 or z.ndim != 2 or len(x) != len(z) or x.shape[1] != supp.d:
+        raise DataError(
+            f"support_coefficients needs inputs (rows, {supp.d}) and functions (rows, units) "
+            f"over the same rows, got {tuple(x.shape)} and {tuple(z.shape)}"
+        )
+    xc = x.double() - x.double().mean(0, keepdim=True)
+    zc = z.double() - z.double().mean(0, keepdim=True)
+    p = xc @ supp.U.double()
+    coef = torch.linalg.lstsq(p, zc).solution  # (k, n)
+    fit = p @ coef
+    var = (zc**2).sum(0)
+    unexplained = ((zc - fit) ** 2).sum(0) / var.clamp_min(1e-300)
+    return coef.T.contiguous(), torch.where(var > 0, unexplained, torch.zeros_like(var))
+
+
+def layer_parts(
+    model: nn.Module, layer: str
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``(weight, mask, fixed)`` of a linear or convolutional layer (standard: no mask, no
+    fixed part), flattened to (units, fan-in).
+
+    >>> import symlab as sl
+    >>> w, mask, fixed = layer_parts(sl.nn.MLP([4, 8, 2]), "layers.0.linear")
+    >>> tuple(w.shape), mask is None, fixed is None
+    ((8, 4), True, True)
+    """
+    module = _module(model, layer)
+    if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
+        weight, mask, fixed = module.weight, None, None
+    elif hasattr(module, "mask") and hasattr(module, "fixed"):  # W-asymmetric linear/conv
+        weight, mask, fixed = module.weight, module.mask, module.fixed
+    else:
+        raise UnsupportedOpError(
+            "function classes are implemented for linear and convolutional layers (standard "
+            f"and W-asymmetric); {layer!r} is a {type(module).__name__}"
+        )
+    flat = weight.shape[0], -1  # a convolution's unit reads a patch: its kernel, flattened
+    return (weight.detach().reshape(flat),
+            None if mask is None else mask.detach().reshape(flat),
+            None if fixed is None else fixed.detach().reshape(flat))  # fmt: skip
+
+
 def _patches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Input patches of a convolution, one row per (sample, position): (N·L, C·k…)."""
     if getattr(module, "groups", 1) != 1:
@@ -79,20 +281,9 @@ def function_classes(
     >>> tuple(fc.realization_cost().shape)
     (8, 8)
     """
-    module = _module(model, layer)
-    if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
-        weight, mask, fixed = module.weight, None, None
-    elif hasattr(module, "mask") and hasattr(module, "fixed"):  # W-asymmetric linear/conv
-        weight, mask, fixed = module.weight, module.mask, module.fixed
-    else:
-        raise UnsupportedOpError(
-            "function classes are implemented for linear and convolutional layers (standard "
-            f"and W-asymmetric); {layer!r} is a {type(module).__name__}"
-        )
-    flat = weight.shape[0], -1  # a convolution's unit reads a patch: its kernel, flattened
-    weight = weight.reshape(flat)
-    mask = None if mask is None else mask.reshape(flat)
-    fixed = None if fixed is None else fixed.reshape(flat)
+    weight, mask, fixed = layer_parts(model, layer)
+    if isinstance(data, torch.Tensor):
+        check_inputs(model, data, argument="data")
     x = layer_inputs(model, data, layer)
     supp = make_support(x, explained_variance, k=k)
     return function_classes_from_weights(weight, supp, mask, fixed)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from symlab.errors import DataError, NonFiniteError
+from symlab.errors import ArgumentError, DataError, NonFiniteError
 
 __all__ = ["Support", "coherence", "support"]
 
@@ -50,6 +50,10 @@ def support(
     """The smallest set of principal directions of the centred ``activations`` (N × d) that
     explains at least ``explained_variance`` of their variance (or exactly ``k`` of them).
 
+    With at least ``2d`` samples the directions come from the eigendecomposition of the
+    ``d × d`` Gram ``XᵀX`` (a thin SVD of ``X`` otherwise); they agree up to signs and rotations
+    within repeated eigenvalues, which no cost depends on.
+
     >>> x = torch.randn(200, 2) @ torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
     >>> s = support(x, 0.99); s.k, round(s.coherence, 6)
     (2, 1.0)
@@ -61,17 +65,24 @@ def support(
     if not bool(torch.isfinite(activations).all()):
         raise NonFiniteError("activations contain NaN or infinity")
     if not 0 < explained_variance <= 1:
-        raise ValueError(f"explained_variance must lie in (0, 1], got {explained_variance}")
+        raise ArgumentError(f"explained_variance must lie in (0, 1], got {explained_variance}")
     x = activations.double()
     x = x - x.mean(0, keepdim=True)
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)
-    var = s**2 / (x.shape[0] - 1)
+    n, d = x.shape
+    if n >= 2 * d:  # tall: the d × d Gram's eigendecomposition is far cheaper than a thin SVD
+        lam, vecs = torch.linalg.eigh(x.T @ x)
+        lam, vecs = lam.flip(0).clamp_min(0.0), vecs.flip(1)
+        vh, var = vecs.T, lam / (n - 1)
+    else:
+        _, s, vh = torch.linalg.svd(x, full_matrices=False)
+        var = s**2 / (n - 1)
     total = float(var.sum())
     if total <= 0:
         raise DataError("the activations are constant: their support is empty")
     frac = torch.cumsum(var, 0) / total
     if k is None:
-        k = int(torch.searchsorted(frac, torch.tensor(explained_variance - 1e-12)).item()) + 1
+        target = torch.tensor(explained_variance - 1e-12, dtype=frac.dtype)  # not float32
+        k = int(torch.searchsorted(frac, target).item()) + 1
     k = max(1, min(k, vh.shape[0]))
     U = vh[:k].T.contiguous()
     return Support(U, float(frac[k - 1]), coherence(U), var)

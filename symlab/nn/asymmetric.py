@@ -4,6 +4,11 @@ Follows Lim, Putterman, Walters, Jegelka, Maron (NeurIPS 2024), "The Empirical I
 Parameter Symmetries, or Lack Thereof": the W-asymmetric linear layer ``W_eff = F + D ⊙ W`` and the
 σ-asymmetric FiGLU activation ``σ(x) = sigmoid(C x) ⊙ x``. Masks and fixed values are buffers made
 from a seed; they never train and symmetry actions never move them.
+
+The same layer also carries *syre* (Ziyin, Xu, Chuang, "Remove Symmetries to Control Model
+Expressivity", ICLR 2025; arXiv 2024): ``W_eff = W + κ·N`` with a fixed random ``N`` and no mask
+(``D = 1``), i.e. a fixed part ``F`` that is non-zero where ``D = 1``
+(:meth:`WAsymLinear.syre_layer`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ from torch.nn import functional as F
 from symlab.graph.presets import LIM_MLP_PRESET
 from symlab.seeding import generator
 
-__all__ = ["LIM_MLP_PRESET", "FiGLU", "WAsymLinear", "asym_mask", "setup_masked_parameters"]
+__all__ = [
+    "LIM_MLP_PRESET",
+    "FiGLU",
+    "WAsymLinear",
+    "asym_mask",
+    "masked_layer_attrs",
+    "setup_masked_parameters",
+]
 
 
 def asym_mask(
@@ -57,17 +69,23 @@ def setup_masked_parameters(
     seed: int,
     init_seed: int | None,
     shared_mask: bool,
+    syre: float = 0.0,
 ) -> None:
     """Give ``module`` the W-asymmetric parameters of a weight of ``shape`` (out, fan-in dims…):
     buffers ``mask`` (``num_fixed`` zeros per output unit, over the flattened fan-in) and
-    ``fixed`` (``(1 − D) · κ · N(0, 1)``) from ``seed``; ``weight`` uniform in ±1/√fan_in (zero on
-    fixed entries) and ``bias`` from ``init_seed`` (torch's global RNG when None), like torch's
-    own layers. Also sets ``num_fixed``, ``kappa`` and ``shared_mask`` attributes."""
+    ``fixed`` (``(1 − D) · κ · N(0, 1) + D · syre · N'(0, 1)``) from ``seed``; ``weight`` uniform
+    in ±1/√fan_in (zero on fixed entries) and ``bias`` from ``init_seed`` (torch's global RNG when
+    None), like torch's own layers. Also sets ``num_fixed``, ``kappa``, ``syre`` and
+    ``shared_mask`` attributes. ``syre > 0`` adds Ziyin et al.'s fixed random offset to the
+    trainable entries (``W_eff = F + D ⊙ W`` with ``F ≠ 0`` where ``D = 1``)."""
     out, fan_in = shape[0], math.prod(shape[1:])
     module.num_fixed, module.kappa = int(num_fixed), float(kappa)
+    module.syre = float(syre)
     module.shared_mask = bool(shared_mask)
     mask = asym_mask(out, fan_in, module.num_fixed, seed, module.shared_mask).view(shape)
     fixed = (1.0 - mask) * module.kappa * torch.randn(shape, generator=generator(seed, 2))
+    if module.syre != 0.0:
+        fixed = fixed + mask * module.syre * torch.randn(shape, generator=generator(seed, 5))
     module.register_buffer("mask", mask)
     module.register_buffer("fixed", fixed)
     bound = 1.0 / math.sqrt(max(fan_in, 1))
@@ -77,6 +95,29 @@ def setup_masked_parameters(
         module.bias = nn.Parameter((torch.rand(out, generator=g) * 2 - 1) * bound)
     else:
         module.register_parameter("bias", None)
+
+
+def masked_layer_attrs(module: nn.Module) -> dict[str, bool]:
+    """What the buffers of a W-asymmetric layer really hold, for its symmetry rule: whether the
+    mask ``D`` has zeros (``masked``), ``F`` has non-zero entries (``fixed_nonzero``) and
+    whether some lie on trainable entries (``fixed_on_trainable``, syre). Read from the buffers,
+    not from ``num_fixed``/``kappa``, so a model that edits them after construction is still
+    derived soundly (fail closed).
+
+    >>> layer = WAsymLinear(4, 3, num_fixed=0, kappa=0.0, seed=0)
+    >>> masked_layer_attrs(layer)
+    {'masked': False, 'fixed_nonzero': False, 'fixed_on_trainable': False}
+    >>> with torch.no_grad():
+    ...     _ = layer.fixed.fill_(1.0)  # an edited buffer: scalings are no longer symmetries
+    >>> masked_layer_attrs(layer)["fixed_nonzero"]
+    True
+    """
+    mask, fixed = module.mask, module.fixed
+    return {
+        "masked": bool((mask == 0).any()),
+        "fixed_nonzero": bool((fixed != 0).any()),
+        "fixed_on_trainable": bool(((fixed != 0) & (mask != 0)).any()),
+    }
 
 
 class WAsymLinear(nn.Module):
@@ -93,6 +134,8 @@ class WAsymLinear(nn.Module):
             like ``nn.Linear``.
         shared_mask: use the same fixed positions in every row (units then differ only by
             their fixed values; with κ = 0 they are interchangeable again).
+        syre: scale of a fixed random offset on the trainable entries too (Ziyin et al.'s
+            syre, ``F = D · syre · N'``); 0 (default) is Lim et al.'s layer. See :meth:`syre_layer`.
 
     Only the entries of ``weight`` where ``mask == 1`` influence the output, so the others get
     zero gradient; they are initialised to zero so that ``weight`` itself is the trainable part.
@@ -112,12 +155,36 @@ class WAsymLinear(nn.Module):
         seed: int = 0,
         init_seed: int | None = None,
         shared_mask: bool = False,
+        syre: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
+        shape = (out_features, in_features)
         setup_masked_parameters(
-            self, (out_features, in_features), num_fixed, kappa, bias, seed, init_seed, shared_mask
+            self, shape, num_fixed, kappa, bias, seed, init_seed, shared_mask, syre
         )
+
+    @classmethod
+    def syre_layer(
+        cls,
+        in_features: int,
+        out_features: int,
+        kappa: float = 1.0,
+        bias: bool = True,
+        seed: int = 0,
+        init_seed: int | None = None,
+    ) -> WAsymLinear:
+        """Ziyin et al.'s *syre* layer ``y = (W + κ·N) x + b``: no mask (``D = 1``), a fixed
+        random ``N`` from ``seed`` (the paper's code calls this model ``symmetry3``).
+
+        Every weight trains, so the layer can compute any linear map; but a permutation must
+        keep ``N`` in place, so for random ``N`` the derived permutation group is trivial.
+
+        >>> layer = WAsymLinear.syre_layer(4, 3, kappa=0.5, seed=0)
+        >>> bool(layer.mask.all()), layer.num_fixed, layer.syre, bool(layer.fixed.abs().min() > 0)
+        (True, 0, 0.5, True)
+        """
+        return cls(in_features, out_features, 0, 0.0, bias, seed, init_seed, syre=kappa)
 
     def effective_weight(self) -> torch.Tensor:
         """``F + D ⊙ W``, the weight the layer actually applies."""
@@ -130,7 +197,7 @@ class WAsymLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"num_fixed={self.num_fixed}, kappa={self.kappa}, bias={self.bias is not None}, "
-            f"shared_mask={self.shared_mask}"
+            f"shared_mask={self.shared_mask}" + (f", syre={self.syre}" if self.syre else "")
         )
 
 

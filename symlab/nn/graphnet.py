@@ -36,6 +36,7 @@ def _wasym(n: Node, w_in: list[Any]) -> nn.Module:
         bias=n.attrs.get("bias", True),
         seed=n.attrs.get("mask_seed", 0),
         shared_mask=n.attrs.get("shared_mask", False),
+        syre=n.attrs.get("syre", 0.0),
     )
 
 

@@ -94,16 +94,22 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 
     Permutations must preserve ``D`` and ``F`` (colour refinement). Diagonal scalings and signs
     keep the zero pattern, so they are admitted when ``F = 0`` (κ = 0); with non-zero fixed
-    values no scaling is admitted (sound; a common scale linking layers is not derived).
+    values no scaling is admitted (sound; a common scale linking layers is not derived). With
+    Ziyin et al.'s syre offset (``F ≠ 0`` where ``D = 1``, attribute ``syre``) neither.
     """
     x = _x(node, graph)
     kernel = tuple(node.attrs.get("kernel", ()))  # convolutions: fixed spatial axes
-    if int(node.attrs.get("num_fixed", 0)) == 0:
-        adm = ANY
-    elif float(node.attrs.get("kappa", 1.0)) == 0.0:
+    # traced modules report what their buffers hold (masked_layer_attrs); builders what they ask
+    nf, kappa = int(node.attrs.get("num_fixed", 0)), float(node.attrs.get("kappa", 1.0))
+    masked = node.attrs.get("masked", nf > 0)
+    syre = float(node.attrs.get("syre", 0.0)) != 0.0
+    f_nonzero = node.attrs.get("fixed_nonzero", (nf > 0 and kappa != 0.0) or syre)
+    if f_nonzero:  # F ≠ 0: scaling a unit would scale its fixed values too
+        adm = NONE
+    elif masked:  # F = 0: diagonal maps keep the zero pattern of D
         adm = Admits(Mag.DIAG, Sign.DIAG)
     else:
-        adm = NONE
+        adm = ANY
     return OpSymmetry(
         admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
         # a shift of x is absorbed as b - (F + D ⊙ W) c, but the action sees W alone: only
