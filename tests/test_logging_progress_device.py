@@ -122,6 +122,19 @@ def test_weight_matching_and_repair_draw_bars_when_asked(capsys, closed_bars):
     assert closed_bars[1:] == [("interpolate: REPAIR", 5, 5), ("interpolate", 5, 5)]
 
 
+def test_identifiability_draws_bars_over_layers_and_pairs(capsys, closed_bars):
+    runs = [sl.nn.MLP([4, 8, 8, 2], seed=s) for s in range(3)]
+    x = torch.randn(64, 4)
+    quiet = sl.identify.identifiability(runs[0], runs[1], x, progress=False)
+    assert closed_bars == []
+    shown = sl.identify.identifiability(runs[0], runs[1], x, progress=True)
+    assert closed_bars == [("identifiability: function classes", 2, 2)]
+    assert shown.score == quiet.score
+    sl.identify.pairwise_identifiability(runs, x, progress=True)
+    assert closed_bars[1:] == [("identifiability: pairs", 3, 3)]  # not one bar per pair
+    assert "identifiability" in capsys.readouterr().err
+
+
 def test_device_cpu_works_and_absent_devices_are_named():
     assert resolve_device(None) == torch.device("cpu") == resolve_device("cpu")
     data = sl.data.load("gaussian_mixture", n_train=32, n_test=16)

@@ -64,6 +64,7 @@ from symlab.identify.layers import (
     support_coefficients,
 )
 from symlab.identify.support import support as make_support
+from symlab.progress import progress as progress_items
 from symlab.symmetry.factors import GroupElement
 from symlab.symmetry.group import SymmetryGroup
 
@@ -269,10 +270,12 @@ def function_class_identifiability(
     explained_variance: float = 0.9,
     k: int | None = None,
     gauges: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, FunctionClassLayer]:
     """Per layer, the cross-run function-class identifiability of ``model_b`` against
     ``model_a`` on the inputs ``x`` (see the module docstring). ``gauges=False`` skips the
-    gauge removal (scores then see rescaled copies as different runs).
+    gauge removal (scores then see rescaled copies as different runs); ``progress``: a bar
+    over the layers (default: only when stderr is a terminal; see :mod:`symlab.progress`).
 
     >>> import symlab as sl
     >>> a = sl.nn.MLP([5, 8, 2], seed=0); b = sl.nn.MLP([5, 8, 2], seed=1)
@@ -295,7 +298,7 @@ def function_class_identifiability(
     raw_a, raw_b = (layer_io(model_a, x, layers), layer_io(model_b, x, layers)) if gauges else (
         io_a, io_b)  # fmt: skip
     out = {}
-    for name in layers:
+    for name in progress_items(layers, progress, "identifiability: function classes"):
         c, d, unexplained, fc, _, _ = _layer(
             io_a[name], io_b[name], layer_parts(ca, name), explained_variance, k
         )

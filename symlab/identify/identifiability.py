@@ -40,6 +40,7 @@ from symlab.align.weight_matching import solve_assignment
 from symlab.errors import DataError
 from symlab.identify.cross_run import FunctionClassLayer, function_class_identifiability
 from symlab.identify.layers import check_group, check_inputs, data_inputs
+from symlab.progress import progress as progress_items
 from symlab.symmetry.group import SymmetryGroup
 
 __all__ = [
@@ -155,6 +156,7 @@ def identifiability(
     batch_size: int = 1024,
     function_classes: bool = True,
     explained_variance: float = 0.9,
+    progress: bool | None = None,
 ) -> IdentifiabilityReport:
     """Per-layer identifiability of two runs of one architecture on ``data`` (Bürgin et al.),
     with both measures (see the module docstring).
@@ -162,7 +164,9 @@ def identifiability(
     ``data`` is a :class:`symlab.data.Dataset` (its ``split`` is used), an input tensor, or
     ``(x, y)``. ``G`` defaults to ``symlab.symmetries(model_a, example_input)``.
     ``function_classes=False`` computes the correlation measure only; ``explained_variance``
-    sets the supports of the function-class measure.
+    sets the supports of the function-class measure. ``progress``: a bar over the layers of
+    the function-class measure (default: only when stderr is a terminal; see
+    :mod:`symlab.progress`).
 
     Raises:
         DataError: ``data`` is not in memory or does not fit the models' inputs.
@@ -198,7 +202,7 @@ def identifiability(
         layers[f.space] = _layer(f.space, c, f.blocks)
     if function_classes:
         fcs = function_class_identifiability(
-            model_a, model_b, x, G, explained_variance=explained_variance
+            model_a, model_b, x, G, explained_variance=explained_variance, progress=progress
         )
         for space, fc in fcs.items():
             if space in layers:
@@ -207,9 +211,14 @@ def identifiability(
 
 
 def pairwise_identifiability(
-    models: list[nn.Module], data: Any, G: SymmetryGroup | None = None, **kwargs: Any
+    models: list[nn.Module],
+    data: Any,
+    G: SymmetryGroup | None = None,
+    progress: bool | None = None,
+    **kwargs: Any,
 ) -> dict[str, np.ndarray]:
-    """Scores of every pair of runs, per layer: ``{space: (N, N) matrix}`` (diagonal 1).
+    """Scores of every pair of runs, per layer: ``{space: (N, N) matrix}`` (diagonal 1);
+    ``progress``: a bar over the pairs (default: only when stderr is a terminal).
 
     >>> import symlab as sl
     >>> runs = [sl.nn.MLP([4, 8, 2], seed=s) for s in (0, 1, 0)]
@@ -224,10 +233,10 @@ def pairwise_identifiability(
     G = G or symmetries(models[0], kwargs.pop("example_input", None))
     n = len(models)
     out: dict[str, np.ndarray] = {}
-    for i in range(n):
-        for j in range(i + 1, n):
-            rep = identifiability(models[i], models[j], data, G, **kwargs)
-            for space, v in rep.layers.items():
-                m = out.setdefault(space, np.eye(n))
-                m[i, j] = m[j, i] = v.score
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    for i, j in progress_items(pairs, progress, "identifiability: pairs"):
+        rep = identifiability(models[i], models[j], data, G, progress=False, **kwargs)
+        for space, v in rep.layers.items():
+            m = out.setdefault(space, np.eye(n))
+            m[i, j] = m[j, i] = v.score
     return out
