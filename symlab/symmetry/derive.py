@@ -83,8 +83,8 @@ def derive_structure(
     changed = True
     while changed:  # composites flow through ties, both ways, until nothing changes (a sum
         changed = False  # of a block tensor and a branch computed from it makes both blocks)
-        for s in specs.values():
-            for a, b in s.tie:
+        for s in specs.values():  # a permutation-only tie (a batch norm) becomes a full tie
+            for a, b in (*s.tie, *s.tie_perm):  # there: one map on both sides, a subgroup
                 if (a in composite) != (b in composite):
                     src, dst = (a, b) if a in composite else (b, a)
                     composite[dst] = composite[src]
@@ -110,6 +110,10 @@ def derive_structure(
             perm_uf.union(a, b)
             seg_uf.union(a, b)
         for a, b in s.tie_perm:
+            if a in composite and b in composite:  # tied in full (above): the same blocks
+                if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
+                    _no_composite(a, b, composite, name)
+                continue
             _no_composite(a, b, composite, name)
             perm_uf.union(a, b)
         for t, adm, _why in s.admits:

@@ -1,0 +1,147 @@
+"""Vision models as timm and torchvision write them: stochastic depth in eval mode, Swin's
+fx-wrapped functions, layers reading a tensor whose units lie on another axis (a channel
+shuffle), and concatenations normalised per channel (DenseNet, DPN, CSP) — each on a
+hand-written miniature, proved against the real forward, with negative controls; then a small
+sample of the real libraries' models through the census."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import symlab as sl
+from symlab.errors import UnsupportedOpError
+from symlab.seeding import generator
+from symlab.testing._torchvision_compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()
+torchvision = pytest.importorskip("torchvision")
+from torchvision.ops import StochasticDepth  # noqa: E402
+
+
+def _x(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.3 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.eps = 1e-30
+    return model
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 4)
+        self.drop = StochasticDepth(0.3, "row")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(self.fc2(torch.relu(self.fc1(x))))
+
+
+def test_stochastic_depth_is_the_identity_in_eval_mode() -> None:
+    net = _Residual().double().eval()
+    x = _x(5, 4)
+    G = sl.symmetries(net, x)
+    assert G.log10_order > 2  # the 6 hidden units permute (6! > 100)
+    assert sl.check_invariance(net, G, x, samples=16).passed
+    trained = _Residual().double().train()
+    with pytest.raises(UnsupportedOpError, match="stochastic_depth"):
+        sl.symmetries(trained, x)  # random noise in training mode: refused, never identity
+
+
+def test_a_look_alike_of_a_library_function_is_not_read() -> None:
+    from torchvision.ops import stochastic_depth
+
+    from symlab.frontend.library_calls import library_reader
+
+    assert library_reader(stochastic_depth) is not None
+
+    def fake(input, p, mode, training=True):
+        return input * 2
+
+    fake.__module__, fake.__name__ = stochastic_depth.__module__, "stochastic_depth"
+    assert library_reader(fake) is None
+
+
+class _Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle between two 1 × 1 convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 5, 1)
+        self.c = nn.Conv2d(5, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))
+        n, c, hh, ww = h.shape
+        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).contiguous().view(n, c, hh, ww)
+        return self.c(torch.relu(self.b(h)))
+
+
+def test_a_layer_reading_units_on_another_axis_reads_them_fixed() -> None:
+    """The shuffled tensor's units are not whole channels: ``a``'s units are fixed (not
+    refused), ``b``'s hidden units still permute — and the group is proved on the model."""
+    net = _Shuffle().double().eval()
+    x = _x(2, 3, 4, 4)
+    G = sl.symmetries(net, x)
+    assert G.log10_order >= 2  # 5! from b's output units
+    assert sl.check_invariance(net, G, x, samples=16).passed
+    g = generator(0)
+    moved = G.act(G.sample(g), net.state_dict())
+    assert torch.equal(moved["a.weight"], net.a.weight)  # a's units are fixed
+    assert not torch.equal(moved["b.weight"], net.b.weight)
+
+
+class _Dense(nn.Module):
+    """A DenseNet layer: the concatenation of the input and a branch, normalised per channel
+    (eval-mode BatchNorm), then a 1 × 1 convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.branch = nn.Conv2d(4, 3, 1)
+        self.norm = nn.BatchNorm2d(7)
+        self.head = nn.Conv2d(7, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        y = torch.cat([h, torch.relu(self.branch(h))], 1)
+        return self.head(torch.relu(self.norm(y)))
+
+
+def test_a_concatenation_normalised_per_channel_is_derived_and_sound() -> None:
+    net = _randomise_bn(_Dense()).double().eval()
+    x = _x(2, 3, 5, 5)
+    G = sl.symmetries(net, x)
+    assert G.log10_order > 2  # 4! × 3! permutations (with positive scalings)
+    report = sl.check_invariance(net, G, x, samples=32)
+    assert report.passed, report
+    # negative control: the batch norm's statistics must move with the parts' units
+    sd = net.state_dict()
+    moved = dict(G.act(G.sample(generator(1)), sd))
+    assert not torch.equal(moved["norm.running_mean"], sd["norm.running_mean"])
+    moved["norm.running_mean"] = sd["norm.running_mean"]
+    ref = net(x)
+    out = torch.func.functional_call(net, moved, (x,))
+    assert not torch.allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("family", "name"),
+    [
+        ("torchvision", "shufflenet_v2_x0_5"),
+        ("torchvision", "efficientnet_b0"),
+        ("timm", "cs3darknet_s"),
+    ],
+)
+def test_real_vision_models_are_derived_and_sound(family: str, name: str) -> None:
+    from symlab.testing.zoo_report import model_zoo_report
+
+    report = model_zoo_report([family], names=[name], samples=2, time_limit=None)
+    assert [r.outcome for r in report.results] == ["derived and sound"], report.table()
