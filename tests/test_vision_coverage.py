@@ -145,3 +145,28 @@ def test_real_vision_models_are_derived_and_sound(family: str, name: str) -> Non
 
     report = model_zoo_report([family], names=[name], samples=2, time_limit=None)
     assert [r.outcome for r in report.results] == ["derived and sound"], report.table()
+
+
+class _CachesBias(nn.Module):
+    """timm's EfficientViT (MSRA) caches a tensor computed from a parameter on its first
+    eval-mode call, in a dict attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(3, 4), nn.Linear(4, 2)
+        self.bias = nn.Parameter(torch.randn(4))
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if "b" not in self.cache:
+            self.cache["b"] = self.bias * 2
+        return self.fc2(torch.relu(self.fc1(x)) + self.cache["b"])
+
+
+def test_tracing_leaves_no_proxy_or_fake_tensor_in_the_model() -> None:
+    net = _CachesBias().double().eval()
+    x = _x(5, 3)
+    G = sl.symmetries(net, x)
+    assert net.cache == {}  # filled while tracing (a proxy), emptied again
+    assert sl.check_invariance(net, G, x, samples=8).passed
+    assert type(net(x)) is torch.Tensor and type(net.cache["b"]) is torch.Tensor
