@@ -170,3 +170,37 @@ def test_tracing_leaves_no_proxy_or_fake_tensor_in_the_model() -> None:
     assert net.cache == {}  # filled while tracing (a proxy), emptied again
     assert sl.check_invariance(net, G, x, samples=8).passed
     assert type(net(x)) is torch.Tensor and type(net.cache["b"]) is torch.Tensor
+
+
+class _DenseLN(nn.Module):
+    """RDNet's dense layer: a concatenation, a depthwise convolution, a LayerNorm over the
+    channels (one scale common to the whole concatenation), a 1 × 1 convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 1)
+        self.dw = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.norm = nn.LayerNorm(6, eps=1e-30)
+        self.head = nn.Conv2d(6, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], 1))
+        return self.head(self.norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
+
+
+def test_a_scale_common_to_a_concatenation_is_not_one_per_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A LayerNorm divides out one scale common to all its channels; after a concatenation the
+    parts move alone, so that scale is not derived — and the negative control shows that
+    giving each part its own "common" scale is caught by the check."""
+    net = _DenseLN().double().eval()
+    x = _x(2, 3, 4, 4)
+    G = sl.symmetries(net, x)
+    assert G.log10_order > 1.6  # 4! × 2! permutations
+    assert sl.check_invariance(net, G, x, samples=32).passed
+    from symlab.symmetry import derive
+
+    monkeypatch.setattr(derive, "_per_part", lambda adm, n: adm)
+    bad = sl.symmetries(net, x)
+    assert not sl.check_invariance(net, bad, x, samples=32, raise_on_failure=False).passed

@@ -118,7 +118,7 @@ def derive_structure(
             perm_uf.union(a, b)
         for t, adm, _why in s.admits:
             for p in parts(t):
-                admits[p] = admits.get(p, ANY) & adm
+                admits[p] = admits.get(p, ANY) & _per_part(adm, len(parts(t)))
         for t in s.fixed:
             fixed.update(parts(t))
         for fd in s.fixed_data:  # fixed data read through a block tensor: keep it still
@@ -129,7 +129,7 @@ def derive_structure(
     flips = flip_paths(graph, specs, repeat)
     for src, level in flips.levels.items():  # flips survive where their shift is absorbed
         for p in parts(src):
-            admits[p] = admits.get(p, ANY) & Admits(Mag.GL, level)
+            admits[p] = admits.get(p, ANY) & _per_part(Admits(Mag.GL, level), len(parts(src)))
     _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
     tie_shared_keys(graph, specs, perm_uf, seg_uf, fixed, parts, composite)
     order = {t: i for i, t in enumerate(plain)}
@@ -273,6 +273,15 @@ def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
     if role == "in":
         return graph.inputs(node.name)[0]
     return None
+
+
+def _per_part(adm: Admits, n_parts: int) -> Admits:
+    """What a concatenation of ``n_parts`` parts admits on each part: one scale or sign common
+    to the whole tensor is not one per part (each part moves alone), so a common one is none."""
+    if n_parts <= 1:
+        return adm
+    mag = Mag.NONE if adm.mag == Mag.COMMON else adm.mag
+    return Admits(mag, Sign.NONE if adm.sign == Sign.COMMON else adm.sign)
 
 
 def _no_composite(a: str, b: str, composite: Mapping[str, list[str]], where: str) -> None:
