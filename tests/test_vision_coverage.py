@@ -204,3 +204,29 @@ def test_a_scale_common_to_a_concatenation_is_not_one_per_part(
     monkeypatch.setattr(derive, "_per_part", lambda adm, n: adm)
     bad = sl.symmetries(net, x)
     assert not sl.check_invariance(net, bad, x, samples=32, raise_on_failure=False).passed
+
+
+class _MisalignedSum(nn.Module):
+    """MixNet's residual: the sum of two concatenations split differently (4 + 2 and 3 + 3
+    channels): no map of the parts lines up, so they are fixed; the head's units still move."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 2, 1)
+        self.c, self.d = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+        self.hidden, self.head = nn.Conv2d(6, 5, 1), nn.Conv2d(5, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([self.a(x), self.b(x)], 1) + torch.cat([self.c(x), self.d(x)], 1)
+        return self.head(torch.relu(self.hidden(y)))
+
+
+def test_concatenations_split_differently_are_fixed_not_refused() -> None:
+    net = _MisalignedSum().double().eval()
+    x = _x(2, 3, 4, 4)
+    G = sl.symmetries(net, x)
+    assert G.log10_order >= 2  # 5! hidden units
+    assert sl.check_invariance(net, G, x, samples=16).passed
+    moved = G.act(G.sample(generator(0)), net.state_dict())
+    for k in ("a.weight", "b.weight", "c.weight", "d.weight"):
+        assert torch.equal(moved[k], net.state_dict()[k]), k

@@ -61,7 +61,7 @@ OPAQUE_FUNCS: set[Any] = {
     "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
     torch.unbind, "unbind", torch.masked_fill, torch.tril, torch.triu, "tril", "triu",
     torch.where, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    "sum", torch.sum, torch.baddbmm, "baddbmm",
+    "sum", torch.sum, torch.baddbmm, "baddbmm", F.unfold, F.fold,
 }  # fmt: skip
 ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
 MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}

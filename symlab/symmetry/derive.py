@@ -101,21 +101,16 @@ def derive_structure(
     def parts(t: str) -> list[str]:
         return [p for q in composite[t] for p in parts(q)] if t in composite else [t]
 
-    for name, s in specs.items():
-        for a, b in s.tie:
-            if a in composite and b in composite:
-                if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
-                    _no_composite(a, b, composite, name)
-                continue
-            perm_uf.union(a, b)
-            seg_uf.union(a, b)
-        for a, b in s.tie_perm:
-            if a in composite and b in composite:  # tied in full (above): the same blocks
-                if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
-                    _no_composite(a, b, composite, name)
-                continue
-            _no_composite(a, b, composite, name)
-            perm_uf.union(a, b)
+    for s in specs.values():
+        for pairs, whole in ((s.tie, True), (s.tie_perm, False)):
+            for a, b in pairs:  # (block tensors: both or neither, tied in full, see above)
+                if a in composite and b in composite:
+                    if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
+                        fixed.update((*parts(a), *parts(b)))  # blocks that do not line up:
+                    continue  # the identity is the one map both share (sound, not complete)
+                perm_uf.union(a, b)
+                if whole:
+                    seg_uf.union(a, b)
         for t, adm, _why in s.admits:
             for p in parts(t):
                 admits[p] = admits.get(p, ANY) & _per_part(adm, len(parts(t)))
@@ -282,16 +277,6 @@ def _per_part(adm: Admits, n_parts: int) -> Admits:
         return adm
     mag = Mag.NONE if adm.mag == Mag.COMMON else adm.mag
     return Admits(mag, Sign.NONE if adm.sign == Sign.COMMON else adm.sign)
-
-
-def _no_composite(a: str, b: str, composite: Mapping[str, list[str]], where: str) -> None:
-    for t in (a, b):
-        if t in composite:
-            raise UnsupportedOpError(
-                f"node {where!r} ties the concatenation {t!r} to another tensor elementwise; "
-                "symlab derives concatenations read by linear layers only — register a rule "
-                "or restructure the model"
-            )
 
 
 def _refine(
