@@ -230,3 +230,35 @@ def test_concatenations_split_differently_are_fixed_not_refused() -> None:
     moved = G.act(G.sample(generator(0)), net.state_dict())
     for k in ("a.weight", "b.weight", "c.weight", "d.weight"):
         assert torch.equal(moved[k], net.state_dict()[k]), k
+
+
+class _Renormalised(nn.Module):
+    """An in-place write (``h *= 2``, as ConViT's ``attn /= attn.sum(-1).unsqueeze(-1)``) of a
+    tensor another op read before the write; the shape check sends it to torch.export."""
+
+    def __init__(self, read_after: bool = False) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(4, 2)
+        self.read_after = read_after
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 3:  # torch.fx cannot branch on a size: torch.export reads it
+            raise ValueError("three features")
+        h = self.a(x)
+        view = h[:, :2] if self.read_after else None
+        s = torch.relu(h)  # read before the write, a fresh tensor
+        h *= 2.0
+        out = self.b(torch.relu(h)) + self.c(s)
+        return out if view is None else out + view.sum()
+
+
+def test_an_in_place_write_read_only_before_it_is_read_out_of_place() -> None:
+    x = _x(5, 3)
+    net = _Renormalised().double().eval()
+    g = sl.trace(net, x)
+    assert g.frontend == "torch.export"
+    G = sl.symmetries(net, x)
+    assert G.log10_order > 1  # 4! permutations of the hidden units
+    assert sl.check_invariance(net, G, x, samples=16).passed
+    with pytest.raises(UnsupportedOpError, match="in-place op"):  # a view sees the write later
+        sl.symmetries(_Renormalised(read_after=True).double().eval(), x)
