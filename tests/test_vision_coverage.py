@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import symlab as sl
 from symlab.errors import UnsupportedOpError
@@ -262,3 +263,41 @@ def test_an_in_place_write_read_only_before_it_is_read_out_of_place() -> None:
     assert sl.check_invariance(net, G, x, samples=16).passed
     with pytest.raises(UnsupportedOpError, match="in-place op"):  # a view sees the write later
         sl.symmetries(_Renormalised(read_after=True).double().eval(), x)
+
+
+class _PoolOverUnits(nn.Module):
+    """A pooling function whose window runs over the axis that holds the units (mixing them):
+    ``(B, 1, 4)`` pooled along its last axis, to the same width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x)).unsqueeze(1)
+        return self.b(F.avg_pool1d(h, 3, stride=1, padding=1).flatten(1))
+
+
+class _Upsampled(nn.Module):
+    """CoaT's and FPN-style ``F.interpolate`` of a feature map: per channel, positions only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(torch.relu(self.a(x)), scale_factor=2.0, mode="bilinear")
+        return self.b(h)
+
+
+def test_pooling_over_the_units_fixes_them_and_interpolation_keeps_them() -> None:
+    x = _x(5, 3)
+    net = _PoolOverUnits().double().eval()
+    G = sl.symmetries(net, x)  # was S_4 × scales: unsound (the window mixes a's units)
+    assert G.log10_order == 0
+    assert sl.check_invariance(net, G, x, samples=8).passed
+    up = _Upsampled().double().eval()
+    x = _x(2, 3, 4, 4)
+    G = sl.symmetries(up, x)
+    assert G.log10_order > 1  # 4! permutations (and positive scales) of a's channels
+    assert sl.check_invariance(up, G, x, samples=16).passed

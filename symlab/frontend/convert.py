@@ -69,6 +69,14 @@ def _in_place_on_fixed(node: fx.Node, gm: fx.GraphModule) -> bool:
     return fixed((node.args, node.kwargs), gm)
 
 
+def _pools_other_axes(fn: Any, fa: int, nd: int) -> bool:
+    """Whether pooling function ``fn`` (``avg_pool2d``: the last 2 axes; ``interpolate``: every
+    axis after the channels) leaves axis ``fa`` of an ``nd``-dim tensor alone."""
+    name = getattr(fn, "__name__", "")
+    k = next((int(d) for d in "123" if name.endswith(f"{d}d")), None)
+    return fa == 1 if k is None else fa < nd - k
+
+
 class Converter:
     """Reads a torch.fx graph module with shapes into an :class:`ArchGraph`, node by node
     (registered patterns first, each match one node).
@@ -511,6 +519,9 @@ class Converter:
             return
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         fa = self.fa[x]
+        if node.target in POOL_FUNCS and not _pools_other_axes(node.target, fa, len(self.shape[x])):
+            self.opaque(node)  # the window runs over the units themselves: it mixes them
+            return
         if dims is not None and node.target in MEAN_FUNCS:
             nd = len(self.shape[x])
             dims = [d % nd for d in (dims if isinstance(dims, list | tuple) else [dims])]

@@ -70,7 +70,9 @@ MEAN_FUNCS = {torch.mean, "mean"}
 POOL_FUNCS = {
     F.adaptive_avg_pool1d: "pool_avg", F.adaptive_avg_pool2d: "pool_avg",
     F.avg_pool1d: "pool_avg", F.avg_pool2d: "pool_avg", F.max_pool1d: "pool_max",
-    F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max",
+    F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max", F.avg_pool3d: "pool_avg",
+    F.max_pool3d: "pool_max", F.adaptive_avg_pool3d: "pool_avg", F.adaptive_max_pool1d: "pool_max",
+    F.interpolate: "pool_avg",  # per channel, weights summing to 1 (every mode)
 }  # fmt: skip
 IDENTITY_FUNCS = {"contiguous", F.dropout, "clone", "detach"}
 SOFTMAX_FUNCS = {
