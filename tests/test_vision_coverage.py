@@ -301,3 +301,31 @@ def test_pooling_over_the_units_fixes_them_and_interpolation_keeps_them() -> Non
     G = sl.symmetries(up, x)
     assert G.log10_order > 1  # 4! permutations (and positive scales) of a's channels
     assert sl.check_invariance(up, G, x, samples=16).passed
+
+
+class _Aliased(nn.Module):
+    """CoaT's ``self.mlp2 = self.mlp3 = self.mlp4 = Mlp(...)``: one module under several names,
+    the forward calling it under one of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = self.alias = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_names_of_one_parameter_the_forward_never_reads_move_with_it() -> None:
+    net = _Aliased().double().eval()
+    x = _x(5, 3)
+    ref = net(x).detach()
+    G = sl.symmetries(net, x)
+    assert ("fc1.weight", "alias.weight") in G.graph.tied_keys
+    moved = G.act(G.sample(generator(0)), net.state_dict())
+    assert not torch.equal(moved["fc1.weight"], net.fc1.weight)
+    assert torch.equal(moved["alias.weight"], moved["fc1.weight"])  # one parameter, one value
+    fresh = _Aliased().double()
+    fresh.load_state_dict(moved)  # the last name loaded wins: it must be the moved tensor
+    assert torch.allclose(fresh(x), ref, atol=1e-10)
+    assert sl.check_invariance(net, G, x, samples=8).passed

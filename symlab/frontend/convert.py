@@ -205,10 +205,11 @@ class Converter:
             used = self.g.state_keys()
             self.g.unused_keys = tuple(k for k in self.state if k not in used)
             by_tensor: dict[int, list[str]] = {}
-            for key, value in self.state.items():
-                if key in used:
-                    by_tensor.setdefault(id(value), []).append(key)
-            self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
+            for key, value in self.state.items():  # aliases the graph never reads (coat's
+                by_tensor.setdefault(id(value), []).append(key)  # mlp2 = mlp3 = mlp4) too:
+            self.g.tied_keys = tuple(  # G.act writes the moved tensor under every name
+                tuple(k) for k in by_tensor.values() if len(k) > 1 and any(x in used for x in k)
+            )
         return self.g
 
     def check_tracked(self, swallowed: set[fx.Node]) -> None:
