@@ -67,12 +67,17 @@ def train_config(cfg: Any) -> TrainConfig:
 
 
 def train_models(
-    make: Callable[[int], nn.Module], seeds: Sequence[int], data: Any, config: TrainConfig
+    make: Callable[[int], nn.Module],
+    seeds: Sequence[int],
+    data: Any,
+    config: TrainConfig,
+    device: str = "cpu",
 ) -> tuple[list[nn.Module], list[dict[str, float]]]:
-    """Train one model per init seed (data order from the same seed), vectorised."""
-    ens = train_ensemble(make, list(seeds), data, config)
+    """Train one model per init seed (data order from the same seed), vectorised, on
+    ``device``; the trained models come back on the CPU, where the measurements run."""
+    ens = train_ensemble(make, list(seeds), data, config, device=device)
     stats = [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in ens.results]
-    return list(ens.models), stats
+    return [m.to("cpu") for m in ens.models], stats
 
 
 def _align(method: str, a: nn.Module, b: nn.Module, data: Any, G: sl.SymmetryGroup) -> nn.Module:

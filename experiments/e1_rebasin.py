@@ -74,6 +74,7 @@ class E1Config:
     batch_size: int = 128
     epochs: int = 15
     n_alphas: int = 25
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def planted_recovery(model: torch.nn.Module, G: sl.SymmetryGroup, seed: int) -> dict[str, Any]:
@@ -96,7 +97,11 @@ def run(cfg: E1Config, seed: int) -> dict[str, Any]:
     widths = [data.input_shape[0], *([cfg.width] * cfg.depth), data.num_classes]
     tc = train_config(cfg)
     (a, b), stats = train_models(
-        lambda s: MLP(widths, cfg.activation, seed=s), [2 * seed, 2 * seed + 1], data, tc
+        lambda s: MLP(widths, cfg.activation, seed=s),
+        [2 * seed, 2 * seed + 1],
+        data,
+        tc,
+        device=cfg.device,
     )
     G = sl.symmetries(a)
     paths = barriers(a, b, data, METHODS, n_alphas=cfg.n_alphas, G=G)

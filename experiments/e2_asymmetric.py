@@ -78,6 +78,7 @@ class E2Config:
     epochs: int = 10
     n_alphas: int = 25
     mask_seed: int = 0
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def make_model(cfg: E2Config, d_in: int, d_out: int, seed: int) -> MLP:
@@ -105,7 +106,11 @@ def run(cfg: E2Config, seed: int) -> dict[str, Any]:
     d_in, d_out = data.input_shape[0], data.num_classes
     tc = train_config(cfg)
     (a, b), stats = train_models(
-        lambda s: make_model(cfg, d_in, d_out, s), [2 * seed, 2 * seed + 1], data, tc
+        lambda s: make_model(cfg, d_in, d_out, s),
+        [2 * seed, 2 * seed + 1],
+        data,
+        tc,
+        device=cfg.device,
     )
     G = sl.symmetries(a)
     paths = barriers(a, b, data, ("none", "weight"), n_alphas=cfg.n_alphas, G=G)

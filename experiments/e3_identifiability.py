@@ -91,6 +91,7 @@ class E3Config:
     threshold: float = 0.9
     tolerance: float = 0.1
     mask_seed: int = 0
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def _pair(cfg: E3Config, seed: int) -> tuple[nn.Module, nn.Module, Any, Any]:
@@ -116,7 +117,7 @@ def _pair(cfg: E3Config, seed: int) -> tuple[nn.Module, nn.Module, Any, Any]:
         make = lambda s: make_model(e2, data.input_shape[0], data.num_classes, s)  # noqa: E731
     else:
         raise ValueError(f"unknown family {cfg.family!r}; choose sandbox or mnist1d")
-    (a, b), stats = train_models(make, seeds, data, tc)
+    (a, b), stats = train_models(make, seeds, data, tc, device=cfg.device)
     return a, b, data, stats
 
 

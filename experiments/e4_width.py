@@ -89,6 +89,7 @@ class E4Config:
     epochs: int = 30
     resolution: int = 6
     n_alphas: int = 13
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def _three_model_alignments(
@@ -126,7 +127,7 @@ def run(cfg: E4Config, seed: int) -> dict[str, Any]:
     widths = [data.input_shape[0], *([cfg.width] * cfg.depth), data.num_classes]
     tc = train_config(cfg)
     models, stats = train_models(
-        lambda s: MLP(widths, seed=s), [3 * seed + i for i in range(3)], data, tc
+        lambda s: MLP(widths, seed=s), [3 * seed + i for i in range(3)], data, tc, device=cfg.device
     )
     G = sl.symmetries(models[0])
     out: dict[str, Any] = {"runs": stats, "log10_group_order": G.log10_order}

@@ -66,6 +66,7 @@ class E6Config:
     lr: float = 1e-3
     batch_size: int = 128
     epochs: int = 30
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def _last_hidden_std(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -86,7 +87,9 @@ def run(cfg: E6Config, seed: int) -> dict[str, Any]:
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *([cfg.width] * cfg.depth), data.num_classes]
     tc = train_config(cfg)
-    (a, b), stats = train_models(lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc)
+    (a, b), stats = train_models(
+        lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc, device=cfg.device
+    )
     G = sl.symmetries(a)
     if cfg.align == "activation":
         b = sl.align.activation_matching(a, b, data, G).apply_model(b)

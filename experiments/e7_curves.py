@@ -70,6 +70,7 @@ class E7Config:
     curve_steps: tuple[int, ...] = (30, 100, 400)
     curve_lr: float = 1e-2
     n_alphas: int = 17
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def _test_barrier(curve: sl.connect.Curve, data: Any) -> float:
@@ -87,7 +88,9 @@ def run(cfg: E7Config, seed: int) -> dict[str, Any]:
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *cfg.hidden, data.num_classes]
     tc = train_config(cfg)
-    (a, b), stats = train_models(lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc)
+    (a, b), stats = train_models(
+        lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc, device=cfg.device
+    )
     G = sl.symmetries(a)
     wm = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
     out: dict[str, Any] = {"runs": stats, "paths": {}}
