@@ -137,11 +137,14 @@ def test_instancenorm_and_spatial_ops_keep_channel_symmetries(spatial: nn.Module
     assert sl.check_invariance(model, G, x).passed
 
 
-def test_padding_features_is_refused_not_guessed() -> None:
-    """A pad module over the last axis of a (batch, tokens, features) tensor pads units."""
-    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.ZeroPad1d(1), nn.Linear(6, 2))
-    with pytest.raises(sl.errors.UnsupportedOpError, match="axis"):
-        sl.symmetries(model, torch.randn(2, 5, 3))
+def test_padding_features_is_fixed_not_guessed() -> None:
+    """A pad module over the last axis of a (batch, tokens, features) tensor pads units: the
+    padded tensor is read fixed, so the first layer's units do not move."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.ZeroPad1d(1), nn.Linear(6, 2)).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    G = sl.symmetries(model, x)
+    assert G.log10_order == 0 and G.dimension == 0
+    assert sl.check_invariance(model, G, x).passed
 
 
 def test_a_module_called_twice_on_the_same_input_is_one_op() -> None:

@@ -154,12 +154,6 @@ RESHAPING = {"amax_units", "min_units", "norm_units", "max_positions", "norm_pos
              "glu_positions", "pad_positions", "pad_value"}  # fmt: skip
 
 
-def _refused(name: str, context: str) -> bool:
-    """LayerNorm after a concatenation is refused (its rule ties the block tensor elementwise),
-    for ``F.layer_norm`` as for ``nn.LayerNorm``: a named error, never a guess."""
-    return name.startswith("f_layer_norm") and context.startswith("cat")
-
-
 @pytest.mark.parametrize("context", LAST_CONTEXTS[1:])
 @pytest.mark.parametrize("name", sorted(LAST_OPS))
 def test_sound_and_complete_in_every_context(name: str, context: str) -> None:
@@ -171,11 +165,7 @@ def test_sound_and_complete_in_every_context(name: str, context: str) -> None:
     make, _ = LAST_OPS[name]
     if context in ("residual", "twice") and name in RESHAPING:
         pytest.skip("the op changes the shape: no residual add or second application")
-    net = model(context, make, 3)
-    if _refused(name, context):
-        with pytest.raises(UnsupportedOpError, match="concatenation"):
-            sl.symmetries(net, inputs("last"))
-        return
+    net = model(context, make, 3)  # (LayerNorm after a concatenation: derived, not refused)
     brute = context in ("nobias", "cat", "cat_sig", "residual", "twice")
     complete = name not in INCOMPLETE and context != "cat_sig"
     complete &= not (context == "cat" and name in DEAD_AFTER_RELU)
@@ -185,8 +175,7 @@ def test_sound_and_complete_in_every_context(name: str, context: str) -> None:
 @pytest.mark.parametrize("name", sorted(LAST_OPS))
 def test_same_group_through_torch_export(name: str) -> None:
     make, _ = LAST_OPS[name]
-    context = "tanh" if _refused(name, "cat_sig") else "cat_sig"
-    same_through_export(model(context, make, 3), inputs("last"))
+    same_through_export(model("cat_sig", make, 3), inputs("last"))
 
 
 # -- negative controls --------------------------------------------------------------------------

@@ -227,12 +227,18 @@ def test_a_parametrized_weight_is_not_a_plain_linear():
 
 
 def test_real_timm_layers_when_installed():
+    from symlab.testing._torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()  # timm imports torchvision (whatever ran before this test)
     timm_layers = pytest.importorskip("timm.layers")
     for layer in (timm_layers.BatchNormAct2d(3), timm_layers.ScaledStdConv2d(3, 3, 3)):
         _sound(_Between(layer, act=nn.ReLU()), _x(4, 2, 5, 5))
 
 
 def test_real_torchvision_conv_norm_activation_when_installed():
+    from symlab.testing._torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
     misc = pytest.importorskip("torchvision.ops.misc")
     net = nn.Sequential(misc.Conv2dNormActivation(2, 3), misc.Conv2dNormActivation(3, 2))
     _sound(net, _x(4, 2, 5, 5))

@@ -24,10 +24,12 @@ _PERMUTE = {torch.permute, "permute"}
 _UNSQUEEZE = {torch.unsqueeze, "unsqueeze"}
 _SQUEEZE = {torch.squeeze, "squeeze"}
 _EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
-_RESHAPE = {"view", "reshape", torch.reshape, "flatten", torch.flatten, "unflatten"}
+_RESHAPE = {"view", "reshape", torch.reshape, "flatten", torch.flatten, "unflatten",
+            "view_as", "reshape_as"}  # fmt: skip
 _INDEX = {operator.getitem}
+_REPEAT = {"repeat_interleave", torch.repeat_interleave}  # along another axis than the units
 RELAYOUT_FUNCS: set[Any] = _TRANSPOSE | _PERMUTE | _UNSQUEEZE | _SQUEEZE | _EXPAND | _RESHAPE
-RELAYOUT_FUNCS |= _INDEX
+RELAYOUT_FUNCS |= _INDEX | _REPEAT
 
 
 def moved_feature_axis(
@@ -49,6 +51,8 @@ def moved_feature_axis(
     >>> import operator
     >>> moved_feature_axis(operator.getitem, ((slice(None), 0),), 2, (2, 5, 8), (2, 8))
     1
+    >>> moved_feature_axis("repeat_interleave", (3, 0), 1, (2, 8), (6, 8))
+    1
     """
     nd_in = len(shape_in)
     if not 0 <= fa < nd_in:
@@ -64,6 +68,10 @@ def moved_feature_axis(
         return order.index(fa) if sorted(order) == list(range(nd_in)) else None
     if fn in _INDEX:
         return _index(args[0] if args else None, fa, shape_in, shape_out)
+    if fn in _REPEAT:  # (x, repeats, dim): each unit's slice repeated along dim, still whole
+        dim = args[1] if len(args) > 1 else None
+        ok = isinstance(dim, int) and dim % nd_in != fa and len(shape_out) == nd_in
+        return fa if ok and shape_out[fa] == shape_in[fa] else None
     if fn in _SQUEEZE or fn in _UNSQUEEZE or fn in _EXPAND or fn in _RESHAPE:
         return _by_shapes(fa, shape_in, shape_out)
     return None

@@ -45,6 +45,7 @@ from symlab.frontend.functions import (
     USER_FUNCS,
 )
 from symlab.frontend.fxutil import flat_nodes, unsupported, where
+from symlab.frontend.library_calls import library_reader
 from symlab.frontend.macros import MACROS
 from symlab.frontend.modules import module_op_for
 from symlab.frontend.operands import cat_parts, constant_inputs, read_special_binary
@@ -66,6 +67,14 @@ def _in_place_on_fixed(node: fx.Node, gm: fx.GraphModule) -> bool:
     from symlab.frontend.patterns.attention_forms import fixed
 
     return fixed((node.args, node.kwargs), gm)
+
+
+def _pools_other_axes(fn: Any, fa: int, nd: int) -> bool:
+    """Whether pooling function ``fn`` (``avg_pool2d``: the last 2 axes; ``interpolate``: every
+    axis after the channels) leaves axis ``fa`` of an ``nd``-dim tensor alone."""
+    name = getattr(fn, "__name__", "")
+    k = next((int(d) for d in "123" if name.endswith(f"{d}d")), None)
+    return fa == 1 if k is None else fa < nd - k
 
 
 class Converter:
@@ -124,6 +133,18 @@ class Converter:
             fa = self.fa[inputs[0]] if same_rank else len(shape) - 1
         self.add_node(name, op, inputs, shape, fa, params, **attrs)
         self.name[node] = name
+        return name
+
+    def on_axis(self, node: fx.Node, x: str, axis: int) -> str:
+        """``x`` when its units lie on ``axis``, else ``x`` fixed (an opaque node with its
+        feature axis on ``axis``) for a layer ``node`` that mixes ``axis``: the units of ``x``
+        then move with nothing (sound), and the layer's own units are derived as usual."""
+        axis %= max(len(self.shape[x]), 1)
+        if self.fa[x] == axis:
+            return x
+        name = f"@{node.name}.fixed_input"
+        if name not in self.g.nx:
+            self.add_node(name, "opaque", [x], self.shape[x], axis)
         return name
 
     def opaque(self, node: fx.Node) -> str:
@@ -348,11 +369,9 @@ class Converter:
                 "conv": 1, "dwconv": 1, "grouped_conv": 1, "batchnorm": 1, "groupnorm": 1,
                 "wasym_conv": 1, "figlu2d": 1,
                 "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
-        if op != "embedding" and need is not None and self.fa[x] != need:
-            raise UnsupportedOpError(
-                f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of its "
-                f"input lie on axis {self.fa[x]}{where(node)}"
-            )
+        if op != "embedding" and need is not None:
+            x = self.on_axis(node, x, need)
+            ins = [x, *ins[1:]]
         if op in ("layernorm", "rmsnorm") and len(getattr(mod, "normalized_shape", (0,))) != 1:
             raise unsupported(node, f"{type(mod).__name__} over several axes")
         shape = self.meta_shape(node) or ()
@@ -426,6 +445,9 @@ class Converter:
             return
         if fn not in USER_FUNCS and fn in CALL_READERS and CALL_READERS[fn](self, node):
             return  # read with its arguments (symlab.frontend.readers)
+        library = library_reader(fn) if fn not in USER_FUNCS else None
+        if library is not None and library(self, node):
+            return  # a library's function kept whole by torch.fx (symlab.frontend.library_calls)
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:
@@ -508,6 +530,9 @@ class Converter:
             return
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         fa = self.fa[x]
+        if node.target in POOL_FUNCS and not _pools_other_axes(node.target, fa, len(self.shape[x])):
+            self.opaque(node)  # the window runs over the units themselves: it mixes them
+            return
         if dims is not None and node.target in MEAN_FUNCS:
             nd = len(self.shape[x])
             dims = [d % nd for d in (dims if isinstance(dims, list | tuple) else [dims])]

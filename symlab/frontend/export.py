@@ -379,15 +379,31 @@ def _tuple_leaves(out: Any, what: str) -> list[tuple[tuple[int, ...], torch.Tens
 
 
 def _check_private_write(node: fx.Node) -> None:
-    """Refuse the in-place op ``node`` unless nothing but it reads the tensor it writes."""
+    """Refuse the in-place op ``node`` unless nothing but it reads the tensor it writes, or
+    reads it only before the write into a fresh tensor (``attn /= attn.sum(-1, keepdim=True)``:
+    the sum is taken first and shares no memory)."""
     src = node.args[0]
-    if not isinstance(src, fx.Node) or len(src.users) != 1 or _may_alias(src):
+    if not isinstance(src, fx.Node) or _may_alias(src) or not _read_before(src, node):
         raise UnsupportedOpError(
             f"node {node.name!r} of the torch.export graph: the in-place op {_op_name(node)} "
             f"writes a tensor that other tensors may share{where(node)}; symlab reads "
             "in-place ops as out-of-place ones only when nothing else can see the write. "
             "Write it out of place (y = y + 1 instead of y += 1)"
         )
+
+
+def _read_before(src: fx.Node, write: fx.Node) -> bool:
+    """Whether every other reader of ``src`` runs before ``write`` and makes a fresh tensor (no
+    view of ``src`` that would see the write later)."""
+    others = set(src.users) - {write}
+    if not others:
+        return True
+    seen: set[fx.Node] = set()
+    for n in src.graph.nodes:
+        if n is write:
+            return others <= seen and not any(_may_alias(u) for u in others)
+        seen.add(n)
+    return False
 
 
 def _may_alias(node: fx.Node) -> bool:

@@ -186,6 +186,20 @@ def _var(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return "call_function", torch.var, tuple(args[:2]), kept
 
 
+def _batch_norm(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps,
+    cudnn_enabled)`` as ``F.batch_norm(x, running_mean, running_var, weight, bias, training,
+    momentum, eps)``."""
+    names = ("input", "weight", "bias", "running_mean", "running_var", "training", "momentum",
+             "eps")  # fmt: skip
+    a = dict(zip(names, args, strict=False)) | {k: v for k, v in kwargs.items() if k in names}
+    order = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum",
+             "eps")  # fmt: skip
+    defaults = {"weight": None, "bias": None, "running_mean": None, "running_var": None,
+                "training": False, "momentum": 0.1, "eps": 1e-5}  # fmt: skip
+    return "call_function", F.batch_norm, tuple(a.get(k, defaults.get(k)) for k in order), {}
+
+
 def _constant_pad(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     value = args[2] if len(args) > 2 else kwargs.get("value", 0.0)
     return "call_function", F.pad, (args[0], args[1], "constant", value), {}
@@ -243,6 +257,8 @@ ATEN: dict[Any, _Rule] = {
     aten.linear: _fn(F.linear, 3),
     aten.embedding: _embedding,
     aten.layer_norm: _fn(F.layer_norm, 5),
+    aten.group_norm: _fn(F.group_norm, 5),
+    aten.batch_norm: _batch_norm,
     aten.linalg_vector_norm: _fn(torch.linalg.vector_norm, 4),
     aten.norm: _fn(torch.norm, 4),
     aten.mm: _fn(torch.matmul, 2),
@@ -263,6 +279,8 @@ ATEN: dict[Any, _Rule] = {
     aten.view: _method("view", 2),
     aten._unsafe_view: _method("view", 2),
     aten.reshape: _method("reshape", 2),
+    aten.reshape_as: _method("reshape_as", 2),
+    aten.view_as: _method("view_as", 2),
     aten.flatten: _fn(torch.flatten),
     aten.unflatten: _method("unflatten", 3),
     aten.transpose: _method("transpose", 3),

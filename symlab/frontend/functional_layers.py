@@ -112,14 +112,6 @@ def _emit(cv: Converter, node: fx.Node, prefix: str, op: str, x: str, fa: int,
         cv.emit(node, "@root", op, [x], fa, params=specs, absolute_keys=True, **attrs)
 
 
-def _need_axis(cv: Converter, node: fx.Node, x: str, axis: int) -> None:
-    if cv.fa[x] != axis % len(cv.shape[x]):
-        raise UnsupportedOpError(
-            f"node {node.name!r}: {node.target.__name__} acts on axis {axis} but the units of "
-            f"its input lie on axis {cv.fa[x]}{where(node)}"
-        )
-
-
 def _keys(cv: Converter, node: fx.Node, a: dict[str, Any], leaves: tuple[str, ...]) -> str:
     return _owner(cv, node, {k: a[k] for k in leaves})
 
@@ -131,7 +123,7 @@ def _full(cv: Converter, arg: Any) -> str:
 def _batch_norm(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
     leaves = ("running_mean", "running_var", "weight", "bias")
     prefix = _keys(cv, node, a, leaves)
-    _need_axis(cv, node, x, 1)
+    x = cv.on_axis(node, x, 1)
     if (a["weight"] is None) != (a["bias"] is None) or (a["running_mean"] is None) != (
         a["running_var"] is None
     ):
@@ -149,7 +141,7 @@ def _batch_norm(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None
 
 def _group_norm(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
     prefix = _keys(cv, node, a, ("weight", "bias"))
-    _need_axis(cv, node, x, 1)
+    x = cv.on_axis(node, x, 1)
     specs = [_spec(cv, _full(cv, a[k]), k, ("out",)) for k in ("weight", "bias") if a[k]]
     attrs = {"num_groups": int(a["num_groups"]), "eps": float(a["eps"]),
              "affine": a["weight"] is not None}  # fmt: skip
@@ -174,7 +166,7 @@ def conv_attrs(weight_shape: tuple[int, ...], in_channels: int, a: dict[str, Any
 
 def _conv(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
     prefix = _keys(cv, node, a, ("weight", "bias"))
-    _need_axis(cv, node, x, 1)
+    x = cv.on_axis(node, x, 1)
     w = cv.state[_full(cv, a["weight"])]
     op, attrs = conv_attrs(tuple(w.shape), int(cv.shape[x][1]), a)
     in_role = "in" if op == "conv" else "none"
@@ -189,7 +181,7 @@ def _conv(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
 
 def _linear(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
     prefix = _keys(cv, node, a, ("weight", "bias"))
-    _need_axis(cv, node, x, -1)
+    x = cv.on_axis(node, x, -1)
     specs = [_spec(cv, _full(cv, a["weight"]), "weight", ("out", "in"))]
     if a["bias"] is not None:
         specs.append(_spec(cv, _full(cv, a["bias"]), "bias", ("out",)))

@@ -61,7 +61,7 @@ OPAQUE_FUNCS: set[Any] = {
     "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
     torch.unbind, "unbind", torch.masked_fill, torch.tril, torch.triu, "tril", "triu",
     torch.where, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    "sum", torch.sum, torch.baddbmm, "baddbmm",
+    "sum", torch.sum, torch.baddbmm, "baddbmm", F.unfold, F.fold,
 }  # fmt: skip
 ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
 MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}
@@ -70,7 +70,9 @@ MEAN_FUNCS = {torch.mean, "mean"}
 POOL_FUNCS = {
     F.adaptive_avg_pool1d: "pool_avg", F.adaptive_avg_pool2d: "pool_avg",
     F.avg_pool1d: "pool_avg", F.avg_pool2d: "pool_avg", F.max_pool1d: "pool_max",
-    F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max",
+    F.max_pool2d: "pool_max", F.adaptive_max_pool2d: "pool_max", F.avg_pool3d: "pool_avg",
+    F.max_pool3d: "pool_max", F.adaptive_avg_pool3d: "pool_avg", F.adaptive_max_pool1d: "pool_max",
+    F.interpolate: "pool_avg",  # per channel, weights summing to 1 (every mode)
 }  # fmt: skip
 IDENTITY_FUNCS = {"contiguous", F.dropout, "clone", "detach"}
 SOFTMAX_FUNCS = {

@@ -15,8 +15,6 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
-from symlab.errors import UnsupportedOpError
-from symlab.frontend.fxutil import where
 from symlab.frontend.readers import arg, reads
 from symlab.frontend.readers_params import emit_prelu
 from symlab.graph.archgraph import ParamSpec
@@ -36,14 +34,6 @@ def state_key(target: str, name: str) -> str:
     return f"{target}.{name}" if target else name
 
 
-def _need_axis(cv: Converter, node: fx.Node, name: str, x: str, axis: int, what: str) -> None:
-    if cv.fa[x] != axis % len(cv.shape[x]):
-        raise UnsupportedOpError(
-            f"node {name!r}: {what} acts on axis {axis} but the units of its input lie on "
-            f"axis {cv.fa[x]}{where(node)}"
-        )
-
-
 def _prelu(cv: Converter, node: fx.Node, target: str, mod: nn.Module, ins: list[str]) -> None:
     assert isinstance(mod, nn.PReLU)
     shape = tuple(int(s) for s in mod.weight.shape)
@@ -54,7 +44,7 @@ def _conv_transpose(cv: Converter, node: fx.Node, target: str, mod: nn.Module,
                     ins: list[str]) -> None:  # fmt: skip
     assert isinstance(mod, nn.modules.conv._ConvTransposeNd)
     name, x = target or "@root", ins[0]
-    _need_axis(cv, node, name, x, 1, type(mod).__name__)
+    x = cv.on_axis(node, x, 1)
     k, g = tuple(mod.kernel_size), int(mod.groups)
     roles = ("in", "out") if g == 1 else ("none", "none")
     params = [ParamSpec("weight", tuple(mod.weight.shape), (*roles, *("none",) * len(k)))]
@@ -76,7 +66,7 @@ def _shuffle(op: str) -> Callable[..., None]:
 
 def _emit_shuffle(cv: Converter, node: fx.Node, name: str, x: str, op: str, r: int) -> None:
     """Channels on axis -3 (``(*, C, H, W)``), blocks of ``r²`` consecutive channels."""
-    _need_axis(cv, node, name, x, -3, op)
+    x = cv.on_axis(node, x, -3)
     cv.emit(node, name, op, [x], len(cv.shape[x]) - 3, factor=r)
 
 

@@ -217,7 +217,8 @@ for _t in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout
            nn.FeatureAlphaDropout):  # fmt: skip
     register_module_op(_t, _read_dropout)
 register_module_op(nn.RMSNorm, _read_rmsnorm)
-register_module_op(nn.Unflatten, lambda m, w_in: ("opaque", w_in, {}))  # fixed
+for _t in (nn.Unflatten, nn.Unfold, nn.Fold):  # fixed (Unfold mixes channels with taps)
+    register_module_op(_t, lambda m, w_in: ("opaque", w_in, {}))
 for _t in (nn.Softmax, nn.LogSoftmax):  # fixed; a shift of its logits is a symmetry
     register_module_op(_t, lambda m, w_in: ("softmax", w_in, {"dim": m.dim}))
 

@@ -21,6 +21,7 @@ from symlab.errors import UnsupportedOpError
 from symlab.frontend.fx import trace_fx
 from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.modules import module_op_for
+from symlab.frontend.preserve import preserved_state
 from symlab.graph.archgraph import ArchGraph
 from symlab.nn.graphnet import GraphNet
 from symlab.perf import paused_gc
@@ -60,8 +61,8 @@ def trace(
                 "symlab.symmetries(model, example_input)"
             )
         inputs = ExampleInputs((torch.zeros(2, first.in_features),))
-    with paused_gc():  # many objects made, none freed before the end: see symlab.perf
-        return trace_fx(model, inputs)
+    with paused_gc(), preserved_state(model):  # gc: see symlab.perf; caches a forward fills
+        return trace_fx(model, inputs)  # with proxies or fake tensors are emptied again
 
 
 def _trace_sequential(model: nn.Sequential, example_input: torch.Tensor | None) -> ArchGraph:

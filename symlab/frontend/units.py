@@ -106,6 +106,21 @@ def _base(node: fx.Node) -> fx.Node:
     return node
 
 
+_METADATA_ATTRS = {"device", "dtype", "shape", "ndim", "layout", "is_cuda", "requires_grad"}
+_METADATA_METHODS = {"size", "dim", "numel", "get_device", "is_floating_point"}
+
+
+def _metadata(node: fx.Node) -> bool:
+    """A read of a tensor's device, dtype or shape (``w.device``, ``x.size(1)``): the same
+    whatever values the tensor holds, so it carries no units (``torch.zeros(shape).to(
+    self.proj.weight.device)`` is fixed data)."""
+    if node.op == "call_function" and node.target is getattr and len(node.args) == 2:
+        return node.args[1] in _METADATA_ATTRS
+    if node.op == "call_function" and node.target in (torch.numel, torch.Tensor.size):
+        return True
+    return node.op == "call_method" and node.target in _METADATA_METHODS
+
+
 def reachable(nodes: Iterable[fx.Node], is_source: Callable[[fx.Node], bool]) -> set[fx.Node]:
     """The nodes that a source reaches (in graph order ``nodes``), in-place writes of reached
     tensors making their bases sources too (module docstring).
@@ -119,7 +134,9 @@ def reachable(nodes: Iterable[fx.Node], is_source: Callable[[fx.Node], bool]) ->
     while True:
         reached: set[fx.Node] = set()
         for n in order:
-            if n in sources or any(a in reached for a in flat_nodes((n.args, n.kwargs))):
+            if n in sources or (
+                not _metadata(n) and any(a in reached for a in flat_nodes((n.args, n.kwargs)))
+            ):
                 reached.add(n)
         tainted = {
             _base(n.args[0]) for n in order

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from symlab.errors import GraphError, UnsupportedOpError, WidthError
+from symlab.errors import GraphError, WidthError
 from symlab.graph.archgraph import ArchGraph, Node
 from symlab.graph.widths import Width
 from symlab.symmetry import (  # noqa: F401  (importing registers the built-in rules)
@@ -78,8 +78,8 @@ def derive_structure(
     changed = True
     while changed:  # composites flow through ties, both ways, until nothing changes (a sum
         changed = False  # of a block tensor and a branch computed from it makes both blocks)
-        for s in specs.values():
-            for a, b in s.tie:
+        for s in specs.values():  # a permutation-only tie (a batch norm) becomes a full tie
+            for a, b in (*s.tie, *s.tie_perm):  # there: one map on both sides, a subgroup
                 if (a in composite) != (b in composite):
                     src, dst = (a, b) if a in composite else (b, a)
                     composite[dst] = composite[src]
@@ -96,20 +96,19 @@ def derive_structure(
     def parts(t: str) -> list[str]:
         return [p for q in composite[t] for p in parts(q)] if t in composite else [t]
 
-    for name, s in specs.items():
-        for a, b in s.tie:
-            if a in composite and b in composite:
-                if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
-                    _no_composite(a, b, composite, name)
-                continue
-            perm_uf.union(a, b)
-            seg_uf.union(a, b)
-        for a, b in s.tie_perm:
-            _no_composite(a, b, composite, name)
-            perm_uf.union(a, b)
+    for s in specs.values():
+        for pairs, whole in ((s.tie, True), (s.tie_perm, False)):
+            for a, b in pairs:  # (block tensors: both or neither, tied in full, see above)
+                if a in composite and b in composite:
+                    if composite[a] != composite[b] or repeat.get(a, 1) != repeat.get(b, 1):
+                        fixed.update((*parts(a), *parts(b)))  # blocks that do not line up:
+                    continue  # the identity is the one map both share (sound, not complete)
+                perm_uf.union(a, b)
+                if whole:
+                    seg_uf.union(a, b)
         for t, adm, _why in s.admits:
             for p in parts(t):
-                admits[p] = admits.get(p, ANY) & adm
+                admits[p] = admits.get(p, ANY) & _per_part(adm, len(parts(t)))
         for t in s.fixed:
             fixed.update(parts(t))
         for fd in s.fixed_data:  # fixed data read through a block tensor: keep it still
@@ -120,7 +119,7 @@ def derive_structure(
     flips = flip_paths(graph, specs, repeat)
     for src, level in flips.levels.items():  # flips survive where their shift is absorbed
         for p in parts(src):
-            admits[p] = admits.get(p, ANY) & Admits(Mag.GL, level)
+            admits[p] = admits.get(p, ANY) & _per_part(Admits(Mag.GL, level), len(parts(src)))
     ties = Ties(perm_uf, seg_uf, admits, fixed, parts, composite, flips.out_shift)
     tie_tied_keys(graph, specs, ties)
     tie_shared_keys(graph, specs, ties)
@@ -199,14 +198,13 @@ def derive_structure(
     return st
 
 
-def _no_composite(a: str, b: str, composite: Mapping[str, list[str]], where: str) -> None:
-    for t in (a, b):
-        if t in composite:
-            raise UnsupportedOpError(
-                f"node {where!r} ties the concatenation {t!r} to another tensor elementwise; "
-                "symlab derives concatenations read by linear layers only — register a rule "
-                "or restructure the model"
-            )
+def _per_part(adm: Admits, n_parts: int) -> Admits:
+    """What a concatenation of ``n_parts`` parts admits on each part: one scale or sign common
+    to the whole tensor is not one per part (each part moves alone), so a common one is none."""
+    if n_parts <= 1:
+        return adm
+    mag = Mag.NONE if adm.mag == Mag.COMMON else adm.mag
+    return Admits(mag, Sign.NONE if adm.sign == Sign.COMMON else adm.sign)
 
 
 def _refine(

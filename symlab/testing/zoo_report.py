@@ -195,7 +195,8 @@ def check_case(
     for key, t in held.items():
         by_tensor.setdefault(id(t), []).append(key)
     ties = [keys for keys in by_tensor.values() if len(keys) > 1]
-    sd = {k: v.detach() for k, v in held.items()}
+    detached: dict[int, torch.Tensor] = {}  # one tensor per tied group (functional_call
+    sd = {k: detached.setdefault(id(v), v.detach()) for k, v in held.items()}  # refuses two)
     g = make_generator(seed)
     worst = 0.0
     with torch.no_grad():

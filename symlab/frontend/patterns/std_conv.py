@@ -9,7 +9,8 @@ timm's ``StdConv2d`` and ``ScaledStdConv2d`` write them::
     return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 The chain becomes one ``std_conv`` node (rule: :func:`symlab.symmetry.structural_rules.
-std_conv_rule`). Only ``groups=1`` is matched; anything else stays refused.
+std_conv_rule`); with ``groups > 1`` (grouped or depthwise) one ``grouped_conv`` node, whose
+input, output and parameters are fixed (sound: nothing is derived through it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import torch
 import torch.fx as fx
 from torch.nn import functional as F
 
-from symlab.errors import UnsupportedOpError
 from symlab.frontend.functional_layers import _SIGNATURES, call_args, conv_attrs
 from symlab.frontend.patterns.registry import register_pattern
 from symlab.graph.archgraph import ParamSpec
@@ -72,11 +72,7 @@ def _match(conv: fx.Node) -> dict[str, Any] | None:
     b = call_args(bn, _SIGNATURES[F.batch_norm])
     r = b["input"]
     ok = b["running_mean"] is None and b["running_var"] is None and b["bias"] is None
-    ok = (
-        ok
-        and b["training"] is True
-        and int(call_args(conv, _SIGNATURES[conv.target])["groups"]) == 1
-    )
+    ok = ok and b["training"] is True
     if not ok or not (isinstance(r, fx.Node) and r.target in _RESHAPES and r.args[0] is ref):
         return None
     prefix = key[: -len("weight")]
@@ -106,25 +102,23 @@ def _find(gm: fx.GraphModule) -> tuple[dict[fx.Node, Any], set[fx.Node]]:
 
 def _emit(cv: Converter, m: dict[str, Any]) -> str:
     conv, a, prefix = m["conv"], m["args"], m["prefix"]
-    x = cv.name[a["input"]]
-    if cv.fa[x] != 1:
-        raise UnsupportedOpError(
-            f"node {conv.name!r}: a standardised convolution of a tensor whose units lie on "
-            f"axis {cv.fa[x]}, not 1"
-        )
+    x = cv.on_axis(conv, cv.name[a["input"]], 1)
     full = f"{prefix}." if prefix else ""
     w = cv.state[f"{full}weight"]
     _, attrs = conv_attrs(tuple(w.shape), int(cv.shape[x][1]), a)
-    roles = ("out", "in") + ("none",) * (w.ndim - 2)
-    specs = [ParamSpec("weight", tuple(w.shape), roles)]
+    grouped = int(a["groups"]) != 1  # grouped or depthwise: not modelled, both sides fixed
+    roles = ("none", "none") if grouped else ("out", "in")
+    specs = [ParamSpec("weight", tuple(w.shape), roles + ("none",) * (w.ndim - 2))]
     if m["gain"]:
         g = cv.state[f"{full}gain"]
-        specs.append(ParamSpec("gain", tuple(g.shape), ("out",) + ("none",) * (g.ndim - 1)))
+        specs.append(ParamSpec("gain", tuple(g.shape), (roles[0],) + ("none",) * (g.ndim - 1)))
     if a["bias"] is not None:
-        specs.append(ParamSpec("bias", (int(w.shape[0]),), ("out",)))
+        specs.append(ParamSpec("bias", (int(w.shape[0]),), (roles[0],)))
     if cv.strip is not None:
         prefix = prefix.removeprefix(cv.strip).removeprefix(".")
     name, extra = (prefix, {}) if prefix else ("@root", {"absolute_keys": True})
+    if grouped:
+        return cv.emit(conv, name, "grouped_conv", [x], 1, params=specs, **extra, **attrs)
     return cv.emit(conv, name, "std_conv", [x], 1, params=specs, gain=m["gain"], eps=m["eps"],
                    **extra, **{k: v for k, v in attrs.items() if k != "groups"})  # fmt: skip
 
