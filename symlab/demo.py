@@ -6,6 +6,7 @@ import sympy as sp
 import torch
 
 import symlab as sl
+from symlab.stateless import call_with_state
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
     moved = G.act(h, net.state_dict())
     x = torch.randn(256, 40, dtype=torch.float64)
     with torch.no_grad():
-        out = torch.func.functional_call(net, moved, (x,))
+        out = call_with_state(net, moved, (x,))
         print("max |f(x; g·θ) - f(x; θ)| =", float((out - net(x)).abs().max()))
     print(sl.check_invariance(net, G, x, samples=16))
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "symlab"
 
 #: Layers, lowest first: a package may import its own layer's package and lower layers only.
 LAYERS: list[set[str]] = [
-    {"errors", "seeding", "modes", "perf"},
+    {"errors", "seeding", "modes", "perf", "stateless"},
     {"graph", "data", "progress", "device"},
     {"nn"},
     {"frontend"},

@@ -278,3 +278,34 @@ def test_one_call_reading_one_tensor_in_two_roles(tied):
     signs = [f for f in G.factors if "sign" in f.kind and any(k == "a.weight" for k, _ in f.axes)]
     assert bool(signs) is not tied  # the input's sign, absorbed by the weight alone: untied only
     assert sl.check_invariance(model, G, x, samples=16, seed=1).passed
+
+
+class _Aliased(nn.Module):
+    """One Linear under three names (timm's CoaT writes ``mlp2 = mlp3 = mlp4``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 5)
+        self.b = self.a
+        self.c = self.b
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.b(x)))
+
+
+def test_checks_and_curves_leave_a_model_with_module_aliases_as_it_was():
+    m = _Aliased().double()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    own = {id(p) for p in m.parameters()}
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    G = sl.symmetries(m, x)
+    assert sl.check_invariance(m, G, x).passed
+    other = _Aliased().double()
+    y = torch.randint(0, 2, (8,))
+    sl.connect.interpolate(m, other, (x, y), n_alphas=3, strategy="vmap")
+    assert {id(p) for p in m.parameters()} == own
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    # negative control: torch's functional_call alone keeps the moved tensors here
+    torch.func.functional_call(m, {"a.weight": torch.zeros(5, 3, dtype=torch.float64)}, (x,))
+    assert not torch.equal(m.a.weight, before["a.weight"])

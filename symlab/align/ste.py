@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
 from symlab.align.alignment import Alignment
@@ -27,6 +26,7 @@ from symlab.align.data import split_tensors
 from symlab.align.weight_matching import weight_matching
 from symlab.errors import DataError
 from symlab.seeding import generator
+from symlab.stateless import call_with_state
 from symlab.symmetry.group import SymmetryGroup
 
 __all__ = ["straight_through"]
@@ -107,7 +107,7 @@ def straight_through(
 
     def full_loss(proj: dict[str, torch.Tensor]) -> float:
         with torch.no_grad():
-            out = functional_call(model_a, midpoint(proj, proj), (x_all,))
+            out = call_with_state(model_a, midpoint(proj, proj), (x_all,))
             return float(fn(out, y_all))
 
     al = weight_matching(sd_a, sd_b, G, seed=seed)
@@ -129,7 +129,7 @@ def straight_through(
                 break
             ste = {n: tilde[n] + (proj[n].to(tilde[n].dtype) - tilde[n]).detach() for n in names}
             idx = torch.randint(0, len(x_all), (min(batch_size, len(x_all)),), generator=gen)
-            out = functional_call(model_a, midpoint(proj, ste), (x_all[idx],))
+            out = call_with_state(model_a, midpoint(proj, ste), (x_all[idx],))
             opt.zero_grad()
             fn(out, y_all[idx]).backward()
             opt.step()

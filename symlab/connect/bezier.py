@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from symlab.align.data import iter_batches, split_tensors
 from symlab.align.ste import _loss_fn
@@ -27,6 +26,7 @@ from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.interpolate import Curve, _loss_terms, check_same_architecture
 from symlab.errors import DataError
 from symlab.seeding import generator
+from symlab.stateless import call_with_state
 
 __all__ = ["BezierCurve", "bezier_curve", "bezier_state"]
 
@@ -136,7 +136,7 @@ def bezier_curve(
         idx = torch.randint(0, len(x_tr), (min(batch_size, len(x_tr)),), generator=gen)
         state = bezier_state(sd_a, sd_b, control, t)
         state = {k: (v.clone() if k not in control else v) for k, v in state.items()}
-        value = fn(functional_call(net, state, (x_tr[idx],)), y_tr[idx])
+        value = fn(call_with_state(net, state, (x_tr[idx],)), y_tr[idx])
         opt.zero_grad()
         value.backward()
         opt.step()

@@ -21,11 +21,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 from torch.nn import functional as F
 
 from symlab.align.data import iter_batches
 from symlab.errors import DataError
+from symlab.stateless import call_with_state
 
 __all__ = [
     "BLOCK_BYTES",
@@ -252,7 +253,7 @@ def stacked(
             params[k][i] = v
 
     def run(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, params, (x,))
+        return call_with_state(model, params, (x,))
 
     if strategy == "vmap":
         batched = vmap(run, in_dims=(0, None))

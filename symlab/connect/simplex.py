@@ -23,13 +23,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from symlab.align.data import iter_batches
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.interpolate import _loss_terms, check_same_architecture
 from symlab.connect.merge import average_state_dicts
 from symlab.errors import DataError
+from symlab.stateless import call_with_state
 
 __all__ = ["Simplex", "simplex", "simplex_grid"]
 
@@ -167,7 +167,7 @@ def simplex(
                 if y is None:
                     raise DataError("simplex needs targets: pass (x, y) or a Dataset")
                 name = loss or ("mse" if y.is_floating_point() else "cross_entropy")
-                sums, corr = _loss_terms(functional_call(net, state, (x,))[None], y, name)
+                sums, corr = _loss_terms(call_with_state(net, state, (x,))[None], y, name)
                 losses[i] += sums[0]
                 if corr is None:
                     correct = None

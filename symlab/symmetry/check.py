@@ -19,6 +19,7 @@ from symlab.frontend.trace import trace
 from symlab.modes import eval_mode
 from symlab.perf import LazyStateDict, is_small, single_thread
 from symlab.seeding import generator as make_generator
+from symlab.stateless import call_with_state
 from symlab.symmetry.group import SymmetryGroup
 from symlab.symmetry.spec import Mag, Sign
 
@@ -51,7 +52,7 @@ def _outputs(
             consistent &= bool(torch.equal(sd[key], sd[present[0]]))
             del sd[key]
     call = ExampleInputs.of(inputs)
-    out = torch.func.functional_call(model, sd, call.args, call.kwargs)
+    out = call_with_state(model, sd, call.args, call.kwargs)
     if not isinstance(out, torch.Tensor):  # tuples, dicts, Hugging Face ModelOutputs
         leaves = [o for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
         floats = [o for o in leaves if o.is_floating_point()] or leaves

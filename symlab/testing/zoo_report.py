@@ -33,6 +33,7 @@ from symlab.api import symmetries
 from symlab.errors import SymlabError
 from symlab.frontend.inputs import ExampleInputs
 from symlab.seeding import generator as make_generator
+from symlab.stateless import call_with_state
 from symlab.symmetry.group import SymmetryGroup
 from symlab.testing.zoo_models import ZooCase, zoo_cases
 
@@ -175,7 +176,7 @@ def _floats(out: object) -> list[torch.Tensor]:
 
 
 def _outputs(model: nn.Module, sd: dict[str, torch.Tensor], inputs: ExampleInputs) -> list:
-    return _floats(torch.func.functional_call(model, sd, inputs.args, inputs.kwargs))
+    return _floats(call_with_state(model, sd, inputs.args, inputs.kwargs))
 
 
 def check_case(
