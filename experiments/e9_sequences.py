@@ -54,12 +54,15 @@ from ._common import (
     claims_report,
     data_name,
     difference_interval,
+    endpoint_check,
     figure,
     fmt,
+    left_out_note,
     log_axis,
     markdown_table,
     paired,
     save_figure,
+    split_trained,
     train_config,
 )
 from ._sequences import finetune_pruned, loaded, magnitude_masks, snapshot, train_trajectory
@@ -155,8 +158,10 @@ def run(cfg: E9Config, seed: int) -> dict[str, Any]:
         sparsity.append(1 - kept / sum(m.numel() for m in masks[0].values()))
         accs.append([sl.train.evaluate(m, data)[1] for m in current])
     pruning = _sequence(levels, template, G, data, cfg, {"dense": dense}, seed)
+    runs = [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in results]
     return {
-        "runs": [{"test_acc": r.test_acc, "test_loss": r.test_loss} for r in results],
+        "runs": runs,
+        **endpoint_check(runs, data),
         "steps": steps,
         "fractions": [s / total for s in steps],
         "training": training,
@@ -238,7 +243,9 @@ def _series(records: list[dict], seq: str, method: str, split: str = "train") ->
 
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
-    """Table, figure (barrier along training and along pruning) and summary of E9."""
+    """Table, figure (barrier along training and along pruning) and summary of E9; pairs
+    where a run did not train are left out and named."""
+    records, left_out = split_trained(records)
     rows = []
     if records:
         res = records[0]["result"]
@@ -312,7 +319,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "loss.",
             "",
         ],
-        table,
+        table + left_out_note(left_out),
         cl,
         files,
         cl.get("one_perm_aligns_training", {}).get("held"),

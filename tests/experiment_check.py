@@ -21,7 +21,7 @@ __all__ = ["ENDPOINT_CHECKED", "MEAN_COMPARISONS", "run_small"]
 MEAN_COMPARISONS = {"e3", "e8"}
 
 #: experiments whose jobs check that their runs trained (symlab.connect.check_endpoints)
-ENDPOINT_CHECKED = {"e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"}
+ENDPOINT_CHECKED = {"e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"}
 
 
 def _claims(name: str) -> Any:
