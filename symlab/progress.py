@@ -57,8 +57,9 @@ def progress_enabled(enabled: bool | None = None) -> bool:
     return sys.stderr.isatty()
 
 
-def progress_bar(total: int, enabled: bool | None = None, desc: str = "") -> tqdm:
-    """A bar over ``total`` steps (update it with ``bar.update()``); a context manager.
+def progress_bar(total: int | None, enabled: bool | None = None, desc: str = "") -> tqdm:
+    """A bar over ``total`` steps (``None``: unknown; update it with ``bar.update()``); a
+    context manager.
 
     >>> with progress_bar(3, enabled=False, desc="work") as bar:
     ...     bar.update()

@@ -76,6 +76,52 @@ def test_merge_draws_a_bar_when_asked(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.fixture
+def closed_bars(monkeypatch):
+    """(description, count, total) of every symlab bar when it closes."""
+    import symlab.progress as sp
+
+    seen: list[tuple[str, int, int | None]] = []
+
+    class Recording(sp.tqdm):
+        def close(self):
+            if not self.disable:
+                seen.append((self.desc, self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(sp, "tqdm", Recording)
+    return seen
+
+
+@pytest.mark.parametrize(("strategy", "steps"), [("loop", 7), ("vmap", 21)])
+def test_interpolation_counts_every_alpha_on_its_bar(capsys, closed_bars, strategy, steps):
+    a, b = sl.nn.MLP([3, 6, 2], seed=0), sl.nn.MLP([3, 6, 2], seed=1)
+    data = (torch.randn(40, 3), torch.randint(0, 2, (40,)))
+    kw = dict(n_alphas=7, strategy=strategy, batch_size=16)
+    plain = sl.connect.interpolate(a, b, data, progress=False, **kw)
+    assert capsys.readouterr().err == "" and closed_bars == []
+    shown = sl.connect.interpolate(a, b, data, progress=True, **kw)
+    assert "interpolate" in capsys.readouterr().err
+    # every α once (loop), or every α for each of the three batches (stacked)
+    assert closed_bars == [("interpolate", steps, steps)]
+    assert torch.equal(plain.loss, shown.loss)
+
+
+def test_weight_matching_and_repair_draw_bars_when_asked(capsys, closed_bars):
+    a, b = sl.nn.MLP([3, 6, 6, 2], seed=0), sl.nn.MLP([3, 6, 6, 2], seed=1)
+    G = sl.symmetries(a)
+    quiet = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, progress=False)
+    assert capsys.readouterr().err == ""
+    al = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, progress=True)
+    assert "weight matching" in capsys.readouterr().err
+    assert al.objective == quiet.objective
+    assert closed_bars == [("weight matching", al.info["passes"], 100)]
+    data = (torch.randn(40, 3), torch.randint(0, 2, (40,)))
+    sl.connect.interpolate(a, b, data, n_alphas=5, repair=True, progress=True)
+    assert "REPAIR" in capsys.readouterr().err
+    assert closed_bars[1:] == [("interpolate: REPAIR", 5, 5), ("interpolate", 5, 5)]
+
+
 def test_device_cpu_works_and_absent_devices_are_named():
     assert resolve_device(None) == torch.device("cpu") == resolve_device("cpu")
     data = sl.data.load("gaussian_mixture", n_train=32, n_test=16)

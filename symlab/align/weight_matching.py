@@ -39,6 +39,7 @@ from symlab.align.alignment import Alignment
 from symlab.align.gauge import canonical_scale_element
 from symlab.align.units import FactorAxis, factor_axes, position_perm
 from symlab.errors import SymlabError
+from symlab.progress import progress_bar
 from symlab.seeding import generator
 from symlab.symmetry.factors import GroupElement
 from symlab.symmetry.group import SymmetryGroup
@@ -258,6 +259,7 @@ def weight_matching(
     max_iter: int = 100,
     init: Alignment | GroupElement | Mapping[str, torch.Tensor] | None = None,
     canonical_scale: bool = False,
+    progress: bool | None = None,
 ) -> Alignment:
     """Align ``sd_b`` to ``sd_a`` by Git Re-Basin weight matching (see the module docstring).
 
@@ -276,6 +278,8 @@ def weight_matching(
             ``s_A⁻¹ ∘ P ∘ s_B`` (``s``: each model's canonicalising scaling), so
             ``al.apply(sd_b)`` is B in A's unit order *and* A's scale gauge; ``objective`` and
             ``trace`` are those of the canonical-scale problem.
+        progress: a bar over the passes (default: only when stderr is a terminal; see
+            :mod:`symlab.progress`).
 
     Returns:
         an :class:`Alignment` whose ``objective`` is ``Σ ⟨w_A, w_B aligned⟩`` over the
@@ -298,8 +302,9 @@ def weight_matching(
     if canonical_scale:
         h_a, h_b = canonical_scale_element(sd_a, G), canonical_scale_element(sd_b, G)
         plain = weight_matching(
-            G.act(h_a, sd_a), G.act(h_b, sd_b), G, seed=seed, max_iter=max_iter, init=init
-        )
+            G.act(h_a, sd_a), G.act(h_b, sd_b), G, seed=seed, max_iter=max_iter, init=init,
+            progress=progress,
+        )  # fmt: skip
         element = G.compose(G.inverse(h_a), G.compose(plain.element, h_b))
         info = dict(plain.info, canonical_scale=True)
         return Alignment(G, plain.perms, element, plain.objective, plain.trace, plain.method, info)
@@ -324,17 +329,20 @@ def weight_matching(
             trace.append(value)
     dirty = set(names)
     passes = 0
-    while dirty and passes < max_iter:
-        passes += 1
-        for i in torch.randperm(len(names), generator=gen).tolist():
-            f = names[i]
-            if f not in dirty:
-                continue
-            dirty.discard(f)
-            solves += 1
-            if problem.improve(f, perms, factors[f].blocks):
-                dirty |= problem.neighbours[f]
-        trace.append(problem.objective(perms))
+    with progress_bar(max_iter, progress, "weight matching") as bar:
+        while dirty and passes < max_iter:
+            passes += 1
+            for i in torch.randperm(len(names), generator=gen).tolist():
+                f = names[i]
+                if f not in dirty:
+                    continue
+                dirty.discard(f)
+                solves += 1
+                if problem.improve(f, perms, factors[f].blocks):
+                    dirty |= problem.neighbours[f]
+            trace.append(problem.objective(perms))
+            bar.update()
+            bar.set_postfix(objective=f"{trace[-1]:.4g}", refresh=False)
     full = {k: perms.get(k, v) for k, v in G.permutation_spec().items() if k in factors}
     return Alignment.from_perms(
         G,

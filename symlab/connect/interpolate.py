@@ -47,6 +47,8 @@ from symlab.connect.path_eval import (
     stacked,
 )
 from symlab.errors import ArchitectureMismatchError, DataError, NonFiniteError
+from symlab.progress import progress as progress_items
+from symlab.progress import progress_bar
 
 _loss_terms = loss_terms  # symlab.connect.simplex reads it here
 
@@ -209,6 +211,7 @@ def interpolate(
     memory_budget: float = 2**30,
     strategy: str = "auto",
     label: str = "",
+    progress: bool | None = None,
 ) -> Curve:
     """Evaluate the linear path from ``model_a`` to ``model_b`` on ``data``.
 
@@ -233,6 +236,8 @@ def interpolate(
             the first-layer shortcut of the module docstring where it applies) or
             ``"auto"``: vmap on accelerators, loop on CPU, where batched matmuls measured
             slower than sequential ones (``benchmarks/bench_curve.py``).
+        progress: bars over the BatchNorm resets / REPAIRs and the evaluated α (default:
+            only when stderr is a terminal; see :mod:`symlab.progress`).
 
     Returns:
         a :class:`Curve`.
@@ -278,7 +283,8 @@ def interpolate(
 
     overrides: dict[int, dict[str, torch.Tensor]] = {}
     if (do_reset and bn) or repair:
-        for i, a in enumerate(al.tolist()):
+        what = "REPAIR" if repair else "BatchNorm reset"
+        for i, a in enumerate(progress_items(al.tolist(), progress, f"interpolate: {what}")):
             if 0.0 < a < 1.0:
                 overrides[i] = dict(factory(a).state_dict())
     tensors = split_tensors(data, split)
@@ -290,8 +296,9 @@ def interpolate(
         strategy = "loop" if first_x.device.type == "cpu" else "vmap"
     was_training = model_a.training
     model_a.eval()
+    bar = progress_bar(len(al), progress, "interpolate")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), bar:
             if strategy == "loop" and tensors is not None:
                 blocks = list(iter_batches(data, len(first_x) or 1, split))
                 if not blocks or len(first_x) == 0:
@@ -301,16 +308,19 @@ def interpolate(
                 blocks = list(iter_batches(data, bs, split))
                 loss_sum, correct_sum = per_alpha(
                     model_a, sd_a, sd_b, al, overrides, blocks, loss, probe.first_linear,
-                    memory_budget,
+                    memory_budget, bar,
                 )  # fmt: skip
                 rows = len(first_x)
             else:
                 bs = batch_size or len(first_x)
                 row_bytes = probe_model(model_a, first_x[:1]).row_bytes
                 k_chunk = chunk or max(1, min(len(al), int(memory_budget // (4 * row_bytes * bs))))
+                # every batch evaluates every α: the total is known for data in memory only
+                bar.total = len(al) * -(-len(first_x) // bs) if tensors is not None else None
                 loss_sum, correct_sum, rows = stacked(
-                    model_a, sd_a, sd_b, al, overrides, data, bs, split, loss, k_chunk, strategy
-                )
+                    model_a, sd_a, sd_b, al, overrides, data, bs, split, loss, k_chunk, strategy,
+                    bar,
+                )  # fmt: skip
     finally:
         model_a.train(was_training)
     if rows == 0:

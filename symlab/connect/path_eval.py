@@ -186,12 +186,13 @@ def per_alpha(
     loss: str | LossFn,
     first: nn.Linear | None,
     budget: float,
+    bar: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Loss and correct-prediction sums at each α, α outer and batches inner (in-memory data
     on CPU): a scratch copy of the model takes the parameters at α in place, once per α;
     ``overrides`` (BatchNorm reset, REPAIR) replace the whole state at their α. The first-layer
     shortcut is used for ``first`` when no override exists and its two products fit
-    ``budget`` bytes."""
+    ``budget`` bytes. ``bar`` (a progress bar) advances once per α."""
     work = copy.deepcopy(model)
     state = work.state_dict()  # shares storage with work's parameters and buffers
     serve = None
@@ -220,6 +221,8 @@ def per_alpha(
                     correct_sum = None
                 elif correct_sum is not None:
                     correct_sum[i] += correct[0]
+            if bar is not None:
+                bar.update()
     finally:
         if serve is not None:
             serve.close()
@@ -238,9 +241,11 @@ def stacked(
     loss: str | LossFn,
     k_chunk: int,
     strategy: str,
+    bar: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Loss and correct-prediction sums at each α: batches outer, chunks of α inner on the
-    stacked parameters (vmap on accelerators; streams of batches read once)."""
+    stacked parameters (vmap on accelerators; streams of batches read once). ``bar`` (a
+    progress bar) advances by the α of each chunk, batch by batch."""
     params = _stack(sd_a, sd_b, al)
     for i, sd in overrides.items():
         for k, v in sd.items():
@@ -270,4 +275,6 @@ def stacked(
                 correct_sum = None
             elif correct_sum is not None:
                 correct_sum[s : s + k_chunk] += correct
+            if bar is not None:
+                bar.update(len(sums))
     return loss_sum, correct_sum, rows

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -21,6 +20,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from typing import Any
+
+from symlab.progress import progress_bar
 
 from .experiment import Job, RunFn, Sweep, config_dict
 from .store import ResultStore, to_json
@@ -196,13 +197,6 @@ def _dask(run: RunFn, jobs: list[Job], scheduler: Any) -> Iterator[dict[str, Any
             client.close()
 
 
-def _bar(total: int, enabled: bool | None, desc: str) -> Any:
-    from tqdm.std import tqdm
-
-    show = sys.stderr.isatty() if enabled is None else enabled
-    return tqdm(total=total, desc=desc, disable=not show, leave=False, dynamic_ncols=True)
-
-
 def run_sweep(
     sweep: Sweep,
     results: str | os.PathLike[str] = "results",
@@ -256,7 +250,7 @@ def run_sweep(
     else:
         stream = _local(sweep.run, todo, n_workers)
     ok = failed = 0
-    with _bar(len(todo), progress, f"{sweep.experiment}") as bar:
+    with progress_bar(len(todo), progress, f"{sweep.experiment}") as bar:
         for record in stream:
             store.write(record)
             ok, failed = (ok + 1, failed) if record["status"] == "ok" else (ok, failed + 1)
