@@ -227,3 +227,27 @@ def test_the_census_tolerates_float32_inside_but_not_a_wrong_group(
     # negative control: ReLU wrongly claiming sign flips is unsound at the float32 tolerance too
     monkeypatch.setitem(builtin_rules.ACTIVATION_ADMITS, "relu", Admits(Mag.NONE, Sign.DIAG))
     assert run_case(case).outcome == "unsound"
+
+
+class AcrossTokens(nn.Module):
+    """SqueezeBERT-style layers across another axis than the units': a Conv1d over the token
+    axis of a (B, T, C) tensor and a LayerNorm over the tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.conv, self.b = nn.Linear(4, 6), nn.Conv1d(5, 5, 1), nn.Linear(6, 2)
+        self.norm = nn.Parameter(torch.ones(6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.a(x))  # (B, T=5, C=6), units on the last axis
+        h = h + self.conv(h)  # mixes the 5 tokens at each unit: units on axis 2, not 1
+        h = torch.relu(h.transpose(1, 2))  # (B, 6, 5)
+        h = F.layer_norm(h, (5,))  # normalises over the tokens of each unit
+        return self.b(h.transpose(1, 2) * self.norm)
+
+
+def test_a_layer_across_another_axis_is_opaque_and_sound() -> None:
+    net, x = AcrossTokens().double(), torch.randn(2, 5, 4, dtype=torch.float64)
+    G = sl.symmetries(net, x)
+    assert sl.check_invariance(net, G, x, 4).worst < 1e-9
+    assert not {key for f in G.factors for key, _ in f.axes} & {"conv.weight", "conv.bias"}

@@ -342,10 +342,11 @@ class Converter:
                 "wasym_conv": 1, "figlu2d": 1,
                 "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
         if op != "embedding" and need is not None and self.fa[x] != need:
-            raise UnsupportedOpError(
-                f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of its "
-                f"input lie on axis {self.fa[x]}{where(node)}"
-            )
+            # a layer across another axis than the units' (SqueezeBERT's Conv1d on tokens,
+            # Nyströmformer's convolution over heads): opaque, its input and output fixed and
+            # its parameters unmoved (sound; its own symmetries are not derived)
+            self.opaque(node)
+            return
         if op in ("layernorm", "rmsnorm") and len(getattr(mod, "normalized_shape", (0,))) != 1:
             raise unsupported(node, f"{type(mod).__name__} over several axes")
         shape = self.meta_shape(node) or ()
