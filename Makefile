@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 PIN := $(VENV)/constraints.txt
 
-.PHONY: test demo bench lint format clean
+.PHONY: test demo bench lint format clean results-pages
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,12 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PIP) install -q -c $(PIN) -e '.[bench]'
 	$(PY) -m benchmarks
+
+# Regenerate docs/results/*.md (and the table in docs/experiments.md) from the job records.
+RESULTS ?= results
+SETTING ?= small
+results-pages: $(VENV)/.installed
+	$(PY) -m experiments.publish --results $(RESULTS) --setting $(SETTING)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format symlab tests benchmarks experiments notebooks docs/_ext

@@ -13,10 +13,12 @@ and the LMC table): W-asymmetric MLPs have a near-zero unaligned barrier while s
 need alignment. Bürgin et al. (2026), MLP experiments: κ = 1 gives a near-zero unaligned
 barrier, κ = 0 (the mask alone) does not.
 
-Settings: ``small`` — MLP 40-128-128-10, LayerNorm, GELU, Adam 3e-3, 10 epochs, 2 pairs
-(about 20 s on 2 cores). ``full`` — Lim et al.'s shape on MNIST-1D, 40-512-512-512-10, AdamW
-1e-3 (wd 0.01), batch 64, 40 epochs, 5 pairs (about 15 min on 2 cores; 4 variants × 5 pairs
-are independent jobs for a cluster).
+Settings: ``small`` — MLP 40-128-128-10, LayerNorm, GELU, Adam 3e-3, 10 epochs, 2 pairs per
+variant. ``full`` — Lim et al.'s shape on MNIST-1D, 40-512-512-512-10, AdamW 1e-3 (wd 0.01), batch
+64, 40 epochs, 5 pairs (4 variants × 5 pairs are independent jobs for a cluster). Runtimes:
+``symlab experiment list`` (estimates) and the published result page (measured). ``medium``
+(published) — the small setting with 5 pairs per variant. The full setting did not fit the shared
+2-core machine the pages were made on; see the result page.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ from symlab.runner import Experiment, Report, Setting
 
 from ._common import (
     barriers,
+    by_seed,
+    ci_errorbar,
+    claim,
     claims_report,
+    data_name,
+    difference_interval,
     figure,
     fmt,
     group_by,
     markdown_table,
+    mean_interval,
     mean_std,
+    paired,
     save_figure,
     train_config,
 )
@@ -69,6 +78,7 @@ class E2Config:
     epochs: int = 10
     n_alphas: int = 25
     mask_seed: int = 0
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def make_model(cfg: E2Config, d_in: int, d_out: int, seed: int) -> MLP:
@@ -96,7 +106,11 @@ def run(cfg: E2Config, seed: int) -> dict[str, Any]:
     d_in, d_out = data.input_shape[0], data.num_classes
     tc = train_config(cfg)
     (a, b), stats = train_models(
-        lambda s: make_model(cfg, d_in, d_out, s), [2 * seed, 2 * seed + 1], data, tc
+        lambda s: make_model(cfg, d_in, d_out, s),
+        [2 * seed, 2 * seed + 1],
+        data,
+        tc,
+        device=cfg.device,
     )
     G = sl.symmetries(a)
     paths = barriers(a, b, data, ("none", "weight"), n_alphas=cfg.n_alphas, G=G)
@@ -113,56 +127,89 @@ def _vals(recs: list[dict], method: str, key: str) -> list[float]:
     return [r["result"]["paths"][method][key] for r in recs]
 
 
+LABELS = {
+    "standard": "standard",
+    "wasym_k1": "W-asym κ=1",
+    "wasym_k0": "W-asym κ=0",
+    "figlu": "FiGLU (σ-asym)",
+}
+
+
 def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The qualitative claims, each with the numbers it rests on and whether it held."""
+    """The claims, each with the intervals over seeds its verdict rests on."""
     by = {k[0]: v for k, v in group_by(records, "variant").items()}
-    naive = {v: mean_std(_vals(r, "none", "barrier_loss"))[0] for v, r in by.items()}
-    wm = {v: mean_std(_vals(r, "weight", "barrier_loss"))[0] for v, r in by.items()}
+    naive = {v: _vals(r, "none", "barrier_loss") for v, r in by.items()}
     out: dict[str, dict[str, Any]] = {}
     if {"standard", "wasym_k1"} <= by.keys():
-        held = naive["wasym_k1"] < 0.25 * naive["standard"] and naive["standard"] > 0.2
-        out["lim_wasym_connects"] = {
-            "claim": "W-asymmetric (κ=1) MLPs connect linearly without alignment; standard "
-            "MLPs do not (Lim et al. 2024)",
-            "test": "unaligned loss barrier: wasym_k1 < 0.25 × standard, standard > 0.2",
-            "wasym_k1": naive["wasym_k1"],
-            "standard": naive["standard"],
-            "held": held,
-        }
+        out["lim_wasym_connects"] = claim(
+            "W-asymmetric (κ=1) MLPs connect linearly without alignment; standard MLPs do not "
+            "(Lim et al. 2024)",
+            "unaligned loss barrier: 0.25 × standard − wasym_k1 > 0 (independent groups), and "
+            "standard − 0.2 > 0",
+            {
+                "0.25·standard − wasym_k1": difference_interval(
+                    [0.25 * v for v in naive["standard"]], naive["wasym_k1"], paired=False
+                ),
+                "standard − 0.2": mean_interval([v - 0.2 for v in naive["standard"]]),
+            },
+            wasym_k1=mean_std(naive["wasym_k1"])[0],
+            standard=mean_std(naive["standard"])[0],
+        )
     if "standard" in by:
-        out["rebasin_aligns_standard"] = {
-            "claim": "weight matching removes most of the standard MLP's barrier (Ainsworth "
-            "et al. 2023)",
-            "test": "aligned < 0.5 × unaligned",
-            "unaligned": naive["standard"],
-            "aligned": wm["standard"],
-            "held": wm["standard"] < 0.5 * naive["standard"],
-        }
+        std = by["standard"]
+        x, y = paired(
+            by_seed(std, lambda r: r["result"]["paths"]["none"]["barrier_loss"]),
+            by_seed(std, lambda r: r["result"]["paths"]["weight"]["barrier_loss"]),
+        )
+        out["rebasin_aligns_standard"] = claim(
+            "weight matching removes most of the standard MLP's barrier (Ainsworth et al. 2023)",
+            "0.5 × unaligned − aligned > 0 (paired by seed)",
+            {"0.5·unaligned − aligned": difference_interval([0.5 * v for v in x], y, paired=True)},
+            unaligned=mean_std(x)[0],
+            aligned=mean_std(y)[0],
+        )
     if {"wasym_k0", "wasym_k1"} <= by.keys():
-        out["burgin_kappa"] = {
-            "claim": "κ = 0 (mask only) does not connect without alignment, κ = 1 does "
-            "(Bürgin et al. 2026)",
-            "test": "unaligned barrier κ=0 > 2 × κ=1",
-            "kappa0": naive["wasym_k0"],
-            "kappa1": naive["wasym_k1"],
-            "held": naive["wasym_k0"] > 2 * naive["wasym_k1"],
-        }
+        out["burgin_kappa"] = claim(
+            "κ = 0 (mask only) does not connect without alignment, κ = 1 does (Bürgin et al. 2026)",
+            "unaligned barrier κ=0 − 2 × κ=1 > 0 (independent groups)",
+            {
+                "κ0 − 2·κ1": difference_interval(
+                    naive["wasym_k0"], [2 * v for v in naive["wasym_k1"]], paired=False
+                )
+            },
+            kappa0=mean_std(naive["wasym_k0"])[0],
+            kappa1=mean_std(naive["wasym_k1"])[0],
+        )
     if {"standard", "figlu"} <= by.keys():
-        out["figlu_lowers_barrier"] = {
-            "claim": "σ-asymmetric (FiGLU) MLPs have a lower unaligned barrier than standard "
-            "ones (observation; Lim et al. find W-asymmetry the effective one)",
-            "test": "unaligned barrier figlu < 0.5 × standard",
-            "figlu": naive["figlu"],
-            "standard": naive["standard"],
-            "held": naive["figlu"] < 0.5 * naive["standard"],
-        }
+        out["figlu_lowers_barrier"] = claim(
+            "σ-asymmetric (FiGLU) MLPs have a lower unaligned barrier than standard ones "
+            "(observation; Lim et al. find W-asymmetry the effective one)",
+            "unaligned barrier 0.5 × standard − figlu > 0 (independent groups)",
+            {
+                "0.5·standard − figlu": difference_interval(
+                    [0.5 * v for v in naive["standard"]], naive["figlu"], paired=False
+                )
+            },
+            figlu=mean_std(naive["figlu"])[0],
+            standard=mean_std(naive["standard"])[0],
+        )
     return out
+
+
+def _mean_curve(recs: list[dict], method: str) -> tuple[list[float], list[float]]:
+    paths = [r["result"]["paths"][method] for r in recs]
+    n = len(paths)
+    return paths[0]["alphas"], [
+        sum(p["loss"][i] for p in paths) / n for i in range(len(paths[0]["loss"]))
+    ]
 
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (loss along the path; barriers per variant) and summary of E2."""
     by = {k[0]: v for k, v in group_by(records, "variant").items()}
     order = [v for v in VARIANTS if v in by]
+    data = data_name(records)
+    fixed = [LABELS[v] for v in order if not by[v][0]["result"]["permutation_factors"]]
     rows = []
     for v in order:
         recs = by[v]
@@ -190,40 +237,49 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         "error barrier (weight)",
     ]
     table = markdown_table(header, rows)
-    fig, (ax0, ax1) = figure(2)
+    fig, (ax0, ax1) = figure(2, width=4.6, height=3.6)
     for v in order:
-        for i, r in enumerate(by[v]):
-            for m, ls in (("none", "-"), ("weight", "--")):
-                p = r["result"]["paths"][m]
-                label = f"{v} ({'unaligned' if m == 'none' else 'weight matched'})"
-                ax0.plot(
-                    p["alphas"],
-                    p["loss"],
-                    ls,
-                    color=COLORS[v],
-                    alpha=0.8,
-                    label=label if i == 0 else None,
-                )
-    ax0.set(xlabel="α", ylabel="test loss", title="Loss along the linear path")
-    if order:
-        ax0.legend(fontsize=6)
-    xs = range(len(order))
-    for k, (m, off) in enumerate((("none", -0.2), ("weight", 0.2))):
-        ms = [mean_std(_vals(by[v], m, "barrier_loss")) for v in order]
+        alphas, loss = _mean_curve(by[v], "none")
+        ax0.plot(alphas, loss, "-", color=COLORS[v], lw=1.8, label=f"{LABELS[v]}, unaligned")
+        if by[v][0]["result"]["permutation_factors"]:
+            alphas, loss = _mean_curve(by[v], "weight")
+            ax0.plot(
+                alphas, loss, "--", color=COLORS[v], lw=1.4, label=f"{LABELS[v]}, weight matched"
+            )
+    ax0.set(xlabel="α", ylabel="test loss (mean over pairs)")
+    ax0.set_title("Loss along the linear path", fontsize=9)
+    xs = list(range(len(order)))
+    for m, off, hatch in (("none", -0.2, None), ("weight", 0.2, "//")):
+        means, err = ci_errorbar([_vals(by[v], m, "barrier_loss") for v in order])
         ax1.bar(
             [x + off for x in xs],
-            [a for a, _ in ms],
+            means,
             0.4,
-            yerr=[s for _, s in ms],
+            yerr=err,
+            capsize=3,
             color=[COLORS[v] for v in order],
-            alpha=1.0 - 0.45 * k,
+            edgecolor="black",
+            linewidth=0.6,
+            hatch=hatch,
             label="unaligned" if m == "none" else "weight matched",
         )
-    ax1.set_xticks(list(xs), order, fontsize=8)
-    ax1.set(ylabel="loss barrier", title="Barriers (solid: unaligned)")
+    ax1.set_xticks(xs, [LABELS[v] for v in order], fontsize=7)
+    ax1.set(ylabel="test loss barrier")
+    ax1.set_title("Barriers (error bars: 95% CI over pairs)", fontsize=9)
     if order:
-        ax1.legend(fontsize=7)
-    files = save_figure(fig, out_dir, f"e2_{setting}")
+        ax1.legend(fontsize=7, loc="upper right")
+        handles, labels = ax0.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    note = (
+        f"\n{', '.join(fixed)}: no permutations in the derived group, so weight matching is "
+        "the identity (no dashed curve)"
+        if fixed
+        else ""
+    )
+    pairs = len(records) // max(len(order), 1)
+    fig.suptitle(f"E2: MLPs on {data}, {pairs} pairs per variant{note}", fontsize=8)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    files = save_figure(fig, out_dir, f"e2_{setting}", layout=False)
     cl = claims(records)
     main = cl.get("lim_wasym_connects", {}).get("held")
     return claims_report(
@@ -233,7 +289,8 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"# E2 Asymmetric nets ({setting})",
             "",
             "Corresponds to Lim, Putterman et al. 2024 (LMC experiment, Fig. 3 / LMC table) and "
-            "Bürgin et al. 2026 (MLP experiments, κ ∈ {0, 1}).",
+            f"Bürgin et al. 2026 (MLP experiments, κ ∈ {{0, 1}}). Data: {data}; barriers on the "
+            "test loss.",
             "",
         ],
         table,
@@ -252,7 +309,13 @@ EXPERIMENT = Experiment(
             E2Config(),
             {"variant": list(VARIANTS)},
             seeds=2,
-            runtime="43 s CPU; 4.4 min wall measured on 2 loaded cores (load 11–15)",
+            runtime="21 s CPU; 1.2 min wall on 2 workers, machine load ~7 (measured)",
+        ),
+        "medium": Setting(
+            E2Config(),
+            {"variant": list(VARIANTS)},
+            seeds=5,
+            runtime="0.7 min CPU; 2.8 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E2Config(
@@ -267,7 +330,7 @@ EXPERIMENT = Experiment(
             ),
             {"variant": list(VARIANTS)},
             seeds=5,
-            runtime="~15 min on 2 cores (estimate, not measured)",
+            runtime="~16 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

@@ -14,10 +14,11 @@ run) the children are linearly connected — the error barrier falls below 2 per
 Frankle et al. find LeNet on MNIST stable already at k = 0; this setting (MNIST-1D, SGD at a
 large learning rate) is chosen to be unstable at initialisation, like their CIFAR nets.
 
-Settings: ``small`` — 40-128-128-10, SGD lr 0.3 (cosine), momentum 0.9, batch 128, 15 epochs
-(480 steps), k ∈ {0, 4, 16, 32, 64, 128, 256}, 2 seeds (about 1 s per job; 15 s in all on 2
-cores). ``full`` — hidden 512-512-512, 30 epochs (960 steps), k ∈ {0, 2, 4, 8, …, 512}, 5 seeds
-(about 12 min on 2 cores; 13 s per job).
+Settings: ``small`` — 40-128-128-10, SGD lr 0.3 (cosine), momentum 0.9, batch 128, 15 epochs (480
+steps), k ∈ {0, 4, 16, 32, 64, 128, 256}, 2 seeds. ``full`` — hidden 512-512-512, 30 epochs (960
+steps), k ∈ {0, 2, 4, 8, …, 512}, 5 seeds. Runtimes: ``symlab experiment list`` (estimates) and the
+published result page (measured). ``medium`` (published) — the small setting with 5 seeds per k.
+The full setting did not fit the shared 2-core machine the pages were made on; see the result page.
 """
 
 from __future__ import annotations
@@ -33,12 +34,20 @@ from symlab.seeding import child_seed
 from symlab.train import spawn
 
 from ._common import (
+    by_seed,
+    ci_errorbar,
+    claim,
     claims_report,
+    data_name,
+    difference_interval,
     figure,
     fmt,
     group_by,
+    log_axis,
     markdown_table,
+    mean_interval,
     mean_std,
+    paired,
     save_figure,
     train_config,
 )
@@ -92,54 +101,68 @@ def run(cfg: E5Config, seed: int) -> dict[str, Any]:
     }
 
 
+def _by_k(records: list[dict[str, Any]]) -> dict[int, list[dict]]:
+    return {k[0]: v for k, v in sorted(group_by(records, "k").items())}
+
+
 def _curve(records: list[dict], key: str) -> tuple[list[int], list[tuple[float, float]]]:
-    by = {k[0]: v for k, v in sorted(group_by(records, "k").items())}
+    by = _by_k(records)
     return list(by), [mean_std(r["result"][key] for r in recs) for recs in by.values()]
 
 
 def stability_point(records: list[dict[str, Any]]) -> int | None:
-    """The smallest k from which the mean error barrier stays below 2 points (None: never)."""
-    ks, ms = _curve(records, "error_barrier")
+    """The smallest k from which the error barrier's 95% interval stays below 2 points
+    (None: never; with one seed, the barrier itself)."""
     point = None
-    for k, (m, _) in reversed(list(zip(ks, ms, strict=True))):
-        if m >= STABLE:
+    for k, recs in reversed(list(_by_k(records).items())):
+        if mean_interval([r["result"]["error_barrier"] for r in recs]).high >= STABLE:
             break
         point = k
     return point
 
 
 def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The qualitative claims, each with the numbers it rests on and whether it held."""
-    ks, ms = _curve(records, "error_barrier")
-    if not ks:
+    """The claims, each with the intervals over seeds its verdict rests on."""
+    by = _by_k(records)
+    if not by:
         return {}
-    first, last = ms[0][0], ms[-1][0]
-    point = stability_point(records)
+    ks = list(by)
     total = records[0]["result"]["total_steps"]
+    err = {k: by_seed(recs, lambda r: r["result"]["error_barrier"]) for k, recs in by.items()}
+    k0, last = ks[0], ks[-1]
+    half = max((k for k in ks if k <= total / 2), default=k0)
+    x, y = paired(err[k0], err[last])
+    point = stability_point(records)
     return {
-        "unstable_at_init": {
-            "claim": f"children forked at k = {ks[0]} are separated by an error barrier "
-            "(Frankle et al. 2020, Fig. 3, unstable networks)",
-            "test": f"mean error barrier at k = {ks[0]} ≥ {STABLE}",
-            "barrier": first,
-            "held": first >= STABLE,
-        },
-        "stable_later": {
-            "claim": "past a stability point early in training the children are linearly "
-            "connected (Frankle et al. 2020)",
-            "test": f"a stability point exists (error barrier < {STABLE} from it on) at ≤ half "
-            f"the run, and barrier at k = {ks[-1]} < 0.25 × at k = {ks[0]}",
-            "barrier": last,
-            "stability_point": point,
-            "fraction_of_run": None if point is None else point / total,
-            "held": point is not None and point <= total / 2 and last < 0.25 * first,
-        },
+        "unstable_at_init": claim(
+            f"children forked at k = {k0} are separated by an error barrier (Frankle et al. "
+            "2020, Fig. 3, unstable networks)",
+            f"test error barrier at k = {k0} − {STABLE} > 0",
+            {f"k = {k0}": mean_interval([v - STABLE for v in err[k0].values()])},
+        ),
+        "stable_later": claim(
+            "past a stability point early in training the children are linearly connected "
+            "(Frankle et al. 2020)",
+            f"{STABLE} − error barrier > 0 at k = {half} (≤ half the run) and at k = {last}; "
+            f"0.25 × barrier at k = {k0} − at k = {last} > 0 (paired by seed)",
+            {
+                f"{STABLE} − barrier at k = {half}": mean_interval(
+                    [STABLE - v for v in err[half].values()]
+                ),
+                f"{STABLE} − barrier at k = {last}": mean_interval(
+                    [STABLE - v for v in err[last].values()]
+                ),
+                f"0.25·k{k0} − k{last}": difference_interval([0.25 * v for v in x], y, paired=True),
+            },
+            stability_point=point,
+            fraction_of_run=None if point is None else point / total,
+        ),
     }
 
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (barriers vs k; error along the path) and summary of E5."""
-    by = {k[0]: v for k, v in sorted(group_by(records, "k").items())}
+    by = _by_k(records)
     rows = []
     for k, recs in by.items():
         accs = [run["test_acc"] for r in recs for run in r["result"]["runs"]]
@@ -156,33 +179,31 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         "train loss barrier",
     ]
     table = markdown_table(header, rows)
-    fig, (ax0, ax1) = figure(2)
+    fig, (ax0, ax1) = figure(2, width=4.4, height=3.4)
+    ks = list(by)
+    xs = [max(k, 1) for k in ks]  # k = 0 drawn at 1 on the log axis
     for i, key in enumerate(_KEYS):
-        ks, ms = _curve(records, key)
-        xs = [max(k, 1) for k in ks]  # k = 0 drawn at 1 on the log axis
+        means, err = ci_errorbar([[r["result"][key] for r in by[k]] for k in ks])
         ax0.errorbar(
-            xs,
-            [a for a, _ in ms],
-            [s for _, s in ms],
-            marker="o",
-            capsize=3,
-            color=f"C{i}",
-            label=key.replace("_", " "),
+            xs, means, err, marker="o", ms=4, capsize=3, color=f"C{i}", label=key.replace("_", " ")
         )
     ax0.axhline(STABLE, color="gray", ls=":", lw=1, label="2% (stability threshold)")
-    ax0.set(
-        xscale="log",
-        xlabel="fork step k (0 drawn at 1)",
-        ylabel="barrier",
-        title="Barrier between children vs fork step",
-    )
+    ax0.set(xlabel="fork step k", ylabel="barrier between children")
+    ax0.set_title("Barrier vs fork step (error bars: 95% CI)", fontsize=9)
+    if ks:
+        log_axis(ax0, xs, labels=[str(k) for k in ks])
+        ax0.tick_params(axis="x", labelsize=7)
     for i, (k, recs) in enumerate(by.items()):
         r = recs[0]["result"]
         ax1.plot(r["alphas"], r["test_error"], color=f"C{i}", label=f"k = {k}")
-    ax1.set(xlabel="α", ylabel="test error", title="Error along the path (first seed)")
+    ax1.set(xlabel="α", ylabel="test error")
+    ax1.set_title("Error along the path (first seed)", fontsize=9)
     if by:
         ax0.legend(fontsize=6)
-        ax1.legend(fontsize=6)
+        ax1.legend(fontsize=6, ncol=2)
+    data = data_name(records)
+    per = len(records) // max(len(by), 1)
+    fig.suptitle(f"E5: MLP on {data}, children forked at step k, {per} seeds per k", fontsize=9)
     files = save_figure(fig, out_dir, f"e5_{setting}")
     cl = claims(records)
     return claims_report(
@@ -192,14 +213,14 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"# E5 Spawning ({setting})",
             "",
             "Corresponds to Frankle et al. 2020 (Fig. 3: instability — the test error barrier "
-            "between children — vs the fork step k).",
+            f"between children — vs the fork step k). Data: {data}.",
             "",
         ],
         table,
         cl,
         files,
         None if not cl else cl["unstable_at_init"]["held"] and cl["stable_later"]["held"],
-        keys=("barrier", "stability_point", "fraction_of_run"),
+        keys=("stability_point", "fraction_of_run"),
     )
 
 
@@ -214,13 +235,19 @@ EXPERIMENT = Experiment(
             E5Config(),
             {"k": [0, 4, 16, 32, 64, 128, 256]},
             seeds=2,
-            runtime="33 s CPU; 2.1 min wall measured on 2 loaded cores (load 14–20)",
+            runtime="18 s CPU; 1.0 min wall on 2 workers, machine load ~7 (measured)",
+        ),
+        "medium": Setting(
+            E5Config(),
+            {"k": [0, 4, 16, 32, 64, 128, 256]},
+            seeds=5,
+            runtime="0.5 min CPU; 2.3 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E5Config(hidden=(512, 512, 512), epochs=30),
             {"k": [0, 2, 4, 8, 16, 32, 64, 128, 256, 512]},
             seeds=5,
-            runtime="~12 min on 2 cores (estimate, not measured)",
+            runtime="~9 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

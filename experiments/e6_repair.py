@@ -14,9 +14,11 @@ Permuted Activations for Interpolation Repair": the aligned midpoint of networks
 normalisation suffers variance collapse that compounds with depth (their Fig. 2/3), and
 REPAIR reduces the barrier (their Fig. 4/5, MLPs on MNIST: the gain grows with depth).
 
-Settings: ``small`` — hidden width 128, depth 1, 2, 4, 6, Adam 1e-3, 30 epochs, 2 pairs
-(about 4 s per seed on 2 cores). ``full`` — width 512, depth 1 … 8, 60 epochs, 5 pairs (about
-10 min on 2 cores; depth 8 takes 40 s per pair).
+Settings: ``small`` — hidden width 128, depth 1, 2, 4, 6, Adam 1e-3, 30 epochs, 2 pairs. ``full`` —
+width 512, depth 1 … 8, 60 epochs, 5 pairs. Runtimes: ``symlab experiment list`` (estimates) and
+the published result page (measured). ``medium`` (published) — the small setting with 5 pairs per
+depth. The full setting did not fit the shared 2-core machine the pages were made on; see the
+result page.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
 
 from ._common import (
+    ci_errorbar,
+    claim,
     claims_report,
+    data_name,
+    difference_interval,
     figure,
     fmt,
     group_by,
     markdown_table,
+    mean_interval,
     mean_std,
     save_figure,
     train_config,
@@ -59,6 +66,7 @@ class E6Config:
     lr: float = 1e-3
     batch_size: int = 128
     epochs: int = 30
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def _last_hidden_std(model: torch.nn.Module, x: torch.Tensor) -> float:
@@ -79,7 +87,9 @@ def run(cfg: E6Config, seed: int) -> dict[str, Any]:
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *([cfg.width] * cfg.depth), data.num_classes]
     tc = train_config(cfg)
-    (a, b), stats = train_models(lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc)
+    (a, b), stats = train_models(
+        lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc, device=cfg.device
+    )
     G = sl.symmetries(a)
     if cfg.align == "activation":
         b = sl.align.activation_matching(a, b, data, G).apply_model(b)
@@ -106,61 +116,85 @@ def _vals(recs: list[dict], key: str) -> list[float]:
     return [r["result"][key] for r in recs]
 
 
+def _by_depth(records: list[dict[str, Any]]) -> dict[int, list[dict]]:
+    return {k[0]: v for k, v in sorted(group_by(records, "depth").items())}
+
+
+def _gain(recs: list[dict], split: str = "train") -> list[float]:
+    return [r["result"][f"plain_{split}_loss"] - r["result"][f"repair_{split}_loss"] for r in recs]
+
+
 def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The qualitative claims, each with the numbers it rests on and whether it held."""
-    by = {k[0]: v for k, v in sorted(group_by(records, "depth").items())}
+    """The claims, each with the intervals over seeds its verdict rests on."""
+    by = _by_depth(records)
     if not by:
         return {}
-    keys = (
-        "plain_train_loss",
-        "repair_train_loss",
-        "plain_std_ratio",
-        "plain_test_loss",
-        "repair_test_loss",
-    )
-    m = {d: {k: mean_std(_vals(r, k))[0] for k in keys} for d, r in by.items()}
     lo, hi = min(by), max(by)
-    red = {d: m[d]["plain_train_loss"] - m[d]["repair_train_loss"] for d in by}
-    out: dict[str, dict[str, Any]] = {
-        "repair_reduces_barrier": {
-            "claim": "REPAIR reduces the barrier of the aligned midpoint (Jordan et al. 2023)",
-            "test": "mean train loss barrier with REPAIR < without, at every depth",
-            "plain_deepest": m[hi]["plain_train_loss"],
-            "repair_deepest": m[hi]["repair_train_loss"],
-            "held": all(r > 0 for r in red.values()),
-        },
-        "repair_reduces_test_barrier": {
-            "claim": "REPAIR also reduces the test loss barrier of the midpoint (observation)",
-            "test": "mean test loss barrier with REPAIR < without, at every depth",
-            "plain_deepest": m[hi]["plain_test_loss"],
-            "repair_deepest": m[hi]["repair_test_loss"],
-            "held": all(v["repair_test_loss"] < v["plain_test_loss"] for v in m.values()),
-        },
-        "variance_collapse": {
-            "claim": "the aligned midpoint's hidden units lose variance, more so in deeper nets "
-            "(Jordan et al. 2023)",
-            "test": "std ratio of the last hidden layer at α = ½ < 1 at every depth, and "
-            "smaller at the deepest than at the shallowest",
-            "ratio_shallowest": m[lo]["plain_std_ratio"],
-            "ratio_deepest": m[hi]["plain_std_ratio"],
-            "held": all(v["plain_std_ratio"] < 1 for v in m.values())
-            and m[hi]["plain_std_ratio"] <= m[lo]["plain_std_ratio"],
-        },
+    out: dict[str, dict[str, Any]] = {}
+    for key, split, text in (
+        (
+            "repair_reduces_barrier",
+            "train",
+            "REPAIR reduces the barrier of the aligned midpoint (Jordan et al. 2023)",
+        ),
+        (
+            "repair_reduces_test_barrier",
+            "test",
+            "REPAIR also reduces the test loss barrier of the midpoint (observation)",
+        ),
+    ):
+        out[key] = claim(
+            text,
+            f"{split} loss barrier without − with REPAIR > 0 at every depth (paired: same pair)",
+            {f"depth {d}": mean_interval(_gain(recs, split)) for d, recs in by.items()},
+            plain_deepest=mean_std(_vals(by[hi], f"plain_{split}_loss"))[0],
+            repair_deepest=mean_std(_vals(by[hi], f"repair_{split}_loss"))[0],
+        )
+    parts = {
+        f"1 − ratio, depth {d}": mean_interval([1 - v for v in _vals(recs, "plain_std_ratio")])
+        for d, recs in by.items()
     }
     if len(by) > 1:
-        out["gain_grows_with_depth"] = {
-            "claim": "the barrier grows with depth and REPAIR's gain with it (Jordan et al. 2023)",
-            "test": f"plain barrier and reduction at depth {hi} > at depth {lo}",
-            "reduction_shallowest": red[lo],
-            "reduction_deepest": red[hi],
-            "held": red[hi] > red[lo] and m[hi]["plain_train_loss"] > m[lo]["plain_train_loss"],
-        }
+        parts[f"ratio depth {lo} − depth {hi}"] = difference_interval(
+            _vals(by[lo], "plain_std_ratio"), _vals(by[hi], "plain_std_ratio"), paired=False
+        )
+    out["variance_collapse"] = claim(
+        "the aligned midpoint's hidden units lose variance, more so in deeper nets (Jordan et "
+        "al. 2023)",
+        "1 − std ratio of the last hidden layer at α = ½ > 0 at every depth; ratio at the "
+        "shallowest − at the deepest > 0 (independent groups)",
+        parts,
+        ratio_shallowest=mean_std(_vals(by[lo], "plain_std_ratio"))[0],
+        ratio_deepest=mean_std(_vals(by[hi], "plain_std_ratio"))[0],
+    )
+    if len(by) > 1:
+        out["gain_grows_with_depth"] = claim(
+            "the barrier grows with depth and REPAIR's gain with it (Jordan et al. 2023)",
+            f"plain train barrier and REPAIR's reduction at depth {hi} − at depth {lo} > 0 "
+            "(independent groups)",
+            {
+                "plain barrier": difference_interval(
+                    _vals(by[hi], "plain_train_loss"),
+                    _vals(by[lo], "plain_train_loss"),
+                    paired=False,
+                ),
+                "reduction": difference_interval(_gain(by[hi]), _gain(by[lo]), paired=False),
+            },
+            reduction_shallowest=mean_std(_gain(by[lo]))[0],
+            reduction_deepest=mean_std(_gain(by[hi]))[0],
+        )
     return out
+
+
+#: one colour per variant, one line style and marker per split: every legend entry differs.
+STYLE = {"plain": "C3", "repair": "C2"}
+SPLIT = {"train": ("-", "o"), "test": ("--", "s")}
+NAME = {"plain": "plain average", "repair": "REPAIR"}
 
 
 def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report:
     """Table, figure (midpoint barrier vs depth; variance collapse) and summary of E6."""
-    by = {k[0]: v for k, v in sorted(group_by(records, "depth").items())}
+    by = _by_depth(records)
     cols = [f"{v}_{s}_{m}" for s in ("train", "test") for m in ("loss", "error") for v in VARIANTS]
     rows = []
     for d, recs in by.items():
@@ -182,48 +216,40 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
         for v in VARIANTS
     ]
     table = markdown_table([*header, "std ratio at α = ½"], rows)
-    fig, (ax0, ax1) = figure(2)
+    fig, (ax0, ax1) = figure(2, width=4.4, height=3.4)
     depths = list(by)
-    for i, (key, label) in enumerate(
-        [
-            ("plain_train_loss", "train, plain"),
-            ("repair_train_loss", "train, REPAIR"),
-            ("plain_test_loss", "test, plain"),
-            ("repair_test_loss", "test, REPAIR"),
-        ]
-    ):
-        ms = [mean_std(_vals(by[d], key)) for d in depths]
-        ax0.errorbar(
-            depths,
-            [a for a, _ in ms],
-            [s for _, s in ms],
-            marker="o",
-            capsize=3,
-            color=f"C{i // 2}",
-            ls="-" if i % 2 else "--",
-            label=label,
-        )
-    ax0.set(xlabel="hidden layers", ylabel="loss barrier at α = ½", title="Midpoint barrier")
-    for i, v in enumerate(VARIANTS):
-        ms = [mean_std(_vals(by[d], f"{v}_std_ratio")) for d in depths]
-        ax1.errorbar(
-            depths,
-            [a for a, _ in ms],
-            [s for _, s in ms],
-            marker="o",
-            capsize=3,
-            color=f"C{i}",
-            label=v,
-        )
+    for v in VARIANTS:
+        for split, (ls, marker) in SPLIT.items():
+            means, err = ci_errorbar([_vals(by[d], f"{v}_{split}_loss") for d in depths])
+            ax0.errorbar(
+                depths,
+                means,
+                err,
+                marker=marker,
+                ms=4,
+                capsize=3,
+                color=STYLE[v],
+                ls=ls,
+                label=f"{NAME[v]}, {split}",
+            )
+        means, err = ci_errorbar([_vals(by[d], f"{v}_std_ratio") for d in depths])
+        ax1.errorbar(depths, means, err, marker="o", ms=4, capsize=3, color=STYLE[v], label=NAME[v])
+    ax0.axhline(0.0, color="gray", ls=":", lw=1)
+    ax0.set(xlabel="hidden layers", ylabel="loss barrier at α = ½")
+    ax0.set_title("Midpoint barrier (error bars: 95% CI)", fontsize=9)
     ax1.axhline(1.0, color="gray", ls=":", lw=1)
-    ax1.set(
-        xlabel="hidden layers",
-        ylabel="std(mid) / mean std(ends)",
-        title="Variance collapse, last hidden layer",
-    )
+    ax1.set(xlabel="hidden layers", ylabel="std(mid) / mean std(ends)")
+    ax1.set_title("Variance collapse, last hidden layer", fontsize=9)
     if depths:
+        ax0.set_xticks(depths)
+        ax1.set_xticks(depths)
         ax0.legend(fontsize=7)
         ax1.legend(fontsize=7)
+    data = data_name(records)
+    per = len(records) // max(len(by), 1)
+    fig.suptitle(
+        f"E6: aligned MLPs without normalisation on {data}, {per} pairs per depth", fontsize=9
+    )
     files = save_figure(fig, out_dir, f"e6_{setting}")
     cl = claims(records)
     return claims_report(
@@ -233,7 +259,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             f"# E6 REPAIR ({setting})",
             "",
             "Corresponds to Jordan et al. 2023 (Figs. 2–3: variance collapse; Figs. 4–5: barrier "
-            "with and without REPAIR for MLPs of increasing depth).",
+            f"with and without REPAIR for MLPs of increasing depth). Data: {data}.",
             "",
         ],
         table,
@@ -252,13 +278,19 @@ EXPERIMENT = Experiment(
             E6Config(),
             {"depth": [1, 2, 4, 6]},
             seeds=2,
-            runtime="23 s CPU; 1.5 min wall measured on 2 loaded cores (load 20–22)",
+            runtime="9 s CPU; 0.6 min wall on 2 workers, machine load ~7 (measured)",
+        ),
+        "medium": Setting(
+            E6Config(),
+            {"depth": [1, 2, 4, 6]},
+            seeds=5,
+            runtime="0.3 min CPU; 2.0 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E6Config(width=512, epochs=60),
             {"depth": [1, 2, 3, 4, 6, 8]},
             seeds=5,
-            runtime="~10 min on 2 cores (estimate, not measured)",
+            runtime="~11 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

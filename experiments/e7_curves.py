@@ -15,9 +15,11 @@ barrier. Tatro, Chen, Das, Melnyk, Sattigeri, Lai (NeurIPS 2020), "Optimizing Mo
 via Neuron Alignment" (their Fig. 1/3): aligning the networks first lowers the linear barrier
 and gives curves of lower loss for the same training budget.
 
-Settings: ``small`` — 40-128-128-10, Adam 3e-3, 15 epochs, curve budgets 30, 100 and 400 steps,
-2 pairs (about 5 s per pair on 2 cores). ``full`` — 40-512-512-512-10, 40 epochs, budgets 50 …
-3200 steps, 5 pairs (about 8 min on 2 cores; 95 s per pair).
+Settings: ``small`` — 40-128-128-10, Adam 3e-3, 15 epochs, curve budgets 30, 100 and 400 steps, 2
+pairs. ``full`` — 40-512-512-512-10, 40 epochs, budgets 50 … 3200 steps, 5 pairs. Runtimes:
+``symlab experiment list`` (estimates) and the published result page (measured). ``medium``
+(published) — the small setting with 5 pairs. The full setting did not fit the shared 2-core
+machine the pages were made on; see the result page.
 """
 
 from __future__ import annotations
@@ -34,11 +36,18 @@ from symlab.nn import MLP
 from symlab.runner import Experiment, Report, Setting
 
 from ._common import (
+    by_seed,
+    ci_errorbar,
+    claim,
     claims_report,
+    data_name,
+    difference_interval,
     figure,
     fmt,
+    log_axis,
     markdown_table,
     mean_std,
+    paired,
     save_figure,
     train_config,
     train_models,
@@ -61,6 +70,7 @@ class E7Config:
     curve_steps: tuple[int, ...] = (30, 100, 400)
     curve_lr: float = 1e-2
     n_alphas: int = 17
+    device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
 def _test_barrier(curve: sl.connect.Curve, data: Any) -> float:
@@ -78,7 +88,9 @@ def run(cfg: E7Config, seed: int) -> dict[str, Any]:
     data = sl.data.load(cfg.data)
     widths = [data.input_shape[0], *cfg.hidden, data.num_classes]
     tc = train_config(cfg)
-    (a, b), stats = train_models(lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc)
+    (a, b), stats = train_models(
+        lambda s: MLP(widths, seed=s), [2 * seed, 2 * seed + 1], data, tc, device=cfg.device
+    )
     G = sl.symmetries(a)
     wm = sl.align.weight_matching(a.state_dict(), b.state_dict(), G, seed=seed).apply_model(b)
     out: dict[str, Any] = {"runs": stats, "paths": {}}
@@ -113,44 +125,62 @@ def _vals(recs: list[dict], align: str, key: str) -> list[float]:
     return [r["result"]["paths"][align][key] for r in recs]
 
 
+def _seeded(recs: list[dict], align: str, key: str) -> dict[int, float]:
+    return by_seed(recs, lambda r: r["result"]["paths"][align][key])
+
+
+def _paired_diff(a: dict[int, float], b: dict[int, float], scale: float = 1.0) -> Any:
+    x, y = paired(a, b)
+    return difference_interval([scale * v for v in x], y, paired=True)
+
+
 def claims(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The qualitative claims, each with the numbers it rests on and whether it held."""
+    """The claims, each with the intervals over seeds its verdict rests on."""
     if not records:
         return {}
     steps = list(records[0]["config"]["curve_steps"])
-    m = {
-        (al, k): mean_std(_vals(records, al, k))[0]
-        for al in ALIGNS
-        for k in ["linear_train", *(f"bezier{s}_train" for s in steps)]
-    }
     top = f"bezier{steps[-1]}_train"
-    tatro = all(m["weight", f"bezier{s}_train"] < m["none", f"bezier{s}_train"] for s in steps)
+    v = {(al, k): _seeded(records, al, k) for al in ALIGNS for k in ("linear_train", top)}
+    for st in steps:
+        for al in ALIGNS:
+            v[al, f"bezier{st}_train"] = _seeded(records, al, f"bezier{st}_train")
     return {
-        "curve_beats_line": {
-            "claim": "a trained Bézier curve joins unaligned minima at low loss where the line "
-            "has a high barrier (Garipov et al. 2018)",
-            "test": f"unaligned curve barrier ({steps[-1]} steps) < 0.25 × unaligned linear",
-            "linear": m["none", "linear_train"],
-            "curve": m["none", top],
-            "held": m["none", top] < 0.25 * m["none", "linear_train"],
-        },
-        "alignment_lowers_line": {
-            "claim": "alignment lowers the linear barrier, and a curve lowers it further "
-            "(Tatro et al. 2020; Ainsworth et al. 2023)",
-            "test": "aligned linear < 0.5 × unaligned linear; aligned curve < aligned linear",
-            "aligned_linear": m["weight", "linear_train"],
-            "aligned_curve": m["weight", top],
-            "held": m["weight", "linear_train"] < 0.5 * m["none", "linear_train"]
-            and m["weight", top] < m["weight", "linear_train"],
-        },
-        "alignment_helps_curves": {
-            "claim": "curves between aligned networks reach lower loss for the same training "
-            "budget (Tatro et al. 2020)",
-            "test": f"aligned curve barrier < unaligned at every budget {steps}",
-            "unaligned_smallest_budget": m["none", f"bezier{steps[0]}_train"],
-            "aligned_smallest_budget": m["weight", f"bezier{steps[0]}_train"],
-            "held": tatro,
-        },
+        "curve_beats_line": claim(
+            "a trained Bézier curve joins unaligned minima at low loss where the line has a high "
+            "barrier (Garipov et al. 2018)",
+            f"0.25 × unaligned linear − unaligned curve barrier ({steps[-1]} steps) > 0 "
+            "(paired by seed)",
+            {"0.25·line − curve": _paired_diff(v["none", "linear_train"], v["none", top], 0.25)},
+            linear=mean_std(v["none", "linear_train"].values())[0],
+            curve=mean_std(v["none", top].values())[0],
+        ),
+        "alignment_lowers_line": claim(
+            "alignment lowers the linear barrier, and a curve lowers it further (Tatro et al. "
+            "2020; Ainsworth et al. 2023)",
+            "0.5 × unaligned linear − aligned linear > 0; aligned linear − aligned curve > 0 "
+            "(paired by seed)",
+            {
+                "0.5·unaligned line − aligned line": _paired_diff(
+                    v["none", "linear_train"], v["weight", "linear_train"], 0.5
+                ),
+                "aligned line − aligned curve": _paired_diff(
+                    v["weight", "linear_train"], v["weight", top]
+                ),
+            },
+            aligned_linear=mean_std(v["weight", "linear_train"].values())[0],
+            aligned_curve=mean_std(v["weight", top].values())[0],
+        ),
+        "alignment_helps_curves": claim(
+            "curves between aligned networks reach lower loss for the same training budget "
+            "(Tatro et al. 2020)",
+            f"unaligned − aligned curve barrier > 0 at every budget {steps} (paired by seed)",
+            {
+                f"{st} steps": _paired_diff(
+                    v["none", f"bezier{st}_train"], v["weight", f"bezier{st}_train"]
+                )
+                for st in steps
+            },
+        ),
     }
 
 
@@ -167,7 +197,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
     header = ["alignment", "split", "linear", *(f"Bézier, {s} steps" for s in steps)]
     table = markdown_table(header, rows)
     accs = [run["test_acc"] for r in records for run in r["result"]["runs"]]
-    fig, (ax0, ax1) = figure(2)
+    fig, (ax0, ax1) = figure(2, width=4.4, height=3.4)
     if records:
         first = records[0]["result"]["paths"]
         for i, al in enumerate(ALIGNS):
@@ -179,30 +209,29 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
                 color=f"C{i}",
                 label=f"Bézier ({steps[-1]} steps), {LABEL[al]}",
             )
-            ms = [mean_std(_vals(records, al, f"bezier{s}_train")) for s in steps]
+            means, err = ci_errorbar([_vals(records, al, f"bezier{s}_train") for s in steps])
             ax1.errorbar(
                 steps,
-                [a for a, _ in ms],
-                [s for _, s in ms],
+                means,
+                err,
                 marker="o",
+                ms=4,
                 capsize=3,
                 color=f"C{i}",
                 label=f"Bézier, {LABEL[al]}",
             )
             lin = mean_std(_vals(records, al, "linear_train"))[0]
             ax1.axhline(lin, color=f"C{i}", ls="--", lw=1, label=f"line, {LABEL[al]}")
-        ax0.legend(fontsize=6)
+        ax0.legend(fontsize=6, loc="upper left")
         ax1.legend(fontsize=6)
-        ax1.set_xticks(steps, [str(v) for v in steps])
-        ax1.set_xticks([], minor=True)
-    ax0.set(xlabel="α / t", ylabel="train loss", title="Loss along the path (first pair)")
-    ax1.set(
-        xscale="log",
-        yscale="log",
-        xlabel="curve training steps",
-        ylabel="train loss barrier",
-        title="Barrier vs curve budget",
-    )
+        log_axis(ax1, steps)
+        log_axis(ax1, axis="y")
+    ax0.set(xlabel="α / t", ylabel="train loss")
+    ax0.set_title("Loss along the path (first pair)", fontsize=9)
+    ax1.set(xlabel="curve training steps", ylabel="train loss barrier (log)")
+    ax1.set_title("Barrier vs curve budget (error bars: 95% CI)", fontsize=9)
+    data = data_name(records)
+    fig.suptitle(f"E7: MLPs on {data}, {len(records)} pairs", fontsize=9)
     files = save_figure(fig, out_dir, f"e7_{setting}")
     cl = claims(records)
     return claims_report(
@@ -213,7 +242,7 @@ def report(records: list[dict[str, Any]], out_dir: Path, setting: str) -> Report
             "",
             "Corresponds to Garipov et al. 2018 (Figs. 1–2: trained curves between independent "
             "minima) and Tatro et al. 2020 (Figs. 1, 3: curves after neuron alignment). "
-            f"Loss barriers; endpoint test accuracy {fmt(accs)}.",
+            f"Data: {data}; loss barriers; endpoint test accuracy {fmt(accs)}.",
             "",
         ],
         table,
@@ -232,13 +261,19 @@ EXPERIMENT = Experiment(
             E7Config(),
             {},
             seeds=2,
-            runtime="28 s CPU; 1.9 min wall measured on 2 loaded cores (load 22–23)",
+            runtime="13 s CPU; 0.7 min wall on 2 workers, machine load ~7 (measured)",
+        ),
+        "medium": Setting(
+            E7Config(),
+            {},
+            seeds=5,
+            runtime="0.5 min CPU; 2.0 min wall on 2 niced workers, machine load ~10 (measured)",
         ),
         "full": Setting(
             E7Config(hidden=(512, 512, 512), epochs=40, curve_steps=(50, 200, 800, 3200)),
             {},
             seeds=5,
-            runtime="~8 min on 2 cores (estimate, not measured)",
+            runtime="~15 min on 2 idle cores (estimated)",
         ),
     },
     report=report,

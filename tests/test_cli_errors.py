@@ -99,6 +99,13 @@ CASES: list[tuple[str, list[str], str]] = [
         ["experiment", "run", "e2", "--device", "gpu"],
         "not a torch device name",
     ),
+    ("two settings", ["experiment", "run", "e2", "--medium", "--full"], "name one setting"),
+    ("unknown setting", ["experiment", "run", "e2", "--setting", "huge"], "no setting 'huge'"),
+    (
+        "medium report before a run",
+        ["experiment", "report", "e2", "--medium", "--results", "{tmp}"],
+        "run `symlab experiment run e2 --medium` first",
+    ),
     # barriers
     (
         "missing checkpoint",

@@ -177,3 +177,39 @@ def test_a_list_of_grids_sweeps_the_union_once():
     ]
     with pytest.raises(RunnerError, match="not fields"):
         Sweep("toy", job, Cfg(), [{"n": [1]}, {"m": [1]}])
+
+
+def test_unreachable_scheduler_is_a_named_error(tmp_path):
+    dask = pytest.importorskip("dask")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sweep = Sweep("toy", job, Cfg(), seeds=1)
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(RunnerError, match="could not connect to the Dask scheduler"),
+    ):
+        run_sweep(sweep, tmp_path, scheduler=f"tcp://127.0.0.1:{port}")
+    assert not (tmp_path / "toy").exists()
+
+
+def _orphan(cfg: Cfg, seed: int) -> dict:
+    return {"value": 1}
+
+
+_orphan.__module__ = "no_such_module_on_the_cluster"
+
+
+def test_cluster_that_cannot_import_the_experiment_is_refused(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    with (
+        distributed.LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        sweep = Sweep("toy", _orphan, Cfg(), seeds=1)
+        with pytest.raises(RunnerError, match="cannot import 'no_such_module_on_the_cluster'"):
+            run_sweep(sweep, tmp_path, scheduler=client)

@@ -105,3 +105,26 @@ def test_from_tensors_without_a_test_split_points_at_the_cause():
     with pytest.raises(errors.DataError, match="x_test="):
         sl.train.evaluate(a, data)
     assert sl.connect.interpolate(a, b, data, 3, split="train").loss.shape == (3,)  # control
+
+
+def test_interpolating_on_data_of_the_wrong_width_is_a_named_error():
+    a, b = sl.nn.MLP([3, 6, 2], seed=0), sl.nn.MLP([3, 6, 2], seed=1)
+    y = torch.randint(0, 2, (20,))
+    for kw in ({}, {"strategy": "vmap"}, {"repair": True}):
+        with pytest.raises(errors.DataError, match=r"interpolate: inputs of shape \(20, 5\)"):
+            sl.connect.interpolate(a, b, (torch.randn(20, 5), y), n_alphas=3, **kw)
+    curve = sl.connect.interpolate(a, b, (torch.randn(20, 3), y), n_alphas=3)  # the right width
+    assert curve.loss.shape == (3,)
+
+
+def test_a_path_needs_its_two_ends():
+    a, b = MLP([3, 6, 2], seed=0), MLP([3, 6, 2], seed=1)
+    data = (torch.randn(20, 3), torch.randint(0, 2, (20,)))
+    for n in (1, 0, 2.5, True):
+        with pytest.raises(errors.DataError, match="n_alphas must be an integer >= 2"):
+            sl.connect.interpolate(a, b, data, n_alphas=n)
+    one = sl.connect.interpolate(a, b, data, alphas=torch.tensor([0.5]))  # one explicit point
+    with pytest.raises(errors.DataError, match="compares the path with its two ends"):
+        one.barrier("loss")
+    ends = sl.connect.interpolate(a, b, data, n_alphas=2)  # Git Re-Basin: max - mean of the ends
+    assert ends.barrier("loss") == pytest.approx(float(ends.loss.max() - ends.loss.mean()))

@@ -1,7 +1,8 @@
 """Alignment: find the group element that moves model B's units onto model A's.
 
 Methods: weight matching (optionally at canonical scale), activation matching, optimal
-transport (soft plans, also across widths) and the straight-through estimator.
+transport (soft plans, also across widths), the straight-through estimator, and joint
+(MergeMany) alignment of many models into one unit order.
 
 Every method returns an :class:`Alignment` (permutations, objective, trace; optimal transport a
 :class:`TransportAlignment` of soft plans, rounded by ``.to_alignment()``) whose ``apply``
@@ -18,6 +19,7 @@ True
 from symlab.align.activation_matching import activation_matching
 from symlab.align.alignment import Alignment
 from symlab.align.gauge import canonical_scale_element, canonical_sign_element
+from symlab.align.joint import JointAlignment, joint_alignment
 from symlab.align.ste import straight_through
 from symlab.align.transport import TransportAlignment, fuse_state_dicts, ot_alignment, ot_fuse
 from symlab.align.weight_matching import AlignmentError, solve_assignment, weight_matching
@@ -25,11 +27,13 @@ from symlab.align.weight_matching import AlignmentError, solve_assignment, weigh
 __all__ = [
     "Alignment",
     "AlignmentError",
+    "JointAlignment",
     "TransportAlignment",
     "activation_matching",
     "canonical_scale_element",
     "canonical_sign_element",
     "fuse_state_dicts",
+    "joint_alignment",
     "ot_alignment",
     "ot_fuse",
     "solve_assignment",

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
 from symlab.errors import DataError
+from symlab.modes import eval_mode
 
-__all__ = ["iter_batches", "num_rows", "split_tensors"]
+__all__ = ["check_runs", "iter_batches", "num_rows", "split_tensors"]
 
 
 def split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -69,3 +71,28 @@ def iter_batches(
             yield batch[0], (batch[1] if len(batch) > 1 else None)
         else:
             raise DataError(f"a batch must be a tensor or (x, y), got {type(batch).__name__}")
+
+
+def check_runs(model: nn.Module, x: torch.Tensor, who: str) -> None:
+    """Run ``model`` (in eval mode, without gradients) on the first rows of ``x``: data the
+    model does not take are a :class:`DataError` naming the shapes, not a raw torch error deep
+    inside the computation.
+
+    >>> net = nn.Linear(3, 2)
+    >>> check_runs(net, torch.randn(5, 3), "demo")
+    >>> try:
+    ...     check_runs(net, torch.randn(5, 4), "demo")
+    ... except DataError as err:
+    ...     print(str(err)[:53])
+    demo: inputs of shape (5, 4) torch.float32 do not run
+    """
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x[:2])
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        cause = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(
+            f"{who}: inputs of shape {tuple(x.shape)} {x.dtype} do not run through "
+            f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass data whose inputs "
+            "the models take (the shape they were built or trained for)"
+        ) from None

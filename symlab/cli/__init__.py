@@ -209,6 +209,29 @@ def _with_device(sweep: Any, device: str, name: str) -> Any:
 
 
 FullOption = Annotated[bool, typer.Option("--full/--small", help="setting (default: --small)")]
+MediumOption = Annotated[
+    bool, typer.Option("--medium", help="the medium setting (the one docs/results publish)")
+]
+SettingOption = Annotated[
+    str | None, typer.Option(help="a setting by name (see `symlab experiment list`)")
+]
+
+
+def _setting(exp: Any, full: bool, medium: bool, setting: str | None) -> str:
+    """The setting the flags name: at most one of --full, --medium and --setting."""
+    chosen = [s for s, on in (("full", full), ("medium", medium)) if on]
+    if setting is not None:
+        chosen.append(setting)
+    if len(chosen) > 1:
+        raise ArgumentError(f"name one setting, got {' and '.join(chosen)}")
+    name = chosen[0] if chosen else "small"
+    if name not in exp.settings:
+        raise ArgumentError(
+            f"experiment {exp.name} has no setting {name!r}; it has {', '.join(exp.settings)}"
+        )
+    return name
+
+
 SeedsOption = Annotated[int | None, typer.Option(help="number of seeds (default: the setting's)")]
 
 
@@ -217,6 +240,8 @@ SeedsOption = Annotated[int | None, typer.Option(help="number of seeds (default:
 def experiment_run(
     name: Annotated[str, typer.Argument(help="experiment name (see `symlab experiment list`)")],
     full: FullOption = False,
+    medium: MediumOption = False,
+    setting: SettingOption = None,
     seeds: SeedsOption = None,
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address, e.g. tcp://host:8786")
@@ -236,7 +261,7 @@ def experiment_run(
     from symlab.runner import run_sweep
 
     exp = _experiments().get(name)
-    setting = "full" if full else "small"
+    setting = _setting(exp, full, medium, setting)
     if seeds is not None and seeds < 1:
         raise ArgumentError(f"--seeds must be >= 1, got {seeds}")
     if workers is not None and workers < 1:
@@ -283,6 +308,8 @@ def experiment_run(
 def experiment_report(
     name: Annotated[str, typer.Argument(help="experiment name")],
     full: FullOption = False,
+    medium: MediumOption = False,
+    setting: SettingOption = None,
     seeds: SeedsOption = None,
     results: Annotated[Path, typer.Option(help="results root folder")] = RESULTS,
 ) -> None:
@@ -290,7 +317,7 @@ def experiment_report(
     from symlab.runner import ResultStore
 
     exp = _experiments().get(name)
-    setting = "full" if full else "small"
+    setting = _setting(exp, full, medium, setting)
     if seeds is not None and seeds < 1:
         raise ArgumentError(f"--seeds must be >= 1, got {seeds}")
     sweep = exp.sweep(setting, seeds)

@@ -33,8 +33,13 @@ __all__ = [
 def _prep(alphas: torch.Tensor, values: torch.Tensor, what: str) -> tuple[np.ndarray, ...]:
     a = np.asarray(torch.as_tensor(alphas, dtype=torch.float64))
     v = np.asarray(torch.as_tensor(values, dtype=torch.float64))
-    if a.ndim != 1 or a.shape != v.shape or len(a) < 2:
+    if a.ndim != 1 or a.shape != v.shape:
         raise DataError(f"{what}: need matching 1-d alphas and values, got {a.shape}, {v.shape}")
+    if len(a) < 2:
+        raise DataError(
+            f"{what}: a barrier compares the path with its two ends; got {len(a)} point(s) "
+            "(evaluate at least α = 0 and α = 1, e.g. n_alphas >= 2)"
+        )
     i0, i1 = np.flatnonzero(a == 0.0), np.flatnonzero(a == 1.0)
     if not len(i0) or not len(i1):
         raise DataError(f"{what} needs the endpoints alpha = 0 and alpha = 1 on the curve")

@@ -28,6 +28,7 @@ the tensor) instead of giving a NaN curve.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from symlab.align.data import iter_batches, split_tensors
+from symlab.align.data import check_runs, iter_batches, split_tensors
 from symlab.connect.barrier import barrier as _barrier
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.path_eval import (
@@ -181,6 +182,14 @@ def _check_finite(sd: StateDict, which: str) -> None:
             )
 
 
+def _is_int(n: Any) -> bool:
+    try:
+        operator.index(n)
+    except TypeError:
+        return False
+    return True
+
+
 def _check_alphas(al: torch.Tensor) -> None:
     if al.ndim != 1 or len(al) == 0:
         raise DataError("alphas must be a non-empty 1-d tensor")
@@ -245,7 +254,8 @@ def interpolate(
     Raises:
         ArchitectureMismatchError: the state_dicts differ in keys or shapes.
         NonFiniteError: a parameter or buffer of either model holds NaN or infinity.
-        DataError: an α outside [0, 1], no data rows, or no targets.
+        DataError: an α outside [0, 1], fewer than two α, no data rows, no targets, or inputs
+            the models do not take.
 
     >>> import symlab as sl
     >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
@@ -258,6 +268,10 @@ def interpolate(
     check_same_architecture(sd_a, sd_b)
     _check_finite(sd_a, "model_a (A)")
     _check_finite(sd_b, "model_b (B)")
+    if alphas is None and (isinstance(n_alphas, bool) or not _is_int(n_alphas) or n_alphas < 2):
+        raise DataError(
+            f"n_alphas must be an integer >= 2 (the two ends included), got {n_alphas!r}"
+        )
     al = torch.linspace(0.0, 1.0, n_alphas) if alphas is None else torch.as_tensor(alphas)
     al = al.to(torch.float64)
     _check_alphas(al)
@@ -281,14 +295,15 @@ def interpolate(
                 reset_bn_stats(m, fixed_data)
         return m
 
+    tensors = split_tensors(data, split)
+    first_x = tensors[0] if tensors is not None else next(iter_batches(data, None, split))[0]
+    check_runs(model_a, first_x, "interpolate")
     overrides: dict[int, dict[str, torch.Tensor]] = {}
     if (do_reset and bn) or repair:
         what = "REPAIR" if repair else "BatchNorm reset"
         for i, a in enumerate(progress_items(al.tolist(), progress, f"interpolate: {what}")):
             if 0.0 < a < 1.0:
                 overrides[i] = dict(factory(a).state_dict())
-    tensors = split_tensors(data, split)
-    first_x = tensors[0] if tensors is not None else next(iter_batches(data, None, split))[0]
     if loss is None:
         y0 = tensors[1] if tensors is not None else next(iter_batches(data, None, split))[1]
         loss = "mse" if y0 is not None and y0.is_floating_point() else "cross_entropy"

@@ -24,10 +24,20 @@ from .experiment import (
     config_dict,
     job_id,
 )
+from .stats import (
+    Interval,
+    combine_verdicts,
+    correlation_interval,
+    difference_interval,
+    mean_interval,
+    proportion_interval,
+    slope_interval,
+)
 from .store import ResultStore, to_json
 
 __all__ = [
     "Experiment",
+    "Interval",
     "Job",
     "Report",
     "ResultStore",
@@ -36,9 +46,15 @@ __all__ = [
     "Sweep",
     "SweepSummary",
     "canonical_json",
+    "combine_verdicts",
     "config_dict",
+    "correlation_interval",
+    "difference_interval",
     "execute_job",
     "job_id",
+    "mean_interval",
+    "proportion_interval",
     "run_sweep",
+    "slope_interval",
     "to_json",
 ]

@@ -5,7 +5,10 @@ record as soon as its job finishes, so a killed sweep resumed with the same call
 is missing. A job that raises is recorded with its error and traceback (and run again on the
 next resume); the sweep goes on. A worker process that dies (killed, out of memory) breaks a
 local pool: the pool is rebuilt and the jobs it was running are retried once, then recorded as
-failed. With Dask, the cluster's own retry policy applies and a lost task is recorded as failed.
+failed. With Dask, the cluster's own retry policy applies (a job whose worker died runs again on
+another worker; one that kills ``distributed.scheduler.allowed-failures`` workers is recorded as
+failed); before submitting, the scheduler and the workers are checked to import the
+experiment's module, and a scheduler that cannot be reached is a :class:`RunnerError`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from symlab.progress import progress_bar
 
-from .experiment import Job, RunFn, Sweep, config_dict
+from .experiment import Job, RunFn, RunnerError, Sweep, config_dict
 from .store import ResultStore, to_json
 
 __all__ = ["SweepSummary", "execute_job", "run_sweep"]
@@ -88,7 +91,7 @@ def execute_job(run: RunFn, job: Job) -> dict[str, Any]:
     >>> execute_job(lambda config, seed: 1 / 0, Job("demo", Config(), 0))["status"]
     'error'
     """
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     record: dict[str, Any] = {
         "job_id": job.id,
         "experiment": job.experiment,
@@ -110,6 +113,7 @@ def execute_job(run: RunFn, job: Job) -> dict[str, Any]:
             status="error", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
         )
     record["seconds"] = time.time() - start
+    record["cpu_seconds"] = time.process_time() - cpu  # all threads of this process
     return record
 
 
@@ -175,12 +179,73 @@ def _local(run: RunFn, jobs: list[Job], workers: int) -> Iterator[dict[str, Any]
                 ex.shutdown(wait=True, cancel_futures=True)
 
 
-def _dask(run: RunFn, jobs: list[Job], scheduler: Any) -> Iterator[dict[str, Any]]:
-    from dask.distributed import Client, as_completed
+def _importable(module: str) -> str:
+    """``""`` if ``module`` imports in this process, else the error (run on the cluster)."""
+    import importlib
 
-    own = not isinstance(scheduler, Client)
-    client = Client(scheduler) if own else scheduler
     try:
+        importlib.import_module(module)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+IMPORT_HINT = (
+    "the scheduler and every worker must be able to import symlab and the experiment's "
+    "module: install the same checkout in their environment, or start them from the "
+    "repository root (or with it on PYTHONPATH)"
+)
+
+
+def _connect(scheduler: Any) -> tuple[Any, bool]:
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise RunnerError(
+            "running on a Dask scheduler needs dask.distributed: pip install 'symlab[dask]'"
+        ) from None
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    try:
+        return Client(scheduler), True
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RunnerError(
+            f"could not connect to the Dask scheduler at {scheduler!r} ({first}); start one "
+            "with `dask scheduler` and pass the tcp://HOST:PORT address it prints"
+        ) from None
+
+
+def _check_imports(client: Any, module: str) -> None:
+    """Refuse a cluster whose scheduler or workers cannot import the experiment's module
+    (otherwise every job fails with an unpickling error)."""
+    try:
+        found = {"scheduler": client.run_on_scheduler(_importable, module)}
+        found.update(client.run(_importable, module))
+    except Exception as exc:
+        raise RunnerError(f"the Dask cluster cannot run symlab jobs ({_one_line(exc)}); "
+                          f"{IMPORT_HINT}") from None  # fmt: skip
+    bad = {where: msg for where, msg in found.items() if msg}
+    if bad:
+        where, msg = next(iter(bad.items()))
+        raise RunnerError(
+            f"{len(bad)} of the cluster's processes cannot import {module!r} (first: "
+            f"{where}: {msg}); {IMPORT_HINT}"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
+
+
+def _dask(run: RunFn, jobs: list[Job], scheduler: Any) -> Iterator[dict[str, Any]]:
+    client, own = _connect(scheduler)
+    from dask.distributed import as_completed
+
+    try:
+        if run.__module__ != "__main__":  # a script's functions travel by value
+            _check_imports(client, run.__module__)
         futures = {
             client.submit(execute_job, run, j, key=f"{j.experiment}-{j.id}", pure=False): j
             for j in jobs
@@ -190,7 +255,7 @@ def _dask(run: RunFn, jobs: list[Job], scheduler: Any) -> Iterator[dict[str, Any
             try:
                 yield fut.result()
             except Exception as exc:  # a lost worker (KilledWorker) or a cancelled task
-                yield _crash_record(job, f"the Dask task failed: {type(exc).__name__}: {exc}")
+                yield _crash_record(job, f"the Dask task failed: {_one_line(exc)}")
             fut.release()
     finally:
         if own:
@@ -245,7 +310,9 @@ def run_sweep(
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     n_workers = min(workers or os.cpu_count() or 1, max(len(todo), 1))
-    if scheduler is not None:
+    if not todo:
+        stream: Iterator[dict[str, Any]] = iter(())
+    elif scheduler is not None:
         stream = _dask(sweep.run, todo, scheduler)
     else:
         stream = _local(sweep.run, todo, n_workers)

@@ -67,7 +67,12 @@ def to_json(record: Mapping[str, Any]) -> str:
     return json.dumps(_finite(plain), indent=1, sort_keys=True, allow_nan=False)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, *, exclusive: bool = False) -> bool:
+    """Write ``text`` to a temporary file and move it to ``path`` in one step.
+
+    ``exclusive``: never replace an existing ``path`` (``os.link`` fails if it exists, even
+    when two processes race for it); returns False if it existed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -75,7 +80,14 @@ def _atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if not exclusive:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -117,11 +129,11 @@ class ResultStore:
         text = to_json(record)
         if record.get("status") == "ok":
             path = self.jobs_dir / f"{jid}.json"
-            if path.exists():
+            if not _atomic_write(path, text, exclusive=True):
                 raise RunnerError(f"job {jid} already has a record at {path}; records are final")
         else:
             path = self.failed_dir / f"{jid}.{time.time_ns()}.json"
-        _atomic_write(path, text)
+            _atomic_write(path, text)
         return path
 
     @staticmethod
