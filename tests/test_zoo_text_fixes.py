@@ -251,3 +251,16 @@ def test_a_layer_across_another_axis_is_opaque_and_sound() -> None:
     G = sl.symmetries(net, x)
     assert sl.check_invariance(net, G, x, 4).worst < 1e-9
     assert not {key for f in G.factors for key, _ in f.axes} & {"conv.weight", "conv.bias"}
+
+
+def test_a_shared_layer_across_another_axis_is_still_refused() -> None:
+    """Negative control: the opaque reading leaves the layer's parameters unmoved, which is
+    sound only when nothing else reads them; a layer called twice is refused."""
+
+    class Twice(AcrossTokens):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.a(x))
+            return self.b(h + self.conv(h) + self.conv(h * 2.0))
+
+    with pytest.raises(UnsupportedOpError, match="acts on axis 1"):
+        sl.symmetries(Twice().double(), torch.randn(2, 5, 4, dtype=torch.float64))

@@ -157,8 +157,10 @@ class Converter:
             if node in matched:
                 pattern, match = matched[node]
                 pattern.emit(self, match)
-            elif node.op in ("call_module", "call_function", "call_method") \
-                    and (node not in carrying or 0 in (self.meta_shape(node) or (1,))):  # fmt: skip
+            elif node.op in ("call_module", "call_function", "call_method") and (
+                node not in carrying
+                or (node.op != "call_module" and 0 in (self.meta_shape(node) or (1,)))
+            ):
                 self.fixed(node)  # (an empty tensor carries no unit either: q[..., d:] at d)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
@@ -342,9 +344,15 @@ class Converter:
                 "wasym_conv": 1, "figlu2d": 1,
                 "pool_max": 1, "pool_avg": 1}.get(op)  # fmt: skip
         if op != "embedding" and need is not None and self.fa[x] != need:
+            if stateless or not self.private(node, mod):  # (pads and pools: refused)
+                raise UnsupportedOpError(
+                    f"node {target!r}: {type(mod).__name__} acts on axis {need} but the units of "
+                    f"its input lie on axis {self.fa[x]}{where(node)}"
+                )
             # a layer across another axis than the units' (SqueezeBERT's Conv1d on tokens,
-            # Nyströmformer's convolution over heads): opaque, its input and output fixed and
-            # its parameters unmoved (sound; its own symmetries are not derived)
+            # Nyströmformer's convolution over heads), called once on parameters of its own:
+            # opaque, its input and output fixed and its parameters unmoved (sound; its own
+            # symmetries are not derived)
             self.opaque(node)
             return
         if op in ("layernorm", "rmsnorm") and len(getattr(mod, "normalized_shape", (0,))) != 1:
@@ -357,6 +365,22 @@ class Converter:
             self.emit(node, target, op, ins, fa, **attrs)
         else:  # the root module itself is the op: its parameter names are the whole keys
             self.emit(node, "@root", op, ins, fa, absolute_keys=True, **attrs)
+
+    def private(self, node: fx.Node, mod: nn.Module) -> bool:
+        """Whether ``mod`` is called once (``node``), no other node reads its tensors and they
+        are no other ``state_dict`` entry: then leaving them undeclared moves nothing it reads."""
+        calls = [
+            n for n in self.gm.graph.nodes if n.op == "call_module" and n.target == node.target
+        ]
+        own = {id(t) for t in (*mod.parameters(), *mod.buffers())}
+        prefix = f"{node.target}."
+        others = [k for k, t in self.state.items() if id(t) in own and not k.startswith(prefix)]
+        read = [
+            n
+            for n in self.gm.graph.nodes
+            if n.op == "get_attr" and str(n.target).startswith(prefix)
+        ]
+        return len(calls) == 1 and not others and not read
 
     def flatten(self, node: fx.Node, x: str, name: str) -> str:
         shape_in, shape_out = self.shape[x], self.meta_shape(node)
