@@ -1,9 +1,14 @@
-"""Test configuration: hypothesis profiles (bounded & derandomized in CI, deeper on demand)."""
+"""Test configuration: hypothesis profiles (bounded & derandomized in CI, deeper on demand);
+torchvision made importable before any test imports it (or timm / transformers, which do)."""
 
 import os
 
 import torch
 from hypothesis import HealthCheck, settings
+
+from symlab.testing._torchvision_compat import ensure_torchvision_importable
+
+ensure_torchvision_importable()  # a test file run alone must not depend on which ran before
 
 settings.register_profile(
     "ci",

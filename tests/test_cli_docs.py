@@ -27,3 +27,16 @@ def test_cli_reference_page_is_in_sync():
     for command in ("symlab symmetries", "symlab barrier", "symlab experiment run"):
         assert f"## `{command}`" in expected or f"### `{command}`" in expected
     assert "--device" in expected and "Exit codes" in expected
+
+
+def test_help_shows_no_doctest():
+    """A command's docstring example (for the test suite) stays out of ``--help`` and the
+    reference page: click's ``\\f`` ends the help text."""
+    from typer.testing import CliRunner
+
+    from symlab.cli import app
+
+    out = CliRunner().invoke(app, ["coverage", "--help"]).output
+    assert "Census of real models" in out and ">>>" not in out and "CliRunner" not in out
+    page = _page_module().cli_markdown()
+    assert "&gt;&gt;&gt;" not in page and ">>>" not in page

@@ -6,7 +6,7 @@ import torch
 
 from symlab.symmetry import builtin_rules
 from symlab.symmetry.spec import ANY
-from symlab.testing.fuzz import PREAMBLE, FuzzModel, generate, run_many, run_one
+from symlab.testing.fuzz import PREAMBLE, FuzzModel, _error, build, generate, run_many, run_one
 
 
 def test_fuzzed_models_are_sound_or_refused():
@@ -47,3 +47,27 @@ def test_fuzz_deep():
     torch.set_num_threads(1)
     _, _, bad = run_many(100_000, 2000)
     assert not bad, [(r.seed, r.status, r.detail[:300]) for r in bad]
+
+
+def test_fuzzer_ties_and_reuses_parameters():
+    """Some generated models tie two parameters (one tensor, two keys) or call a module twice,
+    and two tied keys moved apart count as unsound (loading would silently keep one)."""
+    ops = [generate(s).ops for s in range(60)]
+    assert sum("tied-params" in o for o in ops) >= 5
+    assert sum("module-reused" in o for o in ops) >= 2
+    source = _GELU.replace(
+        "self.b = nn.Linear(3, 4), nn.Linear(4, 2)",
+        "self.b = nn.Linear(3, 4), nn.Linear(4, 2)\n"
+        "        self.c = nn.Linear(3, 4)\n"
+        "        self.c.bias = self.a.bias",
+    )
+    source = source.replace(
+        "return self.b(F.gelu(self.a(h)))", "return self.b(F.gelu(self.a(h)) + self.c(h))"
+    )
+    model, x = build(FuzzModel(0, source, (8, 3)))
+    with torch.no_grad():
+        ref = model(x)
+    sd = dict(model.state_dict())
+    assert _error(model, sd, x, ref) < 1e-12
+    sd["c.bias"] = sd["a.bias"] + 1.0
+    assert _error(model, sd, x, ref) == float("inf")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ops_contexts import export_only, kinds, prove, same_through_export
+from ops_contexts import kinds, prove, same_through_export
 from torch import nn
 
 import symlab as sl
@@ -185,20 +185,50 @@ def test_a_zero_initial_state_is_no_state(cell: str) -> None:
     net = ZeroState(cell).double().eval()
     G = prove(net, _x())
     assert kinds(G) == ["S_2", "Z2^2(flip)", "S_3", "{±1}^3", "S_3", "{±1}^3"]
-    if cell == "gru":
-        same_through_export(net, _x())
+    same_through_export(net, _x())
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "gru", "lstm"])
 def test_same_group_through_torch_export(cell: str) -> None:
     same_through_export(_net(cell, "after_linear", num_layers=2), _x("after_linear"))
 
 
-def test_lstm_through_torch_export_is_a_named_refusal() -> None:
-    """The torch.export fallback does not read a module returning a nested tuple
-    (``(output, (h_n, c_n))``) yet: a named error, never a wrong group."""
-    with export_only(), pytest.raises(TraceError, match="returns a tuple"):
-        sl.symmetries(_net("lstm", "direct"), _x())
+@pytest.mark.parametrize("context", ["direct", "h_n", "sigmoid", "residual"])
+def test_lstm_through_torch_export(context: str) -> None:
+    """An LSTM returns a nested tuple, ``(output, (h_n, c_n))``: torch.export reads each leaf
+    the graph uses through a chain of ``getitem``; the group equals torch.fx's and is proven."""
+    same_through_export(_net("lstm", context), _x(context))
+
+
+class CellState(nn.Module):
+    """Reads the LSTM's cell state ``c_n`` (the second leaf of the nested tuple) beside ``y``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(3, 3, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(6 + 3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, (_, c) = self.rnn(x)
+        return self.out(torch.cat([y[:, -1], torch.tanh(c[-1])], -1))
+
+
+def test_lstm_cell_state_through_torch_export() -> None:
+    torch.manual_seed(0)
+    G = same_through_export(CellState().double().eval(), _x())
+    assert "S_3" in kinds(G)
+
+
+def test_a_module_returning_anything_but_tuples_of_tensors_is_a_named_error() -> None:
+    from symlab.frontend.export import _tuple_leaves
+
+    assert [p for p, _ in _tuple_leaves((1 * torch.ones(1), (None, torch.ones(1))), "m")] == [
+        (0,),
+        (1, 0),
+        (1, 1),
+    ]
+    with pytest.raises(TraceError, match="returns a dict"):
+        _tuple_leaves((torch.ones(1), {"h": torch.ones(1)}), "module 'rnn' (Odd)")
 
 
 # -- negative controls --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ its traceback); 2 bad input: one line on stderr saying what was wrong and what t
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import re
 import sys
@@ -421,7 +422,10 @@ def barrier(
 
 from symlab.testing.zoo_cli import coverage  # noqa: E402 - the census, defined beside it
 
-app.command("coverage")(friendly(coverage))
+# the help is the docstring up to click's "\f" (its doctest is for the test suite, not --help)
+app.command("coverage", help=inspect.getdoc(coverage).partition("\f")[0].strip())(  # type: ignore[union-attr]
+    friendly(coverage)
+)
 
 
 def main() -> None:

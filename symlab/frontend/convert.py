@@ -189,12 +189,16 @@ class Converter:
         if self.strip is None:
             used = self.g.state_keys()
             self.g.unused_keys = tuple(k for k in self.state if k not in used)
-            by_tensor: dict[int, list[str]] = {}
-            for key, value in self.state.items():
-                if key in used:
-                    by_tensor.setdefault(id(value), []).append(key)
-            self.g.tied_keys = tuple(tuple(k) for k in by_tensor.values() if len(k) > 1)
+            # keys no node reads are tied too (T5's shared.weight): the action copies to them
+            self.g.tied_keys = tuple(k for k in self.aliases() if any(x in used for x in k))
         return self.g
+
+    def aliases(self) -> list[tuple[str, ...]]:
+        """The groups of ``state_dict`` keys that are one tensor (tied weights)."""
+        by_tensor: dict[int, list[str]] = {}
+        for key, value in self.state.items():
+            by_tensor.setdefault(id(value), []).append(key)
+        return [tuple(k) for k in by_tensor.values() if len(k) > 1]
 
     def check_tracked(self, swallowed: set[fx.Node]) -> None:
         """Fail closed: every tensor the graph's nodes read is a graph node, or a parameter
@@ -204,6 +208,11 @@ class Converter:
         declared = {
             g_node.key(p) for g_node in self.g.nodes() for p in g_node.params if p.kind != "fixed"
         }
+        tied_to: dict[str, list[str]] = {}
+        for group in self.aliases():  # one tensor: moved under one key is moved under all
+            if declared.intersection(group):
+                declared.update(group)
+                tied_to.update({k: [x for x in group if x != k] for k in group})
         for n in self.gm.graph.nodes:
             if n in self.name or n in swallowed or not hasattr(n.meta.get("tensor_meta"), "shape"):
                 continue
@@ -216,10 +225,12 @@ class Converter:
                     key in {self.g.node(r).key(p) for p in self.g.node(r).params} for r in readers
                 ):
                     continue
+            alias = tied_to.get(str(n.target))
             raise UnsupportedOpError(
                 f"node {n.name!r} ({n.op} {getattr(n.target, '__name__', n.target)}) is read by "
-                f"{sorted(readers)} but symlab does not track it{where(n)}; symlab refuses "
-                "rather than move a tensor an op reads behind its back"
+                f"{sorted(readers)} but symlab does not track it{where(n)}"
+                f"{f', and it is one tensor with {alias}, which symlab moves' if alias else ''}; "
+                "symlab refuses rather than move a tensor an op reads behind its back"
             )
 
     def find_patterns(self) -> tuple[dict[fx.Node, tuple[Any, Any]], set[fx.Node]]:

@@ -208,6 +208,11 @@ class _Rewriter:
                     src = g.inputs[0]
                 else:
                     src = self.calls.match(t, g.inputs, f"an argument of {what}")
+                    if src in used and src in self.pure:  # equal constants (an LSTM's zero
+                        v = self.calls.value(src)  # h_0 and c_0): any unused twin is the same
+                        twins = [c for c in g.inputs if c not in used and c in self.pure
+                                 and torch.equal(self.calls.value(c), v)]  # fmt: skip
+                        src = twins[0] if twins else src
                 used.add(src)
                 return self.arg(src, g.nodes[0])
             if not isinstance(t, (*_LITERALS, slice)):
@@ -230,13 +235,13 @@ class _Rewriter:
                 raise TraceError(f"{what} returns one tensor but the graph reads several of its")
             self.env.update(dict.fromkeys(g.outputs, call_node))
             return
-        if not isinstance(out, tuple | list) or any(
-            not isinstance(o, torch.Tensor | None) for o in out
-        ):
-            raise TraceError(f"{what} returns a {type(out).__name__}: only tensors and tuples")
+        paths = _tuple_leaves(out, what)  # (output, (h_n, c_n)) of an LSTM: nested
         for o in g.outputs:
-            i = self.calls.output_index(o, tuple(out), what)
-            self.env[o] = self.graph.call_function(operator.getitem, (call_node, i))
+            i = self.calls.output_index(o, tuple(t for _, t in paths), what)
+            node = call_node
+            for k in paths[i][0]:
+                node = self.graph.call_function(operator.getitem, (node, k))
+            self.env[o] = node
 
     def emit_op(self, node: fx.Node) -> None:
         target, packet = node.target, _packet(node)
@@ -324,6 +329,19 @@ class _Rewriter:
                     self.live.add(node)
         self.graph.lint()
         return self.graph
+
+
+def _tuple_leaves(out: Any, what: str) -> list[tuple[tuple[int, ...], torch.Tensor | None]]:
+    """The leaves of a module's tuple output, nested tuples included, with their index paths;
+    a named error for anything but tensors, ``None`` and tuples (or lists) of them."""
+    if isinstance(out, torch.Tensor | None):
+        return [((), out)]
+    if not isinstance(out, tuple | list):
+        raise TraceError(
+            f"{what} returns a {type(out).__name__}: symlab reads modules returning tensors "
+            "and (nested) tuples of tensors"
+        )
+    return [((i, *p), t) for i, o in enumerate(out) for p, t in _tuple_leaves(o, what)]
 
 
 def _check_private_write(node: fx.Node) -> None:

@@ -34,6 +34,7 @@ from torch import nn
 
 from symlab.errors import SymlabError, TraceError, UnsupportedOpError
 from symlab.frontend.convert import Converter
+from symlab.frontend.in_place import resolve_in_place
 from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.shapes import graph_module, record_shapes
 from symlab.frontend.tracer import Tracer, is_leaf
@@ -165,6 +166,7 @@ def _convert(
         if frontend == "torch.fx":
             raise _ShapeError() from e
         raise _ShapeError().trace_error(model) from e
+    resolve_in_place(gm.graph)  # readers after an in-place write read its result (or refused)
     graph_out = Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = frontend
     return graph_out

@@ -11,6 +11,7 @@ they are converted: torch.fx does not run hooks, so what they do would be invisi
 from __future__ import annotations
 
 import collections
+import operator
 from typing import Any
 
 import torch.fx as fx
@@ -57,6 +58,24 @@ class _ModuleStack(collections.OrderedDict):
         return _ModuleStack(self)
 
 
+class _Proxy(fx.Proxy):
+    """torch.fx's proxy, with augmented assignment recorded as the in-place op it is on
+    tensors (``h += y`` writes ``h``; torch.fx would record ``h + y`` and lose the write, which
+    another name for ``h`` sees: :mod:`symlab.frontend.in_place`)."""
+
+    def __iadd__(self, other: Any) -> fx.Proxy:
+        return self.tracer.create_proxy("call_function", operator.iadd, (self, other), {})
+
+    def __isub__(self, other: Any) -> fx.Proxy:
+        return self.tracer.create_proxy("call_function", operator.isub, (self, other), {})
+
+    def __imul__(self, other: Any) -> fx.Proxy:
+        return self.tracer.create_proxy("call_function", operator.imul, (self, other), {})
+
+    def __itruediv__(self, other: Any) -> fx.Proxy:
+        return self.tracer.create_proxy("call_function", operator.itruediv, (self, other), {})
+
+
 class Tracer(fx.Tracer):
     """torch.fx's tracer with symlab's leaves; buffers are proxied (causal masks sliced by a
     traced size), and the module stack is copied cheaply."""
@@ -66,6 +85,9 @@ class Tracer(fx.Tracer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.module_stack = _ModuleStack()
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _Proxy(node, self)
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if is_leaf(m):

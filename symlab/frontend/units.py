@@ -22,6 +22,7 @@ module's tensors such a node.
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections.abc import Callable, Iterable, Mapping
 
@@ -50,6 +51,15 @@ def writes(node: fx.Node) -> bool:
     >>> [writes(n) for n in g.nodes]
     [False, True, False, False]
     """
+    if node.op == "call_module":  # nn.ReLU(inplace=True)
+        owner = node.graph.owning_module
+        try:
+            module = owner.get_submodule(str(node.target)) if owner is not None else None
+        except AttributeError:
+            module = None
+        return getattr(module, "inplace", False) is True
+    if _inplace_argument(node):  # F.relu(x, inplace=True)
+        return True
     if node.op == "call_method":
         name = str(node.target)
         return (name.endswith("_") and not name.startswith("_")) or name == "__setitem__"
@@ -57,11 +67,27 @@ def writes(node: fx.Node) -> bool:
         return False
     if node.target in _IN_PLACE_FUNCS:
         return True
+    if getattr(node.target, "__module__", None) in ("_operator", "operator"):
+        return False  # operator.or_, and_, not_: Python's operators, never in place
     schema = getattr(node.target, "_schema", None)
     if schema is not None:
         return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
     name = getattr(node.target, "__name__", "")
     return name.endswith("_") and not name.startswith("_")
+
+
+def _inplace_argument(node: fx.Node) -> bool:
+    """Whether a call passes ``inplace=True`` (by keyword, or by position to a Python function
+    with an ``inplace`` parameter, as ``F.relu(x, True)``)."""
+    if node.kwargs.get("inplace") is True:
+        return True
+    if node.op != "call_function" or not any(a is True for a in node.args):
+        return False
+    try:
+        bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return bound.arguments.get("inplace") is True
 
 
 def _base(node: fx.Node) -> fx.Node:

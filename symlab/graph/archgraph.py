@@ -128,7 +128,8 @@ class ArchGraph:
         #: accepted by the group's actions and passed through unchanged
         self.unused_keys: tuple[str, ...] = ()
         #: groups of ``state_dict`` keys that are one tensor (tied weights, e.g. a language
-        #: model's embedding and output layer); their axes must move identically
+        #: model's embedding and output layer); their axes must move identically, and a key no
+        #: node reads (T5's ``shared.weight``) gets the moved tensor of the key that is read
         self.tied_keys: tuple[tuple[str, ...], ...] = ()
 
     def _stamp(self) -> tuple[int, int]:

@@ -46,9 +46,9 @@ def _outputs(
     sd = dict(sd)
     consistent = True
     for group in tied:
-        first, *rest = group
-        for key in rest:
-            consistent &= bool(torch.equal(sd[key], sd[first]))
+        present = [k for k in group if k in sd]  # functional_call takes one key of a tie
+        for key in present[1:]:
+            consistent &= bool(torch.equal(sd[key], sd[present[0]]))
             del sd[key]
     call = ExampleInputs.of(inputs)
     out = torch.func.functional_call(model, sd, call.args, call.kwargs)
@@ -347,11 +347,12 @@ def brute_force_group(
     found_p: set[tuple[tuple[int, ...], ...]] = set()
     found_s: set[tuple[tuple[int, ...], ...]] = set()
     with torch.no_grad(), eval_mode(model) as m, single_thread(is_small(model, inputs)):
-        ref = _outputs(m, sd, inputs)
+        tied = G.graph.tied_keys
+        ref = _outputs(m, sd, inputs, tied)
         for cand in itertools.product(*[itertools.permutations(range(n)) for n in widths]):
             perms = {k: torch.tensor(p) for k, p in zip(spaces, cand, strict=True)}
-            sd2 = G.act_transforms(G.tensor_transforms(perms, {}), sd)
-            if _rel_err(_outputs(m, dict(sd2), inputs), ref) <= tol:
+            sd2 = G._copy_to_unread(G.act_transforms(G.tensor_transforms(perms, {}), sd))
+            if _rel_err(_outputs(m, dict(sd2), inputs, tied), ref) <= tol:
                 found_p.add(cand)
         sign_iter = (
             itertools.product(*[itertools.product((1, -1), repeat=n) for n in widths])
@@ -363,7 +364,7 @@ def brute_force_group(
             for k, s in zip(spaces, cand, strict=True):
                 for seg in st.class_segments[k]:
                     scales[seg] = torch.tensor(s, dtype=torch.float64)
-            sd2 = G.act_transforms(G.tensor_transforms({}, scales), sd)
-            if _rel_err(_outputs(m, dict(sd2), inputs), ref) <= tol:
+            sd2 = G._copy_to_unread(G.act_transforms(G.tensor_transforms({}, scales), sd))
+            if _rel_err(_outputs(m, dict(sd2), inputs, tied), ref) <= tol:
                 found_s.add(cand)
     return BruteForceGroup(spaces, found_p, found_s)

@@ -11,10 +11,8 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,11 +31,8 @@ from symlab.symmetry.factors import Factor
 from symlab.symmetry.flips import flip_paths
 from symlab.symmetry.refine import refine_units
 from symlab.symmetry.rules import Rule, get_rule
-from symlab.symmetry.sharing import tie_shared_keys
+from symlab.symmetry.sharing import Ties, axis_tensor, tie_shared_keys, tie_tied_keys
 from symlab.symmetry.spec import ANY, Admits, Mag, OpSymmetry, Sign, Translation
-
-if TYPE_CHECKING:
-    from networkx.utils import UnionFind
 
 __all__ = ["Structure", "derive_structure"]
 
@@ -126,8 +121,9 @@ def derive_structure(
     for src, level in flips.levels.items():  # flips survive where their shift is absorbed
         for p in parts(src):
             admits[p] = admits.get(p, ANY) & Admits(Mag.GL, level)
-    _tie_shared_weights(graph, specs, perm_uf, seg_uf, admits, fixed, parts, composite)
-    tie_shared_keys(graph, specs, perm_uf, seg_uf, fixed, parts, composite)
+    ties = Ties(perm_uf, seg_uf, admits, fixed, parts, composite, flips.out_shift)
+    tie_tied_keys(graph, specs, ties)
+    tie_shared_keys(graph, specs, ties)
     order = {t: i for i, t in enumerate(plain)}
     first = {}
     for t in plain:
@@ -203,74 +199,6 @@ def derive_structure(
     return st
 
 
-def _tie_shared_weights(
-    graph: ArchGraph,
-    specs: Mapping[str, OpSymmetry],
-    perm_uf: UnionFind,
-    seg_uf: UnionFind,
-    admits: dict[str, Admits],
-    fixed: set[str],
-    parts: Callable[[str], list[str]],
-    composite: Mapping[str, list[str]],
-) -> None:
-    """Tied weights (one tensor under several keys, e.g. ``lm_head.weight = wte.weight``): each
-    axis must move identically in every place, so the tensors those axes belong to share one
-    permutation and one map ``M`` with ``M = M⁻¹`` where one place reads the axis and the other
-    writes it — signs only, no scaling (sound, not complete: orthogonal maps are not derived)."""
-    if not graph.tied_keys:
-        return
-    keys = graph.state_keys()
-    _drop_tied_translations(graph, specs)
-    translated = {(tr.node, a) for s in specs.values() for tr in s.translations for a, _ in tr.axes}
-    for group in graph.tied_keys:
-        members = [keys[k] for k in group if k in keys]
-        for node, p in members:
-            if specs[node.name].internal or (node.name, p.name) in translated or p.kind == "fixed":
-                raise UnsupportedOpError(
-                    f"{node.key(p)!r} is tied to {[k for k in group if k != node.key(p)]} and "
-                    f"is moved by {node.op!r} {node.name!r} with attention heads or as fixed "
-                    "data, which symlab cannot tie yet; untie the "
-                    "weights (clone them) to derive the group of the untied model"
-                )
-        for (n1, p1), (n2, p2) in itertools.pairwise(members):
-            for a1, a2 in zip(p1.axes, p2.axes, strict=True):
-                t1, t2 = _axis_tensor(graph, n1, a1), _axis_tensor(graph, n2, a2)
-                if t1 is None and t2 is None:
-                    continue
-                if t1 is None or t2 is None or t1 in composite or t2 in composite:
-                    fixed.update(p for t in (t1, t2) if t is not None for p in parts(t))
-                    continue
-                perm_uf.union(t1, t2)
-                seg_uf.union(t1, t2)
-                for t in (t1, t2):
-                    admits[t] = admits.get(t, ANY) & Admits(Mag.NONE, Sign.DIAG)
-
-
-def _drop_tied_translations(graph: ArchGraph, specs: Mapping[str, OpSymmetry]) -> None:
-    """A translation (softmax or LayerNorm shift) moves one copy of a tied tensor only, which
-    the tie cannot carry: drop it, keeping a bias-only shift where the bias is not tied."""
-    tied = {k for group in graph.tied_keys for k in group}
-    for spec in specs.values():
-        kept = []
-        for tr in spec.translations:
-            owner = graph.node(tr.node)
-            hit = {p.name for p in owner.params if owner.key(p) in tied} & {p for p, _ in tr.axes}
-            if not hit:
-                kept.append(tr)
-            elif hit == {"weight"} and any(p == "bias" for p, _ in tr.axes):
-                kept.append(shift_rules.logit_translation(owner, tr.suffix, weight=False))
-        spec.translations[:] = kept
-
-
-def _axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
-    """The tensor whose units a parameter axis with this role runs along (None: no tensor)."""
-    if role == "out":
-        return node.name
-    if role == "in":
-        return graph.inputs(node.name)[0]
-    return None
-
-
 def _no_composite(a: str, b: str, composite: Mapping[str, list[str]], where: str) -> None:
     for t in (a, b):
         if t in composite:
@@ -316,7 +244,7 @@ def _factors(st: Structure, order: Mapping[str, int]) -> list[Factor]:
             if p.kind == "fixed":
                 continue
             for axis, role in enumerate(p.axes):
-                t = _axis_tensor(st.graph, node, role)
+                t = axis_tensor(st.graph, node, role)
                 if t is None:
                     continue
                 for part in _parts(st, t):

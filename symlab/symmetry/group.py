@@ -422,7 +422,20 @@ class SymmetryGroup:
         self._check_element(h)
         self.check_state_dict(state_dict)
         out = self.act_transforms(self._element_transforms(h), state_dict, self._internal(h))
-        return add_translations(self, h, out)  # θ ↦ g·θ + E t
+        return self._copy_to_unread(add_translations(self, h, out))  # θ ↦ g·θ + E t
+
+    def _copy_to_unread(self, sd: OrderedDict[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+        """A tied key no node reads (T5's ``shared.weight``, one tensor with
+        ``encoder.embed_tokens.weight``) takes the moved value of the key that is read."""
+        if not self.graph.tied_keys:
+            return sd
+        read = self.graph.state_keys()
+        for group in self.graph.tied_keys:
+            source = next((k for k in group if k in read), None)
+            for key in group:
+                if source is not None and key not in read and key in sd:
+                    sd[key] = sd[source]
+        return sd
 
     def _internal(self, h: GroupElement) -> dict[str, dict[str, torch.Tensor]]:
         """Per node, the values of its internal factors (attention heads)."""

@@ -47,9 +47,17 @@ def _op_id(template: str) -> str:
     return re.sub(r"\(.*", "", t)
 
 
+#: modules a generated model may call twice (one module, one weight, two places)
+_REUSABLE = ("nn.Linear(", "nn.Conv2d(", "nn.LayerNorm(", "nn.RMSNorm(", "nn.BatchNorm", "PlainLN(")
+
+
 class _Gen:
     def __init__(self, seed: int) -> None:
         self.r = random.Random(seed)
+        # sharing and tying draw from their own stream: the rest of model ``seed`` is the same
+        # with or without them
+        self.share = random.Random(seed * 7919 + 17)
+        self.made: dict[str, str] = {}
         self.init: list[str] = []
         self.fwd: list[str] = []
         self.ops: set[str] = set()
@@ -60,9 +68,13 @@ class _Gen:
         return f"{prefix}{self.n}"
 
     def mod(self, expr: str, op: str | None = None) -> str:
+        if expr in self.made and expr.startswith(_REUSABLE) and self.share.random() < 0.2:
+            self.ops.add("module-reused")
+            return self.made[expr]
         attr = self.name("m")
         self.init.append(f"self.{attr} = {expr}")
         self.ops.add(op or re.sub(r"\(.*", "", expr))
+        self.made.setdefault(expr, f"self.{attr}")
         return f"self.{attr}"
 
     def param(self, shape: tuple[int, ...], positive: bool = False) -> str:
@@ -305,6 +317,9 @@ def generate(seed: int) -> FuzzModel:
     head = r.choice(["", "", "F.softmax(h, -1)", "F.log_softmax(h, -1)", "h.softmax(dim=1)"])
     if head:
         g.line(head, _op_id(head.replace("h", "{h}", 1)))
+    if g.share.random() < 0.3:
+        g.init.append(f"tie_params(self, {seed})")
+        g.ops.add("tied-params")
     body = "\n".join(
         ["class Net(nn.Module):", "    def __init__(self):", "        super().__init__()"]
         + [f"        {ln}" for ln in g.init]
@@ -344,6 +359,15 @@ def build(m: FuzzModel) -> tuple[nn.Module, torch.Tensor]:
 def _error(
     model: nn.Module, sd: dict[str, torch.Tensor], x: torch.Tensor, ref: torch.Tensor
 ) -> float:
+    """The relative change of the outputs with the moved ``sd`` loaded into a copy of the
+    model; infinite where two keys of one tied parameter were moved apart (loading would keep
+    one of them silently)."""
+    tied: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        tied.setdefault(id(p), []).append(name)
+    for first, *rest in tied.values():
+        if any(not torch.equal(sd[k], sd[first]) for k in rest):
+            return float("inf")
     moved = copy.deepcopy(model)
     moved.load_state_dict(sd)
     with torch.no_grad():

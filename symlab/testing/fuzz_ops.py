@@ -48,6 +48,8 @@ ACT_MODULES = [
 
 #: subclassed modules users write: some keep the base forward, most change it
 PREAMBLE = '''
+import random
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,4 +124,16 @@ class TwiceConv(nn.Conv2d):
 class PlainLN(nn.LayerNorm):
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+def tie_params(model, seed):
+    """Make two parameters of one shape one tensor under two keys (weight tying)."""
+    rng, by_shape = random.Random(seed), {}
+    for name, p in model.named_parameters():
+        by_shape.setdefault(tuple(p.shape), []).append(name)
+    groups = [names for _, names in sorted(by_shape.items()) if len(names) > 1]
+    if groups:
+        a, b = rng.sample(rng.choice(groups), 2)
+        owner, _, attr = b.rpartition(".")
+        setattr(model.get_submodule(owner), attr, model.get_parameter(a))
 '''

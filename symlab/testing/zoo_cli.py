@@ -39,7 +39,7 @@ def coverage(
 ) -> None:
     """Census of real models (transformers, timm, torchvision, whichever is installed): which
     symlab derives and proves sound, which it refuses and why.
-
+    \f
     >>> from typer.testing import CliRunner
     >>> app = typer.Typer(); _ = app.command()(coverage)
     >>> print(CliRunner().invoke(app, ["--family", "no such family"]).output.strip())

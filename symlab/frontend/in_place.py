@@ -1,0 +1,85 @@
+"""In-place writes in a torch.fx graph: every later reader of a written tensor reads the write.
+
+torch.fx records ``F.relu(h, inplace=True)``, ``nn.ReLU(inplace=True)(h)`` and ``h.add_(y)`` as
+nodes whose *result* is the written tensor, but a later node that reads ``h`` itself (the
+call's result discarded, or ``h`` read again) still points at the node that made ``h``: read
+as they stand, the graph would skip the write (and dead-code elimination would drop the
+discarded call), so a later linear layer would see the unwritten ``h`` and symlab would derive
+the group of another function. (``h += y`` is recorded as ``operator.iadd`` by symlab's tracer
+for the same reason.) :func:`resolve_in_place` rewrites such readers to read the write's
+result, which is exact where the write covers the whole tensor, and drops a write nothing
+reads afterwards (it cannot change the outputs); a write through a view (``h[:, 0] = 0``,
+``h[:, 1].zero_()``), or one whose tensor may share memory with another tensor read
+afterwards, is refused with a named error (fail closed).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch.fx as fx
+from torch.fx.passes.shape_prop import TensorMetadata
+
+from symlab.errors import UnsupportedOpError
+from symlab.frontend.fxutil import where
+from symlab.frontend.units import _base, writes
+
+__all__ = ["resolve_in_place"]
+
+#: writes whose result is not the written tensor
+_NO_RESULT = {operator.setitem, "__setitem__"}
+
+
+def resolve_in_place(graph: fx.Graph) -> None:
+    """Make every node that reads a tensor after an in-place write of it read the write's
+    result (module docstring); refuse writes other readers could see otherwise. Runs on a graph
+    whose shapes are recorded (:func:`~symlab.frontend.shapes.record_shapes`).
+
+    >>> import torch
+    >>> from torch import nn
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+    ...     def forward(self, x):
+    ...         h = self.a(x)
+    ...         torch.nn.functional.relu(h, inplace=True)  # the result discarded
+    ...         return self.b(h)
+    >>> from symlab.frontend.shapes import graph_module, record_shapes
+    >>> net = Net()
+    >>> gm = graph_module(net, fx.Tracer().trace(net))
+    >>> _ = record_shapes(gm, (torch.randn(2, 3),))  # writes are found on tensors only
+    >>> resolve_in_place(gm.graph)
+    >>> [(n.name, [a.name for a in n.all_input_nodes]) for n in gm.graph.nodes
+    ...  if n.op == "call_module"]
+    [('a', ['x']), ('b', ['relu'])]
+    """
+    order = {n: i for i, n in enumerate(graph.nodes)}
+    if not any(writes(n) for n in order):
+        return
+    base = {n: _base(n) for n in order}  # unchanged by the rewrites: a write's base is its src's
+    for n in list(graph.nodes):
+        if not writes(n) or not n.args or not isinstance(n.args[0], fx.Node):
+            continue
+        src = n.args[0]
+        if not isinstance(src.meta.get("tensor_meta"), TensorMetadata):
+            continue  # ``n += 1`` on a size: ints do not alias
+        later = [u for u in src.users if u is not n and order[u] > order[n]]
+        whole = n.target not in _NO_RESULT
+        if later and whole:
+            for u in later:
+                u.replace_input_with(src, n)
+        seen = [m for m in order if order[m] < order[n] and m is not src and base[m] is base[src]]
+        read = [u for m in seen for u in m.users if u is not n and order[u] > order[n]]
+        if not read and not later and not n.users:  # nothing reads the write: drop it
+            graph.erase_node(n)
+            continue
+        if read or (later and not whole):
+            readers = sorted({u.name for u in (read or later)})
+            raise UnsupportedOpError(
+                f"node {n.name!r}: an in-place write{where(n)} of a tensor that {readers} read "
+                "afterwards through another name (a view, or a tensor it may share memory with); "
+                "symlab reads an in-place op only where every later reader reads its result. "
+                "Write it out of place (h = F.relu(h) instead of F.relu(h, inplace=True), "
+                "h = h + y instead of h += y, torch.where or torch.cat instead of h[i] = v)"
+            )

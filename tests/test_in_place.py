@@ -1,0 +1,153 @@
+"""In-place writes (issue 13): a write whose result is discarded or whose tensor is read again
+afterwards is read as the write (never dead-code-eliminated into the group of the unwritten
+function), a write nothing reads is dropped, and a write through a view or an alias that is
+read afterwards is refused with a named error; through torch.fx and torch.export alike."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ops_contexts import export_only
+from torch import nn
+
+import symlab as sl
+from symlab.errors import UnsupportedOpError
+
+
+def discarded_relu(s, x):  # the call's result discarded: h itself is written
+    h = s.a(x)
+    F.relu(h, inplace=True)
+    return s.b(h)
+
+
+def discarded_module(s, x):
+    h = s.a(x)
+    s.act(h)
+    return s.b(h)
+
+
+def positional_inplace(s, x):
+    h = s.a(x)
+    F.relu(h, True)
+    return s.b(h)
+
+
+def alias_augmented(s, x):  # g is h: ``h += …`` writes what g reads
+    h = s.a(x)
+    g = h
+    h += s.c(x)
+    return s.b(torch.tanh(g))
+
+
+def read_before_and_after(s, x):
+    h = s.a(x)
+    y = s.b(h)
+    s.act(h)
+    return y * s.b(h)
+
+
+def dead_write(s, x):  # nothing reads h after the write: it cannot change the outputs
+    h = s.a(x)
+    y = s.b(h)
+    F.relu(h, inplace=True)
+    return y
+
+
+def view_write(s, x):
+    h = s.a(x)
+    h[:, 1].zero_()
+    return s.b(h)
+
+
+def setitem(s, x):
+    h = s.a(x)
+    h.__setitem__((slice(None), 0), 0.0)
+    return s.b(h)
+
+
+class Net(nn.Module):
+    def __init__(self, forward) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(3, 4)
+        self.act = nn.ReLU(inplace=True)
+        self.fn = forward
+
+    def forward(self, x):
+        return self.fn(self, x)
+
+
+def _x() -> torch.Tensor:
+    return torch.randn(8, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def _worst(model: nn.Module, G: sl.SymmetryGroup, x: torch.Tensor) -> float:
+    """Independent check: the moved state_dict loaded into a copy (each run on a fresh input,
+    as the writes change it)."""
+    with torch.no_grad():
+        ref = model(x.clone())
+        worst = 0.0
+        for i in range(6):
+            moved = copy.deepcopy(model)
+            moved.load_state_dict(G.act(G.sample(i), model.state_dict()))
+            worst = max(worst, float((moved(x.clone()) - ref).abs().max()))
+    return worst
+
+
+SOUND = {
+    discarded_relu: ["S_4", "R_{>0}^4"],
+    discarded_module: ["S_4", "R_{>0}^4"],
+    positional_inplace: ["S_4", "R_{>0}^4"],
+    alias_augmented: ["S_4", "{±1}^4"],
+    read_before_and_after: ["S_4", "R_{>0}^4"],
+    dead_write: ["GL_4"],
+}
+
+
+@pytest.mark.parametrize("forward", list(SOUND), ids=lambda f: f.__name__)
+def test_writes_are_read_through_torch_fx(forward):
+    torch.manual_seed(0)
+    model, x = Net(forward).double().eval(), _x()
+    G = sl.symmetries(model, x)
+    assert G.graph.frontend == "torch.fx"
+    assert [f.short() for f in G.factors] == SOUND[forward]
+    assert _worst(model, G, x) < 1e-12
+
+
+@pytest.mark.parametrize("forward", [discarded_relu, discarded_module, alias_augmented])
+def test_writes_through_torch_export(forward):
+    torch.manual_seed(0)
+    model, x = Net(forward).double().eval(), _x()
+    with export_only():
+        G = sl.symmetries(model, x)
+    assert G.graph.frontend == "torch.export"
+    assert [f.short() for f in G.factors] == SOUND[forward]
+    assert _worst(model, G, x) < 1e-12
+
+
+@pytest.mark.parametrize("forward", [view_write, setitem], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("export", [False, True], ids=["torch.fx", "torch.export"])
+def test_writes_through_a_view_read_afterwards_are_refused(forward, export):
+    torch.manual_seed(0)
+    model = Net(forward).double().eval()
+    with pytest.raises(UnsupportedOpError, match="in-place"):
+        if export:
+            with export_only():
+                sl.symmetries(model, _x())
+        else:
+            sl.symmetries(model, _x())
+
+
+@pytest.mark.parametrize("forward", [discarded_relu, alias_augmented, view_write])
+def test_control_the_unwritten_reading_is_unsound(forward):
+    """Negative control: the group of the function without the write (``b ∘ a``, GL on the
+    hidden units) changes the real model's outputs: what the old reading derived."""
+    torch.manual_seed(0)
+    model, x = Net(forward).double().eval(), _x()
+    plain = Net(lambda s, x: s.b(s.a(x))).double().eval()
+    plain.load_state_dict(model.state_dict())
+    G = sl.symmetries(plain, x)
+    assert [f.short() for f in G.factors] == ["GL_4"]
+    assert _worst(model, G, x) > 1e-3
