@@ -264,3 +264,34 @@ def test_a_shared_layer_across_another_axis_is_still_refused() -> None:
 
     with pytest.raises(UnsupportedOpError, match="acts on axis 1"):
         sl.symmetries(Twice().double(), torch.randn(2, 5, 4, dtype=torch.float64))
+
+
+class ShiftedIds(nn.Module):
+    """BART's shift_tokens_right: token ids written in place through views, then embedded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(10, 6), nn.Linear(6, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        shifted = ids.new_zeros(ids.shape)
+        shifted[:, 1:] = ids[:, :-1].clone()
+        shifted[:, 0] = 2
+        return self.fc(torch.tanh(self.emb(shifted) + self.emb(ids)))
+
+
+def test_in_place_writes_on_token_ids_through_views_are_fixed_data() -> None:
+    net = ShiftedIds().double()
+    ids = torch.randint(0, 10, (2, 5), generator=torch.Generator().manual_seed(0))
+    G = sl.symmetries(net, ids)
+    assert sl.check_invariance(net, G, ids, 4).worst < 1e-9
+
+    class IntoUnits(ShiftedIds):  # negative control: the same write into a tensor with units
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            h = torch.tanh(self.emb(ids))
+            g = h * 1.0
+            g[:, 0] = 0.0
+            return self.fc(h + g)
+
+    with pytest.raises(UnsupportedOpError, match="in-place"):
+        sl.symmetries(IntoUnits().double(), ids)
