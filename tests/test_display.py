@@ -107,3 +107,30 @@ def test_train_result_repr_is_short():
     text = repr(r)
     assert len(text) < 250 and "tensor(" not in text and "\n" not in text
     assert "steps=200" in text and "step_losses [200]" in text
+
+
+def test_a_large_group_prints_its_declared_axes_without_acting(monkeypatch):
+    """Above ACT_BUDGET parameter elements the printed group lists the axes each factor acts
+    on (no action runs: printing a ViT-B/16 or a ResNet-50 takes milliseconds), says so, and
+    factor_moves still acts when asked."""
+    from symlab.symmetry import display
+
+    block = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    G = sl.symmetries(block, torch.randn(2, 3, 8))
+    small = repr(G)
+    assert "acts on" not in small and "moves self_attn.in_proj_weight:0[0:16]" in small
+    H = sl.symmetries(block, torch.randn(2, 3, 8))  # a fresh group: nothing cached
+
+    def no_acting(*args, **kwargs):
+        raise AssertionError("the display acted")
+
+    monkeypatch.setattr(display, "ACT_BUDGET", 0)
+    with monkeypatch.context() as m:
+        m.setattr(display, "_acted_moves", no_acting)
+        text = repr(H)
+    assert "a large model" in text
+    qk = next(ln for ln in text.splitlines() if "GL[self_attn#qk]" in ln)
+    assert "acts on self_attn.in_proj_weight:0" in qk and "[0:16]" not in qk
+    f = next(f for f in H.factors if f.name == "GL[self_attn#qk]")
+    assert factor_moves(H, f) == factor_moves(G, f)  # acting on demand, as before
+    assert max(len(ln) for ln in text.splitlines()) <= WIDTH

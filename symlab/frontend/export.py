@@ -30,11 +30,12 @@ from __future__ import annotations
 import contextlib
 import io
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.fx.config
 from torch import nn
 from torch.export._tree_utils import reorder_kwargs
 from torch.export.graph_signature import InputKind, OutputKind
@@ -42,7 +43,7 @@ from torch.utils import _pytree as pytree
 
 from symlab.errors import TraceError, UnsupportedOpError
 from symlab.frontend.export_aten import ATEN, FIRST_OF_PAIR, rewrite
-from symlab.frontend.export_calls import Group, LeafCalls
+from symlab.frontend.export_calls import Calls, Group, LeafCalls, recording_calls
 from symlab.frontend.functions import USER_FUNCS
 from symlab.frontend.fxutil import flat_nodes, where
 from symlab.frontend.inputs import ExampleInputs
@@ -55,13 +56,17 @@ _LITERALS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch
 
 
 def export_graph(
-    model: nn.Module, inputs: ExampleInputs | tuple[Any, ...], fx_error: Exception
+    model: nn.Module,
+    inputs: ExampleInputs | tuple[Any, ...],
+    fx_error: Exception,
+    stack_traces: bool = False,
 ) -> tuple[fx.Graph, list[Any]]:
     """The torch-level ``fx.Graph`` of ``model`` on ``inputs`` (positional and keyword), through
     ``torch.export``, and the values of its placeholders (the inputs, flattened).
 
     ``fx_error`` is why torch.fx failed; when export fails too, the :class:`TraceError` gives
-    both reasons.
+    both reasons. ``stack_traces`` keeps each node's source line (for error messages; a quarter
+    of export's time, so off unless asked for).
 
     >>> class Net(nn.Module):
     ...     def __init__(self):
@@ -79,12 +84,39 @@ def export_graph(
     inputs = ExampleInputs.of(inputs)
     with eval_mode(model), torch.no_grad():
         try:
-            with contextlib.redirect_stderr(io.StringIO()):  # export prints partial graphs
+            with (
+                contextlib.redirect_stderr(io.StringIO()),  # export prints partial graphs
+                _stack_traces(stack_traces),
+                _lazy_graph_modules(),  # export's passes regenerate no Python code for symlab
+                recording_calls(model) as calls,  # the leaf modules' calls, seen by export
+            ):
                 ep = torch.export.export(model, inputs.args, inputs.kwargs, strict=False)
         except Exception as e:  # export raises many types; each means "cannot export"
             raise _both_failed(model, fx_error, e) from e
         flat = _flat_user_inputs(ep, inputs)
-        return _Rewriter(model, ep, inputs, flat).run(), flat
+        return _Rewriter(model, ep, inputs, flat, calls).run(), flat
+
+
+@contextlib.contextmanager
+def _stack_traces(on: bool) -> Iterator[None]:
+    """torch.fx's ``do_not_emit_stack_traces`` switch set for the body, then restored."""
+    prev = fx.config.do_not_emit_stack_traces
+    fx.config.do_not_emit_stack_traces = not on
+    try:
+        yield
+    finally:
+        fx.config.do_not_emit_stack_traces = prev
+
+
+def _lazy_graph_modules() -> contextlib.AbstractContextManager[None]:
+    """torch's lazily compiled graph modules for the body: the Python code of a graph module is
+    generated on its first call, not by every pass that rewrites it (a sixth of export's time
+    on GPT-2, whose graph symlab reads and never calls). A no-op on a torch without them."""
+    try:
+        from torch.fx._lazy_graph_module import _use_lazy_graph_module
+    except ImportError:  # pragma: no cover - older or newer torch
+        return contextlib.nullcontext()
+    return _use_lazy_graph_module(True)
 
 
 def _flat_user_inputs(ep: Any, inputs: ExampleInputs) -> list[Any]:
@@ -142,9 +174,11 @@ def _op_name(node: fx.Node) -> str:
 
 
 class _Rewriter:
-    def __init__(self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any]) -> None:
+    def __init__(
+        self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any], recorded: Calls
+    ) -> None:
         self.ep = ep
-        self.calls = LeafCalls(model, ep, inputs, flat)
+        self.calls = LeafCalls(model, ep, inputs, flat, recorded)
         self.graph = fx.Graph()
         self.env: dict[fx.Node, Any] = {}
         self.live: set[fx.Node] = set()  # nodes computed from a user input

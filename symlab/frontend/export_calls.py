@@ -2,21 +2,23 @@
 
 torch.export traces *into* every module; every node keeps the stack of modules it ran in
 (``meta["nn_module_stack"]``). :class:`LeafCalls` groups the nodes of one call of each module
-symlab treats as a leaf (the outermost one, by the torch.fx tracer's own test) and records, with
-forward hooks on one eager run, the arguments and outputs of that call. Tensors are matched to
-graph nodes by position when a call reads one tensor, else by value: the exported graph is
-run on the example input (:meth:`LeafCalls.value`) and each argument is the node holding the
-same values. Used by :mod:`symlab.frontend.export`.
+symlab treats as a leaf (the outermost one, by the torch.fx tracer's own test) and reads the
+arguments and outputs of that call from forward hooks that watched torch.export's own run of the
+model (:func:`recording_calls`: fake tensors, shapes only; no second run of the model).
+Tensors are matched to graph nodes by position when a call reads one tensor, else by value:
+then the model runs once for real, and so does the exported graph (:meth:`LeafCalls.value`), and
+each argument is the node holding the same values. Used by :mod:`symlab.frontend.export`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export.graph_signature import InputKind
 from torch.utils import _pytree as pytree
 
@@ -25,9 +27,42 @@ from symlab.frontend.fxutil import flat_nodes
 from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.tracer import Tracer
 
-__all__ = ["Group", "LeafCalls"]
+__all__ = ["Group", "LeafCalls", "recording_calls"]
 
 Call = tuple[Any, Any, Any]  # (args, kwargs, output) of one module call
+Calls = dict[nn.Module, list[Call]]  # every call of every submodule, in call order
+
+
+@contextmanager
+def recording_calls(model: nn.Module) -> Iterator[Calls]:
+    """Record ``(args, kwargs, output)`` of every call of every submodule of ``model`` (not the
+    root) while the body runs, with forward hooks removed afterwards. Wrapped around
+    ``torch.export.export`` it records the calls export's run of the model makes (on export's
+    fake tensors: shapes, no values), which is what :class:`LeafCalls` reads.
+
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    >>> with recording_calls(net) as calls:
+    ...     _ = net(torch.randn(2, 3))
+    >>> [(type(m).__name__, tuple(c[0][2].shape)) for m, c in calls.items()]
+    [('Linear', (2, 4)), ('ReLU', (2, 4))]
+    """
+    calls: Calls = {}
+
+    def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
+        calls.setdefault(mod, []).append((args, kwargs, None))
+
+    def post(mod: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+        calls[mod][-1] = (*calls[mod][-1][:2], out)
+
+    handles = []
+    try:
+        for m in {id(m): m for m in model.modules() if m is not model}.values():
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(post, with_kwargs=True))
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class Group:
@@ -42,17 +77,21 @@ class Group:
 
 
 class LeafCalls:
-    """The leaf-module calls of the exported program ``ep`` of ``model`` on ``inputs``.
+    """The leaf-module calls of the exported program ``ep`` of ``model`` on ``inputs``;
+    ``recorded`` holds the calls :func:`recording_calls` saw while ``ep`` was exported.
 
     >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
     >>> x = torch.randn(2, 3)
-    >>> ep = torch.export.export(net, (x,), strict=False)
-    >>> calls = LeafCalls(net, ep, ExampleInputs((x,)), [x])
+    >>> with recording_calls(net) as recorded:
+    ...     ep = torch.export.export(net, (x,), strict=False)
+    >>> calls = LeafCalls(net, ep, ExampleInputs((x,)), [x], recorded)
     >>> [(g.path, [n.name for n in g.inputs]) for g in calls.groups.values()]
     [('0', ['input']), ('1', ['linear'])]
     """
 
-    def __init__(self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any]) -> None:
+    def __init__(
+        self, model: nn.Module, ep: Any, inputs: ExampleInputs, flat: list[Any], recorded: Calls
+    ) -> None:
         self.model, self.ep, self.inputs, self.flat = model, ep, inputs, flat
         self.kind: dict[str, tuple[InputKind, Any]] = {
             s.arg.name: (s.kind, s.target) for s in ep.graph_signature.input_specs
@@ -62,9 +101,9 @@ class LeafCalls:
         self._leaf: dict[str, bool] = {}
         self._values: dict[str, Any] | None = None
         self._find_groups()
-        self._record_calls(fake=True)
+        self._assign_calls(recorded)  # export's fake tensors: shapes only
         if any(self._needs_values(g) for g in self.groups.values()):
-            self._record_calls(fake=False)  # tensors are matched to graph nodes by value
+            self._assign_calls(self._run_for_real())  # tensors are matched to nodes by value
 
     def state(self, kind: InputKind, target: str) -> torch.Tensor:
         """The parameter or buffer ``target`` of the model."""
@@ -123,29 +162,16 @@ class LeafCalls:
         outs = [tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
         return len(outs) != len(set(outs))
 
-    def _record_calls(self, fake: bool) -> None:
-        """Each group's ``(args, kwargs, output)``, from forward hooks on one eager run: on fake
-        tensors (shapes only, nothing computed) when ``fake``, else for real."""
-        by_module: dict[nn.Module, list[Call]] = {g.module: [] for g in self.groups.values()}
+    def _run_for_real(self) -> Calls:
+        """Every module call of one eager run of the example input, with real values."""
+        with recording_calls(self.model) as calls:
+            self.inputs.map(torch.clone).call(self.model)
+        return calls
 
-        def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
-            by_module[mod].append((args, kwargs, None))
-
-        def post(mod: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
-            by_module[mod][-1] = (*by_module[mod][-1][:2], out)
-
-        handles = [h for m in by_module for h in (
-            m.register_forward_pre_hook(pre, with_kwargs=True),
-            m.register_forward_hook(post, with_kwargs=True))]  # fmt: skip
-        try:
-            if fake:
-                with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-                    self.inputs.map(mode.from_tensor).call(self.model)
-            else:
-                self.inputs.map(torch.clone).call(self.model)
-        finally:
-            for h in handles:
-                h.remove()
+    def _assign_calls(self, recorded: Calls) -> None:
+        """Give each group its call: the i-th group of a module (in graph order, which is call
+        order) gets the module's i-th recorded call."""
+        by_module = {g.module: recorded.get(g.module, []) for g in self.groups.values()}
         seen: dict[nn.Module, int] = {}
         for g in self.groups.values():  # in graph order, which is call order
             i = seen[g.module] = seen.get(g.module, -1) + 1

@@ -75,8 +75,13 @@ def trace_fx(
     try:
         from symlab.frontend.export import export_graph
 
-        graph, flat = export_graph(model, inputs, fx_error=fx_error)
-        return _convert(model, graph, flat, root_is_leaf, "torch.export")
+        try:
+            graph, flat = export_graph(model, inputs, fx_error=fx_error)
+            return _convert(model, graph, flat, root_is_leaf, "torch.export")
+        except UnsupportedOpError:
+            # export again recording source lines, so that the error can point at the user's code
+            graph, flat = export_graph(model, inputs, fx_error=fx_error, stack_traces=True)
+            return _convert(model, graph, flat, root_is_leaf, "torch.export")
     except SymlabError:
         raise
     except Exception as e:  # a failure of symlab's reader, named as such

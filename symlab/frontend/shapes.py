@@ -8,7 +8,10 @@ fraction of its cost:
   output's shape, dtype and strides and no values, so the time does not grow with the size of
   the input or of the model, and nothing of the model (running statistics) is written. Where
   fake tensors cannot run a graph (an output shape that depends on values, module hooks that
-  read values), it runs for real, as below;
+  read values), it runs for real, as below. The parameters and buffers are made fake once each
+  (modules run through ``torch.func.functional_call`` on them): an op reading a real tensor
+  bypasses the fake mode's cache of output shapes, which otherwise serves every repeated block
+  of a transformer from its first (GPT-2 small: 0.3 s → 0.12 s);
 * the nodes run in a plain loop (no ``Interpreter`` dispatch per node) and the tensor metadata is
   read with torch's C++ contiguity checks;
 * in a real run, when no shape can depend on values, convolutions are not computed. Where every
@@ -285,7 +288,7 @@ def record_shapes(gm: fx.GraphModule, inputs: tuple[Any, ...], *, fake: bool = T
                     fakes = fx.node.map_aggregate(
                         inputs, lambda t: mode.from_tensor(t) if isinstance(t, torch.Tensor) else t
                     )
-                    out = _run(gm, tuple(fakes), modules, skip_convs=False)
+                    out = _run(gm, tuple(fakes), modules, skip_convs=False, fake=mode)
                 if not _mixed_dtypes(gm, modules):
                     return out
             except Exception:  # what fake tensors cannot run, runs for real
@@ -334,9 +337,25 @@ def _fake_ok(modules: dict[fx.Node, Any]) -> bool:
     )
 
 
+def _state(mod: nn.Module, fake: FakeTensorMode) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of ``mod`` as ``fake`` tensors (memoized by the mode: one fake
+    per tensor, shared weights stay shared)."""
+    params = mod.named_parameters(remove_duplicate=False)
+    buffers = mod.named_buffers(remove_duplicate=False)
+    return {k: fake.from_tensor(t) for k, t in (*params, *buffers)}
+
+
 def _run(
-    gm: fx.GraphModule, inputs: tuple[Any, ...], modules: dict[fx.Node, Any], skip_convs: bool
+    gm: fx.GraphModule,
+    inputs: tuple[Any, ...],
+    modules: dict[fx.Node, Any],
+    skip_convs: bool,
+    fake: FakeTensorMode | None = None,
 ) -> Any:
+    """Run ``gm``'s nodes in order. Under the fake tensor mode ``fake``, parameters and buffers
+    (read by ``get_attr`` or by a module's own code) are read as fake tensors made once each:
+    an op on a real tensor bypasses the mode's cache of output shapes, and a model's repeated
+    blocks then cost one shape computation per distinct op."""
     graph = gm.graph
     nodes = list(graph.nodes)
     last_use: dict[fx.Node, list[fx.Node]] = {}  # free values after their last use
@@ -379,16 +398,20 @@ def _run(
                         value = _conv_zeros(mod, args)
                     elif t in _NORM_RANKS:
                         value = _norm_passthrough(mod, args)
-                if value is None:
+                if value is None and fake is not None and isinstance(mod, nn.Module):
+                    value = torch.func.functional_call(mod, _state(mod, fake), args, kwargs)
+                elif value is None:
                     value = mod(*args, **kwargs)
             else:  # output
                 value = args[0]
         except Exception as e:
             where = f"node={n.format_node()} with meta={n.meta}"
             raise RuntimeError(f"ShapeProp error for: {where}") from e
-        _record(n, value)
+        _record(n, value)  # a parameter read by get_attr is recorded as one (ShapeProp's type)
         if n.op == "output":
             return graph.process_outputs(value)
+        if fake is not None and n.op == "get_attr" and isinstance(value, torch.Tensor):
+            value = fake.from_tensor(value)
         env[n] = value
         for dead in last_use.get(n, ()):
             del env[dead]

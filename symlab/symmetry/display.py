@@ -5,10 +5,16 @@ changes, with the index ranges where only part of an axis changes (``GL[attn#qk]
 query and key rows of a fused projection, not the values, and not the output projection; a
 sign flip before a BatchNorm moves the norm's weight and running mean, not its variance).
 Long groups (a ResNet) print one block per module (stage), each line wrapped.
+
+Acting costs a pass over every parameter a factor reaches, for every factor: for a large model
+(a ResNet-50 or a ViT-B/16: seconds to tens of seconds) the printed group lists instead the
+parameter axes each factor acts on (its declared axes, the contract of :attr:`Factor.axes`), says
+so, and :func:`factor_moves` acts with one factor when asked.
 """
 
 from __future__ import annotations
 
+import math
 import textwrap
 import weakref
 from collections.abc import Sequence
@@ -24,6 +30,9 @@ __all__ = ["factor_moves", "group_repr", "order_str", "product_str"]
 
 #: Characters per printed line.
 WIDTH = 110
+#: Parameter elements the printed group may act on (summed over its factors) to list what each
+#: factor moves; above it, lines list the declared axes (about a quarter of a second of acting).
+ACT_BUDGET = 1 << 23
 _KIND_ORDER = ("permutation", "GL", "scaling", "common_scaling", "sign", "flip", "common_sign")
 _MOVES: weakref.WeakKeyDictionary[SymmetryGroup, dict[str, tuple[str, ...]]] = (
     weakref.WeakKeyDictionary()
@@ -85,11 +94,15 @@ def _moving_value(f: Factor, identity: GroupElement, sample: GroupElement) -> to
     return sample[f.name]
 
 
-def _acted_moves(G: SymmetryGroup, f: Factor, value: torch.Tensor) -> tuple[str, ...]:
+def _acted_moves(
+    G: SymmetryGroup, f: Factor, value: torch.Tensor, randoms: dict[str, torch.Tensor]
+) -> tuple[str, ...]:
     """Act on random parameters with ``f`` alone (at ``value``) and list what changed: the
     axes ``f`` declares, where they changed (with the index ranges when only some did), then any
-    other parameter the action changed (a norm's weight compensating a sign flip)."""
-    g = torch.Generator().manual_seed(0)
+    other parameter the action changed (a norm's weight compensating a sign flip). ``randoms``
+    holds the random parameters by key, made on first use and shared by the factors of one
+    listing (actions make new tensors: they never write into their parameters)."""
+    g = torch.Generator().manual_seed(len(randoms))
     perms: dict[str, torch.Tensor] = {}
     scales: dict[str, torch.Tensor] = {}
     internal: dict[str, dict[str, torch.Tensor]] = {}
@@ -110,12 +123,17 @@ def _acted_moves(G: SymmetryGroup, f: Factor, value: torch.Tensor) -> tuple[str,
         still = transforms[node.name].is_identity and all(transforms[t].is_identity for t in ins)
         if not movable or (still and node.name not in internal):
             continue
-        params = {p.name: torch.randn(tuple(int(s) for s in p.shape), generator=g) for p in movable}
+        params = {}
+        for p in movable:
+            key = node.key(p)
+            if key not in randoms:
+                randoms[key] = torch.randn(tuple(int(s) for s in p.shape), generator=g)
+            params[p.name] = randoms[key]
         moved = G._act_node(node, params, transforms, internal)
         for p in movable:
-            diff = moved[p.name] != params[p.name]  # untouched entries are copied exactly
-            if bool(diff.any()):
-                changed[node.key(p)] = diff
+            if moved[p.name] is params[p.name] or torch.equal(moved[p.name], params[p.name]):
+                continue  # untouched entries are copied exactly
+            changed[node.key(p)] = moved[p.name] != params[p.name]
     out = []
     for key, axis in f.axes:
         diff = changed.pop(key, None)
@@ -143,14 +161,41 @@ def factor_moves(G: SymmetryGroup, f: Factor) -> tuple[str, ...]:
     ('self_attn.in_proj_weight:0[0:16]', 'self_attn.in_proj_bias:0[0:16]')
     """
     if f.kind == "translation" or not G.graph.is_concrete:
-        return tuple(f"{k}:{a}" for k, a in f.axes)
+        return _declared(f)
     cache = _MOVES.setdefault(G, {})
     if f.name not in cache:
-        identity, sample = G.identity(), G.sample(torch.Generator().manual_seed(0))
-        for h in G.factors:  # all at once: one identity, one sample
-            if h.kind != "translation":
-                cache[h.name] = _acted_moves(G, h, _moving_value(h, identity, sample))
+        _act_all(G, [f])
     return cache[f.name]
+
+
+def _act_all(G: SymmetryGroup, factors: Sequence[Factor]) -> None:
+    """Fill the cache of what each of ``factors`` moves: one identity, one sample and one set
+    of random parameters for them all."""
+    cache = _MOVES.setdefault(G, {})
+    todo = [h for h in factors if h.kind != "translation" and h.name not in cache]
+    if not todo:
+        return
+    identity, sample = G.identity(), G.sample(torch.Generator().manual_seed(0))
+    randoms: dict[str, torch.Tensor] = {}
+    for h in todo:
+        cache[h.name] = _acted_moves(G, h, _moving_value(h, identity, sample), randoms)
+
+
+def _declared(f: Factor) -> tuple[str, ...]:
+    return tuple(f"{k}:{a}" for k, a in f.axes)
+
+
+def _acting_cost(G: SymmetryGroup) -> int:
+    """Parameter elements the listing of every factor's moves would act on (declared axes)."""
+    if not G.graph.is_concrete:
+        return 0
+    cache = _MOVES.get(G, {})
+    size = {key: math.prod(int(s) for s in p.shape) for key, (_, p) in G.graph.state_keys().items()}
+    return sum(
+        sum(size.get(k, 0) for k in {k for k, _ in f.axes})
+        for f in G.factors
+        if f.kind != "translation" and f.name not in cache
+    )
 
 
 def _module(f: Factor) -> list[str]:
@@ -169,15 +214,16 @@ def _by_module(factors: Sequence[Factor]) -> list[tuple[str, list[Factor]]]:
     return list(groups.items())
 
 
-def _factor_lines(G: SymmetryGroup, factors: Sequence[Factor], indent: int) -> list[str]:
+def _factor_lines(G: SymmetryGroup, factors: Sequence[Factor], indent: int, act: bool) -> list[str]:
     lines = []
     name_w = min(max((len(f.name) for f in factors), default=0), 32)
     short_w = min(max((len(f.short()) for f in factors), default=0), 16)
     for f in factors:
-        moves = factor_moves(G, f)
+        moves = factor_moves(G, f) if act else _declared(f)
         shown = ", ".join(moves[:4]) + (f" (+{len(moves) - 4} more)" if len(moves) > 4 else "")
         caveat = f"  [{f.note}]" if f.note else ""
-        text = f"{' ' * indent}{f.name:<{name_w}}  {f.short():<{short_w}}  moves "
+        verb = "moves" if act or f.kind == "translation" else "acts on"
+        text = f"{' ' * indent}{f.name:<{name_w}}  {f.short():<{short_w}}  {verb} "
         text += f"{shown or 'nothing'}{caveat}"
         lines += textwrap.wrap(text, WIDTH, subsequent_indent=" " * (indent + 4),
                                break_long_words=False, break_on_hyphens=False)  # fmt: skip
@@ -186,18 +232,27 @@ def _factor_lines(G: SymmetryGroup, factors: Sequence[Factor], indent: int) -> l
 
 def group_repr(G: SymmetryGroup) -> str:
     """A readable multi-line description: product, order, dimension, one line per factor;
-    grouped by module when the product does not fit on one line."""
+    grouped by module when the product does not fit on one line. Each line says what the factor
+    moves (by acting with it), or for a large model (acting would touch more than
+    :data:`ACT_BUDGET` parameter elements) the parameter axes it acts on."""
     log10 = G.log10_order
     log10_s = f"{log10:.4g}" if isinstance(log10, float) else str(log10)
     order = f"  order = {order_str(G)}  (log10 = {log10_s}),  dimension = {G.dimension}"
+    act = _acting_cost(G) <= ACT_BUDGET
+    if act:
+        _act_all(G, G.factors)
+    note = [] if act else textwrap.wrap(
+        "  (a large model: each line lists the parameter axes the factor acts on; "
+        "symlab.symmetry.display.factor_moves(G, factor) acts with it to list exactly what "
+        "it changes)", WIDTH, subsequent_indent="   ")  # fmt: skip
     head = f"SymmetryGroup  {product_str(G, False)}"
     if len(head) <= WIDTH:
-        return "\n".join([head, order, *_factor_lines(G, G.factors, 2)])
+        return "\n".join([head, order, *note, *_factor_lines(G, G.factors, 2, act)])
     groups = _by_module(G.factors)
-    lines = [f"SymmetryGroup  {len(G.factors)} factors, by module:", order]
+    lines = [f"SymmetryGroup  {len(G.factors)} factors, by module:", order, *note]
     for label, factors in groups:
         lines += textwrap.wrap(f"  {label}: {_collapsed(factors)}", WIDTH, subsequent_indent="    ")
-        lines += _factor_lines(G, factors, 4)
+        lines += _factor_lines(G, factors, 4, act)
     return "\n".join(lines)
 
 

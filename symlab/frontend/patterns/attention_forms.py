@@ -71,8 +71,12 @@ def _fixed(node: Any, gm: fx.GraphModule, seen: set[fx.Node]) -> bool:
 def _fixed_node(n: fx.Node, gm: fx.GraphModule, seen: set[fx.Node]) -> bool:
     if n.op == "placeholder":
         return True
-    if n.op == "get_attr":
-        return str(n.target) not in dict(gm.named_parameters())
+    if n.op == "get_attr":  # a parameter under any of its names (tied ones have several)
+        try:
+            gm.get_parameter(str(n.target))
+        except AttributeError:  # a buffer or a constant
+            return True
+        return False
     if n.op == "call_method" and n.target in _SHAPE_ONLY:
         return True
     if n.op == "call_function" and n.target is getattr:
