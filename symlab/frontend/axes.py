@@ -24,10 +24,10 @@ _PERMUTE = {torch.permute, "permute"}
 _UNSQUEEZE = {torch.unsqueeze, "unsqueeze"}
 _SQUEEZE = {torch.squeeze, "squeeze"}
 _EXPAND = {"expand", "expand_as", torch.broadcast_to, "broadcast_to"}
-_RESHAPE = {"view", "reshape", torch.reshape, "flatten", torch.flatten, "unflatten",
-            "view_as", "reshape_as"}  # fmt: skip
+_RESHAPE = {"view", "reshape", torch.reshape, "flatten", torch.flatten, "unflatten", "reshape_as",
+            "view_as"}  # fmt: skip
 _INDEX = {operator.getitem}
-_REPEAT = {"repeat_interleave", torch.repeat_interleave}  # along another axis than the units
+_REPEAT = {torch.repeat_interleave, "repeat_interleave"}
 RELAYOUT_FUNCS: set[Any] = _TRANSPOSE | _PERMUTE | _UNSQUEEZE | _SQUEEZE | _EXPAND | _RESHAPE
 RELAYOUT_FUNCS |= _INDEX | _REPEAT
 
@@ -68,10 +68,11 @@ def moved_feature_axis(
         return order.index(fa) if sorted(order) == list(range(nd_in)) else None
     if fn in _INDEX:
         return _index(args[0] if args else None, fa, shape_in, shape_out)
-    if fn in _REPEAT:  # (x, repeats, dim): each unit's slice repeated along dim, still whole
+    if fn in _REPEAT:  # each slice of another axis repeated: units whole, on the same axis
         dim = args[1] if len(args) > 1 else None
-        ok = isinstance(dim, int) and dim % nd_in != fa and len(shape_out) == nd_in
-        return fa if ok and shape_out[fa] == shape_in[fa] else None
+        whole = isinstance(args[0] if args else None, int) and isinstance(dim, int)
+        same = len(shape_out) == nd_in and shape_out[fa] == shape_in[fa]
+        return fa if whole and same and dim % nd_in != fa else None
     if fn in _SQUEEZE or fn in _UNSQUEEZE or fn in _EXPAND or fn in _RESHAPE:
         return _by_shapes(fa, shape_in, shape_out)
     return None

@@ -160,7 +160,11 @@ class Converter:
     def fixed(self, node: fx.Node) -> None:
         """A tensor no parameter reaches: fixed data, an ``input`` node (dropped if unread)."""
         shape = self.meta_shape(node)
-        if shape is not None:
+        if shape is not None and 0 in shape:  # empty: opaque on what it reads (none dangles)
+            ins = self.tensor_args(node)
+            self.add_node(f"@{node.name}", "opaque" if ins else "input", ins, (1,), 0)
+            self.name[node] = f"@{node.name}"
+        elif shape is not None:
             self.emit(node, f"@{node.name}", "input", [], self.input_axis(node, len(shape)))
 
     def run(self) -> ArchGraph:
@@ -174,9 +178,11 @@ class Converter:
             if node in matched:
                 pattern, match = matched[node]
                 pattern.emit(self, match)
-            elif node.op in ("call_module", "call_function", "call_method") \
-                    and node not in carrying:  # fmt: skip
-                self.fixed(node)
+            elif node.op in ("call_module", "call_function", "call_method") and (
+                node not in carrying
+                or (node.op != "call_module" and 0 in (self.meta_shape(node) or (1,)))
+            ):
+                self.fixed(node)  # (an empty tensor carries no unit either: q[..., d:] at d)
             elif node.op == "placeholder":
                 shape = self.meta_shape(node)
                 if shape is not None and node.users:

@@ -205,6 +205,16 @@ def _constant_pad(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return "call_function", F.pad, (args[0], args[1], "constant", value), {}
 
 
+def _repeat_interleave(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
+    """``repeat_interleave.self_int(x, repeats, dim)`` with an int ``repeats`` and a ``dim``
+    (a tensor of repeats or a flattening call has no mapping)."""
+    names = ("self", "repeats", "dim", "output_size")
+    a = dict(zip(names, args, strict=False)) | dict(kwargs)
+    if not isinstance(a.get("repeats"), int) or not isinstance(a.get("dim"), int):
+        return None
+    return "call_function", torch.repeat_interleave, (args[0], a["repeats"], a["dim"]), {}
+
+
 _IDENTITY = (aten.alias, aten.detach, aten.lift_fresh_copy)
 
 ATEN: dict[Any, _Rule] = {
@@ -227,6 +237,7 @@ ATEN: dict[Any, _Rule] = {
     aten.log_sigmoid: _fn(F.logsigmoid, 1),
     aten.abs: _fn(torch.abs, 1),
     aten.exp: _fn(torch.exp, 1),
+    aten.erf: _fn(torch.erf, 1),  # hand-written GELU: x * 0.5 * (1 + erf(x / sqrt(2)))
     aten.pow: _fn(torch.pow, 2),
     aten.square: _fn(torch.square, 1),
     aten.clamp: _fn(torch.clamp, 3),
@@ -245,6 +256,7 @@ ATEN: dict[Any, _Rule] = {
     aten.sub: _arith(operator.sub),
     aten.rsub: _arith(operator.sub, swap=True),
     aten.mul: _fn(operator.mul, 2),
+    aten.multiply: _fn(operator.mul, 2),
     aten.div: _div,
     aten.neg: _neg,
     # normalisation written by hand and GPT-2's Conv1D (patterns: symlab.frontend.patterns)
@@ -270,6 +282,10 @@ ATEN: dict[Any, _Rule] = {
     aten._log_softmax: _softmax(F.log_softmax),
     aten.scaled_dot_product_attention: _sdpa,
     aten.masked_fill: _method("masked_fill", 3),
+    aten.fft_fftn: _fn(torch.fft.fftn, 4),  # FNet's token mixing (opaque)
+    aten.acos: _fn(torch.acos, 1),  # YOSO's angle between queries and keys (opaque)
+    aten.real: _fn(torch.real, 1),  # the real part of FNet's Fourier transform (opaque)
+    aten.im2col: _fn(F.unfold, 5),  # ConvBERT's span convolution (opaque)
     # comparisons and masks (opaque in the fx front-end; matched inside attention masks)
     aten.eq: _fn(operator.eq, 2), aten.ne: _fn(operator.ne, 2), aten.lt: _fn(operator.lt, 2),
     aten.le: _fn(operator.le, 2), aten.gt: _fn(operator.gt, 2), aten.ge: _fn(operator.ge, 2),
@@ -281,6 +297,7 @@ ATEN: dict[Any, _Rule] = {
     aten.reshape: _method("reshape", 2),
     aten.reshape_as: _method("reshape_as", 2),
     aten.view_as: _method("view_as", 2),
+    aten.repeat_interleave: _repeat_interleave,
     aten.flatten: _fn(torch.flatten),
     aten.unflatten: _method("unflatten", 3),
     aten.transpose: _method("transpose", 3),

@@ -73,11 +73,11 @@ def _param(cv: Converter, node: fx.Node, arg: Any, leaf: str) -> str | None:
         )
     key = str(arg.target)
     prefix, _, name = key.rpartition(".")
-    if name != leaf or key not in cv.state or set(arg.users) != {node}:
+    if name != leaf or key not in cv.state or any(u.target is not node.target for u in arg.users):
         raise UnsupportedOpError(
             f"node {node.name!r}: {node.target.__name__} reads {key!r} as its {leaf}"
             f"{where(node)}; symlab reads it as a layer only when it is the module's own "
-            f"{leaf!r}, used by this call alone"
+            f"{leaf!r}, used by calls of {node.target.__name__} alone"
         )
     return prefix
 
@@ -106,7 +106,15 @@ def _spec(cv: Converter, full: str, leaf: str, axes: tuple[str, ...]) -> ParamSp
 
 def _emit(cv: Converter, node: fx.Node, prefix: str, op: str, x: str, fa: int,
           specs: list[ParamSpec], **attrs: Any) -> None:  # fmt: skip
-    if prefix:
+    """One node per call; a second call on the same parameters (an embedding shared by an
+    encoder and a decoder) declares the same keys, so :mod:`symlab.symmetry.sharing` ties the
+    calls."""
+    if prefix and prefix in cv.g.nx:
+        calls = 2
+        while f"{prefix}@{calls}" in cv.g.nx:
+            calls += 1
+        cv.emit(node, f"{prefix}@{calls}", op, [x], fa, params=specs, key_prefix=prefix, **attrs)
+    elif prefix:
         cv.emit(node, prefix, op, [x], fa, params=specs, **attrs)
     else:
         cv.emit(node, "@root", op, [x], fa, params=specs, absolute_keys=True, **attrs)

@@ -51,7 +51,7 @@ ACT_FUNCS: dict[Any, str] = {
     F.hardswish: "hardswish", F.selu: "selu", F.celu: "celu", F.hardsigmoid: "hardsigmoid",
     F.logsigmoid: "logsigmoid", torch.relu_: "relu", F.relu_: "relu",
     torch.abs: "abs", "abs": "abs", torch.absolute: "abs", "absolute": "abs",
-    torch.exp: "exp", "exp": "exp",
+    torch.exp: "exp", "exp": "exp", torch.erf: "erf", "erf": "erf", torch.special.erf: "erf",
 }  # fmt: skip
 OPAQUE_FUNCS: set[Any] = {
     F.softmax, torch.softmax, torch.matmul, operator.matmul, torch.bmm, torch.einsum,
@@ -61,11 +61,14 @@ OPAQUE_FUNCS: set[Any] = {
     "masked_fill", "log_softmax", "unflatten", "repeat", "narrow", "type_as", "float", "to",
     torch.unbind, "unbind", torch.masked_fill, torch.tril, torch.triu, "tril", "triu",
     torch.where, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
-    "sum", torch.sum, torch.baddbmm, "baddbmm", F.unfold, F.fold,
+    "sum", torch.sum, torch.baddbmm, "baddbmm", torch.fft.fftn, torch.fft.fft, torch.fft.fft2,
+    torch.acos, "acos", torch.real, F.unfold, F.fold,
 }  # fmt: skip
 ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
-MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul}
-FLATTEN_FUNCS = {torch.flatten, "flatten", "view", "reshape", torch.reshape}
+MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul,
+             torch.multiply, "multiply"}  # fmt: skip
+FLATTEN_FUNCS = {torch.flatten, "flatten", "view", "reshape", torch.reshape, "reshape_as",
+                 "view_as"}  # fmt: skip
 MEAN_FUNCS = {torch.mean, "mean"}
 POOL_FUNCS = {
     F.adaptive_avg_pool1d: "pool_avg", F.adaptive_avg_pool2d: "pool_avg",

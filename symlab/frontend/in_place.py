@@ -10,7 +10,8 @@ for the same reason.) :func:`resolve_in_place` rewrites such readers to read the
 result, which is exact where the write covers the whole tensor, and drops a write nothing
 reads afterwards (it cannot change the outputs); a write through a view (``h[:, 0] = 0``,
 ``h[:, 1].zero_()``), or one whose tensor may share memory with another tensor read
-afterwards, is refused with a named error (fail closed).
+afterwards, is refused with a named error (fail closed) — unless no parameter reaches the
+written tensor or the written value (token ids shifted in place): fixed data stays fixed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.fxutil import where
-from symlab.frontend.units import _base, writes
+from symlab.frontend.units import _base, reachable, writes
 
 __all__ = ["resolve_in_place"]
 
@@ -58,6 +59,10 @@ def resolve_in_place(graph: fx.Graph) -> None:
     if not any(writes(n) for n in order):
         return
     base = {n: _base(n) for n in order}  # unchanged by the rewrites: a write's base is its src's
+    # what a parameter may reach (any module call counts): a write into a tensor nothing
+    # reaches, of a value nothing reaches (BART's shift_tokens_right on token ids), changes
+    # fixed data only, which the converter reads as fixed whatever its values
+    moved = reachable(order, lambda m: m.op in ("get_attr", "call_module"))
     for n in list(graph.nodes):
         if not writes(n) or not n.args or not isinstance(n.args[0], fx.Node):
             continue
@@ -74,7 +79,7 @@ def resolve_in_place(graph: fx.Graph) -> None:
         if not read and not later and not n.users:  # nothing reads the write: drop it
             graph.erase_node(n)
             continue
-        if read or (later and not whole):
+        if (read or (later and not whole)) and (n in moved or base[src] in moved):
             readers = sorted({u.name for u in (read or later)})
             raise UnsupportedOpError(
                 f"node {n.name!r}: an in-place write{where(n)} of a tensor that {readers} read "

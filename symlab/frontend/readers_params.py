@@ -48,12 +48,12 @@ def claim(cv: Converter, node: fx.Node, a: Any) -> tuple[str, str] | None:
     return key, "param" if isinstance(cv.state[key], nn.Parameter) else "buffer"
 
 
-def _features_last(cv: Converter, node: fx.Node, x: str, what: str) -> None:
-    if cv.fa[x] != len(cv.shape[x]) - 1:
-        raise UnsupportedOpError(
-            f"node {node.name!r}: {what} acts on the last axis but the units of its input lie "
-            f"on axis {cv.fa[x]}{where(node)}"
-        )
+def _features_last(cv: Converter, x: str) -> bool:
+    """Whether the units of ``x`` lie on its last axis, where F.linear/F.layer_norm act. When
+    they do not (SqueezeBERT's LayerNorm over channels of a (B, C, T) tensor whose units
+    symlab placed elsewhere), the call is read as opaque: its input, output and parameters
+    fixed — sound, its own symmetries not derived."""
+    return cv.fa[x] == len(cv.shape[x]) - 1
 
 
 @reads(F.linear)
@@ -67,7 +67,9 @@ def _linear(cv: Converter, node: fx.Node) -> bool:
     if cw is None or (b is not None and cb is None) or cv.state[cw[0]].ndim != 2:
         cv.opaque(node)  # a weight computed in the forward: a matmul symlab does not model
         return True
-    _features_last(cv, node, x, "F.linear")
+    if not _features_last(cv, x):
+        cv.opaque(node)
+        return True
     out_f, in_f = (int(s) for s in cv.state[cw[0]].shape)
     params = [ParamSpec("weight", (out_f, in_f), ("out", "in"), cw[1])]  # type: ignore[arg-type]
     keys = {"weight": cw[0]}
@@ -88,7 +90,9 @@ def _layer_norm(cv: Converter, node: fx.Node) -> bool:
     shape = [shape] if isinstance(shape, int) else list(shape)
     if len(shape) != 1 or shape[0] != cv.shape[x][-1]:
         raise unsupported(node, "F.layer_norm over several axes")
-    _features_last(cv, node, x, "F.layer_norm")
+    if not _features_last(cv, x):
+        cv.opaque(node)
+        return True
     params, keys = [], {}
     for i, role in ((2, "weight"), (3, "bias")):
         a = arg(node, i, role)

@@ -32,6 +32,7 @@ ACTIVATION_ADMITS: dict[str, Admits] = {
     # odd functions: sign flips pass through
     "softsign": Admits(Mag.NONE, Sign.DIAG),
     "tanhshrink": Admits(Mag.NONE, Sign.DIAG),
+    "erf": Admits(Mag.NONE, Sign.DIAG),  # erf(-x) = -erf(x)
     # generic (nn.ReLU6 ⊂ ReLU6 ≠ homogeneous; hardtanh's range may be asymmetric)
     "relu6": NONE,
     "hardtanh": NONE,

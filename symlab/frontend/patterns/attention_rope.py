@@ -76,7 +76,9 @@ def _is(n: Any, targets: set[Any]) -> bool:
 def _last_slice(n: Any, x: fx.Node) -> tuple[str, int, int] | None:
     """``(part, step offset, size)`` when ``n = x[..., a:b:s]`` slices only the last axis:
     part ``first``/``last`` (contiguous start or end, step 1) or ``even``/``odd`` (step 2)."""
-    if not _is(n, {operator.getitem}) or n.args[0] is not x or not isinstance(n.args[1], tuple):
+    if not _is(n, {operator.getitem}) or not isinstance(n.args[1], tuple):
+        return None
+    if n.args[0] is not x and not _twin(n.args[0], x):
         return None
     idx, nd = list(n.args[1]), len(_shape(x))
     if idx and idx[0] is Ellipsis:
@@ -94,6 +96,15 @@ def _last_slice(n: Any, x: fx.Node) -> tuple[str, int, int] | None:
     if s.step == 2 and end and s.start in (None, 0, 1):
         return ("odd" if s.start == 1 else "even"), 0, size
     return None
+
+
+def _twin(a: Any, x: fx.Node) -> bool:
+    """``a`` computes the same value as ``x``: the same cast of the same tensor, made twice
+    (``q.float() * cos + rotate_half(q.float()) * sin``)."""
+    return (
+        _is(a, _CASTS) and _is(x, _CASTS) and a is not x and a.target == x.target
+        and a.args[0] is x.args[0] and a.args[1:] == x.args[1:] and a.kwargs == x.kwargs
+    )  # fmt: skip
 
 
 def _negated(n: Any) -> tuple[fx.Node, bool]:
@@ -119,6 +130,7 @@ def _rotated(r: Any, x: fx.Node, inner: set[fx.Node]) -> str | None:
         if (sa[0], sb[0]) != ("last", "first"):
             return None
         inner |= {r, a, b, *(p for p in parts if p not in (a, b))}
+        inner |= {s.args[0] for s in (a, b) if s.args[0] is not x}  # a twin cast of x
         return "half"
     # interleaved: stack((-x[..., 1::2], x[..., ::2]), -1).flatten(-2)
     if not (_is(r, {"flatten", torch.flatten, "view", "reshape"}) and len(r.users) >= 1):
@@ -134,6 +146,7 @@ def _rotated(r: Any, x: fx.Node, inner: set[fx.Node]) -> str | None:
     if sa is None or sb is None or na == nb or (sa[0], sb[0]) != ("odd", "even"):
         return None
     inner |= {r, st, a, b, *(p for p in parts if p not in (a, b))}
+    inner |= {s.args[0] for s in (a, b) if s.args[0] is not x}  # a twin cast of x
     return "interleaved"
 
 
