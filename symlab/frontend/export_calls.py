@@ -101,8 +101,13 @@ class LeafCalls:
         self._leaf: dict[str, bool] = {}
         self._values: dict[str, Any] | None = None
         self._find_groups()
-        self._assign_calls(recorded)  # export's fake tensors: shapes only
-        if any(self._needs_values(g) for g in self.groups.values()):
+        try:
+            self._assign_calls(recorded)  # export's fake tensors: shapes only
+            real = False
+        except TraceError:  # export's run missed calls (e.g. modules it called outside hooks)
+            self._assign_calls(self._run_for_real())
+            real = True
+        if not real and any(self._needs_values(g) for g in self.groups.values()):
             self._assign_calls(self._run_for_real())  # tensors are matched to nodes by value
 
     def state(self, kind: InputKind, target: str) -> torch.Tensor:
