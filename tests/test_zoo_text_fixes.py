@@ -206,6 +206,23 @@ def test_repeat_interleave_moves_units_only_off_their_axis() -> None:
     assert any(f.kind == "permutation" and f.size == 6 for f in G.factors)
     assert sl.check_invariance(net, G, x, 4).worst < 1e-9
 
+    class ByShape(nn.Module):  # GCViT: repeats computed from a shape (a traced value)
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.a(x))
+            g = h[:1].repeat_interleave(x.shape[0] // 1, dim=0)
+            return self.b(h + g)
+
+    net, x = ByShape().double(), torch.randn(3, 4, dtype=torch.float64)
+    G = sl.symmetries(net, x)
+    assert any(f.kind == "permutation" and f.size == 6 for f in G.factors)
+    assert sl.check_invariance(net, G, x, 4).worst < 1e-9
+    # along the units' own axis a repeat still moves them: refused, whatever the counts
+    assert moved_feature_axis(torch.repeat_interleave, (None, 1), 1, (3, 6), (3, 12)) is None
+
 
 class Float32Inside(nn.Module):
     """A float64 model with a float32 RMSNorm inside (Llama's cast)."""

@@ -68,11 +68,11 @@ def moved_feature_axis(
         return order.index(fa) if sorted(order) == list(range(nd_in)) else None
     if fn in _INDEX:
         return _index(args[0] if args else None, fa, shape_in, shape_out)
-    if fn in _REPEAT:  # each slice of another axis repeated: units whole, on the same axis
+    if fn in _REPEAT:  # (repeats, dim): each slice along another axis repeated (any counts,
+        # even a tensor of them): every unit's values stay whole, on the same axis
         dim = args[1] if len(args) > 1 else None
-        whole = isinstance(args[0] if args else None, int) and isinstance(dim, int)
         same = len(shape_out) == nd_in and shape_out[fa] == shape_in[fa]
-        return fa if whole and same and dim % nd_in != fa else None
+        return fa if isinstance(dim, int) and same and dim % nd_in != fa else None
     if fn in _SQUEEZE or fn in _UNSQUEEZE or fn in _EXPAND or fn in _RESHAPE:
         return _by_shapes(fa, shape_in, shape_out)
     return None
