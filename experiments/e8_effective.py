@@ -17,7 +17,8 @@ exists. Two kinds of jobs:
   matching in the derived group ("structural") and after effective matching — on the data's
   whole span (the function kept) and on a support relaxed to ``relaxed_ev`` of the variance
   (functions move across masks; the residual and B's loss change are recorded); (e) the
-  function-class and the correlation predictions against the measured unaligned barrier,
+  function-class prediction (with its shared-consumer rule, the default, and without it), the
+  class-centred and the correlation predictions against the measured unaligned barrier,
   counted only where both endpoints trained (:func:`symlab.connect.check_endpoints`); (f) the
   falsification search: pairs predicted to merge without alignment that do not; (g) the
   stability of C, T and the prediction when the inputs are shifted (Gaussian noise of
@@ -272,7 +273,10 @@ def run(cfg: E8Config, seed: int) -> dict[str, Any]:
     a, b, data, stats = _pair(cfg, seed)
     G = sl.symmetries(a, data.x_train[:2])
     rep = sl.identify.identifiability(a, b, data, G)
-    fc_pred = sl.identify.predict_alignment_free(rep, cfg.threshold)
+    fc_pred = sl.identify.predict_alignment_free(
+        rep, cfg.threshold, bending_tolerance=cfg.tolerance
+    )
+    units_pred = sl.identify.predict_alignment_free(rep, cfg.threshold, shared_consumer=False)
     corr_pred = sl.identify.predict_alignment_free(rep, cfg.threshold, rule="correlation")
     class_pred = sl.identify.predict_alignment_free(rep, cfg.threshold, rule="class_cost")
     naive = sl.connect.interpolate(a, b, data, cfg.n_alphas)
@@ -292,6 +296,10 @@ def run(cfg: E8Config, seed: int) -> dict[str, Any]:
             "distance": None if v.function_class is None else v.function_class.distance,
             "coherence": None if v.function_class is None else v.function_class.coherence,
             "fixed_share": None if v.function_class is None else v.function_class.fixed_share,
+            "shared_consumer": None
+            if v.function_class is None
+            else v.function_class.shared_consumer,
+            "bending": None if v.function_class is None else v.function_class.bending,
         }
         for k, v in rep.layers.items()
     }
@@ -305,6 +313,7 @@ def run(cfg: E8Config, seed: int) -> dict[str, Any]:
         "score_function_class": rep.function_class_score,
         "predicted_low_loss": fc_pred.low_loss,
         "predicted_low_loss_correlation": corr_pred.low_loss,
+        "predicted_low_loss_units_only": units_pred.low_loss,
         "predicted_low_loss_class": class_pred.low_loss,
         "score_class": min(
             (v.function_class.class_score for v in rep.layers.values() if v.function_class),

@@ -69,6 +69,7 @@ def _confusion_table(pairs: list[dict[str, Any]]) -> str:
     for key, name in (
         ("predicted_low_loss", "function classes, move cost (default)"),
         ("predicted_low_loss_class", "function classes, class-centred C^AB"),
+        ("predicted_low_loss_units_only", "function classes, units only (no shared-consumer rule)"),
         ("predicted_low_loss_correlation", "correlation"),
         ("predicted_low_loss_distance",
          f"default + ρ ≤ {POST_HOC_DISTANCE} (threshold chosen on this sweep: not validated)"),

@@ -496,8 +496,8 @@ def test_max_distance_adds_the_derivations_condition():
     same = sl.identify.predict_alignment_free(rep, max_distance=0.5)
     assert same.low_loss and same.layers["layers.0.linear"]["distance"] < 1e-12
     far = dataclasses.replace(rep, layers={
-        k: dataclasses.replace(v, function_class=dataclasses.replace(v.function_class,
-                                                                     distance=0.7))
+        k: dataclasses.replace(v, function_class=dataclasses.replace(
+            v.function_class, distance=0.7, shared_consumer=False))
         for k, v in rep.layers.items()})  # fmt: skip
     assert sl.identify.predict_alignment_free(far).low_loss  # off by default
     flipped = sl.identify.predict_alignment_free(far, max_distance=0.5)

@@ -45,7 +45,7 @@ def test_prediction_agrees_with_the_measured_barrier(sandbox_runs):
         chk = check_prediction(*runs[name], data, tolerance=0.05)
         assert chk.prediction.low_loss is low, str(chk)
         assert chk.agree, str(chk)
-        assert "identifiable" in chk.prediction.reason
+        assert "function_class score" in chk.prediction.reason, chk.prediction.reason
 
 
 def test_pairwise_matrix(sandbox_runs):

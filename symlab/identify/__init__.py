@@ -8,6 +8,7 @@ merging prediction. Effective alignment itself is :func:`symlab.align.effective_
 """
 
 from symlab.identify.assignment import AssignmentMargins, min_cost_assignment, permutation_margins
+from symlab.identify.consumer import ConsumerCheck, consumer_check
 from symlab.identify.cross_run import (
     FunctionClassLayer,
     function_class_identifiability,
@@ -51,6 +52,7 @@ from symlab.identify.support import Support, coherence, support
 __all__ = [
     "RULES",
     "AssignmentMargins",
+    "ConsumerCheck",
     "EffectiveGroup",
     "FunctionClassLayer",
     "FunctionClasses",
@@ -61,6 +63,7 @@ __all__ = [
     "ReluRealizers",
     "Support",
     "coherence",
+    "consumer_check",
     "effective_group",
     "effective_group_from_costs",
     "function_class_identifiability",

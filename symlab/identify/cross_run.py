@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from symlab.identify.assignment import min_cost_assignment, permutation_margins
+from symlab.identify.consumer import consumer_check
 from symlab.identify.function_classes import function_classes_from_weights
 from symlab.identify.layers import (
     check_group,
@@ -106,6 +107,11 @@ class FunctionClassLayer:
             unaligned midpoint's gain of a unit is from 1 because of the gauge mismatch alone
             (a unit scaled by ``r`` in and ``1/r`` out: ``((1 + r)/2)·((1 + 1/r)/2)``; 1 for
             ``r = 1``, 0 for a sign flip).
+        shared_consumer: the rest of the network is the same function of this layer's output
+            in both runs and along their unaligned path, so the layer's slot order cannot make a
+            barrier (:func:`symlab.identify.consumer_check`; raw parameters).
+        bending: where the consumer is shared, the midpoint's output defect through it,
+            ``E‖f(z̄) − (f(z_A) + f(z_B))/2‖²`` (NaN otherwise).
 
     >>> import symlab as sl
     >>> a = sl.nn.MLP([5, 8, 2], asym={"num_fixed": 2, "kappa": 1.0}, seed=0)
@@ -132,6 +138,8 @@ class FunctionClassLayer:
     fixed_share: float
     gauge_ratio: torch.Tensor
     gauge_distortion: float
+    shared_consumer: bool = False
+    bending: float = float("nan")
 
     def identifiable(self, rel_eps: float = 0.01) -> torch.Tensor:
         """(n,) bool: every permutation moving the unit costs more than ``rel_eps`` × the mean
@@ -320,6 +328,7 @@ def function_class_identifiability(
         num = (((ra - rb) ** 2) * lam).sum()
         den = ((ra**2 + rb**2) * lam).sum().clamp_min(1e-300)
         fixed = ((fc_raw.v**2) * lam).sum() / ((ra**2) * lam).sum().clamp_min(1e-300)
+        consumer = consumer_check(model_a, model_b, x, name)
         ratio = torch.ones(fc.n, dtype=torch.float64)
         if gauges:
             s_a = _gauge_scale(layer_parts(model_a, name)[0], layer_parts(ca, name)[0])
@@ -334,5 +343,6 @@ def function_class_identifiability(
             coherence=fc_raw.support.coherence, k=fc_raw.support.k,
             fixed_share=float(fixed.clamp(max=1.0)), gauge_ratio=ratio,
             gauge_distortion=gauge_distortion(ratio),
+            shared_consumer=consumer.shared, bending=consumer.bending,
         )  # fmt: skip
     return out

@@ -75,6 +75,8 @@ def _function_class_verdict(
     gauge_tolerance: float,
     rule: str,
     max_distance: float | None = None,
+    bending_tolerance: float = 0.1,
+    shared_consumer: bool = True,
 ) -> tuple[list[str], list[str], dict[str, dict[str, Any]], dict[str, str]]:
     ok, bad, info, why = [], [], {}, {}
     for name, lay in report.layers.items():
@@ -89,8 +91,19 @@ def _function_class_verdict(
         ctx = f"ν(U) = {fc.coherence:.2f}, fixed share {fc.fixed_share:.2f}"
         info[name] = {"score": score, "degenerate": fc.degenerate, "measure": rule,
                       "gauge_distortion": fc.gauge_distortion, "coherence": fc.coherence,
-                      "fixed_share": fc.fixed_share, "distance": fc.distance}  # fmt: skip
-        if rule == "class_cost" and fc.degenerate:
+                      "fixed_share": fc.fixed_share, "distance": fc.distance,
+                      "shared_consumer": fc.shared_consumer, "bending": fc.bending}  # fmt: skip
+        if (
+            shared_consumer and fc.shared_consumer
+        ):  # slot order cannot matter to what reads the layer: bending decides
+            passed = fc.bending <= bending_tolerance
+            cmp = "≤" if passed else ">"
+            why[name] = (
+                f"the rest of the network is the same in both runs, so its slot order does not "
+                f"matter; the midpoint's bending through it is {fc.bending:.3g} {cmp} "
+                f"{bending_tolerance} ({ctx})"
+            )
+        elif rule == "class_cost" and fc.degenerate:
             passed, why[name] = (
                 False,
                 (
@@ -136,6 +149,8 @@ def predict_alignment_free(
     rule: str = "function_class",
     gauge_tolerance: float = 0.1,
     max_distance: float | None = None,
+    bending_tolerance: float = 0.1,
+    shared_consumer: bool = True,
 ) -> Prediction:
     """Predict whether unaligned interpolation between the report's two runs is low-loss.
 
@@ -147,6 +162,13 @@ def predict_alignment_free(
     relative effective distance at the identity ρ (``FunctionClassLayer.distance``: 0 when the
     runs realise the same functions, ≈ 1 for unrelated ones) stays at or below it — the
     derivation's own condition that ``Σ_i D_ii`` is small, with a threshold to choose.
+    A layer whose consumer is shared (``FunctionClassLayer.shared_consumer``: the rest of the
+    network is the same in both runs, as after a fixed read-out) is decided by the midpoint's
+    bending instead, for both function-class rules: it passes when the bending (the output's
+    mean squared midpoint defect, in the units of a mean squared error) is at most
+    ``bending_tolerance`` — whether its units are identifiable or not, since their order cannot
+    matter to what reads them. ``shared_consumer=False`` decides every layer by its units'
+    identifiability alone (the rule without this extension, kept for comparison).
 
     >>> import symlab as sl, torch
     >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
@@ -171,18 +193,32 @@ def predict_alignment_free(
         why = {k: f"correlation score {v.score:.2f}" for k, v in report.layers.items()}
     else:
         ok, bad, info, why = _function_class_verdict(
-            report, threshold, gauge_tolerance, rule, max_distance
+            report,
+            threshold,
+            gauge_tolerance,
+            rule,
+            max_distance,
+            bending_tolerance,
+            shared_consumer,
         )
+    shared = {k for k, v in info.items() if shared_consumer and v.get("shared_consumer")}
     if bad:
         first = bad[0]
+        if first in shared:
+            what = "the unaligned midpoint bends"
+            then = "the path bends through a shared read-out, so a barrier is expected"
+        else:
+            what = "are not identifiable"
+            then = "its units must be aligned before merging, so a barrier is expected"
         reason = (
-            f"{len(bad)} of {len(report.layers)} layers are not identifiable; {first}: "
-            f"{why[first]} — its units must be aligned before merging, so a barrier is expected"
+            f"{len(bad)} of {len(report.layers)} layers fail ({what}); {first}: {why[first]} "
+            f"— {then}"
         )
     else:
         reason = (
-            f"all {len(ok)} layers are identifiable ({'; '.join(why[k] for k in ok[:3])}): the "
-            "runs' units already correspond, so the unaligned path is expected to stay low-loss"
+            f"all {len(ok)} layers pass ({'; '.join(why[k] for k in ok[:3])}): the runs' units "
+            "already correspond (or their order does not matter to what reads them), so the "
+            "unaligned path is expected to stay low-loss"
         )
     return Prediction(not bad, tuple(ok), tuple(bad), threshold, reason, rule, info)
 
@@ -249,7 +285,8 @@ def test_prediction(
     chosen barrier decides "low-loss"; Bürgin et al. use their ``max_endpoint`` barrier and 21
     interpolation points) and check that both endpoints trained (``min_accuracy`` /
     ``max_loss`` override :func:`symlab.connect.check_endpoints`' default thresholds;
-    ``max_distance`` is :func:`predict_alignment_free`'s).
+    ``max_distance`` is :func:`predict_alignment_free`'s; ``tolerance`` is also its
+    ``bending_tolerance``).
 
     >>> import symlab as sl, torch
     >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
@@ -261,7 +298,8 @@ def test_prediction(
     from symlab.connect import check_endpoints, interpolate
 
     report = report or identifiability(model_a, model_b, data)
-    pred = predict_alignment_free(report, threshold, rule=rule, max_distance=max_distance)
+    pred = predict_alignment_free(report, threshold, rule=rule, max_distance=max_distance,
+                                  bending_tolerance=tolerance)  # fmt: skip
     curve = interpolate(model_a, model_b, data, n_alphas=n_alphas, **kwargs)
     b = float(curve.barrier(barrier_kind))
     ends = check_endpoints(curve.alphas, curve.loss, curve.accuracy, data=data,

@@ -1,0 +1,143 @@
+"""Does a layer's slot order matter to the rest of the network? The *shared-consumer* check and
+the *bending* of the unaligned midpoint (Bürgin et al., ICML 2026, extended; the derivation is
+in ``docs/concepts/identifiability.md``).
+
+Along the unaligned path ``θ(α) = (1 − α) θ_A + α θ_B`` the layer after a layer of units reads,
+at the midpoint, ``W̄ h̄`` with ``W̄ = (W_A + W_B)/2`` and ``h̄`` the layer's midpoint output.
+Writing ``h̄ = (h_A + h_B)/2 − δ``::
+
+    W̄ h̄ = (W_A h_A + W_B h_B)/2 − (W_A − W_B)(h_A − h_B)/4 − W̄ δ
+
+The middle term is the *slot mismatch*: it vanishes when the runs' units correspond and agree
+(``h_A ≈ h_B``: what function-class identifiability tests) — or when the rest of the network
+is the same in both runs (``W_A = W_B``: a fixed read-out, as in the paper's sandbox
+``y = Σ_h ReLU((W ⊙ M) x + b)``). The last term is the *bending* of the activation on the
+segment between the runs' pre-activations: for ReLU, ``δ = min(|z_A|, |z_B|)/2`` where the two
+runs' pre-activations differ in sign and 0 elsewhere.
+
+:func:`consumer_check` tests the second case directly, by stitching: the rest of run A, of run
+B and of the midpoint model, each fed the other run's layer output, must give exactly that
+run's network output (so the slot order of this layer does not matter to what reads it, at
+either end or in the middle). It then measures the bending as the network output's midpoint
+defect ``E‖f(z̄) − (f(z_A) + f(z_B))/2‖²`` (``z̄`` the mean of the runs' pre-activations, ``f``
+the shared rest of the network; mean over rows and output entries), which for the mean squared
+error is the midpoint's loss increase over the endpoints' mean when both endpoints fit their
+targets — exact for a first layer, whose pre-activation along the path is ``(1 − α) z_A + α z_B``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from symlab.identify.layers import _module
+from symlab.stateless import call_with_state
+
+__all__ = ["ConsumerCheck", "consumer_check"]
+
+#: relative output difference below which a stitched output counts as the same (float32 noise)
+SHARED_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class ConsumerCheck:
+    """The shared-consumer check of one layer of two runs (see the module docstring).
+
+    Attributes:
+        shared: the rest of the network computes the same function of this layer's output in
+            run A, run B and the midpoint model (on the data), so the layer's slot order cannot
+            make a barrier; False also when the check could not be made (``why``).
+        stitch_error: the largest relative output difference of the three stitchings.
+        bending: the midpoint output defect ``E‖f(z̄) − (f(z_A) + f(z_B))/2‖²`` through the
+            shared rest of the network (NaN when not shared).
+        why: what decided ``shared`` (one line).
+
+    >>> import symlab as sl
+    >>> a = sl.nn.MLP([4, 8, 2], seed=0)
+    >>> c = consumer_check(a, a, torch.randn(64, 4), "layers.0.linear")  # a run against itself
+    >>> c.shared, c.bending < 1e-12
+    (True, True)
+    """
+
+    shared: bool
+    stitch_error: float
+    bending: float
+    why: str
+
+
+def _outputs(
+    model: nn.Module,
+    module: nn.Module,
+    x: torch.Tensor,
+    feed: torch.Tensor | None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> tuple[Any, Any, int]:
+    """``(network output, the module's first output, number of calls of the module)`` when
+    ``model`` runs on ``x`` — with the module's first output replaced by ``feed`` if given."""
+    seen: list[torch.Tensor] = []
+
+    def hook(m: nn.Module, args: tuple, out: Any) -> Any:
+        seen.append(out)
+        if feed is not None and len(seen) == 1:
+            return feed
+        return None
+
+    handle = module.register_forward_hook(hook)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(x) if state is None else call_with_state(model, state, (x,))
+    finally:
+        model.train(was)
+        handle.remove()
+    return y, (seen[0] if seen else None), len(seen)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    scale = float((b - b.mean(0)).pow(2).mean()) + float(b.pow(2).mean()) * 1e-12
+    return float((a - b).pow(2).mean()) / max(scale, 1e-300)
+
+
+def consumer_check(
+    model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, layer: str
+) -> ConsumerCheck:
+    """Whether the rest of the network after ``layer`` is the same in both runs and along their
+    unaligned path, and the midpoint's bending through it (see the module docstring).
+
+    Refuses (``shared=False``, with ``why``) a layer called more than once per forward pass or
+    a network whose output is not one tensor: the stitching could not be made soundly.
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
+    >>> consumer_check(a, b, torch.randn(64, 4), "layers.0.linear").shared  # trained heads differ
+    False
+    """
+    ma, mb = _module(model_a, layer), _module(model_b, layer)
+    y_a, z_a, calls_a = _outputs(model_a, ma, x, None)
+    y_b, z_b, calls_b = _outputs(model_b, mb, x, None)
+    nan = math.nan
+    if calls_a != 1 or calls_b != 1:
+        return ConsumerCheck(False, nan, nan, f"{layer!r} runs {calls_a} times per forward pass")
+    if not all(isinstance(t, torch.Tensor) for t in (y_a, y_b, z_a, z_b)):
+        return ConsumerCheck(False, nan, nan, "the network's or the layer's output is not a tensor")
+    sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
+    mid = {k: (v + sd_b[k]) / 2 if v.is_floating_point() else v for k, v in sd_a.items()}
+    y_ab = _outputs(model_a, ma, x, z_b)[0]
+    y_ba = _outputs(model_b, mb, x, z_a)[0]
+    y_ma = _outputs(model_a, ma, x, z_a, mid)[0]
+    err = max(_rel(y_ab, y_b), _rel(y_ba, y_a), _rel(y_ma, y_a))
+    if not err <= SHARED_RTOL:
+        return ConsumerCheck(False, err, nan, (
+            f"the rest of the network differs between the runs (stitched output off by "
+            f"{err:.2g} of its variance)"))  # fmt: skip
+    y_bar = _outputs(model_a, ma, x, (z_a + z_b) / 2)[0]
+    bend = float((y_bar.double() - (y_a.double() + y_b.double()) / 2).pow(2).mean())
+    return ConsumerCheck(True, err, bend, (
+        f"the rest of the network is the same in both runs and along the path (stitched output "
+        f"off by {err:.2g} of its variance)"))  # fmt: skip
