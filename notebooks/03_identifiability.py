@@ -27,7 +27,8 @@
 #
 # (costs; for correlations the signs flip), and `predict_alignment_free` predicts a low-loss
 # unaligned path when every layer's function-class score is $\ge 0.9$ and the runs' gauges
-# agree — a prediction we check against the measured barrier.
+# agree (or, for a layer whose read-out both runs share, when the midpoint's bending is within
+# the tolerance: the last section) — a prediction we check against the measured barrier.
 #
 # Setting: the paper's *coherence sandbox* (a ReLU teacher of two latent variables embedded in
 # 20 dimensions), one hidden layer of 64 units, AdamW. Runs in about a minute.
@@ -258,3 +259,46 @@ for copies, (a, b) in masked_runs.items():
 # trainable read-out the barrier is not smaller at coherence 1; with the paper's fixed read-out,
 # E3's and E8's sandbox, it is.) Experiment E8 (`symlab experiment run e8`) runs this across
 # coherences, κ and widths, with swap-cost distributions against the data's intrinsic dimension.
+
+# %% [markdown]
+# ## When both runs share the read-out, bending decides
+#
+# The paper's sandbox reads its hidden units with a *fixed* sum, $y = \sum_h
+# \mathrm{ReLU}((W \odot M)x + b)$. Then the order of the units cannot matter to what reads them:
+# at the midpoint the next layer computes $\tfrac12(W_Ah_A + W_Bh_B) - \tfrac14(W_A - W_B)(h_A -
+# h_B) - \bar W\delta$, and with $W_A = W_B$ only the *bending* $\delta$ of the ReLU between the
+# runs' pre-activations is left. `sl.identify.consumer_check` finds such layers by stitching
+# (the rest of run A fed run B's layer gives run B's output, and so on), and the prediction then
+# compares the bending with the tolerance instead of asking for identifiable units. The masked
+# units below are not identifiable at any coherence, yet the unaligned path is flat at coherence
+# 1/2 and not at 1/10 — and the bending says so.
+
+
+# %%
+class SumSandbox(torch.nn.Module):
+    """The paper's sandbox: a masked ReLU layer (κ = 0) read by a fixed sum."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.hidden = sl.nn.WAsymLinear(20, 64, num_fixed=17, kappa=0.0, seed=0, init_seed=seed)
+        self.head = sl.nn.WAsymLinear(64, 1, num_fixed=64, kappa=0.0, bias=False, seed=0)
+        with torch.no_grad():
+            self.head.fixed.fill_(1.0)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.hidden(x)))
+
+
+for copies in (2, 10):
+    ds = sl.data.load("coherence", seed=0, copies=copies)
+    a, b = SumSandbox(0), SumSandbox(1)
+    for s, m in enumerate((a, b)):
+        sl.train.train(m, ds, sandbox_config, data_seed=s)
+    check = sl.identify.test_prediction(a.eval(), b.eval(), ds)
+    layer = check.prediction.layers["hidden"]
+    print(
+        f"coherence 1/{copies}: function-class score {layer['score']:.2f}, shared read-out "
+        f"{layer['shared_consumer']}, bending {layer['bending']:.3f}, measured barrier "
+        f"{check.barrier:.3f} — prediction {'agrees' if check.agree else 'DISAGREES'}"
+    )
+    assert layer["shared_consumer"]
