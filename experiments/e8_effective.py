@@ -27,10 +27,10 @@ exists. Two kinds of jobs:
 
 Settings: ``small`` — sandbox copies 1 and 10 (mask) and 10 (dense), 40 epochs, width 64;
 MNIST-1D standard and W-asymmetric κ = 1, width 64, 8 epochs; swap costs at k = 1, 4; one seed
-(55 s on 2 cores, measured). ``full`` — the masked sandbox at every coherence 1/copies,
-copies 1 … 10, the dense one at copies 1, 2, 5, 10, width 128, 100 epochs; MNIST-1D all seven
-variants at widths 64 and 128, 10 epochs; swap costs at k = 1, 2, 4, 8, 16; 5 seeds (165
-jobs, 16.3 min on 2 cores at load 10, measured).
+(about 1 min: 61 s on one worker, 50 s CPU, measured at load 5). ``full`` — the masked sandbox
+at every coherence 1/copies, copies 1 … 10, the dense one at copies 1, 2, 5, 10, width 128,
+100 epochs; MNIST-1D all seven variants at widths 64 and 128, 10 epochs; swap costs at k = 1,
+2, 4, 8, 16; 5 seeds (165 jobs, 16.3 min on 2 cores at load 10, measured).
 """
 
 from __future__ import annotations
@@ -358,7 +358,7 @@ EXPERIMENT = Experiment(
                 {"part": ["swap_costs"], "intrinsic_dim": [1, 4]},
             ],
             seeds=1,
-            runtime="~1 min on 2 cores (55 s measured at load 6.5; 27 s CPU)",
+            runtime="~1 min (61 s measured on one worker at load 5; 50 s CPU)",
         ),
         "full": Setting(
             E8Config(),
