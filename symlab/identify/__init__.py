@@ -8,7 +8,7 @@ merging prediction. Effective alignment itself is :func:`symlab.align.effective_
 """
 
 from symlab.identify.assignment import AssignmentMargins, min_cost_assignment, permutation_margins
-from symlab.identify.consumer import ConsumerCheck, consumer_check
+from symlab.identify.consumer import ConsumerCheck, consumer_check, consumer_checks
 from symlab.identify.cross_run import (
     FunctionClassLayer,
     function_class_identifiability,
@@ -64,6 +64,7 @@ __all__ = [
     "Support",
     "coherence",
     "consumer_check",
+    "consumer_checks",
     "effective_group",
     "effective_group_from_costs",
     "function_class_identifiability",

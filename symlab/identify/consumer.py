@@ -37,7 +37,7 @@ from torch import nn
 from symlab.identify.layers import _module
 from symlab.stateless import call_with_state
 
-__all__ = ["ConsumerCheck", "consumer_check"]
+__all__ = ["ConsumerCheck", "consumer_check", "consumer_checks"]
 
 #: relative output difference below which a stitched output counts as the same (float32 noise)
 SHARED_RTOL = 1e-4
@@ -69,24 +69,28 @@ class ConsumerCheck:
     why: str
 
 
-def _outputs(
+def _run(
     model: nn.Module,
-    module: nn.Module,
+    modules: dict[str, nn.Module],
     x: torch.Tensor,
-    feed: torch.Tensor | None,
+    feed: tuple[str, torch.Tensor] | None = None,
     state: dict[str, torch.Tensor] | None = None,
-) -> tuple[Any, Any, int]:
-    """``(network output, the module's first output, number of calls of the module)`` when
-    ``model`` runs on ``x`` — with the module's first output replaced by ``feed`` if given."""
-    seen: list[torch.Tensor] = []
+) -> tuple[Any, dict[str, list[Any]]]:
+    """``(network output, each module's outputs in call order)`` when ``model`` runs on ``x``
+    (in eval mode, without gradients) — with the first output of module ``feed[0]`` replaced by
+    ``feed[1]`` if given, and with the tensors of ``state`` in place of the model's own."""
+    seen: dict[str, list[Any]] = {name: [] for name in modules}
 
-    def hook(m: nn.Module, args: tuple, out: Any) -> Any:
-        seen.append(out)
-        if feed is not None and len(seen) == 1:
-            return feed
-        return None
+    def hook(name: str):
+        def fn(m: nn.Module, args: tuple, out: Any) -> Any:
+            seen[name].append(out)
+            if feed is not None and feed[0] == name and len(seen[name]) == 1:
+                return feed[1]
+            return None
 
-    handle = module.register_forward_hook(hook)
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
     was = model.training
     model.eval()
     try:
@@ -94,14 +98,65 @@ def _outputs(
             y = model(x) if state is None else call_with_state(model, state, (x,))
     finally:
         model.train(was)
-        handle.remove()
-    return y, (seen[0] if seen else None), len(seen)
+        for h in handles:
+            h.remove()
+    return y, seen
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     scale = float((b - b.mean(0)).pow(2).mean()) + float(b.pow(2).mean()) * 1e-12
     return float((a - b).pow(2).mean()) / max(scale, 1e-300)
+
+
+def consumer_checks(
+    model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, layers: list[str]
+) -> dict[str, ConsumerCheck]:
+    """:func:`consumer_check` for several layers, with one plain pass of each run for all of
+    them (one stitched pass more per layer whose consumer differs, four where it is shared).
+
+    >>> import symlab as sl
+    >>> a = sl.nn.MLP([4, 8, 8, 2], seed=0)
+    >>> checks = consumer_checks(a, a, torch.randn(32, 4), ["layers.0.linear", "layers.1.linear"])
+    >>> [c.shared for c in checks.values()]
+    [True, True]
+    """
+    mods_a = {name: _module(model_a, name) for name in layers}
+    mods_b = {name: _module(model_b, name) for name in layers}
+    y_a, seen_a = _run(model_a, mods_a, x)
+    y_b, seen_b = _run(model_b, mods_b, x)
+    nan, out = math.nan, {}
+    mid: dict[str, torch.Tensor] | None = None
+    for name in layers:
+        calls = len(seen_a[name]), len(seen_b[name])
+        if calls != (1, 1):
+            why = f"{name!r} runs {calls[0]} and {calls[1]} times per forward pass of the runs"
+            out[name] = ConsumerCheck(False, nan, nan, why)
+            continue
+        z_a, z_b = seen_a[name][0], seen_b[name][0]
+        if not all(isinstance(t, torch.Tensor) for t in (y_a, y_b, z_a, z_b)):
+            why = "the network's or the layer's output is not a tensor"
+            out[name] = ConsumerCheck(False, nan, nan, why)
+            continue
+        err = _rel(_run(model_a, mods_a, x, (name, z_b))[0], y_b)
+        if err <= SHARED_RTOL:
+            if mid is None:
+                sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
+                mid = {k: (v + sd_b[k]) / 2 if v.is_floating_point() else v
+                       for k, v in sd_a.items()}  # fmt: skip
+            err = max(err, _rel(_run(model_b, mods_b, x, (name, z_a))[0], y_a),
+                      _rel(_run(model_a, mods_a, x, (name, z_a), mid)[0], y_a))  # fmt: skip
+        if not err <= SHARED_RTOL:
+            out[name] = ConsumerCheck(False, err, nan, (
+                f"the rest of the network differs between the runs (stitched output off by "
+                f"{err:.2g} of its variance)"))  # fmt: skip
+            continue
+        y_bar = _run(model_a, mods_a, x, (name, (z_a + z_b) / 2))[0]
+        bend = float((y_bar.double() - (y_a.double() + y_b.double()) / 2).pow(2).mean())
+        out[name] = ConsumerCheck(True, err, bend, (
+            f"the rest of the network is the same in both runs and along the path (stitched "
+            f"output off by {err:.2g} of its variance)"))  # fmt: skip
+    return out
 
 
 def consumer_check(
@@ -118,26 +173,4 @@ def consumer_check(
     >>> consumer_check(a, b, torch.randn(64, 4), "layers.0.linear").shared  # trained heads differ
     False
     """
-    ma, mb = _module(model_a, layer), _module(model_b, layer)
-    y_a, z_a, calls_a = _outputs(model_a, ma, x, None)
-    y_b, z_b, calls_b = _outputs(model_b, mb, x, None)
-    nan = math.nan
-    if calls_a != 1 or calls_b != 1:
-        return ConsumerCheck(False, nan, nan, f"{layer!r} runs {calls_a} times per forward pass")
-    if not all(isinstance(t, torch.Tensor) for t in (y_a, y_b, z_a, z_b)):
-        return ConsumerCheck(False, nan, nan, "the network's or the layer's output is not a tensor")
-    sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
-    mid = {k: (v + sd_b[k]) / 2 if v.is_floating_point() else v for k, v in sd_a.items()}
-    y_ab = _outputs(model_a, ma, x, z_b)[0]
-    y_ba = _outputs(model_b, mb, x, z_a)[0]
-    y_ma = _outputs(model_a, ma, x, z_a, mid)[0]
-    err = max(_rel(y_ab, y_b), _rel(y_ba, y_a), _rel(y_ma, y_a))
-    if not err <= SHARED_RTOL:
-        return ConsumerCheck(False, err, nan, (
-            f"the rest of the network differs between the runs (stitched output off by "
-            f"{err:.2g} of its variance)"))  # fmt: skip
-    y_bar = _outputs(model_a, ma, x, (z_a + z_b) / 2)[0]
-    bend = float((y_bar.double() - (y_a.double() + y_b.double()) / 2).pow(2).mean())
-    return ConsumerCheck(True, err, bend, (
-        f"the rest of the network is the same in both runs and along the path (stitched output "
-        f"off by {err:.2g} of its variance)"))  # fmt: skip
+    return consumer_checks(model_a, model_b, x, [layer])[layer]

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from symlab.identify.assignment import min_cost_assignment, permutation_margins
-from symlab.identify.consumer import consumer_check
+from symlab.identify.consumer import consumer_checks
 from symlab.identify.function_classes import function_classes_from_weights
 from symlab.identify.layers import (
     check_group,
@@ -305,6 +305,7 @@ def function_class_identifiability(
     io_a, io_b = layer_io(ca, x, layers), layer_io(cb, x, layers)
     raw_a, raw_b = (layer_io(model_a, x, layers), layer_io(model_b, x, layers)) if gauges else (
         io_a, io_b)  # fmt: skip
+    consumers = consumer_checks(model_a, model_b, x, layers)
     out = {}
     for name in progress_items(layers, progress, "identifiability: function classes"):
         c, d, unexplained, fc, _, _ = _layer(
@@ -328,7 +329,7 @@ def function_class_identifiability(
         num = (((ra - rb) ** 2) * lam).sum()
         den = ((ra**2 + rb**2) * lam).sum().clamp_min(1e-300)
         fixed = ((fc_raw.v**2) * lam).sum() / ((ra**2) * lam).sum().clamp_min(1e-300)
-        consumer = consumer_check(model_a, model_b, x, name)
+        consumer = consumers[name]
         ratio = torch.ones(fc.n, dtype=torch.float64)
         if gauges:
             s_a = _gauge_scale(layer_parts(model_a, name)[0], layer_parts(ca, name)[0])
