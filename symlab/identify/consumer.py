@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from symlab.identify.layers import _module
-from symlab.stateless import call_with_state
+from symlab.identify.layers import _module, run_hooked
 
 __all__ = ["ConsumerCheck", "consumer_check", "consumer_checks"]
 
@@ -69,40 +67,6 @@ class ConsumerCheck:
     why: str
 
 
-def _run(
-    model: nn.Module,
-    modules: dict[str, nn.Module],
-    x: torch.Tensor,
-    feed: tuple[str, torch.Tensor] | None = None,
-    state: dict[str, torch.Tensor] | None = None,
-) -> tuple[Any, dict[str, list[Any]]]:
-    """``(network output, each module's outputs in call order)`` when ``model`` runs on ``x``
-    (in eval mode, without gradients) — with the first output of module ``feed[0]`` replaced by
-    ``feed[1]`` if given, and with the tensors of ``state`` in place of the model's own."""
-    seen: dict[str, list[Any]] = {name: [] for name in modules}
-
-    def hook(name: str):
-        def fn(m: nn.Module, args: tuple, out: Any) -> Any:
-            seen[name].append(out)
-            if feed is not None and feed[0] == name and len(seen[name]) == 1:
-                return feed[1]
-            return None
-
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            y = model(x) if state is None else call_with_state(model, state, (x,))
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
-    return y, seen
-
-
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double(), b.double()
     scale = float((b - b.mean(0)).pow(2).mean()) + float(b.pow(2).mean()) * 1e-12
@@ -123,8 +87,8 @@ def consumer_checks(
     """
     mods_a = {name: _module(model_a, name) for name in layers}
     mods_b = {name: _module(model_b, name) for name in layers}
-    y_a, seen_a = _run(model_a, mods_a, x)
-    y_b, seen_b = _run(model_b, mods_b, x)
+    y_a, seen_a = run_hooked(model_a, mods_a, x)
+    y_b, seen_b = run_hooked(model_b, mods_b, x)
     nan, out = math.nan, {}
     mid: dict[str, torch.Tensor] | None = None
     for name in layers:
@@ -133,25 +97,25 @@ def consumer_checks(
             why = f"{name!r} runs {calls[0]} and {calls[1]} times per forward pass of the runs"
             out[name] = ConsumerCheck(False, nan, nan, why)
             continue
-        z_a, z_b = seen_a[name][0], seen_b[name][0]
+        z_a, z_b = seen_a[name][0][1], seen_b[name][0][1]
         if not all(isinstance(t, torch.Tensor) for t in (y_a, y_b, z_a, z_b)):
             why = "the network's or the layer's output is not a tensor"
             out[name] = ConsumerCheck(False, nan, nan, why)
             continue
-        err = _rel(_run(model_a, mods_a, x, (name, z_b))[0], y_b)
+        err = _rel(run_hooked(model_a, mods_a, x, (name, z_b))[0], y_b)
         if err <= SHARED_RTOL:
             if mid is None:
                 sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
                 mid = {k: (v + sd_b[k]) / 2 if v.is_floating_point() else v
                        for k, v in sd_a.items()}  # fmt: skip
-            err = max(err, _rel(_run(model_b, mods_b, x, (name, z_a))[0], y_a),
-                      _rel(_run(model_a, mods_a, x, (name, z_a), mid)[0], y_a))  # fmt: skip
+            err = max(err, _rel(run_hooked(model_b, mods_b, x, (name, z_a))[0], y_a),
+                      _rel(run_hooked(model_a, mods_a, x, (name, z_a), mid)[0], y_a))  # fmt: skip
         if not err <= SHARED_RTOL:
             out[name] = ConsumerCheck(False, err, nan, (
                 f"the rest of the network differs between the runs (stitched output off by "
                 f"{err:.2g} of its variance)"))  # fmt: skip
             continue
-        y_bar = _run(model_a, mods_a, x, (name, (z_a + z_b) / 2))[0]
+        y_bar = run_hooked(model_a, mods_a, x, (name, (z_a + z_b) / 2))[0]
         bend = float((y_bar.double() - (y_a.double() + y_b.double()) / 2).pow(2).mean())
         out[name] = ConsumerCheck(True, err, bend, (
             f"the rest of the network is the same in both runs and along the path (stitched "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -149,6 +150,51 @@ def _unit_rows(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return y.reshape(-1, y.shape[-1])
 
 
+def run_hooked(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    x: Any,
+    feed: tuple[str, Any] | None = None,
+    state: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[Any, dict[str, list[tuple[tuple, Any]]]]:
+    """``(network output, each module's calls as (inputs, output) in call order)`` when
+    ``model`` runs on ``x`` in eval mode without gradients (its mode is restored) — with the
+    first output of module ``feed[0]`` replaced by ``feed[1]`` if given, and with the tensors of
+    ``state`` in place of the model's own (:func:`symlab.stateless.call_with_state`).
+
+    >>> import symlab as sl
+    >>> net = sl.nn.MLP([4, 8, 2], seed=0)
+    >>> zero = ("head", torch.zeros(3, 2))  # the head's output replaced by zeros
+    >>> y, calls = run_hooked(net, {"head": net.head}, torch.randn(3, 4), zero)
+    >>> y.abs().sum().item(), len(calls["head"])
+    (0.0, 1)
+    """
+    from symlab.stateless import call_with_state
+
+    seen: dict[str, list[tuple[tuple, Any]]] = {name: [] for name in modules}
+
+    def hook(name: str):
+        def fn(m: nn.Module, args: tuple, out: Any) -> Any:
+            seen[name].append((args, out))
+            if feed is not None and feed[0] == name and len(seen[name]) == 1:
+                return feed[1]
+            return None
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            y = model(x) if state is None else call_with_state(model, state, (x,))
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+    return y, seen
+
+
 def layer_io(
     model: nn.Module, data: torch.Tensor, layers: list[str]
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -162,25 +208,8 @@ def layer_io(
     ((16, 4), (16, 8))
     """
     modules = {name: _module(model, name) for name in layers}
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hook(name: str):
-        def fn(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            if name not in seen:
-                seen[name] = (args[0].detach(), out.detach())
-
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(data)
-    finally:
-        model.train(was)
-        for h in handles:
-            h.remove()
+    _, calls = run_hooked(model, modules, data)
+    seen = {name: (c[0][0][0].detach(), c[0][1].detach()) for name, c in calls.items() if c}
     out = {}
     for name, module in modules.items():
         if name not in seen:
