@@ -2,8 +2,9 @@
 
 Each module defines a frozen config dataclass, ``run(config, seed) -> dict``, a ``report`` that
 writes a figure (PNG + PDF) and a markdown summary, and ``EXPERIMENT`` with a ``small`` setting
-(CI; 10–50 s of CPU, runtimes measured in ``symlab experiment list``) and a ``full``
-one (runtime estimated by ``python -m experiments.estimate``). ``python -m experiments.publish``
+(CI; 10–50 s of CPU, runtimes measured in ``symlab experiment list``), a ``medium`` one and a
+``full`` one (runtimes measured; ``python -m experiments.estimate`` estimates a setting's
+runtime without running it). ``python -m experiments.publish``
 writes the result pages under ``docs/results/`` from the job records.
 """
 

@@ -30,7 +30,7 @@ MNIST-1D standard and W-asymmetric κ = 1, width 64, 8 epochs; swap costs at k =
 (about 1 min: 61 s on one worker, 50 s CPU, measured at load 5). ``full`` — the masked sandbox
 at every coherence 1/copies, copies 1 … 10, the dense one at copies 1, 2, 5, 10, width 128,
 100 epochs; MNIST-1D all seven variants at widths 64 and 128, 10 epochs; swap costs at k = 1,
-2, 4, 8, 16; 5 seeds (165 jobs, 16.3 min on 2 cores at load 10, measured).
+2, 4, 8, 16; 5 seeds (165 jobs; 25 CPU-minutes, measured).
 """
 
 from __future__ import annotations
@@ -369,7 +369,9 @@ EXPERIMENT = Experiment(
                 {"part": ["swap_costs"], "intrinsic_dim": [1, 2, 4, 8, 16]},
             ],
             seeds=5,
-            runtime="~17 min on 2 cores (978 s measured at load 10)",
+            runtime=(
+                "25.4 min CPU; 32.1 min wall on one niced worker, machine load 3–7 (measured)"
+            ),
         ),
     },
     report=report,

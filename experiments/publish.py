@@ -142,7 +142,8 @@ def _settings(exp: Experiment, setting: str) -> list[str]:
     sweep = exp.sweep(setting)
     lines.append(f"- seeds: {sweep.seed_list()} ({len(sweep.jobs())} jobs)")
     others = [f"`{k}`: {v.runtime}" for k, v in exp.settings.items() if v.runtime]
-    lines.append("- runtime of every setting: " + "; ".join(others) + ". " + ESTIMATE_NOTE)
+    note = " " + ESTIMATE_NOTE if any("(estimated)" in o for o in others) else ""
+    lines.append("- runtime of every setting: " + "; ".join(others) + "." + note)
     return lines
 
 
