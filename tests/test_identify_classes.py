@@ -58,6 +58,35 @@ def test_costs_match_direct_least_norm_solves():
                 assert math.isclose(float(C[i, j]), ref, rel_tol=1e-6, abs_tol=1e-9)
 
 
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 6), shared=st.booleans())
+def test_shared_mask_costs_match_direct_solves_with_any_centres(seed, k, shared):
+    """A layer whose units share one mask (standard: all ones; or one common 0/1 row) takes the
+    one-quadratic-form path; it must equal the direct least-norm solve, also from other
+    centres (the cross-run move cost)."""
+    g = torch.Generator().manual_seed(seed)
+    n, d = 5, 7
+    row = (torch.rand(1, d, generator=g) < 0.7).double() if shared else torch.ones(1, d).double()
+    row[0, 0] = 1.0
+    mask = row.expand(n, d).clone()
+    w = torch.randn(n, d, generator=g, dtype=torch.float64)
+    s = support(torch.randn(200, d, generator=g, dtype=torch.float64), k=k)
+    fc = function_classes_from_weights(w, s, mask)
+    targets = torch.randn(4, s.k, generator=g, dtype=torch.float64)
+    centres = torch.randn(n, s.k, generator=g, dtype=torch.float64)
+    C = fc.cost(targets, centres=centres)
+    U, D = s.U.numpy(), mask.numpy()
+    for i in range(n):
+        for j in range(len(targets)):
+            # from centre c_i to t_j: min ‖Δw‖² with Uᵀ(d_i ⊙ Δw) = t_j − c_i
+            diff = (targets[j] - centres[i]).numpy()
+            ref = _lstsq_cost(U, np.zeros(d), D[i], diff)
+            got = float(C[i, j])
+            if math.isinf(ref):  # outside the class (a rank-deficient shared Gram)
+                assert math.isinf(got), (i, j, got)
+            else:
+                assert math.isclose(got, ref, rel_tol=1e-6, abs_tol=1e-9), (i, j, got, ref)
+
+
 def test_unreachable_is_inf_not_a_huge_number():
     # a unit with only one trainable input cannot realise a function needing two directions
     w = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)

@@ -84,18 +84,22 @@ class FunctionClasses:
         condition number, so the pseudo-inverse with ``rtol`` cuts nothing); the others go
         through an eigendecomposition."""
         if self._eig is None:
-            L, info = torch.linalg.cholesky_ex(self.S)
+            shared = bool((self.mask == self.mask[:1]).all())  # one Gram for every unit
+            S = self.S[:1] if shared else self.S
+            L, info = torch.linalg.cholesky_ex(S)
             ok = info == 0
             if bool(ok.all()):
                 P = torch.cholesky_inverse(L)
             else:
-                P = torch.zeros_like(self.S)
+                P = torch.zeros_like(S)
                 if bool(ok.any()):
                     P[ok] = torch.cholesky_inverse(L[ok])
-            cond = torch.linalg.matrix_norm(self.S) * torch.linalg.matrix_norm(P)
+            cond = torch.linalg.matrix_norm(S) * torch.linalg.matrix_norm(P)
             ok &= torch.isfinite(cond) & (cond < 1e8)
             if not bool(ok.all()):
                 P[~ok] = 0.0
+            if shared:  # read-only views: nothing writes into P or ok afterwards
+                P, ok = P.expand(self.n, -1, -1), ok.expand(self.n)
             self._eig = (P, ok)
         return self._eig
 
@@ -126,7 +130,8 @@ class FunctionClasses:
         ``reach=False`` skips the range test: the quadratic form over the directions the unit
         can move in (the cost of the target's projection onto the class).
 
-        Units with a certified well-conditioned Gram use one matrix product for all pairs,
+        Layers whose units share one mask (standard layers) use one quadratic form; otherwise
+        units with a certified well-conditioned Gram use one matrix product for all pairs,
         ``C_ij = ⟨S_i⁻¹, t_j t_jᵀ⟩ − 2 (S_i⁻¹ c_i)ᵀ t_j + c_iᵀ S_i⁻¹ c_i``; the others an
         eigendecomposition with the range test.
 
@@ -143,6 +148,12 @@ class FunctionClasses:
             )
         c0 = self.v if centres is None else centres.double()
         P, ok = self._inverse()
+        if bool(ok.all()) and bool((self.mask == self.mask[:1]).all()):
+            # one Gram for every unit (a standard layer: equal masks): one quadratic form,
+            # C_ij = t_jᵀ P t_j − 2 c_iᵀ P t_j + c_iᵀ P c_i, with no per-unit (k × k) work
+            tp, cp = t @ P[0], c0 @ P[0]
+            tt, cc = (tp * t).sum(-1), (cp * c0).sum(-1)
+            return torch.addmm(cc[:, None] + tt[None, :], cp, t.T, alpha=-2.0).clamp_min_(0.0)
         out = torch.empty(self.n, t.shape[0], dtype=torch.float64)
         if bool(ok.any()):
             every = bool(ok.all())
