@@ -126,3 +126,8 @@ def test_shared_consumer_decides_by_bending_whatever_the_units():
     assert fc.shared_consumer and fc.bending > 0
     assert predict_alignment_free(rep, bending_tolerance=fc.bending / 2).low_loss is False
     assert predict_alignment_free(rep, bending_tolerance=fc.bending * 2).low_loss is True
+
+
+def test_runs_of_different_architectures_are_refused_by_name():
+    with pytest.raises(sl.errors.ArchitectureMismatchError):
+        consumer_check(SumNet(3, 4, 0), SumNet(3, 5, 0), torch.randn(8, 3), "hidden")

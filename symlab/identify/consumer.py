@@ -85,6 +85,9 @@ def consumer_checks(
     >>> [c.shared for c in checks.values()]
     [True, True]
     """
+    from symlab.connect.interpolate import check_same_architecture
+
+    check_same_architecture(model_a.state_dict(), model_b.state_dict())
     mods_a = {name: _module(model_a, name) for name in layers}
     mods_b = {name: _module(model_b, name) for name in layers}
     y_a, seen_a = run_hooked(model_a, mods_a, x)
@@ -130,7 +133,8 @@ def consumer_check(
     unaligned path, and the midpoint's bending through it (see the module docstring).
 
     Refuses (``shared=False``, with ``why``) a layer called more than once per forward pass or
-    a network whose output is not one tensor: the stitching could not be made soundly.
+    a network whose output is not one tensor: the stitching could not be made soundly. Runs of
+    different architectures raise :class:`symlab.errors.ArchitectureMismatchError`.
 
     >>> import symlab as sl
     >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)

@@ -93,9 +93,8 @@ def _function_class_verdict(
                       "gauge_distortion": fc.gauge_distortion, "coherence": fc.coherence,
                       "fixed_share": fc.fixed_share, "distance": fc.distance,
                       "shared_consumer": fc.shared_consumer, "bending": fc.bending}  # fmt: skip
-        if (
-            shared_consumer and fc.shared_consumer
-        ):  # slot order cannot matter to what reads the layer: bending decides
+        # a shared consumer: slot order cannot matter to what reads the layer, bending decides
+        if shared_consumer and fc.shared_consumer:
             passed = fc.bending <= bending_tolerance
             cmp = "≤" if passed else ">"
             why[name] = (
