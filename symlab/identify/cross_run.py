@@ -58,8 +58,7 @@ from symlab.identify.assignment import min_cost_assignment, permutation_margins
 from symlab.identify.consumer import consumer_checks
 from symlab.identify.function_classes import function_classes_from_weights
 from symlab.identify.layers import (
-    check_group,
-    check_inputs,
+    check_pair,
     layer_io,
     layer_parts,
     support_coefficients,
@@ -291,15 +290,7 @@ def function_class_identifiability(
     >>> lay.score < 0.9, lay.degenerate, lay.class_score  # standard units share one class
     (True, True, 0.0)
     """
-    from symlab.api import symmetries
-    from symlab.connect.interpolate import check_same_architecture
-
-    check_same_architecture(model_a.state_dict(), model_b.state_dict())
-    check_inputs(model_a, x, argument="x", model_name="model_a")
-    if G is None:
-        G = symmetries(model_a, x[:2])
-    else:
-        check_group(G, model_a)
+    G = check_pair(model_a, model_b, x, G, argument="x")
     layers = function_class_layers(model_a, G)
     ca, cb = (_gauge_free(model_a, G), _gauge_free(model_b, G)) if gauges else (model_a, model_b)
     io_a, io_b = layer_io(ca, x, layers), layer_io(cb, x, layers)

@@ -16,14 +16,12 @@ import torch
 from torch import nn
 
 from symlab.align.effective import EffectiveLayer, EffectiveMatching
-from symlab.connect.interpolate import check_same_architecture
 from symlab.errors import ArgumentError, DataError
 from symlab.identify.assignment import min_cost_assignment
 from symlab.identify.cross_run import function_class_layers, gauge_free
 from symlab.identify.function_classes import function_classes_from_weights
 from symlab.identify.layers import (
-    check_group,
-    check_inputs,
+    check_pair,
     data_inputs,
     layer_io,
     layer_parts,
@@ -187,17 +185,11 @@ def match(
     >>> eff.residual < 1e-4, sorted(eff.layers)
     (True, ['head', 'layers.0.linear'])
     """
-    from symlab.api import symmetries
 
     if objective not in ("distance", "cost"):
         raise ArgumentError(f"objective must be 'distance' or 'cost', got {objective!r}")
     x = data_inputs(data, "effective_matching", split)
-    check_same_architecture(model_a.state_dict(), model_b.state_dict())
-    check_inputs(model_a, x, argument="data", model_name="model_a")
-    if G is None:
-        G = symmetries(model_a, x[:2])
-    else:
-        check_group(G, model_a)
+    G = check_pair(model_a, model_b, x, G)
     sd_a, sd_b = model_a.state_dict(), model_b.state_dict()
     h_a = None
     if gauges:

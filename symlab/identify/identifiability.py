@@ -39,7 +39,7 @@ from symlab.align.activation_matching import correlation_matrices
 from symlab.align.weight_matching import solve_assignment
 from symlab.errors import DataError
 from symlab.identify.cross_run import FunctionClassLayer, function_class_identifiability
-from symlab.identify.layers import check_group, check_inputs, data_inputs
+from symlab.identify.layers import check_pair, data_inputs
 from symlab.progress import progress as progress_items
 from symlab.symmetry.group import SymmetryGroup
 
@@ -178,16 +178,8 @@ def identifiability(
     >>> round(rep.score, 6)  # the same run twice: every unit is itself
     1.0
     """
-    from symlab.api import symmetries
-    from symlab.connect.interpolate import check_same_architecture
-
     x = data_inputs(data, "identifiability", split)
-    check_same_architecture(model_a.state_dict(), model_b.state_dict())
-    check_inputs(model_a, x, argument="data", model_name="model_a")
-    if G is None:
-        G = symmetries(model_a, example_input if example_input is not None else x[:2])
-    else:
-        check_group(G, model_a)
+    G = check_pair(model_a, model_b, x, G, example_input=example_input)
     spaces = [f for f in G.unit_spaces() if int(f.size) > 1]
     if not spaces:
         raise DataError("the model has no hidden units to compare")

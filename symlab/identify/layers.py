@@ -17,11 +17,13 @@ from symlab.nn.asymmetric import WAsymLinear
 __all__ = [
     "check_group",
     "check_inputs",
+    "check_pair",
     "data_inputs",
     "function_classes",
     "layer_inputs",
     "layer_io",
     "layer_parts",
+    "run_hooked",
     "support_coefficients",
 ]
 
@@ -108,6 +110,35 @@ def check_group(G: Any, model: nn.Module, *, model_name: str = "model_a") -> Non
             f"G was not derived from {model_name}'s architecture ({err}); pass "
             f"G = symlab.symmetries({model_name}, example_input) or leave G out"
         ) from None
+
+
+def check_pair(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    x: torch.Tensor,
+    G: Any = None,
+    *,
+    argument: str = "data",
+    example_input: Any = None,
+) -> Any:
+    """Check that two runs share one architecture and that ``x`` fits ``model_a`` (named
+    errors), and return their symmetry group: ``G`` checked against ``model_a``, or derived from
+    it on ``example_input`` (default: the first two rows of ``x``).
+
+    >>> import symlab as sl
+    >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
+    >>> check_pair(a, b, torch.randn(8, 4)).log10_order > 0
+    True
+    """
+    from symlab.api import symmetries
+    from symlab.connect.interpolate import check_same_architecture
+
+    check_same_architecture(model_a.state_dict(), model_b.state_dict())
+    check_inputs(model_a, x, argument=argument, model_name="model_a")
+    if G is None:
+        return symmetries(model_a, x[:2] if example_input is None else example_input)
+    check_group(G, model_a)
+    return G
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:
