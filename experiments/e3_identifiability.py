@@ -33,6 +33,7 @@ setting did not fit the shared 2-core machine the pages were made on; see the re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,20 +101,27 @@ class E3Config:
     device: str = "cpu"  # where the runs train (measurements run on the CPU)
 
 
+def sandbox_training(cfg: Any) -> tuple[Any, TrainConfig, Callable[[int], nn.Module]]:
+    """``(data, train config, seed → model)`` of Bürgin et al.'s sandbox for a config with
+    ``copies``, ``variant`` (dense|mask), ``width``, ``mask_p``, ``mask_seed`` and ``epochs``
+    (E3's and E8's): AdamW, lr 1e-2, weight decay 1e-2, batch 128."""
+    data = sl.data.load("coherence", seed=0, copies=cfg.copies)
+    p = 1.0 if cfg.variant == "dense" else cfg.mask_p
+    tc = TrainConfig(
+        optimizer="adamw",
+        lr=1e-2,
+        weight_decay=1e-2,
+        epochs=cfg.epochs,
+        batch_size=128,
+        progress=False,
+    )
+    return data, tc, lambda s: SandboxNet(data.input_shape[0], cfg.width, p, cfg.mask_seed, s)
+
+
 def _pair(cfg: E3Config, seed: int) -> tuple[nn.Module, nn.Module, Any, Any]:
     seeds = [2 * seed, 2 * seed + 1]
     if cfg.family == "sandbox":
-        data = sl.data.load("coherence", seed=0, copies=cfg.copies)
-        p = 1.0 if cfg.variant == "dense" else cfg.mask_p
-        tc = TrainConfig(
-            optimizer="adamw",
-            lr=1e-2,
-            weight_decay=1e-2,
-            epochs=cfg.epochs,
-            batch_size=128,
-            progress=False,
-        )
-        make = lambda s: SandboxNet(data.input_shape[0], cfg.width, p, cfg.mask_seed, s)  # noqa: E731
+        data, tc, make = sandbox_training(cfg)
     elif cfg.family == "mnist1d":
         from .e2_asymmetric import E2Config, make_model
 

@@ -49,7 +49,7 @@ from symlab.seeding import generator
 from symlab.train import TrainConfig
 
 from ._common import train_models
-from .e3_identifiability import SandboxNet
+from .e3_identifiability import SandboxNet, sandbox_training
 from .e8_report import claims as claims  # re-exported: the page publisher reads it
 from .e8_report import report
 
@@ -99,17 +99,7 @@ def mnist_model(
 
 def _pair(cfg: E8Config, seed: int) -> tuple[nn.Module, nn.Module, Any, Any]:
     if cfg.family == "sandbox":
-        data = sl.data.load("coherence", seed=0, copies=cfg.copies)
-        p = 1.0 if cfg.variant == "dense" else cfg.mask_p
-        tc = TrainConfig(
-            optimizer="adamw",
-            lr=1e-2,
-            weight_decay=1e-2,
-            epochs=cfg.epochs,
-            batch_size=128,
-            progress=False,
-        )
-        make = lambda s: SandboxNet(data.input_shape[0], cfg.width, p, cfg.mask_seed, s)  # noqa: E731
+        data, tc, make = sandbox_training(cfg)
     elif cfg.family == "mnist1d":
         data = sl.data.load("mnist1d")
         tc = TrainConfig(
