@@ -117,27 +117,13 @@ def test_e3_identifiability(tmp_path):
         assert res["trained"] or "did not train" in res["endpoints"]
 
 
-def _run_plain(name: str, tmp_path, seeds: int | None = None):
-    """E8's small setting without the result-page checks (E8 has several tables and no
-    published page yet)."""
-    from symlab.runner import run_sweep
-
-    exp = experiments.get(name)
-    out = run_sweep(exp.sweep("small", seeds), tmp_path, workers=1, progress=False)
-    assert out.complete, [f["error"] for f in out.failures]
-    rep = exp.report(out.records, tmp_path / name, "small")
-    assert all(p.exists() for p in rep.files)
-    assert {p.suffix for p in rep.files} == {".png", ".pdf", ".md"}
-    return out.records, rep
-
-
 def test_e8_effective(tmp_path):
     """E8's small setting: the effective barrier falls far below the structural one on the
     masked sandbox at low coherence, swap costs grow with the intrinsic dimension, and every
     table of the report is written."""
     from experiments.e8_report import claims, confusion
 
-    records, rep = _run_plain("e8", tmp_path, seeds=1)
+    records, rep = _run("e8", tmp_path, seeds=1, tables=None)
     cl = claims(records)
     assert cl["effective_alignment"]["held"], cl
     assert cl["swap_costs_grow"]["held"], cl
