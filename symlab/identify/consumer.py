@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from symlab.identify.layers import _module, run_hooked
+from symlab.identify.layers import _module, check_inputs, run_hooked
 
 __all__ = ["ConsumerCheck", "consumer_check", "consumer_checks"]
 
@@ -88,6 +88,7 @@ def consumer_checks(
     from symlab.connect.interpolate import check_same_architecture
 
     check_same_architecture(model_a.state_dict(), model_b.state_dict())
+    check_inputs(model_a, x, argument="x", model_name="model_a")
     mods_a = {name: _module(model_a, name) for name in layers}
     mods_b = {name: _module(model_b, name) for name in layers}
     y_a, seen_a = run_hooked(model_a, mods_a, x)
@@ -134,7 +135,8 @@ def consumer_check(
 
     Refuses (``shared=False``, with ``why``) a layer called more than once per forward pass or
     a network whose output is not one tensor: the stitching could not be made soundly. Runs of
-    different architectures raise :class:`symlab.errors.ArchitectureMismatchError`.
+    different architectures raise :class:`symlab.errors.ArchitectureMismatchError`, inputs
+    that do not fit ``model_a`` or a layer it does not have a :class:`symlab.errors.DataError`.
 
     >>> import symlab as sl
     >>> a, b = sl.nn.MLP([4, 8, 2], seed=0), sl.nn.MLP([4, 8, 2], seed=1)
