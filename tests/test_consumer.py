@@ -131,3 +131,27 @@ def test_shared_consumer_decides_by_bending_whatever_the_units():
 def test_runs_of_different_architectures_are_refused_by_name():
     with pytest.raises(sl.errors.ArchitectureMismatchError):
         consumer_check(SumNet(3, 4, 0), SumNet(3, 5, 0), torch.randn(8, 3), "hidden")
+
+
+def test_inputs_that_do_not_fit_are_refused_by_name():
+    with pytest.raises(sl.errors.DataError):
+        consumer_check(SumNet(3, 4, 0), SumNet(3, 4, 1), torch.randn(8, 5), "hidden")
+    with pytest.raises(sl.errors.DataError):  # a layer the model does not have
+        consumer_check(SumNet(3, 4, 0), SumNet(3, 4, 1), torch.randn(8, 3), "nope")
+
+
+def test_negative_control_the_bending_check_tells_wrong_formulas_apart():
+    """The equalities of the property test above discriminate: dropping the sign-disagreement
+    mask, or the ½, gives another number on a pair whose units disagree in sign."""
+    g = torch.Generator().manual_seed(3)
+    a, b = SumNet(3, 6, 0), SumNet(3, 6, 101)
+    x = torch.randn(128, 3, generator=g)
+    c = consumer_check(a, b, x, "hidden")
+    with torch.no_grad():
+        za, zb = a.hidden(x).double(), b.hidden(x).double()
+    flips = (za > 0) != (zb > 0)
+    assert flips.any()
+    no_mask = float(((torch.minimum(za.abs(), zb.abs()) / 2).sum(1) ** 2).mean())
+    no_half = float(((torch.minimum(za.abs(), zb.abs()) * flips).sum(1) ** 2).mean())
+    assert c.bending != pytest.approx(no_mask, rel=1e-4)
+    assert c.bending != pytest.approx(no_half, rel=1e-4)

@@ -87,6 +87,20 @@ def test_shared_mask_costs_match_direct_solves_with_any_centres(seed, k, shared)
                 assert math.isclose(got, ref, rel_tol=1e-6, abs_tol=1e-9), (i, j, got, ref)
 
 
+def test_negative_control_shared_mask_costs_depend_on_the_centres():
+    """The direct-solve comparison above discriminates: the cost from the class centres is not
+    the cost from other centres, on the one-quadratic-form path."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    s = support(torch.randn(200, 7, generator=g, dtype=torch.float64), k=4)
+    fc = function_classes_from_weights(w, s)
+    targets = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    centres = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    ref = _lstsq_cost(s.U.numpy(), np.zeros(7), np.ones(7), (targets[0] - centres[0]).numpy())
+    assert math.isclose(float(fc.cost(targets, centres=centres)[0, 0]), ref, rel_tol=1e-6)
+    assert not math.isclose(float(fc.cost(targets)[0, 0]), ref, rel_tol=1e-3)
+
+
 def test_unreachable_is_inf_not_a_huge_number():
     # a unit with only one trainable input cannot realise a function needing two directions
     w = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
