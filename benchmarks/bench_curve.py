@@ -1,7 +1,8 @@
 """P3: a 25-point linear-interpolation curve, 3×512 MLP, 5 000 MNIST-1D-shaped inputs.
 
 ``symlab.connect.interpolate`` (on CPU: parameters written per α into a scratch copy, rows in
-cache-sized blocks, the input layer's products shared by all α) against a loop that loads
+cache-sized blocks, the input layer's products shared by all α, the Linear/ReLU chain run with
+its ReLUs in place) against a loop that loads
 a state_dict per α, and against the compute floor: 25 bare forward passes of one model.
 """
 

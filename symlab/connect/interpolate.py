@@ -9,9 +9,12 @@ batches, all α of a chunk run as one batched pass (:func:`torch.func.vmap`, see
 :mod:`symlab.connect.path_eval`). When the model's input goes straight into one ``nn.Linear``,
 that layer's output at α is ``(1 − α)·(X W_Aᵀ + b_A) + α·(X W_Bᵀ + b_B)``: two products for
 every α instead of one per α (equal to the plain computation up to float rounding, exact at the
-endpoints). For BatchNorm models the running statistics of every interior α are recomputed on
-training data first (Jordan et al. 2023; on by default for BN models); the endpoints keep their
-own statistics, so the curve's endpoints are the models' own losses.
+endpoints). A model that is one chain of ``nn.Linear`` layers and ReLUs (:class:`symlab.nn.MLP`,
+an ``nn.Sequential``, or a forward calling them in turn) runs with its ReLUs in place and
+nothing else kept (:mod:`symlab.connect.chain`; the same floats). For BatchNorm models the
+running statistics of every interior α are recomputed on training data first (Jordan et al.
+2023; on by default for BN models); the endpoints keep their own statistics, so the curve's
+endpoints are the models' own losses.
 
 α must lie in [0, 1]: an extrapolated point would count in the barriers. Parameters or buffers
 holding NaN or infinity are refused (:class:`~symlab.errors.NonFiniteError` naming the model and

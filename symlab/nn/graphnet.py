@@ -123,6 +123,25 @@ class GraphNet(nn.Module):
                 raise GraphError(f"node name {path!r} clashes with an attribute {part!r}")
         owner.add_module(leaf, module)
 
+    def path(self) -> list[tuple[str, str, nn.Module | None]] | None:
+        """``(node name, op, module)`` of every node in run order when the nodes form one path
+        (one input, each node read by the next one only, the last one the output), else None.
+
+        >>> from symlab.graph import mlp
+        >>> [op for _, op, _ in mlp([3, 5, 2]).build().path()]
+        ['input', 'linear', 'activation', 'linear', 'output']
+        >>> mlp([3, 5, 5, 2], residual=True).build().path() is None
+        True
+        """
+        names = [n.name for n in self._order]
+        for i, name in enumerate(names):
+            if self._inputs[name] != names[i - 1 : i]:  # the input node has none
+                return None
+        ends = [n.op for n in self._order if n.op in ("input", "output")]
+        if ends != ["input", "output"] or self._order[-1].op != "output":
+            return None
+        return [(n.name, n.op, self._mods.get(n.name)) for n in self._order]
+
     def forward(self, *xs: torch.Tensor) -> Any:
         values = self.forward_all(*xs)
         outputs = [values[n.name] for n in self._order if n.op == "output"]

@@ -1,0 +1,323 @@
+"""Chains of nn.Linear and ReLU run with in-place ReLUs inside interpolate
+(symlab.connect.chain): what is recognised, what is refused, and that curves do not change."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+
+import symlab as sl
+import symlab.connect.path_eval as path_eval
+from symlab.connect import interpolate, interpolate_state
+from symlab.connect.chain import Chain, find_chain
+from symlab.connect.path_eval import loss_terms
+
+
+def xy(n: int = 96, d: int = 6, k: int = 3, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def plain_curve(a: nn.Module, b: nn.Module, x, y, alphas) -> torch.Tensor:
+    """The reference: load the interpolated state_dict into a copy, one forward per α."""
+    out = []
+    with torch.no_grad():
+        for alpha in alphas:
+            m = copy.deepcopy(a)
+            m.load_state_dict(interpolate_state(a.state_dict(), b.state_dict(), alpha))
+            out.append(F.cross_entropy(m(x), y).item())
+    return torch.tensor(out, dtype=torch.float64)
+
+
+class Functional(nn.Module):
+    """A chain written the way users write it: attributes and a functional ReLU."""
+
+    def __init__(self, widths: list[int], relus: list[bool], style: str, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fcs = nn.ModuleList(nn.Linear(i, o) for i, o in itertools.pairwise(widths))
+        self.relus, self.style = relus, style
+
+    def forward(self, x):
+        for fc, relu in zip(self.fcs, self.relus, strict=True):
+            x = fc(x)
+            if relu:
+                if self.style == "F.relu":
+                    x = F.relu(x)
+                elif self.style == "torch.relu":
+                    x = torch.relu(x)
+                elif self.style == "method":
+                    x = x.relu()
+                else:  # in place, as users also write it
+                    x = F.relu(x, inplace=True)
+        return x
+
+
+def sequential(widths: list[int], relus: list[bool], seed: int, inplace: bool) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for (i, o), relu in zip(itertools.pairwise(widths), relus, strict=True):
+        layers.append(nn.Linear(i, o))
+        if relu:
+            layers.append(nn.ReLU(inplace=inplace))
+    return nn.Sequential(*layers)
+
+
+def build(kind: str, widths: list[int], relus: list[bool], seed: int) -> nn.Module:
+    if kind == "mlp":  # symlab's own MLP: ReLU after every hidden layer, none after the head
+        return sl.nn.MLP(widths, seed=seed)
+    if kind.startswith("sequential"):
+        return sequential(widths, relus, seed, inplace=kind.endswith("inplace"))
+    return Functional(widths, relus, kind, seed)
+
+
+KINDS = ["mlp", "sequential", "sequential-inplace", "F.relu", "torch.relu", "method", "inplace"]
+
+
+def no_chain(monkeypatch) -> None:
+    monkeypatch.setattr(path_eval, "find_chain", lambda model: None)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    widths=st.lists(st.integers(1, 12), min_size=2, max_size=5),
+    relus=st.lists(st.booleans(), min_size=4, max_size=4),
+    n=st.integers(1, 70),
+    block=st.sampled_from([None, 16]),  # one block, or several
+)
+def test_chain_curves_equal_the_plain_computation(kind, widths, relus, n, block):
+    relus = relus[: len(widths) - 1] if kind != "mlp" else [True] * (len(widths) - 2) + [False]
+    a, b = build(kind, widths, relus, 0), build(kind, widths, relus, 1)
+    chain = find_chain(a)
+    assert chain is not None
+    assert [r for _, r in chain.steps] == relus
+    x, y = xy(n=n, d=widths[0], k=max(widths[-1], 1))
+    y = y % widths[-1]
+    x0 = x.clone()
+    used = []
+    checked = path_eval._checked
+
+    def spy(chain, work, x, out):
+        fast = checked(chain, work, x, out)
+        used.append(fast is not work)
+        return fast
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(path_eval, "_checked", spy)
+        curve = interpolate(a, b, (x, y), n_alphas=5, batch_size=block)
+        assert used == [True]  # the chain passed its check and ran every other block
+        no_chain(mp)
+        plain = interpolate(a, b, (x, y), n_alphas=5, batch_size=block)
+    assert torch.equal(x, x0)  # the in-place ReLUs never touch the caller's inputs
+    assert torch.equal(curve.loss, plain.loss)  # the same floats, not merely close
+    assert torch.equal(curve.accuracy, plain.accuracy)
+    ref = plain_curve(a, b, x, y, curve.alphas.tolist())
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=1e-6)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(F.relu(h) + h)  # fc1's output is read twice
+
+
+class ReadTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = F.relu(self.fc1(x))
+        return self.fc2(h), h  # two outputs
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, scale=1.0):
+        return self.fc(x) * scale
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent: torch.fx cannot trace it
+            return self.fc(x)
+        return self.fc(-x)
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)) * 2)
+
+
+class MyLinear(nn.Linear):
+    def forward(self, x):
+        return super().forward(x) ** 2
+
+
+class MyReLU(nn.ReLU):
+    def forward(self, x):
+        return super().forward(x) - 1
+
+
+class MyMLP(sl.nn.MLP):
+    def forward(self, *xs):
+        return 2 * super().forward(*xs)
+
+
+def _hooked() -> nn.Module:
+    m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    m[2].register_forward_hook(lambda mod, i, o: 2 * o)
+    return m
+
+
+def _pre_hooked() -> nn.Module:
+    m = sl.nn.MLP([4, 4, 2])
+    m.register_forward_pre_hook(lambda mod, i: (2 * i[0],))
+    return m
+
+
+def _instance_forward() -> nn.Module:
+    m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    plain = m[0].forward
+    m[0].forward = lambda x: plain(x) + 1  # type: ignore[method-assign]
+    return m
+
+
+REFUSED = {
+    "gelu MLP": lambda: sl.nn.MLP([4, 4, 2], activation="gelu"),
+    "layernorm MLP": lambda: sl.nn.MLP([4, 4, 2], norm="layernorm"),
+    "residual MLP": lambda: sl.nn.MLP([4, 4, 4, 2], residual=True),
+    "MLP subclass with its own forward": lambda: MyMLP([4, 4, 2]),
+    "Linear subclass": lambda: nn.Sequential(MyLinear(4, 4), nn.ReLU(), nn.Linear(4, 2)),
+    "ReLU subclass": lambda: nn.Sequential(nn.Linear(4, 4), MyReLU(), nn.Linear(4, 2)),
+    "ReLU on the input": lambda: nn.Sequential(nn.ReLU(), nn.Linear(4, 2)),
+    "two ReLUs": lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.ReLU()),
+    "dropout": lambda: nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0), nn.Linear(4, 2)),
+    "nothing computed": lambda: nn.Sequential(),
+    "a Linear's output read twice": Residual,
+    "two outputs": ReadTwice,
+    "two inputs": TwoInputs,
+    "data-dependent control flow": Branchy,
+    "an operation between layers": Scaled,
+    "a forward hook": _hooked,
+    "a forward pre-hook on the model": _pre_hooked,
+    "an instance-level forward": _instance_forward,
+}
+
+
+@pytest.mark.parametrize("what", list(REFUSED))
+def test_what_is_not_a_chain(what):
+    model = REFUSED[what]().eval()
+    assert find_chain(model) is None, what
+
+
+def test_a_global_hook_refuses_every_chain():
+    model = sl.nn.MLP([4, 4, 2])
+    assert find_chain(model) is not None
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: o)
+    try:
+        assert find_chain(model) is None
+    finally:
+        handle.remove()
+
+
+def test_refused_models_still_get_their_own_curve():
+    """A hook that changes the output: the curve is the hooked model's, not a chain's."""
+    a, b = _hooked(), _hooked()
+    x, y = xy(d=4, k=2)
+    curve = interpolate(a, b, (x, y), n_alphas=5)
+    ref = plain_curve(a, b, x, y, curve.alphas.tolist())
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_chain_that_disagrees_on_the_first_block_is_not_used(monkeypatch):
+    """Negative control for the bitwise check: a chain missing its ReLUs computes something
+    else, so per_alpha must fall back to the model's own forward."""
+    a, b = sl.nn.MLP([6, 8, 8, 3], seed=0), sl.nn.MLP([6, 8, 8, 3], seed=1)
+    x, y = xy()
+    wrong = Chain(tuple((name, False) for name, _ in find_chain(a).steps))
+    with torch.no_grad():
+        assert not torch.equal(wrong.bind(a)(x), a(x))  # the wrong chain really differs
+    monkeypatch.setattr(path_eval, "find_chain", lambda model: wrong)
+    curve = interpolate(a, b, (x, y), n_alphas=5)
+    ref = plain_curve(a, b, x, y, curve.alphas.tolist())
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=1e-6)
+
+
+class Counting(nn.Module):
+    """Its forward has a Python side effect, which tracing runs too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.fc(x)
+
+
+def test_tracing_runs_on_the_scratch_copy_only():
+    a, b = Counting(), Counting()
+    x, y = xy(d=4, k=2)
+    interpolate(a, b, (x, y), n_alphas=3)
+    assert a.calls == 2  # interpolate's own input check and probe, nothing from the trace
+
+
+@pytest.mark.parametrize("case", ["classes", "ignore_index", "soft", "spatial", "empty"])
+def test_cross_entropy_sums_match_torch(case):
+    """The logsumexp form of the cross-entropy, and F.cross_entropy where it does not apply."""
+    g = torch.Generator().manual_seed(0)
+    out = 20 * torch.randn(3, 17, 5, generator=g)
+    y = torch.randint(0, 5, (17,), generator=g)
+    if case == "ignore_index":
+        y[3] = -100
+    elif case == "soft":
+        y = torch.softmax(torch.randn(17, 5, generator=g), 1)
+    elif case == "spatial":
+        out, y = 20 * torch.randn(3, 4, 5, 6, generator=g), torch.randint(0, 5, (4, 6))
+    elif case == "empty":
+        out, y = out[:, :0], y[:0]
+    sums, correct = loss_terms(out, y, "cross_entropy")
+    rows = len(y)
+    if rows == 0:
+        assert sums.tolist() == [0.0] * 3 and correct.tolist() == [0.0] * 3
+        return
+    ref = torch.stack(
+        [F.cross_entropy(o, y, reduction="none").reshape(rows, -1).mean(-1).sum() for o in out]
+    ).double()  # a row's mean over positions, summed over rows
+    torch.testing.assert_close(sums, ref, rtol=1e-6, atol=1e-4)
+    if case in ("classes", "spatial"):  # a row's share of correct positions, summed
+        right = torch.stack(
+            [(o.argmax(1) == y).double().reshape(rows, -1).mean(-1).sum() for o in out]
+        )
+        torch.testing.assert_close(correct, right)
+
+
+def test_out_of_range_targets_keep_torchs_error():
+    out, y = torch.randn(1, 4, 3), torch.tensor([0, 1, 2, 3])
+    with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
+        loss_terms(out, y, "cross_entropy")
