@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import symlab as sl
+from symlab.errors import InvarianceError
 from symlab.nn import MLP, FiGLU, WAsymLinear
 from symlab.symmetry.refine import refine_units
 
@@ -89,3 +91,75 @@ def test_figlu_module():
     act = FiGLU(5, seed=1)
     x = torch.randn(3, 5)
     torch.testing.assert_close(act(x), torch.sigmoid(x @ act.gate.T) * x)
+
+
+def _masked_sigmoid_nets():
+    """κ = 0 W-asymmetric layers after sigmoids, built and traced, with large values at the
+    masked weight entries (which the layer never applies: W and D ⊙ W differ a lot)."""
+    torch.manual_seed(0)
+    built = MLP([3, 4, 4, 2], "sigmoid", asym={"num_fixed": 1, "kappa": 0.0})
+    traced = torch.nn.Sequential(
+        WAsymLinear(3, 4, num_fixed=1, kappa=0.0, seed=1), torch.nn.Sigmoid(),
+        WAsymLinear(4, 2, num_fixed=2, kappa=0.0, seed=2),
+    )  # fmt: skip
+    for net in (built, traced):
+        with torch.no_grad():
+            for m in net.modules():
+                if isinstance(m, WAsymLinear):
+                    m.weight[m.mask == 0] = 10.0
+        yield net.double()
+
+
+def test_sigmoid_sign_flips_through_masked_layers():
+    """σ(−z) = 1 − σ(z): a masked layer with F = 0 absorbs the shift as b − (D ⊙ W) c. The
+    derived signs equal brute force's and keep the function (they were missed before)."""
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for net in _masked_sigmoid_nets():
+        G = sl.symmetries(net)
+        hidden = 8 if isinstance(net, MLP) else 4
+        assert G.order % 2**hidden == 0  # a sign flip for every sigmoid unit
+        assert sl.check_invariance(net, G, x).passed
+        if isinstance(net, MLP):
+            missed, extra = sl.brute_force_group(net, x).compare(G)
+            assert not missed.signs and not extra.signs
+
+
+def test_the_shift_goes_through_the_applied_weight(monkeypatch):
+    """Negative control: absorbing the shift through W instead of D ⊙ W breaks invariance."""
+    import symlab.symmetry.builtin_rules as br
+
+    plain = br._affine_act
+    monkeypatch.setattr(br, "_affine_act", lambda p, ti, to, mask=None: plain(p, ti, to))
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    net = next(_masked_sigmoid_nets())
+    with pytest.raises(InvarianceError, match="changed the outputs"):
+        sl.check_invariance(net, sl.symmetries(net), x)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fixed_values_keep_the_sigmoid_unflipped(bias):
+    """κ ≠ 0: F would have to flip too, so neither the derivation nor brute force finds flips
+    (brute force's trial flips go through the action, which absorbs through F + D ⊙ W)."""
+    asym = {"num_fixed": 1, "kappa": 1.0}
+    net = MLP([3, 2, 2], "sigmoid", asym=asym, bias=bias, dtype=torch.float64)
+    x = torch.randn(48, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    G = sl.symmetries(net)
+    assert G.order == 1
+    missed, extra = sl.brute_force_group(net, x).compare(G)
+    assert not missed.signs and not extra.signs
+
+
+def test_sigmoid_flips_through_a_masked_conv():
+    from symlab.nn.asymmetric_conv import WAsymConv2d
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.Sigmoid(), WAsymConv2d(3, 4, 3, num_fixed=2, kappa=0.0),
+        torch.nn.Flatten(), torch.nn.Linear(64, 2),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        net[2].weight[net[2].mask == 0] = 10.0
+    x = torch.randn(8, 2, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    G = sl.symmetries(net, x[:1])
+    assert "flip" in {f.kind for f in G.factors}  # the sigmoid's channels flip
+    assert sl.check_invariance(net, G, x).passed

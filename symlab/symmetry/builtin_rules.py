@@ -76,17 +76,29 @@ def linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     )
 
 
-@linear_rule.action
-def _linear_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
+def _affine_act(
+    params: Params,
+    t_in: list[Transform],
+    t_out: Transform,
+    fixed: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Params:
+    """``W ↦ T_out W T_in⁻¹``, ``b ↦ T_out b``; a shift ``c`` of the input is absorbed as
+    ``b − W' c`` through the weight the layer applies (``F + D ⊙ W'`` for ``fixed = (D, F)``)."""
     w = t_out.out(t_in[0].contract(params["weight"], 1), 0)
     out = dict(params, weight=w)
     if "bias" in params:
         b = t_out.out(params["bias"], 0)
         if t_in[0].shift is not None:  # W(x + c) + b: a conv adds Σ over its kernel of W c
-            taps = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)
+            applied = w if fixed is None else fixed[1].to(w.dtype) + fixed[0].to(w.dtype) * w
+            taps = applied.reshape(w.shape[0], w.shape[1], -1).sum(-1)
             b = b - taps @ t_in[0].shift.to(w.dtype)
         out["bias"] = b
     return out
+
+
+@linear_rule.action
+def _linear_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
+    return _affine_act(params, t_in, t_out)
 
 
 @rule("wasym_linear")
@@ -96,7 +108,9 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     Permutations must preserve ``D`` and ``F`` (colour refinement). Diagonal scalings and signs
     keep the zero pattern, so they are admitted when ``F = 0`` (κ = 0); with non-zero fixed
     values no scaling is admitted (sound; a common scale linking layers is not derived). With
-    Ziyin et al.'s syre offset (``F ≠ 0`` where ``D = 1``, attribute ``syre``) neither.
+    Ziyin et al.'s syre offset (``F ≠ 0`` where ``D = 1``, attribute ``syre``) neither. With
+    ``F = 0`` and a bias the layer absorbs a shift ``c`` of its input (a sigmoid's sign flip)
+    as ``b − (D ⊙ W) c``: the action reads ``D``.
     """
     x = _x(node, graph)
     kernel = tuple(node.attrs.get("kernel", ()))  # convolutions: fixed spatial axes
@@ -113,11 +127,11 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         adm = ANY
     return OpSymmetry(
         admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
-        # a shift of x is absorbed as b - (F + D ⊙ W) c, but the action sees W alone: only
-        # without fixed entries (num_fixed = 0) is that the weight the layer applies
+        # a shift of x is absorbed as b - (F + D ⊙ W) c; the action reads D (see
+        # _wasym_act), not F, so only with F = 0
         absorbs_shift=bool(node.attrs.get("bias", True))
         and not node.attrs.get("padded", False)
-        and int(node.attrs.get("num_fixed", 0)) == 0,
+        and not f_nonzero,
         fixed_data=[
             FixedData(f"{node.name}.{key}", (node.name, x) + (None,) * len(kernel))
             for key in ("mask", "fixed")
@@ -125,8 +139,16 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     )
 
 
-wasym_rule.action(_linear_act)
-rule("wasym_conv")(wasym_rule.derive).action(_linear_act)
+def _wasym_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
+    """The linear action; a shift of the input goes through the applied ``F + D ⊙ W``. (The
+    rule admits shifts only with ``F = 0``; brute force also tries maps it does not admit.)"""
+    return _affine_act(params, t_in, t_out, (params.pop("mask"), params.pop("fixed")))
+
+
+wasym_rule.action(_wasym_act)
+wasym_conv_rule = rule("wasym_conv")(wasym_rule.derive)
+wasym_conv_rule.action(_wasym_act)
+wasym_rule.reads_fixed = wasym_conv_rule.reads_fixed = True
 
 
 @rule("activation")

@@ -462,10 +462,14 @@ class SymmetryGroup:
                 continue
             keys = {p.name: node.key(p) for p in movable}
             params = {name: state_dict[key] for name, key in keys.items()}
+            if self._st.rules[node.name].reads_fixed:  # e.g. a W-asymmetric layer's mask
+                fixed = (p for p in node.params if p.kind == "fixed")
+                params.update((p.name, state_dict[node.key(p)]) for p in fixed)
             moved = self._act_node(node, params, transforms, internal)
             if moved is not params:
                 for name, value in moved.items():
-                    new[keys[name]] = value.to(params[name].dtype)
+                    if name in keys:  # fixed data never moves
+                        new[keys[name]] = value.to(params[name].dtype)
         return OrderedDict((k, new.get(k, v)) for k, v in state_dict.items())
 
     def _act_node(

@@ -60,6 +60,9 @@ class Rule:
     op: str
     derive: DeriveFn
     act: ActFn = _no_params
+    #: the action also receives the node's fixed data (``kind="fixed"``: masks, fixed values),
+    #: read only and never written back
+    reads_fixed: bool = False
 
     def action(self, fn: ActFn) -> ActFn:
         """Decorator: set the parameter action of this rule."""
