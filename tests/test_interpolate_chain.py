@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 
 import pytest
 import torch
+from curve_util import plain_curve, xy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -15,25 +15,9 @@ from torch.nn import functional as F
 
 import symlab as sl
 import symlab.connect.path_eval as path_eval
-from symlab.connect import interpolate, interpolate_state
+from symlab.connect import interpolate
 from symlab.connect.chain import Chain, find_chain
 from symlab.connect.path_eval import loss_terms
-
-
-def xy(n: int = 96, d: int = 6, k: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
-
-
-def plain_curve(a: nn.Module, b: nn.Module, x, y, alphas) -> torch.Tensor:
-    """The reference: load the interpolated state_dict into a copy, one forward per α."""
-    out = []
-    with torch.no_grad():
-        for alpha in alphas:
-            m = copy.deepcopy(a)
-            m.load_state_dict(interpolate_state(a.state_dict(), b.state_dict(), alpha))
-            out.append(F.cross_entropy(m(x), y).item())
-    return torch.tensor(out, dtype=torch.float64)
 
 
 class Functional(nn.Module):

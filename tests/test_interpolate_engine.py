@@ -7,29 +7,14 @@ import copy
 
 import pytest
 import torch
+from curve_util import plain_curve, xy
 from torch import nn
 from torch.nn import functional as F
 
 import symlab as sl
-from symlab.connect import interpolate, interpolate_state
+from symlab.connect import interpolate
 from symlab.connect.path_eval import FirstLayer, probe_model
 from symlab.errors import DataError, NonFiniteError
-
-
-def xy(n: int = 96, d: int = 6, k: int = 3, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)
-
-
-def plain_curve(a: nn.Module, b: nn.Module, x, y, alphas) -> list[float]:
-    """The reference: load the interpolated state_dict into a copy, one forward per α."""
-    out = []
-    with torch.no_grad():
-        for alpha in alphas:
-            m = copy.deepcopy(a)
-            m.load_state_dict(interpolate_state(a.state_dict(), b.state_dict(), alpha))
-            out.append(F.cross_entropy(m(x), y).item())
-    return out
 
 
 class ScaledInput(nn.Module):
@@ -80,9 +65,7 @@ def test_shortcut_curve_equals_plain_computation(batch_size, monkeypatch):
     if seen is not None:  # the scratch copy keeps a's hook: the last α ran in 4 blocks
         assert seen[-4:] == [64, 64, 64, 8]
     ref = plain_curve(a, b, x, y, curve.alphas.tolist())
-    torch.testing.assert_close(
-        curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0
-    )
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=0)
     with torch.no_grad():  # endpoints: the models' own losses, to the last bit of float32
         assert curve.loss[0].item() == pytest.approx(F.cross_entropy(a(x), y).item(), rel=1e-7)
         assert curve.loss[-1].item() == pytest.approx(F.cross_entropy(b(x), y).item(), rel=1e-7)
@@ -97,9 +80,7 @@ def test_shortcut_is_refused_where_it_would_be_wrong():
     assert probe_model(a, x[:1]).first_linear is None  # it reads 2·x
     curve = interpolate(a, b, (x, y), n_alphas=5)
     ref = plain_curve(a, b, x, y, curve.alphas.tolist())
-    torch.testing.assert_close(
-        curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0
-    )
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=0)
     sub = nn.Sequential(MyLinear(6, 3))
     assert probe_model(sub, x[:1]).first_linear is None  # a subclass is not nn.Linear
 
@@ -123,9 +104,7 @@ def test_first_layer_falls_back_on_a_changed_input():
     assert "forward" not in layer.__dict__
     curve = interpolate(a, b, (x.clone(), y), n_alphas=5)
     ref = plain_curve(a, b, x.clone(), y, curve.alphas.tolist())
-    torch.testing.assert_close(
-        curve.loss, torch.tensor(ref, dtype=torch.float64), rtol=1e-5, atol=0
-    )
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=0)
 
 
 def test_alphas_outside_unit_interval_are_refused():
