@@ -110,7 +110,7 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     values no scaling is admitted (sound; a common scale linking layers is not derived). With
     Ziyin et al.'s syre offset (``F ≠ 0`` where ``D = 1``, attribute ``syre``) neither. With
     ``F = 0`` and a bias the layer absorbs a shift ``c`` of its input (a sigmoid's sign flip)
-    as ``b − (D ⊙ W) c``: the action reads ``D``.
+    as ``b − (D ⊙ W) c``: the action reads the fixed data.
     """
     x = _x(node, graph)
     kernel = tuple(node.attrs.get("kernel", ()))  # convolutions: fixed spatial axes
@@ -127,8 +127,8 @@ def wasym_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
         adm = ANY
     return OpSymmetry(
         admits=[(x, adm, "W-asymmetric input"), (node.name, adm, "W-asymmetric output")],
-        # a shift of x is absorbed as b - (F + D ⊙ W) c; the action reads D (see
-        # _wasym_act), not F, so only with F = 0
+        # a shift of x is absorbed as b - (F + D ⊙ W') c (_wasym_act reads D and F); claimed
+        # only with F = 0, where flips of x are admitted at all
         absorbs_shift=bool(node.attrs.get("bias", True))
         and not node.attrs.get("padded", False)
         and not f_nonzero,

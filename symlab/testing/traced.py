@@ -123,10 +123,13 @@ def transformer_models(draw: st.DrawFn) -> tuple[nn.Module, torch.Tensor]:
     ...     assert model(x).shape[0] == x.shape[0]
     >>> check()
     """
+    heads = draw(st.integers(1, 3))
     cfg = {
         "in": draw(st.integers(2, 5)),
-        "heads": draw(st.integers(1, 3)),
-        "head_dim": draw(st.integers(1, 4)),
+        "heads": heads,
+        # at least 3 model units: LayerNorm over 2 is binary, and a token whose two features
+        # nearly coincide has a variance near eps, where its scale invariance fails by design
+        "head_dim": draw(st.integers(-(-3 // heads), 4)),
         "ff": draw(st.integers(2, 8)),
         "layers": draw(st.integers(1, 2)),
         "norm_first": draw(st.booleans()),
