@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import symlab as sl
@@ -40,6 +40,7 @@ def close(a, b, tol=1e-9):
 
 @settings(max_examples=12)
 @given(name=st.sampled_from(sorted(CASES)), seed=st.integers(0, 10_000))
+@example(name="batchnorm", seed=7694)  # the line search had stalled 1e-8 short of the optimum
 def test_canonical_form_is_constant_on_orbits_and_keeps_the_function(name, seed):
     net, G = case(name)
     sd = net.state_dict()

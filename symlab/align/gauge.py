@@ -227,6 +227,12 @@ def canonical_scale_element(
             new_phi, new_grad, new_hess = evaluate(new_u, dense)
             if new_phi <= phi - 0.25 * t * dec:
                 break
+            # near the minimum φ's rounding (≈ 1e-16 |φ|) hides the decrease, which would stop
+            # u at ≈ √1e-16 of its optimum: there a full Newton step that shrinks the gradient
+            # is taken (the quadratic model is exact to far below φ's rounding)
+            near = t == 1.0 and dec <= 1e-10 * max(1.0, abs(phi))
+            if near and float(new_grad.norm()) < float(grad.norm()):
+                break
             t *= 0.5
         else:  # no decrease left at this precision
             break
