@@ -71,3 +71,12 @@ def test_fuzzer_ties_and_reuses_parameters():
     assert _error(model, sd, x, ref) < 1e-12
     sd["c.bias"] = sd["a.bias"] + 1.0
     assert _error(model, sd, x, ref) == float("inf")
+
+
+def test_generated_models_are_valid_torch():
+    """Seeds whose models torch itself refused (a WSConv with one weight per filter: batch_norm
+    over a single value) now generate valid models, and they are sound."""
+    torch.set_num_threads(1)
+    for seed in (50174, 60507):
+        assert "WSConv" not in generate(seed).ops
+        assert run_one(seed).status == "sound"

@@ -198,6 +198,8 @@ class _Gen:
             kern, pad = r.choice([(1, 0), (3, 1), (3, 0), (2, 0)])
             if hw - kern + 1 + 2 * pad < 2:
                 kern, pad = 1, 0
+            if cls == "WSConv" and c * kern * kern < 2:  # one weight per filter: nothing to
+                cls = "nn.Conv2d"  # standardise (batch_norm refuses a single value)
             bias = r.random() < 0.8
             self.line(
                 f"{self.mod(f'{cls}({c}, {c2}, {kern}, padding={pad}, bias={bias})')}(h)", cls
