@@ -75,8 +75,10 @@ def test_fuzzer_ties_and_reuses_parameters():
 
 def test_generated_models_are_valid_torch():
     """Seeds whose models torch itself refused (a WSConv with one weight per filter: batch_norm
-    over a single value) now generate valid models, and they are sound."""
+    over a single value) now generate valid models, and they are sound; a model whose outputs
+    overflow is classed apart (not a failure of symlab, nothing to check)."""
     torch.set_num_threads(1)
     for seed in (50174, 60507):
         assert "WSConv" not in generate(seed).ops
         assert run_one(seed).status == "sound"
+    assert run_one(100626).status == "overflow"  # sinh of a cube: infinite, nothing to check
