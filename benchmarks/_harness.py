@@ -9,6 +9,11 @@
 - :class:`Timing` prints ``median [min–max]``; :func:`ratio` prints the per-round ratios the
   same way (each round's two calls ran side by side).
 - :func:`load` reads the load average, printed at the start and end of each benchmark.
+- :func:`steady_allocator` (called by :func:`header`, so in every benchmark's process) makes
+  glibc's malloc keep freed memory: otherwise whether a large temporary is a fresh ``mmap``
+  (hundreds of thousands of page faults per round) depends on what ran before, and the same
+  forward passes measured 1.04 s or 1.45 s by that alone. :func:`interleave` counts each
+  round's page faults, so such an artefact shows.
 
 ``python -m benchmarks`` runs each benchmark module in a fresh interpreter, so no benchmark sees
 another's thread settings, random state or warmed caches.
@@ -16,7 +21,10 @@ another's thread settings, random state or warmed caches.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +55,7 @@ class Timing:
 
     wall: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)  # minor page faults per round
 
     @property
     def median(self) -> float:
@@ -81,10 +90,12 @@ def interleave(
                 fn()
         for _ in range(rounds):
             for k, fn in fns.items():
+                f0 = _faults()
                 c0, t0 = time.process_time(), time.perf_counter()
                 fn()
                 out[k].wall.append(time.perf_counter() - t0)
                 out[k].cpu.append(time.process_time() - c0)
+                out[k].faults.append(_faults() - f0)
     return out
 
 
@@ -102,6 +113,31 @@ def load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
 
 
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+#: glibc's mallopt parameters: never give the heap's top back, no mmap below 32 MiB (its cap)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def steady_allocator() -> bool:
+    """Make glibc's malloc keep freed memory for this process (no trimming, no ``mmap`` for
+    blocks under 32 MiB), so that large temporaries are not page-faulted in afresh on every
+    round; False where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, 2**30)) and bool(mallopt(_M_MMAP_THRESHOLD, 2**25))
+
+
 def header(what: str) -> None:
-    """Print what is measured, the thread setting and the load."""
-    print(f"{what}\n  threads: torch/BLAS/OpenMP {THREADS} per measurement; {load()}", flush=True)
+    """Print what is measured, the thread setting, the allocator setting and the load."""
+    kept = "glibc keeps freed memory" if steady_allocator() else "the C library's default"
+    print(
+        f"{what}\n  threads: torch/BLAS/OpenMP {THREADS} per measurement; allocator: {kept}; "
+        f"{load()}",
+        flush=True,
+    )

@@ -89,20 +89,24 @@ def test_chain_curves_equal_the_plain_computation(kind, widths, relus, n, block)
     used = []
     checked = path_eval._checked
 
-    def spy(chain, work, x, out):
-        fast = checked(chain, work, x, out)
-        used.append(fast is not work)
-        return fast
+    def spy(chain, work, x, served):
+        exact, buffered = checked(chain, work, x, served)
+        used.append((exact is not work, buffered is not None))
+        return exact, buffered
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(path_eval, "_checked", spy)
         curve = interpolate(a, b, (x, y), n_alphas=5, batch_size=block)
-        assert used == [True]  # the chain passed its check and ran every other block
+        assert used == [(True, True)]  # the chain passed both checks and ran the rest
         no_chain(mp)
         plain = interpolate(a, b, (x, y), n_alphas=5, batch_size=block)
     assert torch.equal(x, x0)  # the in-place ReLUs never touch the caller's inputs
-    assert torch.equal(curve.loss, plain.loss)  # the same floats, not merely close
-    assert torch.equal(curve.accuracy, plain.accuracy)
+    ends = [0, -1]  # the endpoints: the same floats, not merely close
+    assert torch.equal(curve.loss[ends], plain.loss[ends])
+    assert torch.equal(curve.accuracy[ends], plain.accuracy[ends])
+    # between them: the same function, its biases added in another order
+    torch.testing.assert_close(curve.loss, plain.loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(curve.accuracy, plain.accuracy, rtol=0, atol=1.0 / n)
     ref = plain_curve(a, b, x, y, curve.alphas.tolist())
     torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=1e-6)
 
@@ -305,3 +309,100 @@ def test_out_of_range_targets_keep_torchs_error():
     out, y = torch.randn(1, 4, 3), torch.tensor([0, 1, 2, 3])
     with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
         loss_terms(out, y, "cross_entropy")
+
+
+def test_buffered_chain_is_the_same_function_where_the_bits_differ():
+    """Wide layers, where MKL's addmm (bias inside the blocked product) and mm + add_ round
+    differently: the buffered chain agrees up to float rounding, writes into ``out`` when
+    given, and its buffers do not leak into the caller's data."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 600), nn.ReLU(), nn.Linear(600, 600), nn.ReLU())
+    model.append(nn.Linear(600, 7))
+    chain = find_chain(model)
+    x = torch.randn(300, 20)
+    x0 = x.clone()
+    with torch.no_grad():
+        ref = model(x)
+        run = chain.bind_buffered(model)
+        got = run(x)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        out = torch.empty(300, 7)
+        assert run(x, out=out) is out
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        first = run(x[:50]).clone()  # a smaller block reuses the buffers
+        torch.testing.assert_close(first, ref[:50], rtol=1e-5, atol=1e-5)
+    assert torch.equal(x, x0)
+
+
+def test_buffered_chain_calls_the_served_layer():
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    chain = find_chain(model)  # read before the engine replaces the first layer's forward
+    x = torch.randn(8, 4)
+    seen = []
+    plain = model[0].forward
+
+    def served(t):
+        seen.append(t)
+        return plain(t) + 1.0  # recognisably not the layer's own product
+
+    model[0].forward = served  # type: ignore[method-assign]
+    with torch.no_grad():
+        got = chain.bind_buffered(model, served=model[0])(x)
+        want = model[2](torch.relu(plain(x) + 1.0))
+    assert len(seen) == 1 and seen[0] is x
+    torch.testing.assert_close(got, want)
+
+
+def test_a_buffered_chain_that_disagrees_is_not_used(monkeypatch):
+    """Negative control for the second check: a buffered function computing something else
+    (here: twice the output) is dropped, the exact chain runs every α, and the curve is the
+    plain one to the bit."""
+    a, b = sl.nn.MLP([6, 8, 8, 3], seed=0), sl.nn.MLP([6, 8, 8, 3], seed=1)
+    x, y = xy()
+    real = Chain.bind_buffered
+
+    def doubled(self, model, served=None):
+        run = real(self, model, served)
+        return lambda t, out=None: run(t, out).mul_(2.0)
+
+    monkeypatch.setattr(Chain, "bind_buffered", doubled)
+    used = []
+    checked = path_eval._checked
+
+    def spy(chain, work, xs, served):
+        exact, buffered = checked(chain, work, xs, served)
+        used.append(buffered is None)
+        return exact, buffered
+
+    monkeypatch.setattr(path_eval, "_checked", spy)
+    curve = interpolate(a, b, (x, y), n_alphas=5)
+    assert used == [True]
+    no_chain(monkeypatch)
+    plain = interpolate(a, b, (x, y), n_alphas=5)
+    assert torch.equal(curve.loss, plain.loss)
+
+
+@pytest.mark.parametrize("what", ["3-D input", "non-finite output"])
+def test_buffered_chain_is_refused_where_it_does_not_apply(what):
+    a = sl.nn.MLP([6, 8, 3], seed=0)
+    x, _ = xy()
+    if what == "3-D input":
+        x = x.reshape(8, 12, 6)
+    else:
+        with torch.no_grad():
+            a.get_submodule("head").bias.fill_(float("inf"))
+    with torch.no_grad():
+        exact, buffered = path_eval._checked(find_chain(a), a, x, None)
+    assert exact is not a and buffered is None  # the exact chain still runs
+
+
+def test_buffered_chain_in_float64():
+    a, b = sl.nn.MLP([6, 8, 3], seed=0).double(), sl.nn.MLP([6, 8, 3], seed=1).double()
+    x, y = xy()
+    x = x.double()
+    with torch.no_grad():
+        _, buffered = path_eval._checked(find_chain(a), a, x, None)
+    assert buffered is not None
+    curve = interpolate(a, b, (x, y), n_alphas=5)
+    ref = plain_curve(a, b, x, y, curve.alphas.tolist())
+    torch.testing.assert_close(curve.loss, ref, rtol=1e-10, atol=1e-12)

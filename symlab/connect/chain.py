@@ -7,7 +7,10 @@ sized to stay in cache that costs about a tenth of the pass. :func:`find_chain` 
 model computes ``x → Linear → [ReLU] → Linear → [ReLU] → …`` and nothing else, and
 :meth:`Chain.bind` runs exactly those calls, each ReLU in place on the fresh output of the
 Linear before it: the same values, bit for bit (callers still compare one block, see
-:func:`symlab.connect.path_eval.per_alpha`).
+:func:`symlab.connect.path_eval.per_alpha`). :meth:`Chain.bind_buffered` goes further for the
+points between a curve's endpoints: products into buffers reused by every call, each bias added
+after its product (``addmm``'s bias-inside path costs more on CPU than the pass it saves), the
+same function rounded in another order.
 
 Fail closed: anything not proven is not a chain (``None``) and runs through its own forward —
 a module of another type, a subclass of ``nn.Linear`` or ``nn.ReLU`` (its forward may differ),
@@ -51,6 +54,45 @@ class Chain:
                 x = mod(x)
                 if relu:
                     x = x.relu_()  # x is the Linear's own new output
+            return x
+
+        return run
+
+    def bind_buffered(
+        self, model: nn.Module, served: nn.Module | None = None
+    ) -> Callable[..., torch.Tensor]:
+        """Like :meth:`bind` for 2-D inputs whose dtype is the weights', with fewer memory
+        passes: each Linear's product goes into a buffer kept between calls
+        (``torch.mm(..., out=)``), then its bias is added and its ReLU applied in place, both
+        on data still in cache. ``addmm`` adds the bias inside its blocked product (a slower
+        path on CPU), so the floats differ from :meth:`bind`'s in the last bits: the same
+        function, rounded in another order. ``served`` (the engine's input layer, whose
+        output comes from precomputed products) is called as it is.
+
+        The function returned takes ``(x, out=None)``: the last Linear writes into ``out``
+        (``len(x)`` rows) when given, else into a buffer that the next call overwrites."""
+        mods = [(model.get_submodule(name), relu) for name, relu in self.steps]
+        bufs: list[torch.Tensor | None] = [None] * len(mods)
+        last = len(mods) - 1
+
+        def run(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+            n = len(x)
+            for i, (mod, relu) in enumerate(mods):
+                if mod is served:
+                    x = mod(x) if out is None or i < last else out.copy_(mod(x))
+                else:
+                    w, b = mod.weight, mod.bias
+                    dest = out if out is not None and i == last else None
+                    if dest is None:
+                        buf = bufs[i]
+                        if buf is None or len(buf) < n:
+                            buf = bufs[i] = x.new_empty(n, w.shape[0])
+                        dest = buf[:n]
+                    x = torch.mm(x, w.t(), out=dest)
+                    if b is not None:
+                        x.add_(b)
+                if relu:
+                    x = x.relu_()  # x is the Linear's own new output or a buffer
             return x
 
         return run

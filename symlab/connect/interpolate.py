@@ -11,7 +11,9 @@ that layer's output at α is ``(1 − α)·(X W_Aᵀ + b_A) + α·(X W_Bᵀ + b_
 every α instead of one per α (equal to the plain computation up to float rounding, exact at the
 endpoints). A model that is one chain of ``nn.Linear`` layers and ReLUs (:class:`symlab.nn.MLP`,
 an ``nn.Sequential``, or a forward calling them in turn) runs with its ReLUs in place and
-nothing else kept (:mod:`symlab.connect.chain`; the same floats). For BatchNorm models the
+nothing else kept (:mod:`symlab.connect.chain`): the same floats at the endpoints; between them
+each product goes into a reused buffer and its bias is added after it (the same function,
+rounded in another order). For BatchNorm models the
 running statistics of every interior α are recomputed on training data first (Jordan et al.
 2023; on by default for BN models); the endpoints keep their own statistics, so the curve's
 endpoints are the models' own losses.

@@ -216,12 +216,15 @@ def per_alpha(
     shortcut is used for ``first`` when no override exists and its two products fit
     ``budget`` bytes. A model that is a chain of ``nn.Linear`` and ReLU
     (:func:`symlab.connect.chain.find_chain`) runs with its ReLUs in place once its first
-    block has given the plain pass's output to the bit. ``bar`` (a progress bar) advances
-    once per α."""
+    block's first rows have given the plain pass's output to the bit; between the endpoints
+    it runs buffered (:meth:`Chain.bind_buffered`: biases added after the products, the same
+    function rounded in another order), every block into one output and one loss call per
+    α. ``bar`` (a progress bar) advances once per α."""
     work = copy.deepcopy(model)
     state = work.state_dict()  # shares storage with work's parameters and buffers
     chain = find_chain(work)  # on the copy: tracing runs its forward's Python code
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None if chain else work
+    buffered: Callable[..., torch.Tensor] | None = None
     serve = None
     if first is not None and not overrides:  # REPAIR / BN reset may move the first layer
         name = next(n for n, m in model.named_modules() if m is first)
@@ -230,6 +233,10 @@ def per_alpha(
         rows = sum(len(x) for x, _ in blocks)
         if 2 * rows * first.out_features * 4 <= budget:
             serve = FirstLayer(work.get_submodule(name), keys, sd_a, sd_b, blocks)
+    served = None if serve is None else serve.layer
+    ys = [y for _, y in blocks]
+    y_all = None if any(y is None for y in ys) else torch.cat(ys)  # type: ignore[arg-type]
+    outs = None  # the buffered chain's outputs at one α, all rows
     loss_sum = torch.zeros(len(al), dtype=torch.float64)
     correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
     try:
@@ -241,13 +248,24 @@ def per_alpha(
                     torch.lerp(sd_a[k], sd_b[k].to(t.dtype), a, out=t)
             if serve is not None:
                 serve.alpha = a
-            for x, y in blocks:
-                if forward is None:  # the chain's first block: it must equal the plain pass
-                    out = work(x)
-                    forward = _checked(chain, work, x, out)
-                else:
-                    out = forward(x)
-                sums, correct = loss_terms(out.unsqueeze(0), y, loss)
+            if buffered is not None and outs is not None and a not in (0.0, 1.0):
+                r = 0  # between the endpoints: all blocks into one output, one loss call
+                for x, _ in blocks:
+                    buffered(x, out=outs[r : r + len(x)])
+                    r += len(x)
+                terms = [loss_terms(outs.unsqueeze(0), y_all, loss)]
+            else:
+                terms = []
+                for x, y in blocks:
+                    if forward is None:  # the chain's first block: check it on a few rows
+                        out = work(x)
+                        forward, buffered = _checked(chain, work, x[:CHECK_ROWS], served)
+                        if buffered is not None and y_all is not None:
+                            outs = out.new_empty(len(y_all), *out.shape[1:])
+                    else:
+                        out = forward(x)
+                    terms.append(loss_terms(out.unsqueeze(0), y, loss))
+            for sums, correct in terms:
                 loss_sum[i] += sums[0]
                 if correct is None:
                     correct_sum = None
@@ -261,15 +279,33 @@ def per_alpha(
     return loss_sum, correct_sum
 
 
+#: rows on which a chain is compared with the model's own forward pass
+CHECK_ROWS = 128
+
+
 def _checked(
-    chain: Chain | None, work: nn.Module, x: torch.Tensor, out: torch.Tensor
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``chain`` run on ``work`` if it reproduces ``work``'s own output ``out`` on ``x`` to
-    the bit, else ``work`` itself."""
+    chain: Chain | None, work: nn.Module, x: torch.Tensor, served: nn.Module | None = None
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor] | None]:
+    """``chain`` on ``work``, checked against ``work``'s own forward pass on ``x``: exactly
+    (:meth:`Chain.bind`) if that gives ``work``'s output to the bit, else ``work`` itself;
+    and buffered (:meth:`Chain.bind_buffered`, for the points between the endpoints) where
+    that applies (2-D input of the weights' dtype) and agrees up to float rounding, else
+    None."""
     if chain is None:
-        return work
-    fast = chain.bind(work)
-    return fast if torch.equal(fast(x), out) else work
+        return work, None
+    ref = work(x)
+    exact = chain.bind(work)
+    if not torch.equal(exact(x), ref):
+        return work, None
+    dtypes = {p.dtype for p in work.parameters()}
+    if x.ndim != 2 or dtypes != {x.dtype} or ref.ndim != 2 or not ref.is_floating_point():
+        return exact, None
+    if not bool(torch.isfinite(ref).all()):  # nothing to compare a rounding with
+        return exact, None
+    buffered = chain.bind_buffered(work, served)
+    tol = 1e-5 * float(ref.abs().max()) if ref.numel() else 0.0
+    same = torch.allclose(buffered(x), ref, rtol=1e-4, atol=tol)
+    return exact, buffered if same else None
 
 
 def stacked(
