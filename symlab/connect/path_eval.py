@@ -234,9 +234,7 @@ def per_alpha(
         if 2 * rows * first.out_features * 4 <= budget:
             serve = FirstLayer(work.get_submodule(name), keys, sd_a, sd_b, blocks)
     served = None if serve is None else serve.layer
-    ys = [y for _, y in blocks]
-    y_all = None if any(y is None for y in ys) else torch.cat(ys)  # type: ignore[arg-type]
-    outs = None  # the buffered chain's outputs at one α, all rows
+    outs = y_all = None  # the buffered chain's outputs at one α and their targets, all rows
     loss_sum = torch.zeros(len(al), dtype=torch.float64)
     correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
     try:
@@ -260,7 +258,9 @@ def per_alpha(
                     if forward is None:  # the chain's first block: check it on a few rows
                         out = work(x)
                         forward, buffered = _checked(chain, work, x[:CHECK_ROWS], served)
-                        if buffered is not None and y_all is not None:
+                        ys = [t for _, t in blocks]
+                        if buffered is not None and all(t is not None for t in ys):
+                            y_all = torch.cat(ys)  # type: ignore[arg-type]
                             outs = out.new_empty(len(y_all), *out.shape[1:])
                     else:
                         out = forward(x)
