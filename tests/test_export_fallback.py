@@ -302,6 +302,61 @@ def test_in_place_write_through_a_view_is_refused():
         sl.trace(Aliased(), torch.randn(2, 3))
 
 
+class _Autocast(nn.Module):
+    """A forward with a ``with torch.autocast(...)`` block (``block``: its ``enabled``, or
+    None for no block), which torch.export keeps as the higher-order op wrap_with_autocast."""
+
+    def __init__(self, block: bool | None):
+        super().__init__()
+        self.a, self.b, self.block = nn.Linear(3, 4), nn.Linear(4, 2), block
+
+    def forward(self, x):
+        assert x.shape[-1] == 3  # torch.fx cannot trace this: torch.export reads it
+        h = torch.relu(self.a(x))
+        if self.block is None:
+            return self.b(h * 2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.block):
+            h = self.b(h * 2)
+        return h.to(x.dtype)
+
+
+def test_an_autocast_off_block_is_read_as_its_ops():
+    """``enabled=False`` while autocast is off changes nothing: its ops are read as if the
+    block were not there (timm's efficientvit computes its attention in such a block)."""
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = _Autocast(block=False).double().eval()
+    twin = _Autocast(block=None).double().eval()
+    twin.load_state_dict(model.state_dict())
+    G, G_twin = sl.symmetries(model, x), sl.symmetries(twin, x)
+    assert sl.trace(model, x).frontend == "torch.export"
+    assert str(G) == str(G_twin)
+    assert {f.name for f in G.factors} == {"P[a]", "scale[a]"}
+    assert sl.check_invariance(model, G, x).passed
+
+
+def test_an_autocast_off_block_is_refused_without_the_inlining(monkeypatch):
+    """Negative control: it is the inlining that reads the block."""
+    import symlab.frontend.export as export
+
+    monkeypatch.setattr(export, "_inline_autocast_off", lambda gm: None)
+    with pytest.raises(UnsupportedOpError, match="wrap_with_autocast"):
+        sl.symmetries(_Autocast(block=False), torch.randn(5, 3))
+
+
+def test_an_autocast_block_is_refused_with_what_it_is():
+    """A block that turns autocast on (the ops inside run in bfloat16), or any block while
+    autocast is already on: a named error saying what it is, not an internal node's name."""
+    x = torch.randn(5, 3)
+    with pytest.raises(UnsupportedOpError, match=r"torch\.autocast.*wrap_with_autocast.*fx"):
+        sl.symmetries(_Autocast(block=True), x)
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        pytest.raises((UnsupportedOpError, TraceError)),
+    ):
+        sl.trace(_Autocast(block=False), x)  # not inlined: outside, autocast is on
+
+
 @pytest.mark.parametrize("name", ["resnet20", "hand_transformer"])
 def test_zoo_models_read_through_export_give_the_fx_group(name, monkeypatch):
     """Every op of these models goes through the aten table and back: same graph, same group."""

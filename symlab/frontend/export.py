@@ -19,7 +19,10 @@ the ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` macros) reads it un
   t))``) become constants, as torch.fx computes them while tracing; in-place ops are read out
   of place when nothing else sees the write; ops on tensors no parameter reaches (masks, ids,
   positions: :mod:`symlab.frontend.units`) stay aten ops, which the converter reads as fixed
-  data; any other op is refused with :class:`~symlab.errors.UnsupportedOpError`.
+  data; any other op is refused with :class:`~symlab.errors.UnsupportedOpError`;
+* a ``with torch.autocast(..., enabled=False)`` block, which torch.export keeps as a
+  higher-order op with its own sub-graph, is read as its ops while autocast is off around it
+  too (then it changes nothing); any other higher-order op is refused by name.
 
 Data-dependent control flow (an ``if`` on tensor *values*) stops both front-ends; the
 :class:`~symlab.errors.TraceError` then says so with both reasons.
@@ -94,7 +97,44 @@ def export_graph(
         except Exception as e:  # export raises many types; each means "cannot export"
             raise _both_failed(model, fx_error, e) from e
         flat = _flat_user_inputs(ep, inputs)
+        _inline_autocast_off(ep.graph_module)
         return _Rewriter(model, ep, inputs, flat, calls).run(), flat
+
+
+def _inline_autocast_off(gm: fx.GraphModule) -> None:
+    """Put the ops of each ``with torch.autocast(..., enabled=False)`` block (torch.export's
+    ``wrap_with_autocast`` higher-order op) back into ``gm``'s graph, in place.
+
+    Exact only while autocast is off outside the block too, which is checked: the block then
+    changes nothing (timm's efficientvit computes its attention in such a block). A block that
+    turns autocast on, holds sub-graphs of its own or is read other than by ``getitem`` stays,
+    and is refused by name (:func:`_higher_order`)."""
+    g, changed = gm.graph, False
+    for node in list(g.nodes):
+        if node.op != "call_function" or node.target is not _WRAP_WITH_AUTOCAST:
+            continue
+        device, _dtype, enabled, _cache, sub_node, *operands = node.args
+        if enabled or torch.is_autocast_enabled(str(device)) or sub_node.op != "get_attr":
+            continue
+        sub = getattr(gm, str(sub_node.target))
+        inner = list(sub.graph.nodes)
+        phs = [n for n in inner if n.op == "placeholder"]
+        if len(phs) != len(operands) or any(n.op in ("get_attr", "call_module") for n in inner):
+            continue
+        if any(u.target is not operator.getitem for u in node.users):
+            continue
+        with g.inserting_before(node):
+            out = g.graph_copy(sub.graph, dict(zip(phs, operands, strict=True)))
+        outs = out if isinstance(out, tuple | list) else (out,)
+        for user in list(node.users):
+            user.replace_all_uses_with(outs[user.args[1]])
+            g.erase_node(user)
+        g.erase_node(node)
+        if not sub_node.users:
+            g.erase_node(sub_node)
+        changed = True
+    if changed:
+        gm.recompile()
 
 
 @contextlib.contextmanager
@@ -162,6 +202,29 @@ def _unmapped(node: fx.Node, what: str, fix: str | None = None) -> UnsupportedOp
         f"node {node.name!r} of the torch.export graph: {what}{where(node)}. (torch.fx could "
         "not trace this model, so symlab read it through torch.export.) symlab never assumes "
         f"an unknown op is harmless. {fix}"
+    )
+
+
+_WRAP_WITH_AUTOCAST = getattr(torch.ops.higher_order, "wrap_with_autocast", None)
+
+#: what a higher-order op of torch.export stands for in the user's forward
+_HOP_SOURCE = {
+    "wrap_with_autocast": "a `with torch.autocast(...)` block of the forward",
+    "wrap_with_set_grad_enabled": "a `with torch.no_grad()` / `torch.set_grad_enabled` block "
+    "of the forward",
+}
+
+
+def _higher_order(node: fx.Node) -> UnsupportedOpError:
+    name = getattr(node.target, "__name__", str(node.target))
+    what = _HOP_SOURCE.get(name, "control flow or a wrapped region of the forward")
+    return _unmapped(
+        node,
+        f"{what}, which torch.export keeps as the higher-order op {name} with its own "
+        "sub-graph, and symlab does not read inside such sub-graphs",
+        "torch.fx, which symlab tries first, runs such a block as ordinary Python: make the "
+        "model traceable by torch.fx (the error it raised is why torch.export was used), or "
+        "derive the symmetries of a copy whose forward has no such block",
     )
 
 
@@ -278,6 +341,8 @@ class _Rewriter:
             self.env[o] = node
 
     def emit_op(self, node: fx.Node) -> None:
+        if isinstance(node.target, torch._ops.HigherOrderOperator):
+            raise _higher_order(node)
         target, packet = node.target, _packet(node)
         in_place = getattr(packet, "__name__", "").endswith("_")
         if not node.users and not in_place:
