@@ -250,6 +250,31 @@ def test_value_dependent_branch_fails_in_both_front_ends():
         sl.symmetries(Branchy(), torch.randn(2, 3))
 
 
+def test_a_size_that_depends_on_the_data_is_refused_by_name():
+    """Boolean-mask indexing: torch.export keeps the row count symbolic. A named refusal,
+    not a failure inside symlab's reader (it was "unhashable type: non-nested SymInt")."""
+
+    class Selecting(nn.Module):
+        def __init__(self, select: bool):
+            super().__init__()
+            self.a, self.b, self.select = nn.Linear(3, 4), nn.Linear(4, 2), select
+
+        def forward(self, x):
+            assert x.shape[-1] == 3
+            h = torch.relu(self.a(x))
+            if self.select:
+                h = h[x[:, 0] > 0]
+            return self.b(h)
+
+    x = torch.randn(6, 3)
+    with pytest.raises(UnsupportedOpError, match="size that depends on the values"):
+        sl.symmetries(Selecting(select=True), x)
+    assert {f.name for f in sl.symmetries(Selecting(select=False), x).factors} == {
+        "P[a]",
+        "scale[a]",
+    }  # control: the same model without the selection
+
+
 def test_unmapped_aten_op_is_refused_with_its_name():
     class Odd(nn.Module):
         def __init__(self):

@@ -98,7 +98,27 @@ def export_graph(
             raise _both_failed(model, fx_error, e) from e
         flat = _flat_user_inputs(ep, inputs)
         _inline_autocast_off(ep.graph_module)
+        _check_static_sizes(ep.graph)
         return _Rewriter(model, ep, inputs, flat, calls).run(), flat
+
+
+def _check_static_sizes(graph: fx.Graph) -> None:
+    """Refuse, by name, a graph with a size the example input does not fix: torch.export keeps
+    a size symbolic only where it depends on tensor values (boolean-mask indexing,
+    ``nonzero``, ``unique``), and symlab reads graphs of fixed sizes."""
+    for node in graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in val.shape):
+            raise UnsupportedOpError(
+                f"node {node.name!r} of the torch.export graph has a size that depends on the "
+                f"values of the input{where(node)}: boolean-mask indexing, torch.nonzero, "
+                "torch.unique and the like, whose sizes torch.export keeps symbolic. (torch.fx "
+                "could not trace this model, so symlab read it through torch.export.) symlab "
+                "reads graphs whose sizes the example input fixes: select the rows outside the "
+                "model (before or after calling it), or make the module that selects them a "
+                "leaf with a rule (symlab.frontend.declare_leaf, register_module_op and "
+                "@symlab.symmetry.rule)"
+            )
 
 
 def _inline_autocast_off(gm: fx.GraphModule) -> None:
