@@ -353,6 +353,33 @@ def test_buffered_chain_calls_the_served_layer():
     torch.testing.assert_close(got, want)
 
 
+def test_buffered_chain_writes_the_served_layer_into_its_buffer():
+    """With ``into`` the served layer's output goes into the chain's own buffer (or into
+    ``out`` when it is the last layer), and the chain goes on from there."""
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3))
+    chain = find_chain(model)
+    x = torch.randn(8, 4)
+    dests = []
+
+    def into(t, dest):
+        dests.append(dest)
+        return dest.copy_(model[0](t) + 1.0)  # recognisably not the layer's own product
+
+    with torch.no_grad():
+        run = chain.bind_buffered(model, model[0], into)
+        got = run(x)
+        want = model[2](torch.relu(model[0](x) + 1.0))
+        torch.testing.assert_close(got, want)
+        run(x[:3])
+        assert [d.shape for d in dests] == [(8, 5), (3, 5)]
+        assert dests[1].data_ptr() == dests[0].data_ptr()  # one buffer, reused
+        single = find_chain(nn.Sequential(model[0]))
+        out = torch.empty(8, 5)
+        assert single.bind_buffered(model, model[0], into)(x, out=out) is out
+        assert dests[-1] is out
+        torch.testing.assert_close(out, model[0](x) + 1.0)
+
+
 def test_a_buffered_chain_that_disagrees_is_not_used(monkeypatch):
     """Negative control for the second check: a buffered function computing something else
     (here: twice the output) is dropped, the exact chain runs every α, and the curve is the
@@ -361,8 +388,8 @@ def test_a_buffered_chain_that_disagrees_is_not_used(monkeypatch):
     x, y = xy()
     real = Chain.bind_buffered
 
-    def doubled(self, model, served=None):
-        run = real(self, model, served)
+    def doubled(self, model, *served):
+        run = real(self, model, *served)
         return lambda t, out=None: run(t, out).mul_(2.0)
 
     monkeypatch.setattr(Chain, "bind_buffered", doubled)

@@ -107,6 +107,31 @@ def test_first_layer_falls_back_on_a_changed_input():
     torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=0)
 
 
+def test_first_layer_into_a_buffer():
+    """``into`` writes what ``forward`` returns into the caller's buffer: the served lerp for
+    a prepared block, the plain computation for another tensor or a changed block."""
+    x, y = xy()
+    a, b = Mutating(0), Mutating(1)
+    layer = copy.deepcopy(a).lin
+    block = x.clone()
+    serve = FirstLayer(
+        layer, ("lin.weight", "lin.bias"), a.state_dict(), b.state_dict(), [(block, y)]
+    )
+    serve.alpha = 0.3
+    buf = torch.full((len(x), 8), float("nan"))
+    with torch.no_grad():
+        assert serve.into(block, buf) is buf
+        assert torch.equal(buf, serve.forward(block))  # the same lerp, to the bit
+        assert not torch.equal(buf, layer(x.clone()))  # served, not the layer's own weights
+        other = x.clone()
+        assert serve.into(other, buf) is buf
+        assert torch.equal(buf, a.lin(x))  # another tensor: the plain computation
+        block.mul_(1.0)
+        serve.into(block, buf)
+        assert torch.equal(buf, a.lin(x))  # changed in place since: plain again
+    serve.close()
+
+
 def test_alphas_outside_unit_interval_are_refused():
     a, b = sl.nn.MLP([6, 8, 3], seed=0), sl.nn.MLP([6, 8, 3], seed=1)
     for bad in ([-0.5, 0.0, 1.0], [0.0, 1.0, 1.5], [0.0, float("nan"), 1.0]):

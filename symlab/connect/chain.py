@@ -59,7 +59,10 @@ class Chain:
         return run
 
     def bind_buffered(
-        self, model: nn.Module, served: nn.Module | None = None
+        self,
+        model: nn.Module,
+        served: nn.Module | None = None,
+        into: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> Callable[..., torch.Tensor]:
         """Like :meth:`bind` for 2-D inputs whose dtype is the weights', with fewer memory
         passes: each Linear's product goes into a buffer kept between calls
@@ -67,7 +70,8 @@ class Chain:
         on data still in cache. ``addmm`` adds the bias inside its blocked product (a slower
         path on CPU), so the floats differ from :meth:`bind`'s in the last bits: the same
         function, rounded in another order. ``served`` (the engine's input layer, whose
-        output comes from precomputed products) is called as it is.
+        output comes from precomputed products) is called as it is, or as ``into(x, buffer)``
+        when ``into`` is given: that writes the layer's output into the buffer and returns it.
 
         The function returned takes ``(x, out=None)``: the last Linear writes into ``out``
         (``len(x)`` rows) when given, else into a buffer that the next call overwrites."""
@@ -78,7 +82,7 @@ class Chain:
         def run(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
             n = len(x)
             for i, (mod, relu) in enumerate(mods):
-                if mod is served:
+                if mod is served and into is None:
                     x = mod(x) if out is None or i < last else out.copy_(mod(x))
                 else:
                     w, b = mod.weight, mod.bias
@@ -88,9 +92,12 @@ class Chain:
                         if buf is None or len(buf) < n:
                             buf = bufs[i] = x.new_empty(n, w.shape[0])
                         dest = buf[:n]
-                    x = torch.mm(x, w.t(), out=dest)
-                    if b is not None:
-                        x.add_(b)
+                    if mod is served:
+                        x = into(x, dest)  # type: ignore[misc]  # into is not None here
+                    else:
+                        x = torch.mm(x, w.t(), out=dest)
+                        if b is not None:
+                            x.add_(b)
                 if relu:
                     x = x.relu_()  # x is the Linear's own new output or a buffer
             return x

@@ -191,6 +191,13 @@ class FirstLayer:
             return self._plain(x)
         return torch.lerp(pre[1], pre[2], self.alpha)
 
+    def into(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` written into ``out`` (a buffer the caller reuses), returned."""
+        pre = self.pre.get(id(x))
+        if pre is None or pre[0] != x._version:
+            return out.copy_(self._plain(x))
+        return torch.lerp(pre[1], pre[2], self.alpha, out=out)
+
     def close(self) -> None:
         if self._own is None:
             del self.layer.forward
@@ -233,7 +240,6 @@ def per_alpha(
         rows = sum(len(x) for x, _ in blocks)
         if 2 * rows * first.out_features * 4 <= budget:
             serve = FirstLayer(work.get_submodule(name), keys, sd_a, sd_b, blocks)
-    served = None if serve is None else serve.layer
     outs = y_all = None  # the buffered chain's outputs at one α and their targets, all rows
     loss_sum = torch.zeros(len(al), dtype=torch.float64)
     correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
@@ -256,8 +262,8 @@ def per_alpha(
                 terms = []
                 for x, y in blocks:
                     if forward is None:  # the chain's first block: check it on a few rows
-                        out = work(x)
-                        forward, buffered = _checked(chain, work, x[:CHECK_ROWS], served)
+                        forward, buffered = _checked(chain, work, x[:CHECK_ROWS], serve)
+                        out = forward(x)
                         ys = [t for _, t in blocks]
                         if buffered is not None and all(t is not None for t in ys):
                             y_all = torch.cat(ys)  # type: ignore[arg-type]
@@ -284,13 +290,13 @@ CHECK_ROWS = 128
 
 
 def _checked(
-    chain: Chain | None, work: nn.Module, x: torch.Tensor, served: nn.Module | None = None
+    chain: Chain | None, work: nn.Module, x: torch.Tensor, serve: FirstLayer | None = None
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor] | None]:
     """``chain`` on ``work``, checked against ``work``'s own forward pass on ``x``: exactly
     (:meth:`Chain.bind`) if that gives ``work``'s output to the bit, else ``work`` itself;
     and buffered (:meth:`Chain.bind_buffered`, for the points between the endpoints) where
     that applies (2-D input of the weights' dtype) and agrees up to float rounding, else
-    None."""
+    None; ``serve``'s layer then writes its output into the chain's buffer."""
     if chain is None:
         return work, None
     ref = work(x)
@@ -302,7 +308,10 @@ def _checked(
         return exact, None
     if not bool(torch.isfinite(ref).all()):  # nothing to compare a rounding with
         return exact, None
-    buffered = chain.bind_buffered(work, served)
+    if serve is None:
+        buffered = chain.bind_buffered(work)
+    else:  # the served input layer writes into the chain's buffer
+        buffered = chain.bind_buffered(work, serve.layer, serve.into)
     tol = 1e-5 * float(ref.abs().max()) if ref.numel() else 0.0
     same = torch.allclose(buffered(x), ref, rtol=1e-4, atol=tol)
     return exact, buffered if same else None
