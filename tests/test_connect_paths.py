@@ -92,3 +92,18 @@ def test_simplex_nonfinite_interior_is_an_infinite_barrier():
         torch.tensor([1.0, 1.0, 1.0, float("nan"), 1.0, 1.0], dtype=torch.float64),
     )
     assert s.barrier("loss") == float("inf")
+
+
+def test_bezier_curve_skips_ignored_targets():
+    """Targets of -100 (F.cross_entropy's ignore_index) count for nothing in the evaluated
+    curve: its ends are the models' own F.cross_entropy; with every target skipped there is
+    no loss to average, and that is refused by name."""
+    a, b = sl.nn.MLP([10, 8, 4], seed=0), sl.nn.MLP([10, 8, 4], seed=1)
+    x, y = data(n=60)
+    y[::4] = -100
+    curve = bezier_curve(a, b, (x, y), steps=2, n_alphas=3, seed=0)
+    with torch.no_grad():
+        for i, m in ((0, a), (-1, b)):
+            assert curve.loss[i].item() == pytest.approx(F.cross_entropy(m(x), y).item())
+    with pytest.raises(sl.errors.DataError, match="no target"):
+        bezier_curve(a, b, (x, torch.full_like(y, -100)), steps=2, n_alphas=3, seed=0)

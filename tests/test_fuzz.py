@@ -1,6 +1,8 @@
 """The model fuzzer (issue 13): a small deterministic run in CI finds no crash and no unsound
 group, and a negative control shows its independent check catches a wrong rule."""
 
+import ast
+
 import pytest
 import torch
 
@@ -82,3 +84,21 @@ def test_generated_models_are_valid_torch():
         assert "WSConv" not in generate(seed).ops
         assert run_one(seed).status == "sound"
     assert run_one(100626).status == "overflow"  # sinh of a cube: infinite, nothing to check
+
+
+def test_command_line(capsys):
+    from symlab.testing.fuzz import _main
+
+    threads = torch.get_num_threads()
+    _main(["3", "2"])
+    out = capsys.readouterr().out
+    assert "COUNTS" in out and "BAD" not in out
+    counts = ast.literal_eval(out.split("COUNTS ")[1].splitlines()[0])
+    assert sum(counts.values()) == 2
+    assert torch.get_num_threads() == threads  # the caller's setting is given back
+    with pytest.raises(SystemExit) as exc:
+        _main(["--help"])
+    assert exc.value.code == 0 and "first seed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        _main(["three", "2"])
+    assert exc.value.code == 2  # a usage error, not a traceback

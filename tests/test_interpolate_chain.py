@@ -305,10 +305,17 @@ def test_cross_entropy_sums_match_torch(case):
         torch.testing.assert_close(correct, right)
 
 
-def test_out_of_range_targets_keep_torchs_error():
+def test_out_of_range_targets_are_named():
+    """The logsumexp shortcut never reads past the classes: a target outside them is a named
+    DataError (not torch's IndexError), and -100 (ignore_index) adds nothing."""
     out, y = torch.randn(1, 4, 3), torch.tensor([0, 1, 2, 3])
-    with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
+    with pytest.raises(sl.errors.DataError, match="target 3 is not a class index"):
         loss_terms(out, y, "cross_entropy")
+    sums, correct = loss_terms(out, torch.tensor([0, 1, 2, -100]), "cross_entropy")
+    want = F.cross_entropy(out[0, :3], torch.tensor([0, 1, 2]), reduction="sum")
+    torch.testing.assert_close(sums[0], want.double())
+    right = (out[0, :3].argmax(1) == torch.tensor([0, 1, 2])).sum()
+    assert correct is not None and correct[0].item() == right.item()  # the skipped row: 0
 
 
 def test_buffered_chain_is_the_same_function_where_the_bits_differ():

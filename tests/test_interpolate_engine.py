@@ -132,6 +132,60 @@ def test_first_layer_into_a_buffer():
     serve.close()
 
 
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_targets_outside_the_classes_are_named(strategy):
+    a, b = sl.nn.MLP([6, 8, 3], seed=0), sl.nn.MLP([6, 8, 3], seed=1)
+    x, y = xy(n=50, k=3)
+    for bad in (3, -1):
+        yb = y.clone()
+        yb[7] = bad
+        with pytest.raises(DataError, match=rf"target {bad} is not a class index.* 3 outputs"):
+            interpolate(a, b, (x, yb), n_alphas=3, strategy=strategy)
+    yi = y.clone()
+    yi[[7, 20]] = -100  # F.cross_entropy's ignore_index: those rows count for nothing
+    curve = interpolate(a, b, (x, yi), n_alphas=3, strategy=strategy)
+    keep = yi != -100
+    with torch.no_grad():
+        for i, m in ((0, a), (-1, b)):  # F.cross_entropy's own mean over the kept targets
+            assert curve.loss[i].item() == pytest.approx(F.cross_entropy(m(x), yi).item())
+            acc = (m(x).argmax(1) == yi)[keep].double().mean().item()
+            assert curve.accuracy[i].item() == pytest.approx(acc)
+    with pytest.raises(DataError, match="every target is -100"):
+        interpolate(a, b, (x, torch.full_like(y, -100)), n_alphas=3, strategy=strategy)
+
+
+class PerPixel(nn.Module):
+    """A 1×1 conv 'segmenter': class scores per position, [B, C, L]."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Conv1d(2, 3, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_ignored_positions_of_spatial_targets():
+    """Segmentation-style targets with skipped positions: the curve's ends are the models'
+    own F.cross_entropy (the mean over kept positions), and so is simplex's corner."""
+    a, b = PerPixel(0), PerPixel(1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 2, 5, generator=g), torch.randint(0, 3, (40, 5), generator=g)
+    y[:10, :3] = -100  # some rows lose most of their positions, one row all but two
+    y[11] = -100
+    curve = interpolate(a, b, (x, y), n_alphas=3)
+    keep = y != -100
+    with torch.no_grad():
+        for i, m in ((0, a), (-1, b)):
+            assert curve.loss[i].item() == pytest.approx(F.cross_entropy(m(x), y).item())
+            acc = (m(x).argmax(1) == y)[keep].double().mean().item()
+            assert curve.accuracy[i].item() == pytest.approx(acc)
+        grid = sl.connect.simplex([a, b, b], (x, y), resolution=2)
+        corner = grid.weights[:, 0] == 1.0  # all of a's weight
+        assert grid.loss[corner].item() == pytest.approx(F.cross_entropy(a(x), y).item())
+
+
 def test_alphas_outside_unit_interval_are_refused():
     a, b = sl.nn.MLP([6, 8, 3], seed=0), sl.nn.MLP([6, 8, 3], seed=1)
     for bad in ([-0.5, 0.0, 1.0], [0.0, 1.0, 1.5], [0.0, float("nan"), 1.0]):

@@ -45,8 +45,10 @@ from symlab.align.data import check_runs, iter_batches, split_tensors
 from symlab.connect.barrier import barrier as _barrier
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.path_eval import (
+    IGNORE_INDEX,
     LossFn,
     block_rows,
+    counted_rows,
     loss_terms,
     per_alpha,
     probe_model,
@@ -236,7 +238,9 @@ def interpolate(
         n_alphas: evenly spaced α in [0, 1] (Git Re-Basin: 25; Frankle: 30).
         alphas: explicit α instead (must include 0 and 1 for barriers).
         loss: ``"cross_entropy"``, ``"mse"`` or ``loss(outputs, targets) -> mean``; default by
-            the targets' dtype.
+            the targets' dtype. Cross-entropy is averaged as ``F.cross_entropy`` does:
+            class indices, spatial targets too, with targets of -100 (its ``ignore_index``)
+            left out of the loss and the accuracy.
         bn_reset: recompute BatchNorm statistics for interior α (default: iff the model has
             BatchNorm) on ``reset_data`` (default: ``data``'s train split).
         repair: REPAIR each interior α (Jordan et al. 2023; models without BatchNorm) on
@@ -259,8 +263,9 @@ def interpolate(
     Raises:
         ArchitectureMismatchError: the state_dicts differ in keys or shapes.
         NonFiniteError: a parameter or buffer of either model holds NaN or infinity.
-        DataError: an α outside [0, 1], fewer than two α, no data rows, no targets, or inputs
-            the models do not take.
+        DataError: an α outside [0, 1], fewer than two α, no data rows, no targets, targets
+            that are not class indices of the models' outputs, or inputs the models do not
+            take.
 
     >>> import symlab as sl
     >>> a, b = sl.nn.MLP([3, 4, 2], seed=0), sl.nn.MLP([3, 4, 2], seed=1)
@@ -331,13 +336,14 @@ def interpolate(
                     memory_budget, bar,
                 )  # fmt: skip
                 rows = len(first_x)
+                counted = sum(counted_rows(y, loss) for _, y in blocks)
             else:
                 bs = batch_size or len(first_x)
                 row_bytes = probe_model(model_a, first_x[:1]).row_bytes
                 k_chunk = chunk or max(1, min(len(al), int(memory_budget // (4 * row_bytes * bs))))
                 # every batch evaluates every α: the total is known for data in memory only
                 bar.total = len(al) * -(-len(first_x) // bs) if tensors is not None else None
-                loss_sum, correct_sum, rows = stacked(
+                loss_sum, correct_sum, rows, counted = stacked(
                     model_a, sd_a, sd_b, al, overrides, data, bs, split, loss, k_chunk, strategy,
                     bar,
                 )  # fmt: skip
@@ -345,5 +351,10 @@ def interpolate(
         model_a.train(was_training)
     if rows == 0:
         raise DataError("interpolate got no data rows to evaluate")
-    acc = None if correct_sum is None else correct_sum / rows
-    return Curve(al, loss_sum / rows, acc, do_reset and bn, label, factory)
+    if counted == 0:
+        raise DataError(
+            f"interpolate: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), "
+            "so there is no loss to average; pass data with class-index targets"
+        )
+    acc = None if correct_sum is None else correct_sum / counted
+    return Curve(al, loss_sum / counted, acc, do_reset and bn, label, factory)

@@ -35,6 +35,7 @@ __all__ = [
     "FirstLayer",
     "Probe",
     "block_rows",
+    "counted_rows",
     "loss_terms",
     "per_alpha",
     "probe_model",
@@ -77,7 +78,9 @@ def loss_terms(
     out: torch.Tensor, y: torch.Tensor | None, loss: str | LossFn
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-α sums over the rows of one batch of the loss and of correct predictions
-    (``out``: [k, B, ...]); a row with spatial targets counts its mean over positions."""
+    (``out``: [k, B, ...]); a row with spatial targets counts its mean over positions. A
+    cross-entropy target of :data:`IGNORE_INDEX` adds nothing to either; divide by
+    :func:`counted_rows`, not by the number of rows."""
     if y is None:
         raise DataError("interpolate needs targets: pass (x, y) or a Dataset")
     k, bsz = out.shape[0], out.shape[1]
@@ -95,6 +98,8 @@ def loss_terms(
             # for 10 classes); F.cross_entropy for the rest (ignore_index, soft targets, ...)
             ce = torch.logsumexp(flat, 1) - flat.gather(1, yk[:, None]).squeeze(1)
         else:
+            if not yk.is_floating_point() and flat.ndim >= 2:
+                _check_classes(yk, flat.shape[1])
             ce = F.cross_entropy(flat, yk, reduction="none")
         sums = ce.reshape(k, bsz, -1).double().mean(-1).sum(1)  # spatial: mean per row
     elif loss == "mse":
@@ -108,6 +113,45 @@ def loss_terms(
         # positions when the targets are spatial
         correct = (out.argmax(2) == y).double().reshape(k, bsz, -1).mean(-1).sum(1)
     return sums, correct
+
+
+#: the target F.cross_entropy skips by default
+IGNORE_INDEX = -100
+
+
+def counted_rows(y: torch.Tensor | None, loss: str | LossFn) -> float:
+    """How many rows a batch's targets count for in the mean loss and accuracy: all of them,
+    except that with cross-entropy a target of :data:`IGNORE_INDEX` counts for nothing (a
+    spatial row counts for its share of positions that are not skipped), so that the mean
+    over a data set is F.cross_entropy's (the mean over the targets it does not skip).
+
+    >>> counted_rows(torch.tensor([0, 2, -100, 1]), "cross_entropy")
+    3.0
+    >>> counted_rows(torch.tensor([[0, -100], [1, 1]]), "cross_entropy")
+    1.5
+    >>> counted_rows(torch.tensor([0, 2, -100, 1]), "mse")
+    4.0
+    """
+    if y is None:
+        return 0.0
+    if loss != "cross_entropy" or y.is_floating_point() or len(y) == 0:
+        return float(len(y))
+    keep = y != IGNORE_INDEX
+    if bool(keep.all()):
+        return float(len(y))
+    return float(keep.reshape(len(y), -1).double().mean(-1).sum())
+
+
+def _check_classes(y: torch.Tensor, classes: int) -> None:
+    """Raise :class:`DataError` for a class-index target outside ``[0, classes)`` (other than
+    :data:`IGNORE_INDEX`), instead of torch's IndexError deep inside the loss."""
+    bad = (y != IGNORE_INDEX) & ((y < 0) | (y >= classes))
+    if bool(bad.any()):
+        raise DataError(
+            f"interpolate: target {int(y[bad][0])} is not a class index of the models' "
+            f"{classes} outputs (0 to {classes - 1}, or {IGNORE_INDEX} for a position to "
+            "skip); pass class indices, or loss= a callable for other targets"
+        )
 
 
 def _in_range(y: torch.Tensor, classes: int) -> bool:
@@ -330,10 +374,11 @@ def stacked(
     k_chunk: int,
     strategy: str,
     bar: Any = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+) -> tuple[torch.Tensor, torch.Tensor | None, int, float]:
     """Loss and correct-prediction sums at each α: batches outer, chunks of α inner on the
-    stacked parameters (vmap on accelerators; streams of batches read once). ``bar`` (a
-    progress bar) advances by the α of each chunk, batch by batch."""
+    stacked parameters (vmap on accelerators; streams of batches read once); with the number
+    of rows read and the rows they count for (:func:`counted_rows`). ``bar`` (a progress bar)
+    advances by the α of each chunk, batch by batch."""
     params = _stack(sd_a, sd_b, al)
     for i, sd in overrides.items():
         for k, v in sd.items():
@@ -352,9 +397,10 @@ def stacked(
 
     loss_sum = torch.zeros(len(al), dtype=torch.float64)
     correct_sum: torch.Tensor | None = torch.zeros(len(al), dtype=torch.float64)
-    rows = 0
+    rows, counted = 0, 0.0
     for x, y in iter_batches(data, bs, split):
         rows += len(x)
+        counted += counted_rows(y, loss)
         for s in range(0, len(al), k_chunk):
             part = {k: v[s : s + k_chunk] for k, v in params.items()}
             sums, correct = loss_terms(batched(part, x), y, loss)
@@ -365,4 +411,4 @@ def stacked(
                 correct_sum[s : s + k_chunk] += correct
             if bar is not None:
                 bar.update(len(sums))
-    return loss_sum, correct_sum, rows
+    return loss_sum, correct_sum, rows, counted

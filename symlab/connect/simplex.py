@@ -28,6 +28,7 @@ from symlab.align.data import iter_batches
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.interpolate import _loss_terms, check_same_architecture
 from symlab.connect.merge import average_state_dicts
+from symlab.connect.path_eval import IGNORE_INDEX, counted_rows
 from symlab.errors import DataError
 from symlab.stateless import call_with_state
 
@@ -161,7 +162,7 @@ def simplex(
             net.load_state_dict(state)
             reset_bn_stats(net, data if reset_data is None else reset_data)
             state = net.state_dict()
-        rows = 0
+        rows, counted = 0, 0.0
         with torch.no_grad():
             for x, y in iter_batches(data, batch_size, split):
                 if y is None:
@@ -174,9 +175,15 @@ def simplex(
                 elif correct is not None:
                     correct[i] += corr[0]
                 rows += len(x)
+                counted += counted_rows(y, name)
         if rows == 0:
             raise DataError("simplex got no data rows to evaluate")
-        losses[i] /= rows
+        if counted == 0:
+            raise DataError(
+                f"simplex: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), "
+                "so there is no loss to average; pass data with class-index targets"
+            )
+        losses[i] /= counted
         if correct is not None:
-            correct[i] /= rows
+            correct[i] /= counted
     return Simplex(weights, losses, correct, do_reset and bn)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import random
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -433,10 +432,29 @@ def run_many(start: int, count: int) -> tuple[Counter[str], set[str], list[FuzzR
     return counts, ops, bad
 
 
-if __name__ == "__main__":  # pragma: no cover
-    torch.set_num_threads(1)
-    counts, ops, bad = run_many(int(sys.argv[1]), int(sys.argv[2]))
+def _main(argv: list[str] | None = None) -> None:
+    """``python -m symlab.testing.fuzz START COUNT``: run seeds START .. START + COUNT and print
+    the crashes and unsound results, the counts per class and the ops used."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m symlab.testing.fuzz",
+        description="Derive and check the groups of generated models, seed by seed.",
+    )
+    parser.add_argument("start", type=int, help="first seed")
+    parser.add_argument("count", type=int, help="number of seeds")
+    args = parser.parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: one thread is the fastest
+    try:
+        counts, ops, bad = run_many(args.start, args.count)
+    finally:
+        torch.set_num_threads(threads)
     for res in bad:
         print("BAD", res.seed, res.status, res.detail[:300].replace("\n", " "))
     print("COUNTS", dict(counts))
     print("OPS", len(ops), sorted(ops))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
