@@ -151,3 +151,60 @@ def test_control_the_unwritten_reading_is_unsound(forward):
     G = sl.symmetries(plain, x)
     assert [f.short() for f in G.factors] == ["GL_4"]
     assert _worst(model, G, x) > 1e-3
+
+
+# -- ops that may return their input itself ------------------------------------------------
+# Each reads h into g, then h is written in place and g read afterwards. The op's schema (or
+# its name) promises a new tensor, but here it returns h itself (eval-mode dropout, a cast to
+# the dtype h already has, a one-operand einsum, an item of broadcast_tensors): g sees the
+# write, so reading the write as out of place would derive the unwritten function's group.
+MAY_RETURN_INPUT = {
+    "dropout": lambda h, x: F.dropout(h, 0.5, training=False),
+    "type_as": lambda h, x: h.type_as(x),
+    "double": lambda h, x: h.double(),
+    "to": lambda h, x: h.to(torch.float64),
+    "einsum": lambda h, x: torch.einsum("ij->ij", h),
+    "broadcast_tensors": lambda h, x: torch.broadcast_tensors(x[:, :1], h)[1],
+}
+
+
+def _written_after(op):
+    def forward(s, x):
+        h = s.a(x)
+        g = op(h, x)
+        h += s.c(x)
+        return s.b(torch.tanh(g))
+
+    return forward
+
+
+@pytest.mark.parametrize("name", list(MAY_RETURN_INPUT))
+@pytest.mark.parametrize("export", [False, True], ids=["torch.fx", "torch.export"])
+def test_a_write_seen_through_an_op_returning_its_input_is_refused(name, export):
+    torch.manual_seed(0)
+    model, x = Net(_written_after(MAY_RETURN_INPUT[name])).double().eval(), _x()
+    with torch.no_grad():  # the premise: g is h, so the write changes what b reads
+        h = model.a(x)
+        assert MAY_RETURN_INPUT[name](h, x).data_ptr() == h.data_ptr()
+    # refused by name: the write, or (torch.export) an op it has no mapping for
+    with pytest.raises(UnsupportedOpError, match="in-place|has no mapping"):
+        if export:
+            with export_only():
+                sl.symmetries(model, x)
+        else:
+            sl.symmetries(model, x)
+
+
+@pytest.mark.parametrize("export", [False, True], ids=["torch.fx", "torch.export"])
+def test_control_a_fresh_copy_is_read_with_the_write(export):
+    """Control: through ``clone`` g is a new tensor, and the group (h's units shared by a and
+    c, signs through tanh) holds on the real model."""
+    torch.manual_seed(0)
+    model, x = Net(_written_after(lambda h, x: h.clone())).double().eval(), _x()
+    if export:
+        with export_only():
+            G = sl.symmetries(model, x)
+    else:
+        G = sl.symmetries(model, x)
+    assert [f.short() for f in G.factors] == ["S_4", "{±1}^4"]
+    assert _worst(model, G, x) < 1e-12

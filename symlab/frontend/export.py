@@ -50,7 +50,7 @@ from symlab.frontend.export_calls import Calls, Group, LeafCalls, recording_call
 from symlab.frontend.functions import USER_FUNCS
 from symlab.frontend.fxutil import flat_nodes, where
 from symlab.frontend.inputs import ExampleInputs
-from symlab.frontend.units import reachable
+from symlab.frontend.units import makes_fresh, reachable
 from symlab.modes import eval_mode
 
 __all__ = ["export_graph"]
@@ -486,8 +486,29 @@ def _read_before(src: fx.Node, write: fx.Node) -> bool:
     seen: set[fx.Node] = set()
     for n in src.graph.nodes:
         if n is write:
-            return others <= seen and not any(_may_alias(u) for u in others)
+            return others <= seen and not any(_may_view(u, src) for u in others)
         seen.add(n)
+    return False
+
+
+def _may_view(node: fx.Node, src: fx.Node) -> bool:
+    """Whether ``node``'s result may share memory with ``src``, one of its arguments: per the
+    op's schema, ``src`` is passed as an argument whose alias set a result carries
+    (``expand_as(mask, scores)`` is a view of the mask, not of the scores); a composite op
+    that may return its input (:func:`~symlab.frontend.units.makes_fresh`) may share any
+    argument's memory. Anything without a schema may."""
+    schema = getattr(node.target, "_schema", None)
+    if node.op != "call_function" or schema is None:
+        return True
+    sets = {a for r in schema.returns if r.alias_info for a in r.alias_info.before_set}
+    if not sets:
+        return not makes_fresh(schema) and src in flat_nodes((node.args, node.kwargs))
+    for i, arg in enumerate(schema.arguments):
+        if arg.alias_info is None or not set(arg.alias_info.before_set) & sets:
+            continue
+        value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
+        if src in flat_nodes(value):
+            return True
     return False
 
 
@@ -500,7 +521,7 @@ def _may_alias(node: fx.Node) -> bool:
             return True  # an input, a parameter, a piece of a split: assume shared
         alias = schema.returns[0].alias_info
         if alias is None:
-            return False  # a fresh tensor
+            return not makes_fresh(schema)  # a fresh tensor, or perhaps its input
         if not alias.is_write or not isinstance(node.args[0], fx.Node):
             return True  # a view of its input
         node = node.args[0]  # in place over its input: that input must be unshared too

@@ -77,7 +77,9 @@ def resolve_in_place(graph: fx.Graph) -> None:
         seen = [m for m in order if order[m] < order[n] and m is not src and base[m] is base[src]]
         read = [u for m in seen for u in m.users if u is not n and order[u] > order[n]]
         if not read and not later and not n.users:  # nothing reads the write: drop it
+            inputs = n.all_input_nodes
             graph.erase_node(n)
+            _erase_unused(inputs)  # what computed only the written value (h += self.c(x))
             continue
         if (read or (later and not whole)) and (n in moved or base[src] in moved):
             readers = sorted({u.name for u in (read or later)})
@@ -88,3 +90,18 @@ def resolve_in_place(graph: fx.Graph) -> None:
                 "Write it out of place (h = F.relu(h) instead of F.relu(h, inplace=True), "
                 "h = h + y instead of h += y, torch.where or torch.cat instead of h[i] = v)"
             )
+
+
+def _erase_unused(nodes: list[fx.Node]) -> None:
+    """Erase the nodes of ``nodes`` that nothing reads any more, and in turn their inputs that
+    nothing else reads; never an input, an output, an impure call or another write."""
+    todo = list(nodes)
+    while todo:
+        n = todo.pop()
+        if n.users or n.graph is None or n.op in ("placeholder", "output") or writes(n):
+            continue
+        if n.is_impure():
+            continue
+        inputs = n.all_input_nodes
+        n.graph.erase_node(n)
+        todo.extend(inputs)

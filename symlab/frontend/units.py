@@ -25,6 +25,7 @@ from __future__ import annotations
 import inspect
 import operator
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -32,15 +33,17 @@ from torch import nn
 
 from symlab.frontend.fxutil import flat_nodes
 
-__all__ = ["reachable", "unit_carrying", "writes"]
+__all__ = ["makes_fresh", "reachable", "unit_carrying", "writes"]
 
 _IN_PLACE_FUNCS = {
     operator.setitem, operator.iadd, operator.isub, operator.imul, operator.itruediv,
     operator.ifloordiv, operator.imod, operator.ipow, operator.iand, operator.ior, operator.ixor,
     operator.ilshift, operator.irshift, operator.imatmul,
 }  # fmt: skip
-_FRESH_METHODS = {"clone", "float", "double", "half", "long", "int", "bool", "new_zeros",
-                  "new_ones", "new_full", "new_empty", "new_tensor", "detach_copy"}  # fmt: skip
+# (not the dtype casts ``float``, ``double``, ``half``, ``long``, ``int``, ``bool``: a tensor of
+# that dtype already is returned itself)
+_FRESH_METHODS = {"clone", "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor",
+                  "detach_copy"}  # fmt: skip
 
 
 def writes(node: fx.Node) -> bool:
@@ -90,15 +93,74 @@ def _inplace_argument(node: fx.Node) -> bool:
     return bound.arguments.get("inplace") is True
 
 
+#: composite ops (``CompositeImplicitAutograd``: written in terms of other ops) whose schema
+#: promises a fresh tensor and which always make one. Others do not keep that promise in every
+#: case — ``dropout`` when not training, ``type_as`` to the same dtype, a one-operand ``einsum``
+#: and ``sum_to_size`` return their input itself — so a composite op not listed here is taken
+#: to share memory with its tensor arguments.
+_FRESH_COMPOSITES = frozenset(
+    f"aten::{name}"
+    for name in (
+        "linear", "bilinear", "matmul", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+        "conv_transpose2d", "conv_transpose3d", "layer_norm", "group_norm", "batch_norm",
+        "instance_norm", "rms_norm", "softmax", "log_softmax", "scaled_dot_product_attention",
+        "cosine_similarity", "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_avg_pool1d",
+        "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "pad", "std",
+        "var", "square", "outer", "ger", "kron", "inner", "tensordot",
+    )
+)  # fmt: skip
+
+
+def makes_fresh(schema: Any) -> bool:
+    """Whether an aten op whose schema marks no result as an alias always returns a new
+    tensor: one with kernels of its own must keep its schema; a composite op must be listed in
+    :data:`_FRESH_COMPOSITES`.
+
+    >>> makes_fresh(torch.ops.aten.linear.default._schema)
+    True
+    >>> makes_fresh(torch.ops.aten.dropout.default._schema)  # eval mode: its input itself
+    False
+    >>> [makes_fresh(op._schema) for op in (torch.ops.aten.add.Tensor, torch.ops.aten.softmax.int)]
+    [True, True]
+    """
+    full = f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(full, "CompositeImplicitAutograd"):
+        return True
+    return schema.name in _FRESH_COMPOSITES
+
+
+#: functions returning views of several tensor arguments, one per argument (as a tuple)
+_VIEWS_OF_EACH = {torch.broadcast_tensors, torch.meshgrid, torch.atleast_1d, torch.atleast_2d,
+                  torch.atleast_3d}  # fmt: skip
+
+
+def _source(node: fx.Node) -> Any:
+    """The argument whose memory ``node``'s result may share (if it is not fresh): the first,
+    except for ``torch.einsum`` (its one operand: with several the result is new) and an item
+    of a function returning a view of each argument (``torch.broadcast_tensors(a, b)[1]``)."""
+    if node.target is torch.einsum:
+        ops = flat_nodes(node.args[1:])
+        return ops[0] if len(ops) == 1 else None
+    if node.target is operator.getitem and isinstance(node.args[0], fx.Node):
+        multi = node.args[0]
+        if multi.target in _VIEWS_OF_EACH:
+            one = len(multi.args) == 1 and isinstance(multi.args[0], list | tuple)
+            items, i = multi.args[0] if one else multi.args, node.args[1]
+            if isinstance(i, int) and -len(items) <= i < len(items):
+                return items[i]  # meshgrid([a, b])[1], broadcast_tensors(a, b)[1]: b's view
+    return node.args[0]
+
+
 def _base(node: fx.Node) -> fx.Node:
     """The tensor whose memory ``node`` may share: up through views (and ops not known to make
     a fresh tensor) to a node that owns its memory."""
     while node.op in ("call_function", "call_method") and node.args:
-        src = node.args[0]
+        src = _source(node)
         if not isinstance(src, fx.Node):
             return node
         schema = getattr(node.target, "_schema", None)
-        if schema is not None and schema.returns and schema.returns[0].alias_info is None:
+        if schema is not None and schema.returns and schema.returns[0].alias_info is None \
+                and makes_fresh(schema):  # fmt: skip
             return node  # an aten op returning a fresh tensor
         if node.op == "call_method" and node.target in _FRESH_METHODS:
             return node
