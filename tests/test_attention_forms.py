@@ -275,6 +275,77 @@ def test_padding_mask_given_as_a_network_input():
         assert (out - base).abs().max() < 1e-9 * base.abs().max()
 
 
+class XLMStyle(nn.Module):
+    """XLM's and FlauBERT's attention: a key padding mask made from a second input, expanded
+    to the scores with ``expand_as(scores)`` (which reads the scores for their shape only),
+    written in place with ``masked_fill_`` (or out of place), a softmax in float32 cast back."""
+
+    def __init__(self, in_place: bool, fill: str):
+        super().__init__()
+        self.in_place, self.fill = in_place, fill
+        self.q, self.k, self.v, self.o = (nn.Linear(E, E) for _ in range(4))
+
+    def forward(self, x, keep):
+        B, N, _ = x.shape
+        q = self.q(x).view(B, N, H, D).transpose(1, 2) / math.sqrt(D)
+        k = self.k(x).view(B, N, H, D).transpose(1, 2)
+        v = self.v(x).view(B, N, H, D).transpose(1, 2)
+        scores = torch.matmul(q, k.transpose(2, 3))
+        mask = (keep == 0).view(B, 1, 1, N).expand_as(scores)
+        fill = torch.finfo(scores.dtype).min if self.fill == "finfo" else -1e9
+        if self.in_place:
+            scores.masked_fill_(mask, fill)
+        else:
+            scores = scores.masked_fill(mask, fill)
+        w = F.softmax(scores.float(), dim=-1).type_as(scores)
+        return self.o(torch.matmul(w, v).transpose(1, 2).contiguous().view(B, N, E))
+
+
+@pytest.mark.parametrize(
+    ("in_place", "fill"),
+    [(True, "finfo"), (False, "finfo"), (False, "constant")],
+    ids=["masked_fill_-export", "masked_fill-export", "masked_fill-fx"],
+)
+def test_xlm_style_expanded_padding_mask(in_place, fill):
+    model = XLMStyle(in_place, fill).double().eval()
+    x, keep = _x(), torch.ones(2, 5)
+    keep[0, -2:] = 0
+    G = sl.symmetries(model, (x, keep))
+    assert G.graph.frontend == ("torch.export" if fill == "finfo" else "torch.fx")
+    _assert_heads(G, node="o")
+    # a finite fill does not move with the other scores of its row: no key-bias shift
+    assert "T[o#key_bias]" not in {f.name for f in G.factors}
+    sd, base = model.state_dict(), model(x, keep)
+    for seed in range(4):  # check_invariance takes one input tensor: act by hand
+        out = torch.func.functional_call(model, G.act(G.sample(seed), sd), (x, keep))
+        assert (out - base).abs().max() < 1e-9 * base.abs().max()
+
+
+def test_a_mask_expanded_from_the_scores_values_is_not_fixed():
+    """Near miss: ``expand_as`` reads only the shape of its argument, but a mask taken from the
+    scores' values (not a padding mask) is not fixed: the block stays opaque, and sound."""
+
+    class FromScores(XLMStyle):
+        def forward(self, x, keep):
+            B, N, _ = x.shape
+            q = self.q(x).view(B, N, H, D).transpose(1, 2)
+            k = self.k(x).view(B, N, H, D).transpose(1, 2)
+            v = self.v(x).view(B, N, H, D).transpose(1, 2)
+            scores = torch.matmul(q, k.transpose(2, 3))
+            mask = (scores > 0).expand_as(scores)
+            w = F.softmax(scores.masked_fill(mask, -1e9), dim=-1)
+            return self.o(torch.matmul(w, v).transpose(1, 2).contiguous().view(B, N, E))
+
+    model = FromScores(False, "constant").double().eval()
+    x, keep = _x(), torch.ones(2, 5)
+    G = sl.symmetries(model, (x, keep))
+    assert not _heads(G)
+    sd, base = model.state_dict(), model(x, keep)
+    for seed in range(3):
+        out = torch.func.functional_call(model, G.act(G.sample(seed), sd), (x, keep))
+        assert (out - base).abs().max() < 1e-9 * base.abs().max()
+
+
 def test_two_blocks_each_with_its_causal_buffer():
     model = nn.Sequential(Block(Nano()), Block(Nano()))
     for m in model.modules():

@@ -425,3 +425,40 @@ def test_in_place_ops_read_out_of_place():
     _same_graph(g, g_twin)
     G = _same_group(model, twin, x)
     assert {f.name: f.kind for f in G.factors} == {"P[a]": "permutation", "scale[a]": "scaling"}
+
+
+class _CacheConcat(nn.Module):
+    """A key/value cache's first update, as transformers' DynamicCache writes it: the new keys
+    concatenated after an empty tensor (``torch.cat([torch.tensor([]), k], -2)``)."""
+
+    def __init__(self, guarded: bool, past: int = 0):
+        super().__init__()
+        self.guarded, self.past = guarded, past
+        self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.guarded:
+            assert x.shape[-1] == 3
+        k = self.a(x)
+        if self.past:
+            cached = torch.ones(self.past, 4, dtype=k.dtype)
+        else:
+            cached = torch.tensor([], dtype=k.dtype)
+        k = torch.cat([cached, k], -2)
+        return self.b(torch.relu(k))
+
+
+def test_an_empty_cache_concatenation_is_its_new_part():
+    """``cat([empty, k])`` is ``k``: the twin without the cache's concatenation has the same
+    group; a cache that holds rows is concatenated as it is (its rows are not permuted)."""
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.manual_seed(0)
+    model = _CacheConcat(guarded=True).double().eval()
+    G = sl.symmetries(model, x)
+    assert G.graph.frontend == "torch.export"
+    assert {f.name: f.kind for f in G.factors} == {"P[a]": "permutation", "scale[a]": "scaling"}
+    assert sl.check_invariance(model, G, x).passed
+    held = _CacheConcat(guarded=True, past=2).double().eval()
+    G_held = sl.symmetries(held, x)
+    assert "P[a]" not in {f.name for f in G_held.factors}  # its fixed rows of ones stay
+    assert sl.check_invariance(held, G_held, x).passed

@@ -393,6 +393,8 @@ class _Rewriter:
             self.env[node] = self.emit(node, "call_function", operator.getitem,
                                        self.arg(node.args, node), {})  # fmt: skip
             return
+        if packet is torch.ops.aten.cat and self.skip_empty(node):
+            return
         if target in USER_FUNCS or packet in USER_FUNCS:  # registered with register_function
             self.env[node] = self.emit(node, "call_function", target,
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
@@ -410,6 +412,23 @@ class _Rewriter:
             self.env[node] = new_args[0]
         else:
             self.env[node] = self.emit(node, kind, new_target, new_args, new_kwargs)
+
+    def skip_empty(self, node: fx.Node) -> bool:
+        """Read ``torch.cat([empty, x])`` as ``x``, where ``empty`` is a constant with no
+        entries (a key/value cache's first update: ``torch.cat([torch.tensor([]), k], -2)``,
+        which torch.cat allows); True when ``node`` was read so."""
+        parts = node.args[0] if node.args else None
+        if not isinstance(parts, list | tuple):
+            return False
+        kept = [
+            p for p in parts
+            if not (p in self.pure and isinstance(v := self.calls.value(p), torch.Tensor)
+                    and v.numel() == 0)
+        ]  # fmt: skip
+        if len(kept) != 1 or len(kept) == len(parts) or not isinstance(kept[0], fx.Node):
+            return False
+        self.env[node] = self.arg(kept[0], node)
+        return True
 
     def out_of_place(self, node: fx.Node, packet: Any) -> Any:
         """The out-of-place op of an in-place one (``relu_`` → ``relu``), when that is exact:
@@ -520,13 +539,20 @@ def _may_alias(node: fx.Node) -> bool:
         if node.op != "call_function" or schema is None or not schema.returns:
             return True  # an input, a parameter, a piece of a split: assume shared
         alias = schema.returns[0].alias_info
-        if alias is None:
-            return not makes_fresh(schema)  # a fresh tensor, or perhaps its input
-        if not alias.is_write or not isinstance(node.args[0], fx.Node):
-            return True  # a view of its input
-        node = node.args[0]  # in place over its input: that input must be unshared too
-        if len(node.users) != 1:
-            return True
+        if alias is None and makes_fresh(schema):
+            return False  # a fresh tensor
+        if alias is None or alias.is_write:
+            # perhaps its one tensor argument itself (eval-mode dropout), or written in place
+            # over its first: that argument must be unshared too, and read by this op alone
+            if not node.args or not isinstance(node.args[0], fx.Node):
+                return True
+            if alias is None and flat_nodes((node.args, node.kwargs)) != [node.args[0]]:
+                return True  # which argument it may return is not known
+            node = node.args[0]
+            if len(node.users) != 1:
+                return True
+            continue
+        return True  # a view of its input
 
 
 def _constant(value: torch.Tensor) -> Callable[[], torch.Tensor]:

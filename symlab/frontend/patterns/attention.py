@@ -266,11 +266,7 @@ def _match(
     for n in [*interior, *leaves.values()]:  # nothing outside may read an inner tensor
         for u in n.users:
             inside = u in interior or u in o_reads
-            _require(
-                inside
-                or (u.op == "call_method" and u.target in ("size", "dim"))
-                or (u.target is getattr and u.args[1] in ("shape", "dtype", "device", "ndim"))
-            )
+            _require(inside or forms.reads_shape_only(u, n))
     st = _State()
     for i, leaf in leaves.items():
         shape = _shape(leaf)

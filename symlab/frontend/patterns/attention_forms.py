@@ -43,7 +43,15 @@ from symlab.frontend.patterns.attention_base import (
 if TYPE_CHECKING:
     from symlab.frontend.patterns.attention_base import AttentionMatch
 
-__all__ = ["data_args", "fixed", "mask_nodes", "sdpa_mask", "settle_masks", "step"]
+__all__ = [
+    "data_args",
+    "fixed",
+    "mask_nodes",
+    "reads_shape_only",
+    "sdpa_mask",
+    "settle_masks",
+    "step",
+]
 
 _SPLIT = {"split", "chunk", torch.split, torch.chunk}
 _UNBIND = {"unbind", torch.unbind}
@@ -51,6 +59,8 @@ _MASKED_FILL = {"masked_fill", torch.masked_fill}
 _ADD = {operator.add, torch.add, "add"}
 _EINSUM = {torch.einsum}
 _SHAPE_ONLY = {"size", "dim"}
+_EXPAND_AS = {"expand_as"}
+_EXPAND = {"expand", "expand_as"}
 _MAX_MASK_NODES = 64
 
 
@@ -79,11 +89,29 @@ def _fixed_node(n: fx.Node, gm: fx.GraphModule, seen: set[fx.Node]) -> bool:
         return False
     if n.op == "call_method" and n.target in _SHAPE_ONLY:
         return True
+    if n.op == "call_method" and n.target in _EXPAND_AS:  # the other tensor: its shape only
+        return len(n.args) == 2 and not n.kwargs and _fixed(n.args[0], gm, seen)
     if n.op == "call_function" and n.target is getattr:
         return n.args[1] in ("shape", "dtype", "device", "ndim")
     if n.op not in ("call_function", "call_method"):
         return False  # a module output, or anything else: never trusted as a mask
     return _fixed((n.args, n.kwargs), gm, seen)
+
+
+def reads_shape_only(user: fx.Node, node: fx.Node) -> bool:
+    """Whether ``user`` reads ``node`` only for its shape, dtype or device (``node.size()``,
+    ``node.shape``, ``mask.expand_as(node)``): it sees none of ``node``'s values."""
+    if user.op == "call_method" and user.target in _SHAPE_ONLY:
+        return True
+    if user.target is getattr:
+        return user.args[1] in ("shape", "dtype", "device", "ndim")
+    return (
+        user.op == "call_method"
+        and user.target in _EXPAND_AS
+        and len(user.args) == 2
+        and user.args[1] is node
+        and user.args[0] is not node
+    )
 
 
 def fixed(node: Any, gm: fx.GraphModule) -> bool:
@@ -147,6 +175,8 @@ def _mask_ok(mask: Any, scores: _Val, st: _State | None = None) -> bool:
     Long", ICLR 2022), which makes the heads distinguishable (``st.head_bias``)."""
     if not isinstance(mask, fx.Node) or not _is_tensor(mask):
         return isinstance(mask, int | float | bool) or _shape_scalar(mask)
+    while mask.op == "call_method" and mask.target in _EXPAND and _is_tensor(mask.args[0]):
+        mask = mask.args[0]  # expanding repeats a size-1 head axis: the same for every head
     shape = _shape(mask)
     head = scores.labels.index("H") - len(scores.labels)  # from the right
     if len(shape) < -head or shape[head] == 1:
