@@ -462,3 +462,29 @@ def test_an_empty_cache_concatenation_is_its_new_part():
     G_held = sl.symmetries(held, x)
     assert "P[a]" not in {f.name for f in G_held.factors}  # its fixed rows of ones stay
     assert sl.check_invariance(held, G_held, x).passed
+
+
+class _FunctionalConv(nn.Module):
+    """A convolution written as a call on the module's own parameters (``F.conv2d``), which
+    torch.export keeps as ``aten.conv2d``."""
+
+    def __init__(self, guarded: bool):
+        super().__init__()
+        self.guarded = guarded
+        self.weight = nn.Parameter(torch.randn(3, 2, 3, 3) / 4)
+        self.bias = nn.Parameter(torch.randn(3))
+        self.head = nn.Linear(3 * 16, 2)
+
+    def forward(self, x):
+        if self.guarded:
+            assert x.shape[1] == 2
+        h = F.conv2d(x, self.weight, self.bias, 1, 1)
+        return self.head(torch.relu(h).flatten(1))
+
+
+def test_a_functional_convolution_reads_as_through_torch_fx():
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    model, twin, g, g_twin = _trace_both(_FunctionalConv, x)
+    _same_graph(g, g_twin)
+    G = _same_group(model, twin, x)
+    assert {f.kind for f in G.factors} == {"permutation", "scaling"}

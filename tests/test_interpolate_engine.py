@@ -186,6 +186,50 @@ def test_ignored_positions_of_spatial_targets():
         assert grid.loss[corner].item() == pytest.approx(F.cross_entropy(a(x), y).item())
 
 
+class Standardising(nn.Module):
+    """Standardises its input in place (``x.sub_(mean).div_(std)``), as research code does."""
+
+    def __init__(self, seed: int, in_place: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.in_place = in_place
+        self.lin, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        if self.in_place:
+            x.sub_(0.5).div_(2.0)
+        else:
+            x = (x - 0.5) / 2.0
+        return self.head(torch.relu(self.lin(x)))
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_a_model_writing_into_its_input(strategy):
+    """Every α sees the data as given (not standardised once per α), the caller's data stay
+    as they were, and the curve is its out-of-place twin's."""
+    x, y = xy()
+    x0 = x.clone()
+    a, b = Standardising(0), Standardising(1)
+    curve = interpolate(a, b, (x, y), n_alphas=5, strategy=strategy)
+    assert torch.equal(x, x0)
+    twin_a, twin_b = Standardising(0, in_place=False), Standardising(1, in_place=False)
+    twin = interpolate(twin_a, twin_b, (x, y), n_alphas=5, strategy=strategy)
+    torch.testing.assert_close(curve.loss, twin.loss, rtol=1e-6, atol=0)
+    with torch.no_grad():  # the endpoint is the model's own loss on the data as given
+        want = F.cross_entropy(a(x.clone()), y).item()
+    assert curve.loss[0].item() == pytest.approx(want, rel=1e-6)
+    assert not a._forward_pre_hooks and not b._forward_pre_hooks  # given back
+
+
+def test_check_invariance_of_a_model_writing_into_its_input():
+    model, x = Standardising(0).double(), xy()[0].double()
+    x0 = x.clone()
+    G = sl.symmetries(model, x)
+    assert {f.kind for f in G.factors} == {"permutation", "scaling"}
+    assert sl.check_invariance(model, G, x).passed  # each pass on the data as given
+    assert torch.equal(x, x0)
+
+
 def test_alphas_outside_unit_interval_are_refused():
     a, b = sl.nn.MLP([6, 8, 3], seed=0), sl.nn.MLP([6, 8, 3], seed=1)
     for bad in ([-0.5, 0.0, 1.0], [0.0, 1.0, 1.5], [0.0, float("nan"), 1.0]):

@@ -161,8 +161,9 @@ def correlation_matrices(
         for x, _ in iter_batches(data, batch_size, split):
             if transform is not None:
                 x = transform(x)
-            acts_a = unit_activations(model_a, tensors, x)
-            acts_b = unit_activations(model_b, tensors, x)
+            # each model on its own copy: a forward may write into its input
+            acts_a = unit_activations(model_a, tensors, x.clone())
+            acts_b = unit_activations(model_b, tensors, x.clone())
             for (_, t), mom in moments.items():
                 a, b = acts_a[t], acts_b[t]
                 n = len(mom.sa)

@@ -7,15 +7,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from symlab.errors import DataError
 from symlab.modes import eval_mode
 
-__all__ = ["check_runs", "iter_batches", "num_rows", "split_tensors"]
+__all__ = ["check_runs", "copied_inputs", "iter_batches", "num_rows", "split_tensors"]
 
 
 def split_tensors(data: Any, split: str) -> tuple[torch.Tensor, torch.Tensor | None] | None:
@@ -73,22 +75,28 @@ def iter_batches(
             raise DataError(f"a batch must be a tensor or (x, y), got {type(batch).__name__}")
 
 
-def check_runs(model: nn.Module, x: torch.Tensor, who: str) -> None:
-    """Run ``model`` (in eval mode, without gradients) on the first rows of ``x``: data the
-    model does not take are a :class:`DataError` naming the shapes, not a raw torch error deep
-    inside the computation.
+def check_runs(model: nn.Module, x: torch.Tensor, who: str) -> bool:
+    """Run ``model`` (in eval mode, without gradients) on a copy of the first rows of ``x``:
+    data the model does not take are a :class:`DataError` naming the shapes, not a raw torch
+    error deep inside the computation. Returns whether the model writes into its input (its
+    forward changes the tensor it is given in place, e.g. ``x.sub_(mean)``): then run it on
+    copies (:func:`copied_inputs`), or every pass over the same data sees another input.
 
     >>> net = nn.Linear(3, 2)
     >>> check_runs(net, torch.randn(5, 3), "demo")
+    False
     >>> try:
     ...     check_runs(net, torch.randn(5, 4), "demo")
     ... except DataError as err:
     ...     print(str(err)[:53])
     demo: inputs of shape (5, 4) torch.float32 do not run
     """
+    probe = x[:2].clone()
+    version = probe._version
     try:
         with torch.no_grad(), eval_mode(model):
-            model(x[:2])
+            model(probe)
+        return probe._version != version
     except (RuntimeError, ValueError, IndexError, TypeError) as exc:
         cause = str(exc).splitlines()[0] if str(exc) else ""
         raise DataError(
@@ -96,3 +104,34 @@ def check_runs(model: nn.Module, x: torch.Tensor, who: str) -> None:
             f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass data whose inputs "
             "the models take (the shape they were built or trained for)"
         ) from None
+
+
+@contextmanager
+def copied_inputs(model: nn.Module, on: bool = True) -> Iterator[None]:
+    """While the body runs, ``model`` (and copies of it made inside) is called on copies of
+    its tensor arguments, so that a forward writing into its input leaves the caller's data
+    as it was; nothing changes when ``on`` is False.
+
+    >>> class Centring(nn.Module):
+    ...     def forward(self, x):
+    ...         return x.sub_(x.mean())
+    >>> x, m = torch.arange(3.0), Centring()
+    >>> with copied_inputs(m):
+    ...     y = m(x)
+    >>> x.tolist(), y.tolist()
+    ([0.0, 1.0, 2.0], [-1.0, 0.0, 1.0])
+    """
+    if not on:
+        yield
+        return
+
+    def copy(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return pytree.tree_map(
+            lambda t: t.clone() if isinstance(t, torch.Tensor) else t, (args, kwargs)
+        )
+
+    handle = model.register_forward_pre_hook(copy, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -163,7 +163,8 @@ def bezier_curve(
                     if loss is not None
                     else ("mse" if y is not None and y.is_floating_point() else "cross_entropy")
                 )
-                sums, corr = _loss_terms(m(x)[None], y, name)
+                out = m(x.clone())  # a copy: a forward may write into its input
+                sums, corr = _loss_terms(out[None], y, name)
                 total += float(sums[0])
                 correct = None if corr is None or correct is None else correct + float(corr[0])
                 rows += counted_rows(y, name)

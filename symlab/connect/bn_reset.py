@@ -57,7 +57,7 @@ def reset_bn_stats(
             for x, _ in iter_batches(data, batch_size, split):
                 if len(x) < 2:
                     continue
-                model(x)
+                model(x.clone())  # a copy: a forward may write into its input
                 seen += len(x)
     finally:
         for m, mom in zip(bns, momenta, strict=True):

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from symlab.align.data import check_runs, iter_batches, split_tensors
+from symlab.align.data import check_runs, copied_inputs, iter_batches, split_tensors
 from symlab.connect.barrier import barrier as _barrier
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.path_eval import (
@@ -307,54 +307,57 @@ def interpolate(
 
     tensors = split_tensors(data, split)
     first_x = tensors[0] if tensors is not None else next(iter_batches(data, None, split))[0]
-    check_runs(model_a, first_x, "interpolate")
-    overrides: dict[int, dict[str, torch.Tensor]] = {}
-    if (do_reset and bn) or repair:
-        what = "REPAIR" if repair else "BatchNorm reset"
-        for i, a in enumerate(progress_items(al.tolist(), progress, f"interpolate: {what}")):
-            if 0.0 < a < 1.0:
-                overrides[i] = dict(factory(a).state_dict())
-    if loss is None:
-        y0 = tensors[1] if tensors is not None else next(iter_batches(data, None, split))[1]
-        loss = "mse" if y0 is not None and y0.is_floating_point() else "cross_entropy"
-    if strategy == "auto":
-        strategy = "loop" if first_x.device.type == "cpu" else "vmap"
-    was_training = model_a.training
-    model_a.eval()
-    bar = progress_bar(len(al), progress, "interpolate")
-    try:
-        with torch.no_grad(), bar:
-            if strategy == "loop" and tensors is not None:
-                blocks = list(iter_batches(data, len(first_x) or 1, split))
-                if not blocks or len(first_x) == 0:
-                    raise DataError("interpolate got no data rows to evaluate")
-                probe = probe_model(model_a, first_x[:1])
-                bs = batch_size or block_rows(probe.row_bytes, len(first_x), first_x.device)
-                blocks = list(iter_batches(data, bs, split))
-                loss_sum, correct_sum = per_alpha(
-                    model_a, sd_a, sd_b, al, overrides, blocks, loss, probe.first_linear,
-                    memory_budget, bar,
-                )  # fmt: skip
-                rows = len(first_x)
-                counted = sum(counted_rows(y, loss) for _, y in blocks)
-            else:
-                bs = batch_size or len(first_x)
-                row_bytes = probe_model(model_a, first_x[:1]).row_bytes
-                k_chunk = chunk or max(1, min(len(al), int(memory_budget // (4 * row_bytes * bs))))
-                # every batch evaluates every α: the total is known for data in memory only
-                bar.total = len(al) * -(-len(first_x) // bs) if tensors is not None else None
-                loss_sum, correct_sum, rows, counted = stacked(
-                    model_a, sd_a, sd_b, al, overrides, data, bs, split, loss, k_chunk, strategy,
-                    bar,
-                )  # fmt: skip
-    finally:
-        model_a.train(was_training)
-    if rows == 0:
-        raise DataError("interpolate got no data rows to evaluate")
-    if counted == 0:
-        raise DataError(
-            f"interpolate: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), "
-            "so there is no loss to average; pass data with class-index targets"
-        )
-    acc = None if correct_sum is None else correct_sum / counted
-    return Curve(al, loss_sum / counted, acc, do_reset and bn, label, factory)
+    writes = check_runs(model_a, first_x, "interpolate")  # a forward writing into its input
+    with copied_inputs(model_a, writes), copied_inputs(model_b, writes):  # runs on copies
+        overrides: dict[int, dict[str, torch.Tensor]] = {}
+        if (do_reset and bn) or repair:
+            what = "REPAIR" if repair else "BatchNorm reset"
+            for i, a in enumerate(progress_items(al.tolist(), progress, f"interpolate: {what}")):
+                if 0.0 < a < 1.0:
+                    overrides[i] = dict(factory(a).state_dict())
+        if loss is None:
+            y0 = tensors[1] if tensors is not None else next(iter_batches(data, None, split))[1]
+            loss = "mse" if y0 is not None and y0.is_floating_point() else "cross_entropy"
+        if strategy == "auto":
+            strategy = "loop" if first_x.device.type == "cpu" else "vmap"
+        was_training = model_a.training
+        model_a.eval()
+        bar = progress_bar(len(al), progress, "interpolate")
+        try:
+            with torch.no_grad(), bar:
+                if strategy == "loop" and tensors is not None:
+                    blocks = list(iter_batches(data, len(first_x) or 1, split))
+                    if not blocks or len(first_x) == 0:
+                        raise DataError("interpolate got no data rows to evaluate")
+                    probe = probe_model(model_a, first_x[:1])
+                    bs = batch_size or block_rows(probe.row_bytes, len(first_x), first_x.device)
+                    blocks = list(iter_batches(data, bs, split))
+                    loss_sum, correct_sum = per_alpha(
+                        model_a, sd_a, sd_b, al, overrides, blocks, loss, probe.first_linear,
+                        memory_budget, bar,
+                    )  # fmt: skip
+                    rows = len(first_x)
+                    counted = sum(counted_rows(y, loss) for _, y in blocks)
+                else:
+                    bs = batch_size or len(first_x)
+                    row_bytes = probe_model(model_a, first_x[:1]).row_bytes
+                    k_chunk = chunk or max(
+                        1, min(len(al), int(memory_budget // (4 * row_bytes * bs)))
+                    )
+                    # every batch evaluates every α: the total is known for data in memory only
+                    bar.total = len(al) * -(-len(first_x) // bs) if tensors is not None else None
+                    loss_sum, correct_sum, rows, counted = stacked(
+                        model_a, sd_a, sd_b, al, overrides, data, bs, split, loss, k_chunk,
+                        strategy, bar,
+                    )  # fmt: skip
+        finally:
+            model_a.train(was_training)
+        if rows == 0:
+            raise DataError("interpolate got no data rows to evaluate")
+        if counted == 0:
+            raise DataError(
+                f"interpolate: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), "
+                "so there is no loss to average; pass data with class-index targets"
+            )
+        acc = None if correct_sum is None else correct_sum / counted
+        return Curve(al, loss_sum / counted, acc, do_reset and bn, label, factory)

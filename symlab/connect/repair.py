@@ -45,7 +45,7 @@ def repair_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
     ]
     try:
         with torch.no_grad():
-            model(x)
+            model(x.clone())  # a copy: a forward may write into its input
     finally:
         for h in hs:
             h.remove()
@@ -74,7 +74,7 @@ def _stats(
     try:
         with torch.no_grad():
             for x, _ in iter_batches(data, batch_size, split):
-                model(x)
+                model(x.clone())  # a copy: a forward may write into its input
     finally:
         for h in hs:
             h.remove()

@@ -168,7 +168,8 @@ def simplex(
                 if y is None:
                     raise DataError("simplex needs targets: pass (x, y) or a Dataset")
                 name = loss or ("mse" if y.is_floating_point() else "cross_entropy")
-                sums, corr = _loss_terms(call_with_state(net, state, (x,))[None], y, name)
+                out = call_with_state(net, state, (x.clone(),))  # it may write into x
+                sums, corr = _loss_terms(out[None], y, name)
                 losses[i] += sums[0]
                 if corr is None:
                     correct = None

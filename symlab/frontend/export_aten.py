@@ -267,6 +267,9 @@ ATEN: dict[Any, _Rule] = {
     aten.baddbmm: _fn(torch.baddbmm, 3, keep=("beta", "alpha")),  # ALiBi scores (opaque)
     aten.matmul: _fn(torch.matmul, 2),
     aten.linear: _fn(F.linear, 3),
+    # a convolution written as a call (a subclass scaling its weight, Mamba-style mixers):
+    # aten.convNd takes F.convNd's arguments in F.convNd's order
+    aten.conv1d: _fn(F.conv1d), aten.conv2d: _fn(F.conv2d), aten.conv3d: _fn(F.conv3d),
     aten.embedding: _embedding,
     aten.layer_norm: _fn(F.layer_norm, 5),
     aten.group_norm: _fn(F.group_norm, 5),

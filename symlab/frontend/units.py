@@ -138,7 +138,7 @@ def _source(node: fx.Node) -> Any:
     """The argument whose memory ``node``'s result may share (if it is not fresh): the first,
     except for ``torch.einsum`` (its one operand: with several the result is new) and an item
     of a function returning a view of each argument (``torch.broadcast_tensors(a, b)[1]``)."""
-    if node.target is torch.einsum:
+    if node.target in (torch.einsum, torch.ops.aten.einsum.default):
         ops = flat_nodes(node.args[1:])
         return ops[0] if len(ops) == 1 else None
     if node.target is operator.getitem and isinstance(node.args[0], fx.Node):

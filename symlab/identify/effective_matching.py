@@ -67,7 +67,7 @@ def _forward_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     try:
         with torch.no_grad():
             model.eval()
-            model(x[:2])
+            model(x[:2].clone())  # a copy: a forward may write into its input
     finally:
         for h in handles:
             h.remove()
@@ -76,7 +76,7 @@ def _forward_order(model: nn.Module, x: torch.Tensor) -> list[str]:
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        out = model(x)
+        out = model(x.clone())  # a copy: a forward may write into its input
     if not isinstance(out, torch.Tensor):
         raise DataError("effective matching needs a model that returns one tensor")
     return out.double().reshape(len(x), -1)

@@ -71,7 +71,7 @@ def check_inputs(model: nn.Module, x: torch.Tensor, *, argument: str = "data",
         model.eval()
         try:
             with torch.no_grad():
-                model(x[:2])
+                model(x[:2].clone())  # a copy: a forward may write into its input
         finally:
             model.train(was)
     except (RuntimeError, IndexError, ValueError) as err:
@@ -218,6 +218,7 @@ def run_hooked(
     model.eval()
     try:
         with torch.no_grad():
+            x = x.clone()  # a forward may write into its input
             y = model(x) if state is None else call_with_state(model, state, (x,))
     finally:
         model.train(was)

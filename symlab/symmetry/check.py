@@ -52,7 +52,10 @@ def _outputs(
             consistent &= bool(torch.equal(sd[key], sd[present[0]]))
             del sd[key]
     call = ExampleInputs.of(inputs)
-    out = call_with_state(model, sd, call.args, call.kwargs)
+    args, kwargs = pytree.tree_map(  # copies: a forward may write into its input
+        lambda t: t.clone() if isinstance(t, torch.Tensor) else t, (call.args, call.kwargs)
+    )
+    out = call_with_state(model, sd, args, kwargs)
     if not isinstance(out, torch.Tensor):  # tuples, dicts, Hugging Face ModelOutputs
         leaves = [o for o in pytree.tree_leaves(out) if isinstance(o, torch.Tensor)]
         floats = [o for o in leaves if o.is_floating_point()] or leaves

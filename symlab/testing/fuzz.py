@@ -89,6 +89,20 @@ class _Gen:
         self.fwd.append(f"h = {expr}")
         self.ops.add(op)
 
+    def in_place(self, w: int) -> None:
+        """``g`` read from ``h`` by an op that may return ``h`` itself (or a copy, or a view),
+        then ``h`` written in place, then either read: the write must be seen through ``g``
+        exactly where ``g`` is ``h``'s memory."""
+        r = self.r
+        view = r.choice(["F.dropout(h, 0.5, False)", "h.type_as(h)", "h.double()",
+                         "h.contiguous()", "h.clone()", "h.view(h.shape)", "h",
+                         "torch.einsum('ij->ij', h)", "h + 0.0"])  # fmt: skip
+        shape = r.choice([(w,), (1, w), ()])
+        write = r.choice([f"h.add_({self.param(shape)})", f"h.mul_({self.param(shape, True)})",
+                          "F.relu(h, inplace=True)", "h.tanh_()"])  # fmt: skip
+        self.fwd += [f"g = {view}", write]
+        self.line(r.choice(["g", "g + h", "h", "g * 2.0"]), f"in-place:{_op_id(view)}")
+
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
         """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
@@ -142,6 +156,9 @@ class _Gen:
             fa, fb = self.act().format(h=f"{a}(h)"), self.act().format(h=f"{b}(h)")
             self.line(f"torch.cat([{fa}, {fb}], -1)", "torch.cat")
             return w2 + w
+        if k == 5 and r.random() < 0.3:
+            self.in_place(w)
+            return w
         if k == 5:
             expr, op = r.choice(
                 [
@@ -324,6 +341,9 @@ def generate(seed: int) -> FuzzModel:
     if g.share.random() < 0.3:
         g.init.append(f"tie_params(self, {seed})")
         g.ops.add("tied-params")
+    if random.Random(seed * 104729 + 5).random() < 0.25:  # its own stream: the rest unchanged
+        g.fwd.insert(0, "assert h.shape[0] > 0")  # stops torch.fx: read through torch.export
+        g.ops.add("export")
     body = "\n".join(
         ["class Net(nn.Module):", "    def __init__(self):", "        super().__init__()"]
         + [f"        {ln}" for ln in g.init]
@@ -375,7 +395,7 @@ def _error(
     moved = copy.deepcopy(model)
     moved.load_state_dict(sd)
     with torch.no_grad():
-        out = moved(x)
+        out = moved(x.clone())  # a model may write into its input
     return float((out - ref).abs().max() / (ref.abs().max() + 1e-30))
 
 
@@ -385,7 +405,7 @@ def run_one(seed: int, samples: int = 3, model: FuzzModel | None = None) -> Fuzz
     try:
         model, x = build(m)
         with torch.no_grad():
-            ref = model(x)
+            ref = model(x.clone())  # a model may write into its input
         if not bool(torch.isfinite(ref).all()):
             return FuzzResult(seed, "overflow", "non-finite outputs", m.ops)
     except Exception as e:

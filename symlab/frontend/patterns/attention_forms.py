@@ -175,8 +175,11 @@ def _mask_ok(mask: Any, scores: _Val, st: _State | None = None) -> bool:
     Long", ICLR 2022), which makes the heads distinguishable (``st.head_bias``)."""
     if not isinstance(mask, fx.Node) or not _is_tensor(mask):
         return isinstance(mask, int | float | bool) or _shape_scalar(mask)
-    while mask.op == "call_method" and mask.target in _EXPAND and _is_tensor(mask.args[0]):
-        mask = mask.args[0]  # expanding repeats a size-1 head axis: the same for every head
+    while mask.op == "call_method" and mask.target in _EXPAND:
+        src = mask.args[0]
+        if not isinstance(src, fx.Node) or not _is_tensor(src):
+            break
+        mask = src  # expanding repeats a size-1 head axis: the same for every head
     shape = _shape(mask)
     head = scores.labels.index("H") - len(scores.labels)  # from the right
     if len(shape) < -head or shape[head] == 1:
