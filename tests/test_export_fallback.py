@@ -488,3 +488,28 @@ def test_a_functional_convolution_reads_as_through_torch_fx():
     _same_graph(g, g_twin)
     G = _same_group(model, twin, x)
     assert {f.kind for f in G.factors} == {"permutation", "scaling"}
+
+
+class _SplitCumsum(nn.Module):
+    """Ops read as opaque by both front-ends: ``torch.tensor_split`` at indices and
+    ``torch.cumsum`` over tokens (Qwen3.5's mixer writes both)."""
+
+    def __init__(self, guarded: bool):
+        super().__init__()
+        self.guarded = guarded
+        self.a, self.b, self.c = nn.Linear(3, 6), nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.guarded:
+            assert x.shape[-1] == 3
+        p, q, r = torch.tensor_split(self.a(x), [2, 4], dim=-1)
+        side = torch.cumsum(p * q + r, dim=0)  # opaque: a's units stay where they are
+        return self.c(torch.relu(self.b(x))) + side
+
+
+def test_tensor_split_and_cumsum_read_as_through_torch_fx():
+    x = torch.randn(5, 3, dtype=torch.float64)
+    model, twin, g, g_twin = _trace_both(_SplitCumsum, x)
+    _same_graph(g, g_twin)
+    G = _same_group(model, twin, x)
+    assert {f.name for f in G.factors} == {"P[b]", "scale[b]"}  # b's units, not a's

@@ -83,7 +83,7 @@ def test_the_classification_is_what_parameters_change() -> None:
 
 
 class Refused(nn.Module):
-    """cumsum on hidden units: an op without a rule on data a parameter reaches."""
+    """cumprod on hidden units: an op without a rule on data a parameter reaches."""
 
     def __init__(self, where: str, guarded: bool = False) -> None:
         super().__init__()
@@ -100,12 +100,12 @@ class Refused(nn.Module):
             zeros = x.new_zeros(x.shape[0], 6)
             z = zeros.view(x.shape[0], 6)  # taken before the write, which it sees
             zeros.add_(h)
-        return self.fc2(torch.cumsum(z, dim=-1))
+        return self.fc2(torch.cumprod(z, dim=-1))
 
 
 @pytest.mark.parametrize("where", ["direct", "view written in place"])
 @pytest.mark.parametrize("guarded", [False, True], ids=["torch.fx", "torch.export"])
 def test_an_op_on_unit_carrying_data_still_needs_its_rule(where: str, guarded: bool) -> None:
     model = Refused(where, guarded)
-    with pytest.raises(sl.errors.UnsupportedOpError, match="cumsum|add_|new_zeros"):
+    with pytest.raises(sl.errors.UnsupportedOpError, match="cumprod|add_|new_zeros"):
         sl.symmetries(model, torch.randn(3, 4))

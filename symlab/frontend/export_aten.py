@@ -317,6 +317,8 @@ ATEN: dict[Any, _Rule] = {
     aten.split: _fn(torch.split, 3),
     aten.split_with_sizes: _fn(torch.split, 3),
     aten.chunk: _fn(torch.chunk, 3),
+    aten.tensor_split: _fn(torch.tensor_split, 3),  # Qwen3.5's mixer output cut in three (opaque)
+    aten.cumsum: _fn(torch.cumsum, 2, keep=("dtype",)),  # Qwen3.5's decay over tokens (opaque)
     aten.cat: _fn(torch.cat, 2),
     aten.concat: _fn(torch.cat, 2),
     aten.stack: _fn(torch.stack, 2),

@@ -62,7 +62,8 @@ OPAQUE_FUNCS: set[Any] = {
     torch.unbind, "unbind", torch.masked_fill, torch.tril, torch.triu, "tril", "triu",
     torch.where, operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
     "sum", torch.sum, torch.baddbmm, "baddbmm", torch.fft.fftn, torch.fft.fft, torch.fft.fft2,
-    torch.acos, "acos", torch.real, F.unfold, F.fold,
+    torch.acos, "acos", torch.real, F.unfold, F.fold, torch.tensor_split, "tensor_split",
+    torch.cumsum, "cumsum",
 }  # fmt: skip
 ADD_FUNCS = {operator.add, torch.add, operator.iadd, "add", operator.sub, torch.sub, "sub"}
 MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div", operator.imul,
