@@ -208,3 +208,41 @@ def test_control_a_fresh_copy_is_read_with_the_write(export):
         G = sl.symmetries(model, x)
     assert [f.short() for f in G.factors] == ["S_4", "{±1}^4"]
     assert _worst(model, G, x) < 1e-12
+
+
+class _ThroughModule(nn.Module):
+    """``g = self.m(h)`` with a module that may return ``h`` itself (``nn.Identity``,
+    ``nn.Dropout`` in eval mode) or a view of it (``nn.Flatten``), then ``h`` written."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.a, self.b, self.c, self.m = nn.Linear(3, 4), nn.Linear(4, 2), nn.Linear(3, 4), m
+
+    def forward(self, x):
+        h = self.a(x)
+        g = self.m(h)
+        h += self.c(x)
+        return self.b(torch.tanh(g))
+
+
+@pytest.mark.parametrize(
+    "module", [nn.Identity, lambda: nn.Dropout(0.5), lambda: nn.Flatten(1)],
+    ids=["Identity", "Dropout", "Flatten"],
+)  # fmt: skip
+@pytest.mark.parametrize("export", [False, True], ids=["torch.fx", "torch.export"])
+def test_a_write_seen_through_a_module_returning_its_input(module, export):
+    """torch.fx keeps the module as a call: refused by name. torch.export inlines it (g is h
+    in its graph, or a view of it): refused, or read with the write and sound."""
+    torch.manual_seed(0)
+    model, x = _ThroughModule(module()).double().eval(), _x()
+    try:
+        if export:
+            with export_only():
+                G = sl.symmetries(model, x)
+        else:
+            G = sl.symmetries(model, x)
+    except UnsupportedOpError as err:
+        assert "in-place" in str(err)
+        return
+    assert export  # torch.fx must refuse
+    assert _worst(model, G, x) < 1e-12

@@ -151,10 +151,42 @@ def _source(node: fx.Node) -> Any:
     return node.args[0]
 
 
+#: module classes whose call always returns a new tensor (when not ``inplace``). Any other
+#: module — ``nn.Identity``, ``nn.Dropout`` in eval mode (its input itself), ``nn.Flatten``
+#: (a view), a module of the user's read as a leaf — may return its input's memory.
+_FRESH_MODULES: frozenset[type] = frozenset({
+    nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d,
+    nn.ConvTranspose2d, nn.ConvTranspose3d, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d,
+    nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
+    nn.RMSNorm, nn.LocalResponseNorm, nn.Embedding, nn.EmbeddingBag, nn.MaxPool1d,
+    nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d, nn.Softmax, nn.LogSoftmax, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU,
+    nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh, nn.Sigmoid, nn.Hardtanh,
+    nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink,
+    nn.Hardshrink, nn.LogSigmoid, nn.PReLU, nn.Threshold, nn.GLU, nn.MultiheadAttention,
+})  # fmt: skip
+
+
+def _fresh_module(node: fx.Node) -> bool:
+    """Whether the ``call_module`` ``node`` returns a new tensor (:data:`_FRESH_MODULES`)."""
+    owner = node.graph.owning_module
+    try:
+        mod = owner.get_submodule(str(node.target)) if owner is not None else None
+    except AttributeError:
+        return False
+    return type(mod) in _FRESH_MODULES and not getattr(mod, "inplace", False)
+
+
 def _base(node: fx.Node) -> fx.Node:
-    """The tensor whose memory ``node`` may share: up through views (and ops not known to make
-    a fresh tensor) to a node that owns its memory."""
-    while node.op in ("call_function", "call_method") and node.args:
+    """The tensor whose memory ``node`` may share: up through views (and ops and modules not
+    known to make a fresh tensor) to a node that owns its memory."""
+    while node.op in ("call_function", "call_method", "call_module") and node.args:
+        if node.op == "call_module":
+            if _fresh_module(node) or not isinstance(node.args[0], fx.Node):
+                return node
+            node = node.args[0]  # perhaps its input itself, or a view of it
+            continue
         src = _source(node)
         if not isinstance(src, fx.Node):
             return node
