@@ -246,3 +246,47 @@ def test_a_write_seen_through_a_module_returning_its_input(module, export):
         return
     assert export  # torch.fx must refuse
     assert _worst(model, G, x) < 1e-12
+
+
+class _NormAct(nn.BatchNorm1d):
+    """timm's BatchNormAct: ``F.batch_norm``, then a drop layer (``nn.Identity``), then an
+    in-place ReLU on that output; the block's input is read again by a residual add."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.drop, self.act = nn.Identity(), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         False, 0.0, self.eps)  # fmt: skip
+        return self.act(self.drop(x))
+
+
+class _PreAct(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.norm, self.b = nn.Linear(3, 4), _NormAct(4), nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.head(self.b(self.norm(h)) + h)  # h read after the ReLU wrote the norm's
+
+
+def test_a_write_into_a_fresh_result_through_an_identity_is_read():
+    """The ReLU writes the batch norm's new output (through nn.Identity, which returns it),
+    not ``h``: the write is read as an out-of-place ReLU (timm's resnetv2, dpn)."""
+    torch.manual_seed(0)
+    model, x = _PreAct().double().eval(), _x()
+    model.norm.eps = 1e-12  # its scale invariance holds up to eps
+    with torch.no_grad():
+        model.norm.running_mean.uniform_(-1, 1)
+        model.norm.running_var.uniform_(0.5, 2)
+    G = sl.symmetries(model, x)
+    twin = _PreAct().double().eval()
+    twin.load_state_dict(model.state_dict())
+    twin.norm.act, twin.norm.eps = nn.ReLU(), 1e-12  # out of place
+    names = [f.name for f in G.factors]
+    assert names == [f.name for f in sl.symmetries(twin, x).factors]
+    assert "P[a]" in names  # the residual stream's units, through the norm and the ReLU
+    assert _worst(model, G, x) < 1e-9

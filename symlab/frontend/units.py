@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch.nn import functional as F
 
 from symlab.frontend.fxutil import flat_nodes
 
@@ -168,6 +169,21 @@ _FRESH_MODULES: frozenset[type] = frozenset({
 })  # fmt: skip
 
 
+#: functions that always return a new tensor (when they do not write in place): any other
+#: function of the graph is taken to perhaps return its first argument or a view of it
+_FRESH_FUNCS: frozenset[Any] = frozenset({
+    F.batch_norm, F.layer_norm, F.group_norm, F.instance_norm, F.rms_norm, F.linear,
+    F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+    F.conv_transpose3d, F.embedding, torch.matmul, operator.matmul, torch.bmm, torch.mm,
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, torch.add,
+    torch.sub, torch.mul, torch.div, F.softmax, torch.softmax, F.log_softmax, torch.cat,
+    torch.stack, torch.where, F.relu, torch.relu, F.gelu, F.silu, torch.sigmoid, torch.tanh,
+    F.leaky_relu, F.elu, F.softplus, F.hardtanh, F.relu6, F.hardswish, F.hardsigmoid, F.mish,
+    F.avg_pool1d, F.avg_pool2d, F.max_pool1d, F.max_pool2d, F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d, torch.mean, torch.sum, F.normalize,
+})  # fmt: skip
+
+
 def _fresh_module(node: fx.Node) -> bool:
     """Whether the ``call_module`` ``node`` returns a new tensor (:data:`_FRESH_MODULES`)."""
     owner = node.graph.owning_module
@@ -187,6 +203,8 @@ def _base(node: fx.Node) -> fx.Node:
                 return node
             node = node.args[0]  # perhaps its input itself, or a view of it
             continue
+        if node.op == "call_function" and node.target in _FRESH_FUNCS and not writes(node):
+            return node
         src = _source(node)
         if not isinstance(src, fx.Node):
             return node

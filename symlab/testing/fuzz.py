@@ -96,12 +96,16 @@ class _Gen:
         r = self.r
         view = r.choice(["F.dropout(h, 0.5, False)", "h.type_as(h)", "h.double()",
                          "h.contiguous()", "h.clone()", "h.view(h.shape)", "h",
-                         "torch.einsum('ij->ij', h)", "h + 0.0"])  # fmt: skip
+                         "torch.einsum('ij->ij', h)", "h + 0.0", "nn.Identity()",
+                         "nn.Dropout(0.3)", "nn.Flatten(1)"])  # fmt: skip
+        op = f"in-place:{_op_id(view)}"
+        if view.startswith("nn."):  # a module that may return its input (or a view of it)
+            view = self.mod(view) + "(h)"
         shape = r.choice([(w,), (1, w), ()])
         write = r.choice([f"h.add_({self.param(shape)})", f"h.mul_({self.param(shape, True)})",
                           "F.relu(h, inplace=True)", "h.tanh_()"])  # fmt: skip
         self.fwd += [f"g = {view}", write]
-        self.line(r.choice(["g", "g + h", "h", "g * 2.0"]), f"in-place:{_op_id(view)}")
+        self.line(r.choice(["g", "g + h", "h", "g * 2.0"]), op)
 
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
