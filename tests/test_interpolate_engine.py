@@ -85,8 +85,9 @@ def test_shortcut_is_refused_where_it_would_be_wrong():
     assert probe_model(sub, x[:1]).first_linear is None  # a subclass is not nn.Linear
 
 
-def test_first_layer_falls_back_on_a_changed_input():
-    """Negative control: served products are only used for the untouched block they came from."""
+def _served(alpha: float):
+    """A FirstLayer serving a copy of ``Mutating(0).lin`` towards ``Mutating(1)`` at ``alpha``
+    for one block (a copy of the inputs ``x``)."""
     x, y = xy()
     a, b = Mutating(0), Mutating(1)
     layer = copy.deepcopy(a).lin
@@ -94,7 +95,13 @@ def test_first_layer_falls_back_on_a_changed_input():
     serve = FirstLayer(
         layer, ("lin.weight", "lin.bias"), a.state_dict(), b.state_dict(), [(block, y)]
     )
-    serve.alpha = 1.0
+    serve.alpha = alpha
+    return x, y, a, b, layer, block, serve
+
+
+def test_first_layer_falls_back_on_a_changed_input():
+    """Negative control: served products are only used for the untouched block they came from."""
+    x, y, a, b, layer, block, serve = _served(1.0)
     with torch.no_grad():
         torch.testing.assert_close(layer(block), b.lin(block), rtol=0, atol=0)  # served: B's
         block.mul_(1.0)
@@ -110,14 +117,7 @@ def test_first_layer_falls_back_on_a_changed_input():
 def test_first_layer_into_a_buffer():
     """``into`` writes what ``forward`` returns into the caller's buffer: the served lerp for
     a prepared block, the plain computation for another tensor or a changed block."""
-    x, y = xy()
-    a, b = Mutating(0), Mutating(1)
-    layer = copy.deepcopy(a).lin
-    block = x.clone()
-    serve = FirstLayer(
-        layer, ("lin.weight", "lin.bias"), a.state_dict(), b.state_dict(), [(block, y)]
-    )
-    serve.alpha = 0.3
+    x, _, a, _, layer, block, serve = _served(0.3)
     buf = torch.full((len(x), 8), float("nan"))
     with torch.no_grad():
         assert serve.into(block, buf) is buf
