@@ -303,8 +303,8 @@ class XLMStyle(nn.Module):
 
 @pytest.mark.parametrize(
     ("in_place", "fill"),
-    [(True, "finfo"), (False, "finfo"), (False, "constant")],
-    ids=["masked_fill_-export", "masked_fill-export", "masked_fill-fx"],
+    [(True, "finfo"), (False, "finfo"), (True, "constant"), (False, "constant")],
+    ids=["masked_fill_-export", "masked_fill-export", "masked_fill_-fx", "masked_fill-fx"],
 )
 def test_xlm_style_expanded_padding_mask(in_place, fill):
     model = XLMStyle(in_place, fill).double().eval()

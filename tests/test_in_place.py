@@ -290,3 +290,30 @@ def test_a_write_into_a_fresh_result_through_an_identity_is_read():
     assert names == [f.name for f in sl.symmetries(twin, x).factors]
     assert "P[a]" in names  # the residual stream's units, through the norm and the ReLU
     assert _worst(model, G, x) < 1e-9
+
+
+def method_writes(s, x):  # tensor methods writing in place, each read by what follows
+    h = s.a(x)
+    h.mul_(2.0)
+    h.add_(s.c(x))
+    return s.b(h.tanh_())
+
+
+def test_in_place_methods_are_read_as_their_out_of_place_methods():
+    """``h.mul_(2.0)``, ``h.add_(…)``, ``h.tanh_()``: once every later reader reads the write,
+    each is its out-of-place method; both front-ends give the out-of-place twin's group."""
+    torch.manual_seed(0)
+    model, x = Net(method_writes).double().eval(), _x()
+    twin = Net(lambda s, x: s.b(torch.tanh(s.a(x) * 2.0 + s.c(x)))).double().eval()
+    twin.load_state_dict(model.state_dict())
+    want = [f.short() for f in sl.symmetries(twin, x).factors]
+    assert want == ["S_4", "{±1}^4"]
+    for export in (False, True):
+        if export:
+            with export_only():
+                G = sl.symmetries(model, x)
+        else:
+            G = sl.symmetries(model, x)
+        assert G.graph.frontend == ("torch.export" if export else "torch.fx")
+        assert [f.short() for f in G.factors] == want
+        assert _worst(model, G, x) < 1e-12

@@ -29,6 +29,11 @@ __all__ = ["resolve_in_place"]
 
 #: writes whose result is not the written tensor
 _NO_RESULT = {operator.setitem, "__setitem__"}
+#: tensor methods writing in place whose out-of-place method computes the same values, read
+#: as that method once every later reader reads the write (``scores.masked_fill_(m, v)``)
+_OUT_OF_PLACE = {f"{name}_": name for name in (
+    "add", "sub", "mul", "div", "masked_fill", "relu", "tanh", "sigmoid", "abs", "exp",
+)}  # fmt: skip
 
 
 def resolve_in_place(graph: fx.Graph) -> None:
@@ -90,6 +95,12 @@ def resolve_in_place(graph: fx.Graph) -> None:
                 "Write it out of place (h = F.relu(h) instead of F.relu(h, inplace=True), "
                 "h = h + y instead of h += y, torch.where or torch.cat instead of h[i] = v)"
             )
+        if (
+            n.op == "call_method"
+            and n.target in _OUT_OF_PLACE
+            and (n in moved or base[src] in moved)
+        ):
+            n.target = _OUT_OF_PLACE[n.target]  # every later reader reads n, no alias: exact
 
 
 def _erase_unused(nodes: list[fx.Node]) -> None:
