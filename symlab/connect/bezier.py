@@ -24,7 +24,7 @@ from symlab.align.data import iter_batches, split_tensors
 from symlab.align.ste import _loss_fn
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.interpolate import Curve, _loss_terms, check_same_architecture
-from symlab.connect.path_eval import IGNORE_INDEX, counted_rows
+from symlab.connect.path_eval import averaged_over, counted_rows
 from symlab.errors import DataError
 from symlab.seeding import generator
 from symlab.stateless import call_with_state
@@ -155,7 +155,7 @@ def bezier_curve(
     losses, accs = [], []
     for t in ts.tolist():
         m = factory(t)
-        total, correct, rows = 0.0, 0.0, 0.0
+        total, correct, rows, counted = 0.0, 0.0, 0, 0.0
         with torch.no_grad():
             for x, y in iter_batches(data, None, split):
                 name = (
@@ -167,14 +167,11 @@ def bezier_curve(
                 sums, corr = _loss_terms(out[None], y, name)
                 total += float(sums[0])
                 correct = None if corr is None or correct is None else correct + float(corr[0])
-                rows += counted_rows(y, name)
-        if rows == 0:
-            raise DataError(
-                f"bezier_curve: no target to average the loss over (no rows, or every target "
-                f"is {IGNORE_INDEX}, F.cross_entropy's ignore_index)"
-            )
-        losses.append(total / rows)
-        accs.append(None if correct is None else correct / rows)
+                rows += len(x)
+                counted += counted_rows(y, name)
+        counted = averaged_over("bezier_curve", rows, counted)
+        losses.append(total / counted)
+        accs.append(None if correct is None else correct / counted)
     acc = None if any(a is None for a in accs) else torch.tensor(accs, dtype=torch.float64)
     return BezierCurve(
         ts, torch.tensor(losses, dtype=torch.float64), acc, bn, label, factory, theta_c, history

@@ -45,8 +45,8 @@ from symlab.align.data import check_runs, copied_inputs, iter_batches, split_ten
 from symlab.connect.barrier import barrier as _barrier
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.path_eval import (
-    IGNORE_INDEX,
     LossFn,
+    averaged_over,
     block_rows,
     counted_rows,
     loss_terms,
@@ -352,12 +352,6 @@ def interpolate(
                     )  # fmt: skip
         finally:
             model_a.train(was_training)
-        if rows == 0:
-            raise DataError("interpolate got no data rows to evaluate")
-        if counted == 0:
-            raise DataError(
-                f"interpolate: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), "
-                "so there is no loss to average; pass data with class-index targets"
-            )
+        counted = averaged_over("interpolate", rows, counted)
         acc = None if correct_sum is None else correct_sum / counted
         return Curve(al, loss_sum / counted, acc, do_reset and bn, label, factory)

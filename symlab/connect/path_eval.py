@@ -34,6 +34,7 @@ __all__ = [
     "BLOCK_BYTES",
     "FirstLayer",
     "Probe",
+    "averaged_over",
     "block_rows",
     "counted_rows",
     "loss_terms",
@@ -140,6 +141,24 @@ def counted_rows(y: torch.Tensor | None, loss: str | LossFn) -> float:
     if bool(keep.all()):
         return float(len(y))
     return float(keep.reshape(len(y), -1).double().mean(-1).sum())
+
+
+def averaged_over(who: str, rows: int, counted: float) -> float:
+    """``counted`` (the sum of :func:`counted_rows` over the data), the number a mean loss and
+    accuracy divide by; a :class:`DataError` naming ``who`` when there were no rows, or when
+    every target was skipped.
+
+    >>> averaged_over("demo", 4, 3.0)
+    3.0
+    """
+    if rows == 0:
+        raise DataError(f"{who} got no data rows to evaluate")
+    if counted == 0:
+        raise DataError(
+            f"{who}: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), so there "
+            "is no target to average the loss over; pass data with class-index targets"
+        )
+    return counted
 
 
 def _check_classes(y: torch.Tensor, classes: int) -> None:

@@ -28,7 +28,7 @@ from symlab.align.data import iter_batches
 from symlab.connect.bn_reset import has_batchnorm, reset_bn_stats
 from symlab.connect.interpolate import _loss_terms, check_same_architecture
 from symlab.connect.merge import average_state_dicts
-from symlab.connect.path_eval import IGNORE_INDEX, counted_rows
+from symlab.connect.path_eval import averaged_over, counted_rows
 from symlab.errors import DataError
 from symlab.stateless import call_with_state
 
@@ -177,13 +177,7 @@ def simplex(
                     correct[i] += corr[0]
                 rows += len(x)
                 counted += counted_rows(y, name)
-        if rows == 0:
-            raise DataError("simplex got no data rows to evaluate")
-        if counted == 0:
-            raise DataError(
-                f"simplex: every target is {IGNORE_INDEX} (F.cross_entropy's ignore_index), "
-                "so there is no loss to average; pass data with class-index targets"
-            )
+        counted = averaged_over("simplex", rows, counted)
         losses[i] /= counted
         if correct is not None:
             correct[i] /= counted
