@@ -111,6 +111,21 @@ def test_chain_curves_equal_the_plain_computation(kind, widths, relus, n, block)
     torch.testing.assert_close(curve.loss, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("alphas", [[0.5, 0.0, 1.0], [0.25, 0.75], [1.0, 0.5, 0.0]])
+def test_chain_curve_in_any_alpha_order(alphas, monkeypatch):
+    # the chain is checked at the first α, an endpoint or not; the endpoints keep the models'
+    # own floats wherever they come in the order, the rest agrees up to rounding
+    a, b = sl.nn.MLP([6, 9, 7, 3], seed=0), sl.nn.MLP([6, 9, 7, 3], seed=1)
+    x, y = xy(n=50, d=6, k=3)
+    curve = interpolate(a, b, (x, y), alphas=torch.tensor(alphas), batch_size=16)
+    no_chain(monkeypatch)
+    plain = interpolate(a, b, (x, y), alphas=torch.tensor(alphas), batch_size=16)
+    ends = [i for i, al in enumerate(alphas) if al in (0.0, 1.0)]
+    assert torch.equal(curve.loss[ends], plain.loss[ends])
+    torch.testing.assert_close(curve.loss, plain.loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(curve.accuracy, plain.accuracy, rtol=0, atol=1 / 50)
+
+
 class Residual(nn.Module):
     def __init__(self) -> None:
         super().__init__()

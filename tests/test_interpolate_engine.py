@@ -251,3 +251,24 @@ def test_nonfinite_parameters_are_named(which):
         bad.get_submodule("head").bias[1] = float("inf")
     with pytest.raises(NonFiniteError, match="head.bias"):
         interpolate(a, b, xy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_finiteness_check_sees_every_position(dtype):
+    # the check reads the extremes (aminmax): a NaN or ±inf anywhere, including the elements
+    # after the last full vector register and in transposed or 0-dim tensors, must be seen
+    from symlab.connect.interpolate import _finite
+
+    for n in (1, 7, 17, 33, 129):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            for pos in range(n):
+                t = torch.ones(n, dtype=dtype)
+                t[pos] = bad
+                assert not _finite(t), (n, bad, pos)
+            m = torch.ones(n, 3, dtype=dtype)
+            m[n // 2, 1] = bad
+            assert not _finite(m.t())
+    assert not _finite(torch.tensor(float("nan"), dtype=dtype))
+    assert _finite(torch.ones(5, dtype=dtype)) and _finite(torch.empty(0, dtype=dtype))
+    big = torch.full((4,), torch.finfo(dtype).max, dtype=dtype)
+    assert _finite(big) and _finite(-big)  # the largest finite values are finite

@@ -315,25 +315,27 @@ def per_alpha(
                     torch.lerp(sd_a[k], sd_b[k].to(t.dtype), a, out=t)
             if serve is not None:
                 serve.alpha = a
-            if buffered is not None and outs is not None and a not in (0.0, 1.0):
-                r = 0  # between the endpoints: all blocks into one output, one loss call
+            if forward is None and chain is not None:  # check the chain on a few rows
+                x0 = blocks[0][0]
+                forward, buffered = _checked(chain, work, x0[:CHECK_ROWS], serve)
+                ys = [t for _, t in blocks]
+                if buffered is not None and all(t is not None for t in ys):
+                    y_all = torch.cat(ys)  # type: ignore[arg-type]
+                    last = work.get_submodule(chain.steps[-1][0])
+                    # buffered: a 2-D output of the weights' dtype, the last Linear's width
+                    outs = x0.new_empty(len(y_all), last.weight.shape[0])
+            if outs is not None:  # all blocks into one output, one loss call per α
+                between = buffered is not None and a not in (0.0, 1.0)
+                r = 0
                 for x, _ in blocks:
-                    buffered(x, out=outs[r : r + len(x)])
+                    if between:  # the buffered chain: same function, rounded in another order
+                        buffered(x, out=outs[r : r + len(x)])  # type: ignore[misc]
+                    else:  # the endpoints: the models' own floats
+                        outs[r : r + len(x)].copy_(forward(x))
                     r += len(x)
                 terms = [loss_terms(outs.unsqueeze(0), y_all, loss)]
             else:
-                terms = []
-                for x, y in blocks:
-                    if forward is None:  # the chain's first block: check it on a few rows
-                        forward, buffered = _checked(chain, work, x[:CHECK_ROWS], serve)
-                        out = forward(x)
-                        ys = [t for _, t in blocks]
-                        if buffered is not None and all(t is not None for t in ys):
-                            y_all = torch.cat(ys)  # type: ignore[arg-type]
-                            outs = out.new_empty(len(y_all), *out.shape[1:])
-                    else:
-                        out = forward(x)
-                    terms.append(loss_terms(out.unsqueeze(0), y, loss))
+                terms = [loss_terms(forward(x).unsqueeze(0), y, loss) for x, y in blocks]
             for sums, correct in terms:
                 loss_sum[i] += sums[0]
                 if correct is None:
@@ -353,15 +355,13 @@ CHECK_ROWS = 128
 
 
 def _checked(
-    chain: Chain | None, work: nn.Module, x: torch.Tensor, serve: FirstLayer | None = None
+    chain: Chain, work: nn.Module, x: torch.Tensor, serve: FirstLayer | None = None
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[..., torch.Tensor] | None]:
     """``chain`` on ``work``, checked against ``work``'s own forward pass on ``x``: exactly
     (:meth:`Chain.bind`) if that gives ``work``'s output to the bit, else ``work`` itself;
     and buffered (:meth:`Chain.bind_buffered`, for the points between the endpoints) where
     that applies (2-D input of the weights' dtype) and agrees up to float rounding, else
     None; ``serve``'s layer then writes its output into the chain's buffer."""
-    if chain is None:
-        return work, None
     ref = work(x)
     exact = chain.bind(work)
     if not torch.equal(exact(x), ref):
