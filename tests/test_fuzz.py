@@ -75,6 +75,17 @@ def test_fuzzer_ties_and_reuses_parameters():
     assert _error(model, sd, x, ref) == float("inf")
 
 
+def test_fuzzer_writes_concatenations_into_slices():
+    """Some concatenations are written into the slices of a new tensor (``copy_`` or
+    ``t[i] = v``), a few with a slice left unwritten; those are never read as a cat."""
+    ops = [generate(s).ops for s in range(200)]
+    assert sum("assembled:copy_" in o for o in ops) >= 3
+    assert sum("assembled:setitem" in o for o in ops) >= 3
+    gaps = [s for s in range(400) if any(o.endswith("-gap") for o in generate(s).ops)]
+    assert gaps
+    assert {run_one(s).status for s in gaps[:3]} <= {"refused", "overflow", "invalid"}
+
+
 def test_generated_models_are_valid_torch():
     """Seeds whose models torch itself refused (a WSConv with one weight per filter: batch_norm
     over a single value) now generate valid models, and they are sound; a model whose outputs

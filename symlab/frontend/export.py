@@ -20,6 +20,9 @@ the ``nn.MultiheadAttention``/``nn.TransformerEncoderLayer`` macros) reads it un
   of place when nothing else sees the write; ops on tensors no parameter reaches (masks, ids,
   positions: :mod:`symlab.frontend.units`) stay aten ops, which the converter reads as fixed
   data; any other op is refused with :class:`~symlab.errors.UnsupportedOpError`;
+* a new tensor written part by part into its slices (``k = x.new_empty(...)``,
+  ``k[..., :d].copy_(a)``, ``k[..., d:] = b``) is read as the ``torch.cat`` of the parts when
+  the writes cover it exactly (:mod:`symlab.frontend.assembled`);
 * a ``with torch.autocast(..., enabled=False)`` block, which torch.export keeps as a
   higher-order op with its own sub-graph, is read as its ops while autocast is off around it
   too (then it changes nothing); any other higher-order op is refused by name.
@@ -45,6 +48,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
 from symlab.errors import TraceError, UnsupportedOpError
+from symlab.frontend.assembled import assemble_export
 from symlab.frontend.export_aten import ATEN, FIRST_OF_PAIR, rewrite
 from symlab.frontend.export_calls import Calls, Group, LeafCalls, recording_calls
 from symlab.frontend.functions import USER_FUNCS
@@ -98,6 +102,8 @@ def export_graph(
             raise _both_failed(model, fx_error, e) from e
         flat = _flat_user_inputs(ep, inputs)
         _inline_autocast_off(ep.graph_module)
+        if assemble_export(ep.graph):  # new tensors written part by part: one cat each
+            ep.graph_module.recompile()
         _check_static_sizes(ep.graph)
         return _Rewriter(model, ep, inputs, flat, calls).run(), flat
 

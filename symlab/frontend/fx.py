@@ -33,11 +33,13 @@ import torch.fx as fx
 from torch import nn
 
 from symlab.errors import SymlabError, TraceError, UnsupportedOpError
+from symlab.frontend.assembled import assemble_fx
 from symlab.frontend.convert import Converter
 from symlab.frontend.in_place import resolve_in_place
 from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.shapes import graph_module, record_shapes
 from symlab.frontend.tracer import Tracer, is_leaf
+from symlab.frontend.units import _base, writes
 from symlab.graph.archgraph import ArchGraph
 
 __all__ = ["trace_fx"]
@@ -106,6 +108,7 @@ def _via_fx(
     tracer.record_stack_traces = stack_traces
     concrete, flat = _fx_arguments(model, inputs)
     graph = tracer.trace(model, concrete_args=concrete)
+    _check_no_stale_constants(graph, model)
     n_placeholders = sum(n.op == "placeholder" for n in graph.nodes)
     if flat is not None and n_placeholders != len(flat):
         raise TypeError(f"torch.fx made {n_placeholders} inputs of {len(flat)} arguments")
@@ -119,6 +122,27 @@ def _via_fx(
         except Exception:  # any failure means the input does not fit
             raise e.trace_error(model) from e.__cause__
         raise e.__cause__ or e  # noqa: B904
+
+
+def _check_no_stale_constants(graph: fx.Graph, model: nn.Module) -> None:
+    """Raise (a plain error: torch.export then reads the model) where the forward writes in
+    place into a tensor torch.fx did not trace. torch.fx runs code on tensors made from
+    constants alone (``out = torch.zeros(5, 4)``, its size fixed) as it traces, so anything
+    computed from such a tensor after a traced write into it (``out.copy_(h)``, then
+    ``relu(out)``) was computed before the write and baked into the graph with stale values:
+    that graph is not the model's function. torch.export traces every tensor."""
+    state = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    state |= {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    for node in graph.nodes:
+        if not writes(node) or not node.args or not isinstance(node.args[0], fx.Node):
+            continue
+        base = _base(node.args[0])
+        if base.op == "get_attr" and str(base.target) not in state:
+            raise RuntimeError(
+                f"node {node.name!r} writes in place into a tensor that torch.fx computed while "
+                "tracing (made from constants alone), so what the graph reads from it afterwards "
+                "holds the values from before the write"
+            )
 
 
 def _fx_arguments(
@@ -171,6 +195,8 @@ def _convert(
         if frontend == "torch.fx":
             raise _ShapeError() from e
         raise _ShapeError().trace_error(model) from e
+    if assemble_fx(gm.graph):  # a new tensor written part by part: the cat of the parts
+        record_shapes(gm, tuple(flat))
     resolve_in_place(gm.graph)  # readers after an in-place write read its result (or refused)
     graph_out = Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = frontend

@@ -17,13 +17,15 @@ written tensor or the written value (token ids shifted in place): fixed data sta
 from __future__ import annotations
 
 import operator
+from typing import Any
 
+import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.fxutil import where
-from symlab.frontend.units import _base, reachable, writes
+from symlab.frontend.units import _base, _metadata, reachable, writes
 
 __all__ = ["resolve_in_place"]
 
@@ -79,7 +81,10 @@ def resolve_in_place(graph: fx.Graph) -> None:
         if later and whole:
             for u in later:
                 u.replace_input_with(src, n)
-        seen = [m for m in order if order[m] < order[n] and m is not src and base[m] is base[src]]
+        seen = [  # tensors that may share src's memory (sizes read earlier share none)
+            m for m in order
+            if order[m] < order[n] and m is not src and base[m] is base[src] and _tensors(m)
+        ]  # fmt: skip
         read = [u for m in seen for u in m.users if u is not n and order[u] > order[n]]
         if not read and not later and not n.users:  # nothing reads the write: drop it
             inputs = n.all_input_nodes
@@ -101,6 +106,30 @@ def resolve_in_place(graph: fx.Graph) -> None:
             and (n in moved or base[src] in moved)
         ):
             n.target = _OUT_OF_PLACE[n.target]  # every later reader reads n, no alias: exact
+
+
+#: what a shape, dtype or device read gives
+_NOT_TENSORS = (int, float, bool, torch.Size, torch.dtype, torch.device)
+
+
+def _tensors(node: fx.Node) -> bool:
+    """Whether ``node``'s value may hold a tensor: not a size, a dtype or a number read from
+    one (``b, c, h, w = x.shape``), which the shape pass recorded as holding no tensor."""
+    if _metadata(node):
+        return False
+    if "tensor_meta" not in node.meta:
+        return node.meta.get("type") not in _NOT_TENSORS
+
+    def has(meta: Any) -> bool:
+        if isinstance(meta, TensorMetadata):
+            return True
+        if isinstance(meta, tuple | list):
+            return any(has(m) for m in meta)
+        if isinstance(meta, dict):
+            return any(has(m) for m in meta.values())
+        return False
+
+    return has(node.meta["tensor_meta"])
 
 
 def _erase_unused(nodes: list[fx.Node]) -> None:

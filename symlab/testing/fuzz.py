@@ -1,7 +1,9 @@
 """A model fuzzer: plain ``nn.Module`` code written the way users write it, derived and checked.
 
 :func:`generate` writes the Python source of a random model — functional calls and modules,
-``cat`` of differently-activated branches, both operands the same tensor, 0-dim / one-element /
+``cat`` of differently-activated branches (or the same branches written into the slices of a
+new tensor, now and then with a slice left unwritten), both operands the same tensor, 0-dim /
+one-element /
 per-unit parameters, subclassed layers (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals,
 convs and linears, pools and flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
@@ -59,6 +61,7 @@ class _Gen:
         # sharing and tying draw from their own stream: the rest of model ``seed`` is the same
         # with or without them
         self.share = random.Random(seed * 7919 + 17)
+        self.parts = random.Random(seed * 104729 + 3)  # concatenations written into slices
         self.made: dict[str, str] = {}
         self.init: list[str] = []
         self.fwd: list[str] = []
@@ -106,6 +109,25 @@ class _Gen:
                           "F.relu(h, inplace=True)", "h.tanh_()"])  # fmt: skip
         self.fwd += [f"g = {view}", write]
         self.line(r.choice(["g", "g + h", "h", "g * 2.0"]), op)
+
+    def assembled(self, fa: str, fb: str, wa: int, wb: int) -> None:
+        """``torch.cat([fa, fb], -1)`` written into the slices of a new tensor (in either
+        order, with ``copy_`` or ``t[i] = v``), or, now and then, a write left out: the rest
+        keeps its zeros (or garbage), which must be refused, never read as a cat."""
+        r = self.parts
+        new = r.choice(["h.new_empty(h.shape[0], {w})", "h.new_zeros(h.shape[0], {w})",
+                        "torch.zeros(h.shape[0], {w}, dtype=h.dtype)"])  # fmt: skip
+        copy_ = r.random() < 0.5
+        writes = [(f"o[:, :{wa}]", fa), (f"o[:, {wa}:]", fb)]
+        if r.random() < 0.5:
+            writes.reverse()
+        if r.random() < 0.1:
+            writes, new = writes[:1], new.replace("new_empty", "new_zeros")
+        self.fwd.append("o = " + new.format(w=wa + wb))
+        for dest, value in writes:
+            self.fwd.append(f"{dest}.copy_({value})" if copy_ else f"{dest} = {value}")
+        form = "copy_" if copy_ else "setitem"
+        self.line("o", f"assembled:{form}{'' if len(writes) == 2 else '-gap'}")
 
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
@@ -158,7 +180,10 @@ class _Gen:
         if k == 4:
             a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w})")
             fa, fb = self.act().format(h=f"{a}(h)"), self.act().format(h=f"{b}(h)")
-            self.line(f"torch.cat([{fa}, {fb}], -1)", "torch.cat")
+            if self.parts.random() < 0.3:
+                self.assembled(fa, fb, w2, w)
+            else:
+                self.line(f"torch.cat([{fa}, {fb}], -1)", "torch.cat")
             return w2 + w
         if k == 5 and r.random() < 0.3:
             self.in_place(w)
