@@ -371,7 +371,8 @@ class _Rewriter:
             raise _higher_order(node)
         target, packet = node.target, _packet(node)
         in_place = getattr(packet, "__name__", "").endswith("_")
-        if not node.users and not in_place:
+        outs = _out_arguments(node, in_place)
+        if not node.users and not in_place and not outs:
             return  # dead: the indices of a max pool, an assertion on metadata
         pure = all(a in self.pure for a in flat_nodes((node.args, node.kwargs)))
         if not pure and node not in self.carrying and node.op == "call_function" and target is not \
@@ -382,6 +383,8 @@ class _Rewriter:
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
             return
         packet = self.out_of_place(node, packet)
+        for written in outs:  # torch.mul(a, b, out=buf)
+            _check_private_write(node, written)  # then the op is read as making a new tensor
         if pure:
             self.pure.add(node)  # reads no input, parameter or buffer: a constant
             value = self.calls.value(node)
@@ -488,17 +491,30 @@ def _tuple_leaves(out: Any, what: str) -> list[tuple[tuple[int, ...], torch.Tens
     return [((i, *p), t) for i, o in enumerate(out) for p, t in _tuple_leaves(o, what)]
 
 
-def _check_private_write(node: fx.Node) -> None:
-    """Refuse the in-place op ``node`` unless nothing but it reads the tensor it writes, or
-    reads it only before the write into a fresh tensor (``attn /= attn.sum(-1, keepdim=True)``:
-    the sum is taken first and shares no memory)."""
-    src = node.args[0]
+def _out_arguments(node: fx.Node, in_place: bool) -> list[Any]:
+    """The arguments an op that is not an in-place op writes into: its ``out=`` tensors."""
+    schema = getattr(node.target, "_schema", None)
+    if in_place or schema is None or node.op != "call_function":
+        return []
+    found = []
+    for i, arg in enumerate(schema.arguments):
+        if arg.alias_info is not None and arg.alias_info.is_write:
+            found.append(node.args[i] if i < len(node.args) else node.kwargs.get(arg.name))
+    return found
+
+
+def _check_private_write(node: fx.Node, src: Any = None) -> None:
+    """Refuse the in-place op ``node`` unless nothing but it reads the tensor it writes (its
+    first argument, or ``src``), or reads it only before the write into a fresh tensor
+    (``attn /= attn.sum(-1, keepdim=True)``: the sum is taken first and shares no memory)."""
+    src = node.args[0] if src is None else src
     if not isinstance(src, fx.Node) or _may_alias(src) or not _read_before(src, node):
         raise UnsupportedOpError(
             f"node {node.name!r} of the torch.export graph: the in-place op {_op_name(node)} "
             f"writes a tensor that other tensors may share{where(node)}; symlab reads "
             "in-place ops as out-of-place ones only when nothing else can see the write. "
-            "Write it out of place (y = y + 1 instead of y += 1)"
+            "Write it out of place (y = y + 1 instead of y += 1, y = torch.mul(a, b) instead "
+            "of torch.mul(a, b, out=y))"
         )
 
 

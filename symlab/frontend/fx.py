@@ -35,6 +35,7 @@ from torch import nn
 from symlab.errors import SymlabError, TraceError, UnsupportedOpError
 from symlab.frontend.assembled import assemble_fx
 from symlab.frontend.convert import Converter
+from symlab.frontend.fxutil import flat_nodes
 from symlab.frontend.in_place import resolve_in_place
 from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.shapes import graph_module, record_shapes
@@ -108,7 +109,7 @@ def _via_fx(
     tracer.record_stack_traces = stack_traces
     concrete, flat = _fx_arguments(model, inputs)
     graph = tracer.trace(model, concrete_args=concrete)
-    _check_no_stale_constants(graph, model)
+    _check_writes_it_follows(graph, model)
     n_placeholders = sum(n.op == "placeholder" for n in graph.nodes)
     if flat is not None and n_placeholders != len(flat):
         raise TypeError(f"torch.fx made {n_placeholders} inputs of {len(flat)} arguments")
@@ -124,16 +125,23 @@ def _via_fx(
         raise e.__cause__ or e  # noqa: B904
 
 
-def _check_no_stale_constants(graph: fx.Graph, model: nn.Module) -> None:
-    """Raise (a plain error: torch.export then reads the model) where the forward writes in
-    place into a tensor torch.fx did not trace. torch.fx runs code on tensors made from
-    constants alone (``out = torch.zeros(5, 4)``, its size fixed) as it traces, so anything
-    computed from such a tensor after a traced write into it (``out.copy_(h)``, then
-    ``relu(out)``) was computed before the write and baked into the graph with stale values:
-    that graph is not the model's function. torch.export traces every tensor."""
+def _check_writes_it_follows(graph: fx.Graph, model: nn.Module) -> None:
+    """Raise (a plain error: torch.export then reads the model) where the forward writes
+    through an ``out=`` argument (``torch.add(a, b, out=buf)``: the graph's readers of ``buf``
+    would not see the write), or in place into a tensor torch.fx did not trace. torch.fx runs
+    code on tensors made from constants alone (``out = torch.zeros(5, 4)``, its size fixed) as
+    it traces, so anything computed from such a tensor after a traced write into it
+    (``out.copy_(h)``, then ``relu(out)``) was computed before the write and baked into the
+    graph with stale values: that graph is not the model's function. torch.export traces
+    every tensor and every write."""
     state = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     state |= {name for name, _ in model.named_buffers(remove_duplicate=False)}
     for node in graph.nodes:
+        if flat_nodes(node.kwargs.get("out")):  # torch.add(a, b, out=buf): buf is written
+            raise RuntimeError(
+                f"node {node.name!r} writes into its out= argument, which symlab's torch.fx "
+                "reader does not follow"
+            )
         if not writes(node) or not node.args or not isinstance(node.args[0], fx.Node):
             continue
         base = _base(node.args[0])
