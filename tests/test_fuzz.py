@@ -86,6 +86,14 @@ def test_fuzzer_writes_concatenations_into_slices():
     assert {run_one(s).status for s in gaps[:3]} <= {"refused", "overflow", "invalid"}
 
 
+def test_fuzzer_writes_in_place_through_out():
+    """Some in-place writes are written through ``out=`` (``torch.mul(h, p, out=h)``); none
+    is unsound."""
+    seeds = [s for s in range(400) if any(o.endswith("-out") for o in generate(s).ops)]
+    assert len(seeds) >= 5
+    assert {run_one(s).status for s in seeds[:5]} <= {"sound", "refused", "overflow"}
+
+
 def test_generated_models_are_valid_torch():
     """Seeds whose models torch itself refused (a WSConv with one weight per filter: batch_norm
     over a single value) now generate valid models, and they are sound; a model whose outputs

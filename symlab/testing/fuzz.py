@@ -2,10 +2,11 @@
 
 :func:`generate` writes the Python source of a random model — functional calls and modules,
 ``cat`` of differently-activated branches (or the same branches written into the slices of a
-new tensor, now and then with a slice left unwritten), both operands the same tensor, 0-dim /
-one-element /
-per-unit parameters, subclassed layers (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals,
-convs and linears, pools and flattens, softmax heads — from a seed. :func:`run_one` builds it
+new tensor, now and then with a slice left unwritten), in-place writes after ops that may
+return their input (some through ``out=``), both operands the same tensor, 0-dim /
+one-element / per-unit parameters, subclassed layers
+(:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
+flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
 checks sampled elements *independently* (the moved ``state_dict`` loaded into a copy of the
 model), classifying it as ``sound``, ``refused`` (a named :class:`~symlab.errors.SymlabError`),
@@ -62,6 +63,7 @@ class _Gen:
         # with or without them
         self.share = random.Random(seed * 7919 + 17)
         self.parts = random.Random(seed * 104729 + 3)  # concatenations written into slices
+        self.outs = random.Random(seed * 104729 + 7)  # in-place writes through out=
         self.made: dict[str, str] = {}
         self.init: list[str] = []
         self.fwd: list[str] = []
@@ -107,6 +109,11 @@ class _Gen:
         shape = r.choice([(w,), (1, w), ()])
         write = r.choice([f"h.add_({self.param(shape)})", f"h.mul_({self.param(shape, True)})",
                           "F.relu(h, inplace=True)", "h.tanh_()"])  # fmt: skip
+        if self.outs.random() < 0.3:  # the same write through out=
+            write = re.sub(r"h\.(add|mul)_\((.*)\)$", r"torch.\1(h, \2, out=h)", write)
+            write = write.replace("h.tanh_()", "torch.tanh(h, out=h)")
+            write = write.replace("F.relu(h, inplace=True)", "torch.clamp(h, min=0.0, out=h)")
+            op += "-out"
         self.fwd += [f"g = {view}", write]
         self.line(r.choice(["g", "g + h", "h", "g * 2.0"]), op)
 
