@@ -22,11 +22,12 @@ class Parts(nn.Module):
     ``k_rot``). ``style`` says how the tensor is assembled: ``cat`` (the twin torch.fx
     reads), or a factory and a way of writing."""
 
-    def __init__(self, widths, style, order, shared=None, heads=2):
+    def __init__(self, widths, style, order, shared=None, heads=2, negative=False):
         super().__init__()
         self.widths, self.style, self.order, self.shared, self.heads = (
             widths, style, order, shared, heads,
         )  # fmt: skip
+        self.negative = negative  # slices counted from the end: out[..., -3:-1]
         self.parts = nn.ModuleList(
             nn.Linear(3, w * (1 if i == shared else heads)) for i, w in enumerate(widths)
         )
@@ -57,6 +58,8 @@ class Parts(nn.Module):
             starts = [sum(self.widths[:i]) for i in range(len(self.widths))]
             for i in self.order:
                 lo, hi = starts[i], starts[i] + self.widths[i]
+                if self.negative:
+                    lo, hi = lo - total, (hi - total) or None
                 if write == "copy_":
                     out[..., lo:hi].copy_(self.part(i, x))
                 else:
@@ -64,9 +67,9 @@ class Parts(nn.Module):
         return self.head(torch.tanh(out).flatten(1))
 
 
-def _twins(widths, style, order, shared=None):
+def _twins(widths, style, order, shared=None, negative=False):
     torch.manual_seed(0)
-    model = Parts(widths, style, order, shared).double().eval()
+    model = Parts(widths, style, order, shared, negative=negative).double().eval()
     twin = Parts(widths, "cat", order, shared).double().eval()
     twin.load_state_dict(model.state_dict())
     return model, twin
@@ -210,7 +213,7 @@ def test_any_partition_in_any_order_gives_the_cat_group(widths, style, data):
     gap = len(widths) > 1 and data.draw(st.booleans())  # (no write at all: fixed data)
     if gap:
         order = order[1:]
-    model, twin = _twins(widths, style, order, shared)
+    model, twin = _twins(widths, style, order, shared, negative=data.draw(st.booleans()))
     if gap:
         with pytest.raises(UnsupportedOpError, match="new_zeros|new_empty|empty|in-place"):
             sl.symmetries(model, X)
@@ -278,3 +281,27 @@ def test_in_place_ops_on_new_tensors_between_the_writes(guarded):
     (perm,) = [f for f in G.factors if f.kind == "permutation"]
     assert {name for name, _ in perm.axes} >= {f"blocks.{i}.0.weight" for i in range(3)}
     assert sl.check_invariance(model, G, X).passed
+
+
+class SelfCopy(nn.Module):
+    """``out.copy_(out)`` before the write that fills it: the tensor is read by its own write."""
+
+    def __init__(self, guarded):
+        super().__init__()
+        self.guarded = guarded
+        self.a, self.c = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        if self.guarded:
+            assert x.shape[-1] == 3
+        h = self.a(x)
+        out = torch.empty_like(h)
+        out.copy_(out)
+        out.copy_(h)
+        return self.c(torch.tanh(out))
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_a_tensor_copied_into_itself_is_refused_by_name(guarded):
+    with pytest.raises(UnsupportedOpError):  # not a failure of symlab's reader
+        sl.symmetries(SelfCopy(guarded).double().eval(), X)

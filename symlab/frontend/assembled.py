@@ -22,7 +22,8 @@ Everything else is left as it is and stays refused by the in-place rules of both
 (fail closed): a write that leaves part of the tensor as it was allocated, overlapping writes,
 a slice with a step, a view read by anything but its write, a read of the tensor between the
 writes, any other in-place op between the writes (a part written first might change before
-the last), a part on another device.
+the last) unless it writes a tensor made after every earlier write (an in-place ReLU on the
+next part's own output), a part on another device.
 """
 
 from __future__ import annotations
@@ -96,8 +97,8 @@ def _piece(first: fx.Node, base: fx.Node, d: _Dialect) -> _Piece | None:
     if node.users and not all(d.whole_alias(v) for v in views):
         return None  # its result is a view of a part of ``base``, read later
     src = node.args[1]
-    if not isinstance(src, fx.Node):
-        return None
+    if not isinstance(src, fx.Node) or src is base:
+        return None  # (``t.copy_(t)``: base is read by its own write)
     found: list[Cut] = []
     for v in views:
         shape = _static(d.meta(v.args[0]))
