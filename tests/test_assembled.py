@@ -193,7 +193,8 @@ HOW = ["gap", "overlap", "read between", "changed between", "view changed betwee
 @pytest.mark.parametrize("how", [*HOW, "strided"])
 def test_writes_that_do_not_assemble_the_tensor_are_refused(how, fx):
     model = Unlike(how, fx).double().eval()
-    with pytest.raises(UnsupportedOpError, match="new_zeros|in-place"):
+    # torch.export's reader says why at the new tensor; torch.fx's at the first write
+    with pytest.raises(UnsupportedOpError, match="in-place write" if fx else "part by part"):
         sl.symmetries(model, X)
 
 

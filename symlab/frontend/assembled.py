@@ -39,7 +39,7 @@ from torch.fx.passes.shape_prop import TensorMetadata
 
 from symlab.frontend.units import _base, makes_fresh, writes
 
-__all__ = ["assemble_export", "assemble_fx"]
+__all__ = ["assemble_export", "assemble_fx", "written_in_parts"]
 
 _aten = torch.ops.aten
 Cut = tuple[int, int, int, bool]  # (dim, start, stop, squeezed by an integer index)
@@ -327,6 +327,33 @@ _EXPORT = _Dialect(
     whole_alias=lambda n: n.target is _ALIAS,
     owner=_aten_owner,
 )
+
+
+def written_in_parts(node: fx.Node) -> bool:
+    """Whether ``node`` (of a torch.export graph) makes a new tensor that is then written into
+    through a slice or an index (``t[i] = v``, ``t[:, a:b].copy_(v)``): for error messages,
+    where :func:`assemble_export` did not read it as a cat.
+
+    >>> from torch import nn
+    >>> class Gap(nn.Module):
+    ...     def forward(self, x):
+    ...         out = x.new_zeros(len(x), 6)
+    ...         out[:, :4] = x
+    ...         return out
+    >>> ep = torch.export.export(Gap(), (torch.randn(5, 4),), strict=False)
+    >>> [n.name for n in ep.graph.nodes if written_in_parts(n)]
+    ['new_zeros']
+    """
+    if not _EXPORT.factory(node):
+        return False
+    todo = list(node.users)
+    while todo:
+        user = todo.pop()
+        if _EXPORT.copy(user) and user.args and user.args[0] is not node:
+            return True
+        if _EXPORT.view(user):
+            todo.extend(user.users)
+    return False
 
 
 def assemble_export(graph: fx.Graph) -> bool:

@@ -48,7 +48,7 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
 from symlab.errors import TraceError, UnsupportedOpError
-from symlab.frontend.assembled import assemble_export
+from symlab.frontend.assembled import assemble_export, written_in_parts
 from symlab.frontend.export_aten import ATEN, FIRST_OF_PAIR, rewrite
 from symlab.frontend.export_calls import Calls, Group, LeafCalls, recording_calls
 from symlab.frontend.functions import USER_FUNCS
@@ -415,6 +415,16 @@ class _Rewriter:
             self.env[node] = self.emit(node, "call_function", target, args, kwargs)
             return
         if call is None:
+            if written_in_parts(node):
+                raise _unmapped(
+                    node,
+                    f"the tensor this {_op_name(node)} makes is then written part by part "
+                    "into its slices, and the writes do not assemble it",
+                    "symlab reads such a tensor as the torch.cat of its parts only when the "
+                    "writes cover it exactly along one axis (no part left as allocated, no "
+                    "overlap, no stepped slice) and nothing reads it or writes in place "
+                    "between them. Build it with torch.cat (or torch.stack) instead",
+                )
             raise _unmapped(node, f"the aten op {_op_name(node)} has no mapping to a symlab op")
         kind, new_target, new_args, new_kwargs = call
         if kind == "forward":
