@@ -17,7 +17,7 @@ X = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_se
 
 
 class Parts(nn.Module):
-    """Three parts of widths ``widths`` along the last axis of a [rows, heads, width] tensor;
+    """Parts of widths ``widths`` along the last axis of a [rows, heads, width] tensor;
     the part named in ``shared`` has one head, broadcast over the others (DeepSeek-V3's
     ``k_rot``). ``style`` says how the tensor is assembled: ``cat`` (the twin torch.fx
     reads), or a factory and a way of writing."""
