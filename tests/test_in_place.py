@@ -357,6 +357,28 @@ def test_a_write_into_a_tensor_torch_fx_made_while_tracing_goes_to_torch_export(
     assert sl.check_invariance(model, G, x).passed
 
 
+class ModuleWritesTraceTimeTensor(nn.Module):
+    """An in-place module on a tensor made from constants: torch.fx runs the module as a node
+    at run time but computed the product below while tracing, with the values before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c, self.act = nn.Linear(3, 4), nn.Linear(4, 2), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        scale = torch.tensor([-1.0, 2.0, -3.0, 4.0], dtype=torch.float64)
+        self.act(scale)  # [0, 2, 0, 4] when the model runs
+        return self.c(torch.tanh(self.a(x)) * scale)
+
+
+def test_an_in_place_module_on_a_trace_time_tensor_goes_to_torch_export():
+    model = ModuleWritesTraceTimeTensor().double().eval()
+    x = torch.randn(5, 3, dtype=torch.float64)
+    G = sl.symmetries(model, x)
+    assert G.graph.frontend == "torch.export"
+    assert sl.check_invariance(model, G, x).passed
+
+
 class SizesReadEarlier(nn.Module):
     """Sizes read from the input before a write into a tensor computed from it (timm's
     csatv2: ``b, c, h, w = x.shape``, ``x.mul(std).add_(mean)``, then ``reshape(b, ...)``):

@@ -136,6 +136,7 @@ def _check_writes_it_follows(graph: fx.Graph, model: nn.Module) -> None:
     every tensor and every write."""
     state = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     state |= {name for name, _ in model.named_buffers(remove_duplicate=False)}
+    graph.owning_module = model  # writes() looks modules up there (nn.ReLU(inplace=True))
     for node in graph.nodes:
         if flat_nodes(node.kwargs.get("out")):  # torch.add(a, b, out=buf): buf is written
             raise RuntimeError(
