@@ -278,14 +278,13 @@ def _span(dim: int, s: slice, size: int) -> list[Cut] | None:
 
 
 def _aten_may_write(node: fx.Node) -> bool:
-    """Whether ``node`` may write into a tensor (an aten op whose schema marks a written
-    argument; anything without a schema but ``getitem``)."""
-    if node.op != "call_function":
-        return node.op not in ("placeholder", "get_attr", "output")
-    schema = getattr(node.target, "_schema", None)
-    if schema is None:
-        return node.target is not operator.getitem
-    return any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+    """Whether ``node`` may write into a tensor: :func:`~symlab.frontend.units.writes` (an aten
+    op whose schema marks a written argument), or a call without a schema other than
+    ``getitem`` (a higher-order op, which may write inside its sub-graph)."""
+    if writes(node):
+        return True
+    no_schema = getattr(node.target, "_schema", None) is None
+    return node.op == "call_function" and no_schema and node.target is not operator.getitem
 
 
 def _aten_emit(graph: fx.Graph, what: str, args: tuple, p: _Piece) -> fx.Node:
