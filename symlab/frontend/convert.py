@@ -100,6 +100,7 @@ class Converter:
         self.tuples: dict[fx.Node, Callable[[int, fx.Node], str]] = {}
         self.used_modules: set[str] = set()
         self.first_call: dict[str, fx.Node] = {}
+        self.carrying: set[fx.Node] = set()  # the nodes a parameter reaches (set by run)
         self.calls: dict[str, int] = {}  # calls of each parameter-free module so far
         self.state = model.state_dict(keep_vars=True)  # the tensors themselves: ties show
 
@@ -171,7 +172,7 @@ class Converter:
         refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
-        carrying = unit_carrying(self.gm, self.state)
+        carrying = self.carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:
             if node in swallowed:
                 continue

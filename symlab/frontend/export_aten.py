@@ -144,6 +144,14 @@ def _transpose_2d(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     return "call_method", "transpose", (args[0], 0, -1), {}
 
 
+def _matrix_t(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    return "call_method", "transpose", (args[0], -2, -1), {}  # x.mT: the last two axes
+
+
+def _numpy_t(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    return "call_function", getattr, (args[0], "T"), {}  # x.T: every axis reversed
+
+
 def _elu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
     alpha, scale, in_scale = (list(args[1:]) + [1.0, 1.0, 1.0][len(args[1:]) :])[:3]
     if scale != 1 or in_scale != 1 or kwargs:
@@ -305,6 +313,10 @@ ATEN: dict[Any, _Rule] = {
     aten.unflatten: _method("unflatten", 3),
     aten.transpose: _method("transpose", 3),
     aten.t: _transpose_2d,
+    aten.numpy_T: _numpy_t,
+    aten.mT: _matrix_t,
+    aten.swapaxes: _method("transpose", 3),
+    aten.swapdims: _method("transpose", 3),
     aten.permute: _method("permute", 2),
     aten.unsqueeze: _method("unsqueeze", 2),
     aten.squeeze: _method("squeeze"),

@@ -250,6 +250,12 @@ def _read_groupnorm(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
 
 def _read_embedding(m: nn.Module, w_in: Any) -> tuple[str, Any, dict[str, Any]]:
     assert isinstance(m, nn.Embedding)
+    if m.max_norm is not None:  # its forward rescales the rows it reads to at most max_norm
+        raise UnsupportedOpError(  # in place: a map of the features changes which rows it cuts
+            f"nn.Embedding with max_norm={m.max_norm} renormalises the rows it reads (in place, "
+            "in the forward); symlab does not derive symmetries through it. Drop max_norm (or "
+            "renormalise the table once, before deriving) to derive the group"
+        )
     return "embedding", m.embedding_dim, {"num_embeddings": m.num_embeddings}
 
 

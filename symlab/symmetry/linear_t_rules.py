@@ -1,5 +1,6 @@
 """A linear map stored with its weight transposed: ``y = x W + b``, ``W`` of shape ``(in, out)``
-(GPT-2's ``Conv1D``, read by :mod:`symlab.frontend.patterns.conv1d`).
+(GPT-2's ``Conv1D``, read by :mod:`symlab.frontend.patterns.conv1d`; ``x @ self.W`` written by
+hand, with or without a bias, by :mod:`symlab.frontend.patterns.param_matmul`).
 
 It is ``nn.Linear`` with weight ``Wᵀ``, so it has the same symmetries: any invertible map of its
 input and of its output (``Wᵀ ↦ A Wᵀ B⁻¹``, i.e. ``W ↦ B⁻ᵀ W Aᵀ``), and it absorbs a shift of its
@@ -48,6 +49,8 @@ def linear_t_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
 
 @linear_t_rule.action
 def _linear_t_act(node: Node, params: Params, t_in: list[Transform], t_out: Transform) -> Params:
-    wk, bk = node.attrs["weight_key"], node.attrs["bias_key"]
-    moved = _linear_act(node, {"weight": params[wk].T, "bias": params[bk]}, t_in, t_out)
-    return dict(params, **{wk: moved["weight"].T.contiguous(), bk: moved["bias"]})
+    wk, bk = node.attrs["weight_key"], node.attrs.get("bias_key")
+    stored = {"weight": params[wk].T} | ({"bias": params[bk]} if bk is not None else {})
+    moved = _linear_act(node, stored, t_in, t_out)
+    out = dict(params, **{wk: moved["weight"].T.contiguous()})
+    return out if bk is None else dict(out, **{bk: moved["bias"]})

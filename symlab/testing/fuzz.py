@@ -4,7 +4,8 @@
 ``cat`` of differently-activated branches (or the same branches written into the slices of a
 new tensor, now and then with a slice left unwritten), in-place writes after ops that may
 return their input (some through ``out=``), both operands the same tensor, 0-dim /
-one-element / per-unit parameters, subclassed layers
+one-element / per-unit parameters, linear layers on raw parameters (``F.linear``,
+``h @ W.T + b``, ``torch.addmm``, an einsum), subclassed layers
 (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
 flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
@@ -64,6 +65,7 @@ class _Gen:
         self.share = random.Random(seed * 7919 + 17)
         self.parts = random.Random(seed * 104729 + 3)  # concatenations written into slices
         self.outs = random.Random(seed * 104729 + 7)  # in-place writes through out=
+        self.hand = random.Random(seed * 104729 + 11)  # linear layers written by hand
         self.made: dict[str, str] = {}
         self.init: list[str] = []
         self.fwd: list[str] = []
@@ -135,6 +137,29 @@ class _Gen:
             self.fwd.append(f"{dest}.copy_({value})" if copy_ else f"{dest} = {value}")
         form = "copy_" if copy_ else "setitem"
         self.line("o", f"assembled:{form}{'' if len(writes) == 2 else '-gap'}")
+
+    def hand_linear(self, w: int, w2: int) -> None:
+        """A linear layer on raw parameters: ``F.linear``, or (drawn from its own stream) the
+        product written by hand — ``h @ W.T + b``, ``h @ W``, ``torch.addmm``, an einsum —
+        now and then with the weight read a second time, which must keep it fixed."""
+        form = self.hand.randrange(6)
+        if form == 0:
+            wp, bp = self.param((w2, w)), self.param((w2,))
+            self.line(f"F.linear(h, {wp}, {bp})", "F.linear-param")
+            return
+        stored_in_out = form in (2, 3)
+        wp = self.param((w, w2) if stored_in_out else (w2, w))
+        bp = self.param((w2,))
+        expr, op = [
+            (f"h @ {wp}.T + {bp}", "hand:W.T"),
+            (f"h @ {wp}", "hand:W"),
+            (f"torch.addmm({bp}, h, {wp})", "hand:addmm"),
+            (f"torch.einsum('bi,oi->bo', h, {wp}) + {bp}", "hand:einsum"),
+            (f"torch.matmul(h, {wp}.transpose(0, 1))", "hand:transpose"),
+        ][form - 1]
+        if self.hand.random() < 0.15:  # the weight read again: one tensor, two readers
+            expr, op = f"{expr} + {wp}.sum() * 0.1", f"{op}-read-twice"
+        self.line(expr, op)
 
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
@@ -234,8 +259,7 @@ class _Gen:
             self.line(expr, _op_id(expr.replace("h", "{h}", 1)))
             return w
         if k == 9 and r.random() < 0.3:
-            wp, bp = self.param((w2, w)), self.param((w2,))
-            self.line(f"F.linear(h, {wp}, {bp})", "F.linear-param")
+            self.hand_linear(w, w2)
             return w2
         if k == 9:  # a sigmoid over a concatenation of differently-activated branches
             a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w})")

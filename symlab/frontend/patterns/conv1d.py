@@ -140,7 +140,7 @@ def emit_conv1d(cv: Converter, m: Conv1DMatch) -> str:
         return cv.emit(m.out, f"@{m.out.name}", "opaque", [x])
     prefix, _, wname = m.weight.rpartition(".")
     bprefix, _, bname = m.bias.rpartition(".")
-    if bprefix != prefix:
+    if bprefix != prefix or not prefix:  # (weights of the root module: keys without a prefix)
         params = [ParamSpec(m.weight, (c, nf), ("in", "out")), ParamSpec(m.bias, (nf,), ("out",))]
         return cv.emit(m.out, f"@{m.out.name}", "linear_t", [x], -1, params, absolute_keys=True,
                        weight_key=m.weight, bias_key=m.bias)  # fmt: skip
