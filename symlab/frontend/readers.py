@@ -13,6 +13,7 @@ parameter arguments (``F.linear``, ``F.layer_norm``, ``F.prelu``) are in
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Callable
@@ -285,4 +286,82 @@ def _glu(cv: Converter, node: fx.Node) -> bool:
         return True
     gate = cv.add_node(f"@{node.name}#gate", "glu_gate", [x], shape, fa)
     cv.emit(node, f"@{node.name}", "glu", [x, gate], fa)
+    return True
+
+
+def _part(cv: Converter, node: fx.Node, x: str, shape: tuple[int, ...], start: int, name: str
+          ) -> str:  # fmt: skip
+    """A ``split_part`` node: units ``start:start + width`` of ``x`` (same rank and axis)."""
+    fa = cv.fa[x]
+    return cv.add_node(name, "split_part", [x], shape, fa, start=start, stop=start + shape[fa])
+
+
+@reads(torch.split, "split", torch.chunk, "chunk")
+def _split(cv: Converter, node: fx.Node) -> bool:
+    """A cut of the units into consecutive parts (``torch.split``/``torch.chunk`` along the
+    units): one ``split_part`` node per part, made when read (its rule derives the parts only
+    where they tile the input). A cut along another axis, or a tuple read other than item by
+    item, is left to the converter's tables (opaque)."""
+    x = _tensor(cv, node.args[0] if node.args else None)
+    metas = node.meta.get("tensor_meta")
+    dim = arg(node, 2, "dim", 0)
+    if x is None or not isinstance(metas, list | tuple) or not isinstance(dim, int):
+        return False
+    fa = cv.fa[x]
+    if dim % len(cv.shape[x]) != fa or any(
+        u.target is not operator.getitem or not isinstance(u.args[1], int) for u in node.users
+    ):
+        return False
+    shapes = [tuple(int(s) for s in m.shape) for m in metas]
+    starts = [0, *itertools.accumulate(s[fa] for s in shapes)]
+    made: dict[int, str] = {}
+
+    def pick(index: int, consumer: fx.Node) -> str:
+        i = index % len(shapes)
+        if i not in made:
+            made[i] = _part(cv, node, x, shapes[i], starts[i], f"@{node.name}#{i}")
+        return made[i]
+
+    cv.tuples[node] = pick
+    return True
+
+
+@reads(operator.getitem, "narrow", torch.narrow)
+def _unit_slice(cv: Converter, node: fx.Node) -> bool:
+    """``x[..., a:b]`` or ``x.narrow(dim, a, n)`` along the units, every other axis whole: a
+    ``split_part`` (the parts of one tensor are derived where they tile it). Anything else
+    (indexing other axes, steps, tensors as indices, items of tuples) is left to the converter's
+    tables."""
+    x = _tensor(cv, node.args[0] if node.args else None)
+    if x is None or node.args[0] in cv.tuples:
+        return False
+    nd, fa = len(cv.shape[x]), cv.fa[x]
+    width = cv.shape[x][fa]
+    if node.target is operator.getitem:
+        items = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if sum(i is Ellipsis for i in items) > 1 or any(
+            not (isinstance(i, slice) or i is Ellipsis) for i in items
+        ):
+            return False
+        fill = [slice(None)] * (nd - sum(i is not Ellipsis for i in items))
+        full = [k for i in items for k in (fill if i is Ellipsis else [i])]
+        full += [slice(None)] * (nd - len(full))
+        cut = full[fa]
+        if len(full) != nd or any(k != slice(None) for j, k in enumerate(full) if j != fa):
+            return False
+        if not all(v is None or isinstance(v, int) for v in (cut.start, cut.stop, cut.step)):
+            return False
+        start, stop, step = cut.indices(width)
+    else:
+        dim, start, length = arg(node, 1, "dim"), arg(node, 2, "start"), arg(node, 3, "length")
+        if not all(isinstance(v, int) for v in (dim, start, length)) or dim % nd != fa:
+            return False
+        start, stop, step = start % width if start < 0 else start, 0, 1
+        stop = start + length
+    if step != 1 or not 0 <= start < stop <= width:
+        return False
+    shape = cv.meta_shape(node)
+    if shape is None or shape[fa] != stop - start:
+        return False
+    cv.name[node] = _part(cv, node, x, shape, start, f"@{node.name}")
     return True

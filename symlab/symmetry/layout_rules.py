@@ -15,6 +15,11 @@ convolutions, pixel (un)shuffle and GLU.
   gate half is a ``glu_gate`` node so that ``x`` can be the block tensor ``[y; gate]``; again
   derived only where ``x`` is a space of its own read by the GLU alone. Over positions (not the
   units): permutations only.
+* ``split_part``: one part of ``x`` cut along its units (``torch.split``, ``torch.chunk``:
+  GEGLU's ``h, gate = proj(x).chunk(2, dim=-1)``). Where the parts cover ``x`` exactly, each
+  once, and nothing else reads ``x`` (a space of its own: a linear map or convolution right
+  before), ``x`` is the block tensor of its parts, each moving with its own map; elsewhere ``x``
+  and the parts are fixed (sound).
 """
 
 from __future__ import annotations
@@ -119,3 +124,30 @@ def glu_gate_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
             f"node {node.name!r}: a glu_gate must be read by exactly one glu node, got {readers}"
         )
     return OpSymmetry(admits=[(node.name, NONE, "glu gate")])
+
+
+def _split_cover(graph: ArchGraph, x: str) -> list[str] | None:
+    """The ``split_part`` readers of ``x`` in order, when they are all its readers and their
+    ranges ``[start, stop)`` tile ``x``'s units exactly (each unit in one part)."""
+    readers = [graph.node(r) for r in graph.consumers(x)]
+    if not readers or any(r.op != "split_part" for r in readers):
+        return None
+    ordered = sorted(readers, key=lambda r: int(r.attrs["start"]))
+    at = 0
+    for r in ordered:
+        start, stop = int(r.attrs["start"]), int(r.attrs["stop"])
+        if start != at or stop <= start or r.width != stop - start:
+            return None
+        at = stop
+    return [r.name for r in ordered] if at == graph.node(x).width else None
+
+
+@rule("split_part")
+def split_part_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
+    """Units ``start:stop`` of ``x`` (``attrs``): ``x`` is the block tensor of its parts where
+    they tile it and ``x`` is a space of their own (module docstring); else all fixed."""
+    x = _x(node, graph)
+    parts = _split_cover(graph, x) if fresh_space(graph, x) else None
+    if parts is None:
+        return OpSymmetry(fixed=[x, node.name])
+    return OpSymmetry(composite={x: parts})

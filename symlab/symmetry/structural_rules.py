@@ -161,9 +161,9 @@ def product_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     """``y = u ⊙ v`` (gated units, e.g. SwiGLU ``silu(W₁x) ⊙ W₃x``): the three move with one
     permutation; ``v`` and ``y`` share a per-unit scale and sign (``D u ⊙ v`` would scale ``y``
     twice if both moved), ``u`` keeps its magnitudes. ``v`` is the input made by a linear map
-    when there is one."""
+    (or cut from one's output: GEGLU's ``h * gelu(gate)``) when there is one."""
     a, b = graph.inputs(node.name)
-    u, v = (b, a) if graph.node(a).op in ("linear", "conv") else (a, b)
+    u, v = (b, a) if graph.node(a).op in ("linear", "linear_t", "conv", "split_part") else (a, b)
     diag = Admits(Mag.DIAG, Sign.DIAG)
     return OpSymmetry(
         tie=[(v, node.name)],

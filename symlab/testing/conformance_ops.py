@@ -196,6 +196,33 @@ def _new_ops() -> dict[str, list[Snippet]]:
         "conv_transpose": [Snippet("up", lambda c: nn.ConvTranspose2d(c, c, 2, stride=2), "map2")],
         "glu": [Snippet("glu", lambda c: Fn(lambda s, h: F.glu(s.l(h), -1), l=lin(c, 2)))],
         "glu_gate": [Snippet("glu", lambda c: Fn(lambda s, h: F.glu(s.l(h), -1), l=lin(c, 2)))],
+        "split_part": [
+            Snippet(
+                "geglu",
+                lambda c: Fn(
+                    lambda s, h: (lambda a, b: a * F.gelu(b))(*s.l(h).chunk(2, -1)), l=lin(c, 2)
+                ),
+            ),
+            Snippet(
+                "slices",
+                lambda c: Fn(
+                    lambda s, h: (lambda y: F.relu(y[..., :c]) + y[..., c:])(s.l(h)), l=lin(c, 2)
+                ),
+                "seq",
+            ),
+            Snippet(
+                "chunk_channels",
+                lambda c: Fn(
+                    lambda s, h: (lambda a, b: torch.tanh(a) * b)(*s.l(h).chunk(2, 1)),
+                    l=nn.Conv2d(c, 2 * c, 1),
+                ),
+                "map2",
+            ),
+            Snippet(
+                "one_part_read",
+                lambda c: Fn(lambda s, h: F.relu(s.l(h).split(c, -1)[1]), l=lin(c, 2)),
+            ),
+        ],
         "gru": [Snippet("gru", rnn(nn.GRU), "seq")],
         "lstm": [Snippet("lstm", rnn(nn.LSTM), "seq")],
         "rnn_tanh": [Snippet("rnn", rnn(nn.RNN), "seq")],

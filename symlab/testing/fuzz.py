@@ -5,7 +5,8 @@
 new tensor, now and then with a slice left unwritten), in-place writes after ops that may
 return their input (some through ``out=``), both operands the same tensor, 0-dim /
 one-element / per-unit parameters, linear layers on raw parameters (``F.linear``,
-``h @ W.T + b``, ``torch.addmm``, an einsum), subclassed layers
+``h @ W.T + b``, ``torch.addmm``, an einsum), gates cut from one fused projection
+(``chunk``, ``split``, slices, ``narrow``), subclassed layers
 (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
 flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
@@ -66,6 +67,7 @@ class _Gen:
         self.parts = random.Random(seed * 104729 + 3)  # concatenations written into slices
         self.outs = random.Random(seed * 104729 + 7)  # in-place writes through out=
         self.hand = random.Random(seed * 104729 + 11)  # linear layers written by hand
+        self.cut = random.Random(seed * 104729 + 13)  # fused projections cut in parts
         self.made: dict[str, str] = {}
         self.init: list[str] = []
         self.fwd: list[str] = []
@@ -161,6 +163,26 @@ class _Gen:
             expr, op = f"{expr} + {wp}.sum() * 0.1", f"{op}-read-twice"
         self.line(expr, op)
 
+    def fused_gate(self, w: int, w2: int) -> None:
+        """A gated unit from one fused projection cut in two (GEGLU's ``chunk``, ``split``,
+        slices, ``narrow``), drawn from its own stream; now and then the cut overlaps, which
+        must fix the projection, never derive a symmetry of it."""
+        r = self.cut
+        fused = self.mod(f"nn.Linear({w}, {2 * w2})")
+        self.fwd.append(f"f = {fused}(h)")
+        form = r.choice(["chunk", "split", "slices", "narrow", "overlap"])
+        a, b = {
+            "chunk": ("f.chunk(2, -1)[0]", "f.chunk(2, -1)[1]"),
+            "split": ("torch.split(f, {w2}, dim=-1)[0]", "torch.split(f, {w2}, dim=-1)[1]"),
+            "slices": ("f[..., :{w2}]", "f[:, {w2}:]"),
+            "narrow": ("f.narrow(-1, 0, {w2})", "f.narrow(-1, {w2}, {w2})"),
+            "overlap": ("f[:, :{w2}]", "f[:, {w2} - 1:-1]"),
+        }[form]
+        a, b = a.format(w2=w2), b.format(w2=w2)
+        gate = r.choice(["F.gelu({})", "F.silu({})", "torch.sigmoid({})", "F.relu({})"])
+        pair = (gate.format(b), a) if r.random() < 0.5 else (a, gate.format(b))
+        self.line(f"{pair[0]} * {pair[1]}", f"cut:{form}")
+
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
         """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
@@ -238,6 +260,9 @@ class _Gen:
             expr = r.choice([f"h * {p}", f"{p} * h", f"h / {p}", f"h + {p}", f"h - {p}"])
             self.line(expr, f"param{len(shape)}-{expr.split()[1] if expr[0] == 'h' else 'r*'}")
             return w
+        if k == 7 and self.cut.random() < 0.4:
+            self.fused_gate(w, w2)
+            return w2
         if k == 7:
             a, b = self.mod(f"nn.Linear({w}, {w2})"), self.mod(f"nn.Linear({w}, {w2})")
             self.line(f"F.silu({a}(h)) * {b}(h)", "gated")

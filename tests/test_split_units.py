@@ -1,0 +1,153 @@
+"""Cuts of the units into parts (``torch.split``, ``torch.chunk``, ``x[..., a:b]``,
+``x.narrow``): GEGLU and SwiGLU written with one fused projection get their symmetries, the
+parts of a linear output moving with one map each, through torch.fx and torch.export alike;
+parts that do not tile the tensor, or a tensor that is no space of its own, stay fixed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ops_contexts import kinds, prove, same_through_export
+from torch import nn
+
+import symlab as sl
+
+D = torch.float64
+
+
+class Fused(nn.Module):
+    """``out(f(proj(x)))`` for a form ``f`` that cuts ``proj``'s units."""
+
+    def __init__(self, form: Callable, width: int = 6, out_in: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj, self.out, self.form = nn.Linear(3, width), nn.Linear(out_in, 2), form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.form(self, x))
+
+
+def geglu_chunk(s: Fused, x: torch.Tensor) -> torch.Tensor:  # diffusers' GEGLU
+    h, gate = s.proj(x).chunk(2, dim=-1)
+    return h * F.gelu(gate)
+
+
+def swiglu_split(s: Fused, x: torch.Tensor) -> torch.Tensor:  # the gate first
+    a, b = s.proj(x).split(3, -1)
+    return F.silu(a) * b
+
+
+def geglu_slices(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    h = s.proj(x)
+    return h[..., :3] * F.gelu(h[..., 3:])
+
+
+def geglu_narrow(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    h = s.proj(x)
+    return h.narrow(-1, 0, 3) * F.gelu(h.narrow(-1, -3, 3))
+
+
+def items(s: Fused, x: torch.Tensor) -> torch.Tensor:  # items read by index, one negative
+    parts = torch.chunk(s.proj(x), 2, -1)
+    return parts[0] * torch.sigmoid(parts[-1])
+
+
+GATED = [geglu_chunk, swiglu_split, geglu_slices, geglu_narrow, items]
+
+
+@pytest.mark.parametrize("form", GATED, ids=lambda f: f.__name__)
+def test_gated_forms(form: Callable) -> None:
+    """One permutation for value, gate and product; a per-unit scale and sign on the value."""
+    net = Fused(form).double().eval()
+    x = torch.randn(9, 3, dtype=D, generator=torch.Generator().manual_seed(1)) * 2
+    G = prove(net, x)
+    assert kinds(G) == ["S_3", "R_{>0}^3", "{±1}^3"], kinds(G)
+    same_through_export(net, x)
+
+
+def uneven(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    a, b, c = torch.split(s.proj(x), [2, 1, 3], dim=-1)
+    return torch.cat([F.relu(a), torch.tanh(b), c], -1)
+
+
+def test_uneven_parts_move_independently() -> None:
+    """Three parts, each its own space: ReLU part (S × R>0), tanh part (signs), linear part
+    (GL with the readout)."""
+    net = Fused(uneven, out_in=6).double().eval()
+    x = torch.randn(9, 3, dtype=D, generator=torch.Generator().manual_seed(1)) * 2
+    G = prove(net, x)
+    assert sorted(kinds(G)) == sorted(["S_2", "R_{>0}^2", "S_1", "{±1}^1", "GL_3"]), kinds(G)
+    h = G.sample(torch.Generator().manual_seed(0))
+    moved = G.act(h, net.state_dict())
+    assert not torch.equal(moved["proj.weight"], net.state_dict()["proj.weight"])
+    same_through_export(net, x)
+
+
+def part_unused(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    a, _ = s.proj(x).chunk(2, -1)
+    return F.relu(a)
+
+
+def overlapping(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    h = s.proj(x)
+    return F.relu(h[..., :3]) + F.relu(h[..., 2:5])
+
+
+def read_whole_too(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    h = s.proj(x)
+    a, b = h.chunk(2, -1)
+    return F.relu(a) * b + h[..., ::2]
+
+
+def after_activation(s: Fused, x: torch.Tensor) -> torch.Tensor:  # no space of its own
+    a, b = F.relu(s.proj(x)).chunk(2, -1)
+    return a * b
+
+
+def stepped(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    h = s.proj(x)
+    return F.relu(h[..., ::2]) * h[..., 1::2]
+
+
+@pytest.mark.parametrize("form", [part_unused, overlapping, read_whole_too, after_activation,
+                                  stepped], ids=lambda f: f.__name__)  # fmt: skip
+def test_parts_that_do_not_tile_stay_fixed(form: Callable) -> None:
+    """Nothing of the projection's units is derived (its output is fixed), and what is
+    derived holds; brute force finds no permutation or sign the derivation invents."""
+    net = Fused(form).double().eval()
+    x = torch.randn(9, 3, dtype=D, generator=torch.Generator().manual_seed(1)) * 2
+    G = prove(net, x, complete=False)
+    assert not any(f.kind == "permutation" for f in G.factors), kinds(G)
+
+
+def test_cut_of_another_axis_is_not_a_part() -> None:
+    """A chunk along the batch axis keeps the units whole (not read as parts of them)."""
+
+    def rows(s: Fused, x: torch.Tensor) -> torch.Tensor:
+        a, b = s.proj(x).chunk(2, 0)
+        return F.relu(torch.cat([b, a], 0))
+
+    net = Fused(rows, out_in=6).double().eval()
+    x = torch.randn(8, 3, dtype=D, generator=torch.Generator().manual_seed(1))
+    G = prove(net, x, complete=False)
+    assert "split_part" not in [n.op for n in G.graph.nodes()]
+
+
+@pytest.mark.parametrize("ranges,dimension", [([(0, 3), (3, 6)], 18), ([(0, 2), (3, 6)], 0),
+                                              ([(0, 3), (2, 6)], 0), ([(0, 3)], 0)])  # fmt: skip
+def test_the_rule_checks_the_tiling(ranges: list[tuple[int, int]], dimension: int) -> None:
+    """The rule reads the parts' ranges on a builder graph: parts that tile the linear's output
+    move with GL each; a gap, an overlap or a part left out fixes them all."""
+    g = sl.graph.ArchGraph()
+    g.add("input", "input", width=3)
+    g.add("lin", "linear", ["input"], width=6)
+    for i, (start, stop) in enumerate(ranges):
+        g.add(f"p{i}", "split_part", ["lin"], width=stop - start, start=start, stop=stop)
+    names = [f"p{i}" for i in range(len(ranges))]
+    g.add("cat", "concat", names, width=sum(b - a for a, b in ranges))
+    g.add("out", "linear", ["cat"], width=2)
+    g.add("output", "output", ["out"])
+    assert sl.symmetries(g).dimension == dimension
