@@ -151,3 +151,25 @@ def test_the_rule_checks_the_tiling(ranges: list[tuple[int, int]], dimension: in
     g.add("out", "linear", ["cat"], width=2)
     g.add("output", "output", ["out"])
     assert sl.symmetries(g).dimension == dimension
+
+
+def test_cut_of_a_hand_written_product() -> None:
+    """``(x @ self.W).chunk(2, -1)`` with ``W`` stored ``(in, out)`` (a ``linear_t``): the same
+    gated symmetries as with a Linear; the action moves ``W``'s columns."""
+
+    class Raw(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.w = nn.Parameter(torch.randn(3, 6, generator=g, dtype=D))
+            self.out = nn.Linear(3, 2).double()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h, gate = (x @ self.w).chunk(2, -1)
+            return self.out(h * F.gelu(gate))
+
+    net = Raw().eval()
+    x = torch.randn(9, 3, dtype=D, generator=torch.Generator().manual_seed(1)) * 2
+    G = prove(net, x)
+    assert kinds(G) == ["S_3", "R_{>0}^3", "{±1}^3"], kinds(G)
+    same_through_export(net, x)

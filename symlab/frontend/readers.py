@@ -289,8 +289,7 @@ def _glu(cv: Converter, node: fx.Node) -> bool:
     return True
 
 
-def _part(cv: Converter, node: fx.Node, x: str, shape: tuple[int, ...], start: int, name: str
-          ) -> str:  # fmt: skip
+def _part(cv: Converter, x: str, shape: tuple[int, ...], start: int, name: str) -> str:
     """A ``split_part`` node: units ``start:start + width`` of ``x`` (same rank and axis)."""
     fa = cv.fa[x]
     return cv.add_node(name, "split_part", [x], shape, fa, start=start, stop=start + shape[fa])
@@ -319,7 +318,7 @@ def _split(cv: Converter, node: fx.Node) -> bool:
     def pick(index: int, consumer: fx.Node) -> str:
         i = index % len(shapes)
         if i not in made:
-            made[i] = _part(cv, node, x, shapes[i], starts[i], f"@{node.name}#{i}")
+            made[i] = _part(cv, x, shapes[i], starts[i], f"@{node.name}#{i}")
         return made[i]
 
     cv.tuples[node] = pick
@@ -333,7 +332,7 @@ def _unit_slice(cv: Converter, node: fx.Node) -> bool:
     (indexing other axes, steps, tensors as indices, items of tuples) is left to the converter's
     tables."""
     x = _tensor(cv, node.args[0] if node.args else None)
-    if x is None or node.args[0] in cv.tuples:
+    if x is None or node.args[0] in cv.tuples or not cv.shape[x]:
         return False
     nd, fa = len(cv.shape[x]), cv.fa[x]
     width = cv.shape[x][fa]
@@ -356,12 +355,12 @@ def _unit_slice(cv: Converter, node: fx.Node) -> bool:
         dim, start, length = arg(node, 1, "dim"), arg(node, 2, "start"), arg(node, 3, "length")
         if not all(isinstance(v, int) for v in (dim, start, length)) or dim % nd != fa:
             return False
-        start, stop, step = start % width if start < 0 else start, 0, 1
-        stop = start + length
+        start = start + width if start < 0 else start
+        stop, step = start + length, 1
     if step != 1 or not 0 <= start < stop <= width:
         return False
     shape = cv.meta_shape(node)
     if shape is None or shape[fa] != stop - start:
         return False
-    cv.name[node] = _part(cv, node, x, shape, start, f"@{node.name}")
+    cv.name[node] = _part(cv, x, shape, start, f"@{node.name}")
     return True

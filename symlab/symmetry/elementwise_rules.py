@@ -39,8 +39,8 @@ Params = dict[str, torch.Tensor]
 #: Ops whose output is a space of its own (tied to none of their inputs): a tensor they make
 #: is never a block (concatenation) tensor at the op's own rule.
 FRESH_OPS = frozenset(
-    {"linear", "conv", "conv_transpose", "embedding", "wasym_linear", "wasym_conv", "mha",
-     "attention_linear", "attention_fused"}
+    {"linear", "linear_t", "conv", "conv_transpose", "embedding", "wasym_linear", "wasym_conv",
+     "mha", "attention_linear", "attention_fused"}
 )  # fmt: skip
 
 SIGNS = Admits(Mag.NONE, Sign.DIAG)
