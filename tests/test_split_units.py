@@ -10,6 +10,8 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from ops_contexts import kinds, prove, same_through_export
 from torch import nn
 
@@ -55,7 +57,12 @@ def items(s: Fused, x: torch.Tensor) -> torch.Tensor:  # items read by index, on
     return parts[0] * torch.sigmoid(parts[-1])
 
 
-GATED = [geglu_chunk, swiglu_split, geglu_slices, geglu_narrow, items]
+def tensor_split(s: Fused, x: torch.Tensor) -> torch.Tensor:
+    h, gate = s.proj(x).tensor_split(2, -1)
+    return h * F.gelu(gate)
+
+
+GATED = [geglu_chunk, swiglu_split, geglu_slices, geglu_narrow, items, tensor_split]
 
 
 @pytest.mark.parametrize("form", GATED, ids=lambda f: f.__name__)
@@ -173,3 +180,56 @@ def test_cut_of_a_hand_written_product() -> None:
     G = prove(net, x)
     assert kinds(G) == ["S_3", "R_{>0}^3", "{±1}^3"], kinds(G)
     same_through_export(net, x)
+
+
+_ACTS = {"relu": F.relu, "tanh": torch.tanh, "identity": lambda t: t}
+
+
+class Cut(nn.Module):
+    """``proj(x)`` cut into parts of ``widths`` (by ``form``), the parts in ``read`` each
+    activated, concatenated and read out."""
+
+    def __init__(self, widths: list[int], form: str, read: list[int], acts: list[str]) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.widths, self.form, self.read, self.acts = widths, form, read, acts
+        self.proj = nn.Linear(3, sum(widths))
+        self.out = nn.Linear(sum(widths[i] for i in read), 2)
+
+    def parts(self, y: torch.Tensor) -> list[torch.Tensor]:
+        starts = [sum(self.widths[:i]) for i in range(len(self.widths))]
+        if self.form == "split":
+            return list(torch.split(y, self.widths, dim=-1))
+        if self.form == "slices":
+            return [y[..., s : s + w] for s, w in zip(starts, self.widths, strict=True)]
+        return [y.narrow(-1, s, w) for s, w in zip(starts, self.widths, strict=True)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = self.parts(self.proj(x))
+        return self.out(torch.cat([_ACTS[self.acts[i]](parts[i]) for i in self.read], -1))
+
+
+@settings(max_examples=max(12, settings.default.max_examples // 4), deadline=None)
+@given(
+    widths=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+    form=st.sampled_from(["split", "slices", "narrow"]),
+    data=st.data(),
+)
+def test_any_tiling_in_any_order(widths: list[int], form: str, data: st.DataObject) -> None:
+    """Parts of any widths read in any order: where every part is read, each moves with its own
+    activation's group (a ReLU part: S × R>0, tanh: S × signs, none: GL with the readout);
+    with a part left unread, the projection is fixed. Proved on the model either way."""
+    k = len(widths)
+    acts = data.draw(st.lists(st.sampled_from(sorted(_ACTS)), min_size=k, max_size=k))
+    order = list(data.draw(st.permutations(range(k))))
+    drop = data.draw(st.booleans()) and k > 1
+    read = order[:-1] if drop else order
+    net = Cut(widths, form, read, acts).double().eval()
+    x = torch.randn(7, 3, dtype=D, generator=torch.Generator().manual_seed(1)) * 2
+    G = prove(net, x, brute=sum(widths) <= 6, complete=False)
+    perms = sorted(f.short() for f in G.factors if f.kind == "permutation")
+    if drop:
+        assert perms == [], kinds(G)
+    else:
+        want = sorted(f"S_{widths[i]}" for i in range(k) if acts[i] != "identity")
+        assert perms == want, (kinds(G), widths, acts)

@@ -295,12 +295,12 @@ def _part(cv: Converter, x: str, shape: tuple[int, ...], start: int, name: str) 
     return cv.add_node(name, "split_part", [x], shape, fa, start=start, stop=start + shape[fa])
 
 
-@reads(torch.split, "split", torch.chunk, "chunk")
+@reads(torch.split, "split", torch.chunk, "chunk", torch.tensor_split, "tensor_split")
 def _split(cv: Converter, node: fx.Node) -> bool:
-    """A cut of the units into consecutive parts (``torch.split``/``torch.chunk`` along the
-    units): one ``split_part`` node per part, made when read (its rule derives the parts only
-    where they tile the input). A cut along another axis, or a tuple read other than item by
-    item, is left to the converter's tables (opaque)."""
+    """A cut of the units into consecutive parts (``torch.split``/``chunk``/``tensor_split``
+    along the units): one ``split_part`` node per part, made when read (its rule derives the
+    parts only where they tile the input). A cut along another axis, or a tuple read other
+    than item by item, is left to the converter's tables (opaque)."""
     x = _tensor(cv, node.args[0] if node.args else None)
     metas = node.meta.get("tensor_meta")
     dim = arg(node, 2, "dim", 0)

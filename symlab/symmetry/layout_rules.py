@@ -15,7 +15,7 @@ convolutions, pixel (un)shuffle and GLU.
   gate half is a ``glu_gate`` node so that ``x`` can be the block tensor ``[y; gate]``; again
   derived only where ``x`` is a space of its own read by the GLU alone. Over positions (not the
   units): permutations only.
-* ``split_part``: one part of ``x`` cut along its units (``torch.split``, ``torch.chunk``:
+* ``split_part``: one part of ``x`` cut along its units (``split``, ``chunk``, slices:
   GEGLU's ``h, gate = proj(x).chunk(2, dim=-1)``). Where the parts cover ``x`` exactly, each
   once, and nothing else reads ``x`` (a space of its own: a linear map or convolution right
   before), ``x`` is the block tensor of its parts, each moving with its own map; elsewhere ``x``

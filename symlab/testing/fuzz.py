@@ -165,15 +165,16 @@ class _Gen:
 
     def fused_gate(self, w: int, w2: int) -> None:
         """A gated unit from one fused projection cut in two (GEGLU's ``chunk``, ``split``,
-        slices, ``narrow``), drawn from its own stream; now and then the cut overlaps, which
-        must fix the projection, never derive a symmetry of it."""
+        ``tensor_split``, slices, ``narrow``), drawn from its own stream; now and then the cut
+        overlaps, which must fix the projection, never derive a symmetry of it."""
         r = self.cut
         fused = self.mod(f"nn.Linear({w}, {2 * w2})")
         self.fwd.append(f"f = {fused}(h)")
-        form = r.choice(["chunk", "split", "slices", "narrow", "overlap"])
+        form = r.choice(["chunk", "split", "tensor_split", "slices", "narrow", "overlap"])
         a, b = {
             "chunk": ("f.chunk(2, -1)[0]", "f.chunk(2, -1)[1]"),
             "split": ("torch.split(f, {w2}, dim=-1)[0]", "torch.split(f, {w2}, dim=-1)[1]"),
+            "tensor_split": ("f.tensor_split(2, -1)[0]", "f.tensor_split(2, -1)[1]"),
             "slices": ("f[..., :{w2}]", "f[:, {w2}:]"),
             "narrow": ("f.narrow(-1, 0, {w2})", "f.narrow(-1, {w2}, {w2})"),
             "overlap": ("f[:, :{w2}]", "f[:, {w2} - 1:-1]"),
