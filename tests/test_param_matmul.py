@@ -158,8 +158,9 @@ def test_weights_others_see_stay_fixed(form: Callable) -> None:
     assert "S_4" not in _layer(G)
 
 
-def test_weight_of_a_called_module_stays_fixed() -> None:
-    """A Linear called as a module and its weight read by hand as well: not a second layer."""
+def test_weight_of_a_called_module_is_shared() -> None:
+    """A Linear called as a module and its weight read by hand as well: two calls of one
+    layer (weight sharing), tied port by port — one permutation and scaling for both."""
 
     class Both(nn.Module):
         def __init__(self) -> None:
@@ -171,7 +172,36 @@ def test_weight_of_a_called_module_stays_fixed() -> None:
             return self.out(torch.cat([F.relu(self.lin(x)), F.relu(x @ self.lin.weight.T)], -1))
 
     net = Both().eval()
-    prove(net, X, complete=False)
+    G = prove(net, X, complete=False)
+    assert _layer(G) == ["S_4", "R_{>0}^4"], _layer(G)
+    same_through_export(net, X)
+
+
+@pytest.mark.parametrize("form", ["T", "einsum"])
+def test_output_layer_tied_by_hand_to_the_embedding(form: str) -> None:
+    """``h @ self.wte.weight.T`` (or its einsum) reads the embedding's table as an output
+    layer: tied axis by axis with the embedding, the residual stream keeps its permutations
+    (before: the product was opaque and the whole stream fixed)."""
+
+    class TiedHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.wte, self.fc = nn.Embedding(7, 4), nn.Linear(4, 4)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            h = self.wte(ids)
+            h = h + F.relu(self.fc(h))
+            if form == "T":
+                return h @ self.wte.weight.T
+            return torch.einsum("btd,vd->btv", h, self.wte.weight)
+
+    net = TiedHead().double().eval()
+    ids = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(0))
+    G = prove(net, ids, complete=False)
+    assert _layer(G) == ["S_4"], _layer(G)
+    assert {k for k, _ in G.factors[0].axes} >= {"wte.weight", "fc.weight"}
+    same_through_export(net, ids)
 
 
 def test_units_on_another_axis_are_fixed_in_front() -> None:

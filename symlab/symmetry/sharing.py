@@ -107,7 +107,8 @@ def shared_keys(graph: ArchGraph) -> dict[str, list[tuple[Node, ParamSpec]]]:
 
 def tie_shared_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Ties) -> None:
     """Tie, across the calls of a shared parameter, their inputs and outputs port by port (see
-    the module docstring); calls of different ops or arities are fixed instead."""
+    the module docstring); calls of different ops are tied axis by axis, as tied weights
+    (:func:`tie_tied_keys`), and calls of one op with different arities are fixed."""
     translated = {tr.node for s in specs.values() for tr in s.translations}
     for key, members in shared_keys(graph).items():
         for node, _ in members:
@@ -121,6 +122,9 @@ def tie_shared_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Tie
         if len({n.name for n, _ in members}) < len(members):  # one call reads it twice
             _tie_axes(graph, members, ties)  # (F.layer_norm(x, s, w, w)): as tied weights
             continue
+        if len({n.op for n, _ in members}) > 1:  # one tensor read by different ops (an
+            _tie_axes(graph, members, ties)  # embedding's table as a hand-written head): as
+            continue  # tied weights, axis by axis (signs and permutations)
         first = members[0][0]
         for other, _ in members[1:]:
             # an op's action reads the maps of all its inputs and of its output (a norm's

@@ -9,7 +9,9 @@ Each is a linear map of the last axis of ``x`` — ``nn.Linear`` with the weight
 — so it has the symmetries of a linear layer. Read only where nothing else can see the
 weight: ``W`` is a 2-D tensor of the ``state_dict`` (a parameter, or a persistent buffer, which
 symlab moves like one), read by this product alone (through the transpose, which nothing else
-reads), no other key holds the same tensor, and no module that owns it is called. Anything
+reads), and no other key holds the same tensor. A module that owns the weight and is called as
+well reads it too: one tensor in two places, which :mod:`symlab.symmetry.sharing` ties (the
+calls of one op port by port, an embedding's table read as an output layer axis by axis). Anything
 else stays what it was: an opaque product (its input, output and weight fixed: sound). An
 ``x`` whose units lie on another axis than the last is fixed in front of the layer
 (:meth:`Converter.on_axis`), and the layer's own units are derived as usual.
@@ -142,7 +144,7 @@ def _operands(n: fx.Node) -> tuple[Any, Any, Any, str | None] | None:
     return None
 
 
-def _match(n: fx.Node, params: dict[str, torch.Tensor], called: set[str]) -> ParamMatmul | None:
+def _match(n: fx.Node, params: dict[str, torch.Tensor]) -> ParamMatmul | None:
     ops = _operands(n)
     if ops is None:
         return None
@@ -160,8 +162,6 @@ def _match(n: fx.Node, params: dict[str, torch.Tensor], called: set[str]) -> Par
         if bkey not in params or tuple(params[bkey].shape) != (size,):
             return None
         nodes.append(b)
-    if any(k.startswith(f"{m}.") for m in called for k in (key, bkey) if k):
-        return None  # a module reading the same tensor itself: one tensor, two readers
     return ParamMatmul(x, n, key, bkey, stored, frozenset(nodes))
 
 
@@ -177,14 +177,13 @@ def _state(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
 def find_param_matmul(gm: fx.GraphModule) -> tuple[dict[fx.Node, ParamMatmul], set[fx.Node]]:
     """Every product of a tensor with a weight only it reads, keyed by the product's node."""
     params = _state(gm)
-    called = {str(n.target) for n in gm.graph.nodes if n.op == "call_module"}
     targets: dict[str, int] = {}
     for n in gm.graph.nodes:
         if n.op == "get_attr":
             targets[str(n.target)] = targets.get(str(n.target), 0) + 1
     found: dict[fx.Node, ParamMatmul] = {}
     for n in gm.graph.nodes:
-        m = _match(n, params, called)
+        m = _match(n, params)
         if m is not None and all(targets[k] == 1 for k in (m.weight, m.bias) if k is not None):
             found[n] = m
     return found, {k for m in found.values() for k in m.nodes}
