@@ -143,7 +143,8 @@ class _Gen:
     def hand_linear(self, w: int, w2: int) -> None:
         """A linear layer on raw parameters: ``F.linear``, or (drawn from its own stream) the
         product written by hand — ``h @ W.T + b``, ``h @ W``, ``torch.addmm``, an einsum —
-        now and then with the weight read a second time, which must keep it fixed."""
+        now and then with the weight read a second time (which must keep it fixed) or taken
+        from a Linear the model also calls (weight sharing)."""
         form = self.hand.randrange(6)
         if form == 0:
             wp, bp = self.param((w2, w)), self.param((w2,))
@@ -152,6 +153,8 @@ class _Gen:
         stored_in_out = form in (2, 3)
         wp = self.param((w, w2) if stored_in_out else (w2, w))
         bp = self.param((w2,))
+        if not stored_in_out and self.hand.random() < 0.2:  # a called Linear's weight read
+            wp = f"{self.mod(f'nn.Linear({w}, {w2})')}.weight"  # by hand too: shared
         expr, op = [
             (f"h @ {wp}.T + {bp}", "hand:W.T"),
             (f"h @ {wp}", "hand:W"),
@@ -161,6 +164,8 @@ class _Gen:
         ][form - 1]
         if self.hand.random() < 0.15:  # the weight read again: one tensor, two readers
             expr, op = f"{expr} + {wp}.sum() * 0.1", f"{op}-read-twice"
+        if wp.endswith(".weight"):
+            expr, op = f"{expr} + F.relu({wp[:-7]}(h))", f"{op}-shared"
         self.line(expr, op)
 
     def fused_gate(self, w: int, w2: int) -> None:
