@@ -5,8 +5,9 @@
 new tensor, now and then with a slice left unwritten), in-place writes after ops that may
 return their input (some through ``out=``), both operands the same tensor, 0-dim /
 one-element / per-unit parameters, linear layers on raw parameters (``F.linear``,
-``h @ W.T + b``, ``torch.addmm``, an einsum), gates cut from one fused projection
-(``chunk``, ``split``, slices, ``narrow``), subclassed layers
+``h @ W.T + b``, ``torch.addmm``, an einsum; some reading a called Linear's weight), gates cut
+from one fused projection (``chunk``, ``split``, ``tensor_split``, slices, ``narrow``),
+subclassed layers
 (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
 flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
