@@ -224,18 +224,29 @@ def test_any_partition_in_any_order_gives_the_cat_group(widths, style, data):
     assert sl.check_invariance(model, G, X).passed
 
 
-class Whole(nn.Module):
-    """One write of the whole new tensor: a 2-D one (read as a copy of the part) and a 0-dim
-    one (no axis to concatenate along)."""
+class _Guarded(nn.Module):
+    """A model torch.fx traces, or, ``guarded``, one whose assert on a size sends it to
+    torch.export: each test below runs in both front-ends."""
 
     def __init__(self, guarded):
         super().__init__()
         self.guarded = guarded
+
+    def guard(self, x):
+        if self.guarded:
+            assert x.shape[-1] == 3
+
+
+class Whole(_Guarded):
+    """One write of the whole new tensor: a 2-D one (read as a copy of the part) and a 0-dim
+    one (no axis to concatenate along)."""
+
+    def __init__(self, guarded):
+        super().__init__(guarded)
         self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
 
     def forward(self, x):
-        if self.guarded:
-            assert x.shape[-1] == 3
+        self.guard(x)
         h = self.a(x)
         out = torch.empty_like(h)
         out.copy_(h)
@@ -253,21 +264,19 @@ def test_a_write_of_the_whole_tensor_is_a_copy(guarded):
     assert sl.check_invariance(model, G, X).passed
 
 
-class Blocks(nn.Module):
+class Blocks(_Guarded):
     """Each column from a block ending in an in-place ReLU: writes in place between the
     writes into the new tensor, each into the block's own new output."""
 
     def __init__(self, guarded, k=3):
-        super().__init__()
-        self.guarded = guarded
+        super().__init__(guarded)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Linear(3, 4), nn.ReLU(inplace=True)) for _ in range(k)
         )
         self.head = nn.Linear(4, 2)
 
     def forward(self, x):
-        if self.guarded:
-            assert x.shape[-1] == 3
+        self.guard(x)
         out = x.new_empty(x.shape[0], len(self.blocks), 4)
         for i, block in enumerate(self.blocks):
             out[:, i].copy_(block(x))
@@ -284,17 +293,15 @@ def test_in_place_ops_on_new_tensors_between_the_writes(guarded):
     assert sl.check_invariance(model, G, X).passed
 
 
-class SelfCopy(nn.Module):
+class SelfCopy(_Guarded):
     """``out.copy_(out)`` before the write that fills it: the tensor is read by its own write."""
 
     def __init__(self, guarded):
-        super().__init__()
-        self.guarded = guarded
+        super().__init__(guarded)
         self.a, self.c = nn.Linear(3, 4), nn.Linear(4, 2)
 
     def forward(self, x):
-        if self.guarded:
-            assert x.shape[-1] == 3
+        self.guard(x)
         h = self.a(x)
         out = torch.empty_like(h)
         out.copy_(out)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["RELAYOUT_FUNCS", "moved_feature_axis"]
+__all__ = ["RELAYOUT_FUNCS", "expand_index", "moved_feature_axis"]
 
 _TRANSPOSE = {torch.transpose, "transpose", torch.swapaxes, "swapaxes", torch.swapdims, "swapdims"}
 _PERMUTE = {torch.permute, "permute"}
@@ -95,9 +95,14 @@ def _by_shapes(fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]) -
     return hits[0]
 
 
-def _index(
-    index: Any, fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
-) -> int | None:
+def expand_index(index: Any, ndim: int) -> list[Any] | None:
+    """The items of ``x[index]`` on an ``ndim``-axis tensor with ``...`` spelled out and the
+    trailing axes filled with ``slice(None)`` (``None`` items kept: new axes); None for more
+    than one ``...`` or anything but ints, slices and ``None`` (tensors, traced values).
+
+    >>> expand_index((Ellipsis, slice(None, 2)), 3)
+    [slice(None, None, None), slice(None, None, None), slice(None, 2, None)]
+    """
     items = index if isinstance(index, tuple) else (index,)
     if sum(i is Ellipsis for i in items) > 1:
         return None
@@ -107,10 +112,18 @@ def _index(
     expanded: list[Any] = []
     for i in items:
         if i is Ellipsis:
-            expanded += [slice(None)] * (len(shape_in) - consumed)
+            expanded += [slice(None)] * (ndim - consumed)
         else:
             expanded.append(i)
-    expanded += [slice(None)] * (len(shape_in) - sum(i is not None for i in expanded))
+    return expanded + [slice(None)] * (ndim - sum(i is not None for i in expanded))
+
+
+def _index(
+    index: Any, fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
+) -> int | None:
+    expanded = expand_index(index, len(shape_in))
+    if expanded is None:
+        return None
     axis_in, axis_out = 0, 0
     for i in expanded:
         if i is None:

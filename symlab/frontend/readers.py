@@ -23,6 +23,8 @@ import torch
 import torch.fx as fx
 from torch.nn import functional as F
 
+from symlab.frontend.axes import expand_index
+
 if TYPE_CHECKING:
     from symlab.frontend.convert import Converter
 
@@ -337,16 +339,11 @@ def _unit_slice(cv: Converter, node: fx.Node) -> bool:
     nd, fa = len(cv.shape[x]), cv.fa[x]
     width = cv.shape[x][fa]
     if node.target is operator.getitem:
-        items = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-        if sum(i is Ellipsis for i in items) > 1 or any(
-            not (isinstance(i, slice) or i is Ellipsis) for i in items
-        ):
-            return False
-        fill = [slice(None)] * (nd - sum(i is not Ellipsis for i in items))
-        full = [k for i in items for k in (fill if i is Ellipsis else [i])]
-        full += [slice(None)] * (nd - len(full))
+        full = expand_index(node.args[1], nd)
+        if full is None or len(full) != nd or not all(isinstance(k, slice) for k in full):
+            return False  # (an int drops an axis, a None adds one)
         cut = full[fa]
-        if len(full) != nd or any(k != slice(None) for j, k in enumerate(full) if j != fa):
+        if any(k != slice(None) for j, k in enumerate(full) if j != fa):
             return False
         if not all(v is None or isinstance(v, int) for v in (cut.start, cut.stop, cut.step)):
             return False

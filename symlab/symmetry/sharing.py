@@ -119,12 +119,11 @@ def tie_shared_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Tie
                     "LayerNorm shift, which symlab cannot tie across calls; give each call its "
                     "own module to derive the group of the unshared model"
                 )
-        if len({n.name for n, _ in members}) < len(members):  # one call reads it twice
-            _tie_axes(graph, members, ties)  # (F.layer_norm(x, s, w, w)): as tied weights
+        # one call reading it twice (F.layer_norm(x, s, w, w)), or different ops reading it
+        # (an embedding's table as a hand-written head): as tied weights, axis by axis
+        if len({n.name for n, _ in members}) < len(members) or len({n.op for n, _ in members}) > 1:
+            _tie_axes(graph, members, ties)
             continue
-        if len({n.op for n, _ in members}) > 1:  # one tensor read by different ops (an
-            _tie_axes(graph, members, ties)  # embedding's table as a hand-written head): as
-            continue  # tied weights, axis by axis (signs and permutations)
         first = members[0][0]
         for other, _ in members[1:]:
             # an op's action reads the maps of all its inputs and of its output (a norm's
