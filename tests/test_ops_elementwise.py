@@ -21,7 +21,6 @@ from ops_contexts import (
 from torch import nn
 
 import symlab as sl
-from symlab.errors import UnsupportedOpError
 
 
 class Fn(nn.Module):
@@ -283,10 +282,18 @@ class Tied(nn.Module):
 
 
 def test_functional_ops_with_shared_or_computed_weights() -> None:
-    """A weight read by two ops is refused (one tensor cannot move two ways); a weight computed
-    in the forward makes ``F.linear`` opaque (fixed), which is sound."""
-    with pytest.raises(UnsupportedOpError, match="weight sharing"):
-        sl.symmetries(Tied().double(), inputs("last"))
+    """A weight read by two ops moves the same way in both (tied port by port: here the
+    layer's input is the model's, so everything is fixed, as brute force confirms); a weight
+    computed in the forward makes ``F.linear`` opaque (fixed), which is sound."""
+    tied = Tied().double()
+    assert kinds(prove(tied, inputs("last"))) == []
+    assert (
+        sum(
+            "fc.weight" in {n.key(p) for p in n.params}
+            for n in sl.trace(tied, inputs("last")).nodes()
+        )
+        == 2
+    )
     computed = model("linear", lambda n: WithParam(lambda x, p: F.linear(x, p * 2), (n, n)), 3)
     G = prove(computed, inputs("last"))
     assert kinds(G) == []

@@ -177,23 +177,29 @@ def test_weight_of_a_called_module_is_shared() -> None:
     same_through_export(net, X)
 
 
-@pytest.mark.parametrize("form", ["T", "einsum"])
+@pytest.mark.parametrize("form", ["T", "einsum", "F.linear", "F.linear + bias"])
 def test_output_layer_tied_by_hand_to_the_embedding(form: str) -> None:
-    """``h @ self.wte.weight.T`` (or its einsum) reads the embedding's table as an output
-    layer: tied axis by axis with the embedding, the residual stream keeps its permutations
-    (before: the product was opaque and the whole stream fixed)."""
+    """``h @ self.wte.weight.T`` (or its einsum, or fairseq's ``F.linear(h,
+    self.embed.weight)``, with or without a bias of its own) reads the embedding's table as an
+    output layer: tied axis by axis with the embedding, the residual stream keeps its
+    permutations (before: the product was opaque, or F.linear refused)."""
 
     class TiedHead(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(0)
             self.wte, self.fc = nn.Embedding(7, 4), nn.Linear(4, 4)
+            self.bias = nn.Parameter(torch.randn(7))
 
         def forward(self, ids: torch.Tensor) -> torch.Tensor:
             h = self.wte(ids)
             h = h + F.relu(self.fc(h))
             if form == "T":
                 return h @ self.wte.weight.T
+            if form == "F.linear":
+                return F.linear(h, self.wte.weight)
+            if form == "F.linear + bias":
+                return F.linear(h, self.wte.weight, self.bias)
             return torch.einsum("btd,vd->btv", h, self.wte.weight)
 
     net = TiedHead().double().eval()

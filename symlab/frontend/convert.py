@@ -101,6 +101,7 @@ class Converter:
         self.used_modules: set[str] = set()
         self.first_call: dict[str, fx.Node] = {}
         self.carrying: set[fx.Node] = set()  # the nodes a parameter reaches (set by run)
+        self.swallowed: set[fx.Node] = set()  # the nodes patterns read (set by run)
         self.calls: dict[str, int] = {}  # calls of each parameter-free module so far
         self.state = model.state_dict(keep_vars=True)  # the tensors themselves: ties show
 
@@ -172,6 +173,7 @@ class Converter:
         refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
+        self.swallowed = swallowed
         carrying = self.carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:
             if node in swallowed:
@@ -243,8 +245,10 @@ class Converter:
                 continue
             if n.op == "get_attr":
                 key = str(n.target)
-                if key not in declared or all(
-                    key in {self.g.node(r).key(p) for p in self.g.node(r).params} for r in readers
+                if key not in declared or all(  # a moved tensor is moved by all its readers
+                    key
+                    in {q.key(p) for q in [self.g.node(r)] for p in q.params if p.kind != "fixed"}
+                    for r in readers
                 ):
                     continue
             alias = tied_to.get(str(n.target))

@@ -31,19 +31,25 @@ __all__ = ["claim", "emit_prelu"]
 def claim(cv: Converter, node: fx.Node, a: Any) -> tuple[str, str] | None:
     """``(state_dict key, kind)`` of the parameter (or buffer) that argument ``a`` of ``node``
     reads, or None when ``a`` is no such tensor (a constant, or computed in the forward).
-    Raises :class:`UnsupportedOpError` when another op reads the same tensor."""
+
+    Another op may read the same tensor (an embedding's table as the output layer,
+    ``F.linear(h, self.wte.weight)``; one weight in two functional calls): every reader then
+    declares it, :mod:`symlab.symmetry.sharing` ties their moves, and
+    :meth:`Converter.check_tracked` refuses the model where a reader does not declare it. A
+    pattern's reading it too (rotary tables read as fixed data) raises
+    :class:`UnsupportedOpError` here: what a pattern reads, check_tracked does not see."""
     if not isinstance(a, fx.Node) or a.op != "get_attr" or a in cv.name:
         return None
     key = str(a.target)
     if key not in cv.state:
         return None  # a non-persistent buffer: a constant, never moved
-    readers = {u for n in cv.gm.graph.nodes if n.op == "get_attr" and str(n.target) == key
-               for u in n.users}  # fmt: skip
-    if readers - {node} or key in cv.g.state_keys():
+    reads = [n for n in cv.gm.graph.nodes if n.op == "get_attr" and str(n.target) == key]
+    if any(n in cv.swallowed or (set(n.users) - {node}) & cv.swallowed for n in reads):
         raise UnsupportedOpError(
-            f"node {node.name!r}: {key!r} is read by several ops (weight sharing){where(node)}; "
-            "symlab cannot move one tensor two ways. Clone it for one of them to derive the "
-            "group of the untied model"
+            f"node {node.name!r}: {key!r} is also read by a block symlab matched as a whole "
+            f"(attention, rotary embedding, a hand-written layer){where(node)}; symlab cannot "
+            "tie one tensor across them. Clone it for one of them to derive the group of the "
+            "untied model"
         )
     return key, "param" if isinstance(cv.state[key], nn.Parameter) else "buffer"
 

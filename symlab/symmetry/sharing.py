@@ -129,6 +129,12 @@ def tie_shared_keys(graph: ArchGraph, specs: Mapping[str, OpSymmetry], ties: Tie
             # an op's action reads the maps of all its inputs and of its output (a norm's
             # weight takes its input's sign), so the calls are tied port by port
             _tie_ports(graph, first, other, ties)
+            if not _absorb_alike(graph, specs, first, other):
+                # one bias, two weights (F.linear(x, W1, c), F.linear(y, W2, c)): the flip
+                # shifts c - W1 s and c - W2 s differ: inputs carrying one keep no sign flips
+                for t in (*graph.inputs(first.name), *graph.inputs(other.name)):
+                    if ties.shifts.get(t) is not None:
+                        ties.no_signs(t)
 
 
 def axis_tensor(graph: ArchGraph, node: Node, role: str) -> str | None:
@@ -230,7 +236,6 @@ def _alike(
 ) -> bool:
     """The tied places are one op (same attributes, arity and parameter name) whose action
     depends on the maps of its ports alone for that parameter."""
-    tied = {k: i for i, group in enumerate(graph.tied_keys) for k in group}
     n1, p1 = members[0]
 
     def attrs(n: Node) -> dict[str, object]:
@@ -241,14 +246,25 @@ def _alike(
             n1.op, p1.name, len(graph.inputs(n1.name))
         ) or attrs(n2) != attrs(n1):  # fmt: skip
             return False
-        if specs[n1.name].absorbs_shift or specs[n2.name].absorbs_shift:  # b - W c reads W
-            q1 = {q.name: n1.key(q) for q in n1.params if q.kind != "fixed"}
-            q2 = {q.name: n2.key(q) for q in n2.params if q.kind != "fixed"}
-            if q1.keys() != q2.keys() or any(
-                tied.get(q1[k], q1[k]) != tied.get(q2[k], q2[k]) for k in q1
-            ):
-                return False
+        if not _absorb_alike(graph, specs, n1, n2):
+            return False
     return True
+
+
+def _absorb_alike(graph: ArchGraph, specs: Mapping[str, OpSymmetry], n1: Node, n2: Node) -> bool:
+    """Two places of a parameter absorb the same flip shift: neither absorbs one, or every
+    movable parameter the absorption reads (all but the biases it writes: ``b - W c`` reads
+    ``W``) is one tensor in both places. Their biases may differ (``F.linear(x, W, b1)`` and
+    ``F.linear(y, W, b2)`` each absorb ``W c``); one bias under two weights may not."""
+    if not (specs[n1.name].absorbs_shift or specs[n2.name].absorbs_shift):
+        return True
+    tied = {k: i for i, group in enumerate(graph.tied_keys) for k in group}
+
+    def read(n: Node) -> dict[str, object]:
+        keys = {q.name: n.key(q) for q in n.params if q.kind != "fixed"}
+        return {name: tied.get(k, k) for name, k in keys.items() if not name.startswith("bias")}
+
+    return read(n1) == read(n2)
 
 
 def _tie_ports(graph: ArchGraph, first: Node, other: Node, ties: Ties) -> None:
