@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import math
 import operator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-__all__ = ["RELAYOUT_FUNCS", "expand_index", "moved_feature_axis"]
+__all__ = ["RELAYOUT_FUNCS", "IndexTensor", "expand_index", "moved_feature_axis"]
 
 _TRANSPOSE = {torch.transpose, "transpose", torch.swapaxes, "swapaxes", torch.swapdims, "swapdims"}
 _PERMUTE = {torch.permute, "permute"}
@@ -30,6 +31,16 @@ _INDEX = {operator.getitem}
 _REPEAT = {torch.repeat_interleave, "repeat_interleave"}
 RELAYOUT_FUNCS: set[Any] = _TRANSPOSE | _PERMUTE | _UNSQUEEZE | _SQUEEZE | _EXPAND | _RESHAPE
 RELAYOUT_FUNCS |= _INDEX | _REPEAT
+
+
+@dataclass(frozen=True)
+class IndexTensor:
+    """A tensor item of ``x[...]`` (advanced indexing) whose values no symmetry moves (token
+    ids, a mask of them): ``ndim`` axes, ``boolean`` for a mask (which consumes ``ndim`` axes
+    of ``x`` and gives one, as many rows as it holds ``True``)."""
+
+    ndim: int
+    boolean: bool
 
 
 def moved_feature_axis(
@@ -121,6 +132,9 @@ def expand_index(index: Any, ndim: int) -> list[Any] | None:
 def _index(
     index: Any, fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
 ) -> int | None:
+    items = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(i, IndexTensor) for i in items):
+        return _advanced(items, fa, shape_in, shape_out)
     expanded = expand_index(index, len(shape_in))
     if expanded is None:
         return None
@@ -134,4 +148,54 @@ def _index(
             return axis_out if whole and shape_out[axis_out] == shape_in[fa] else None
         axis_out += 0 if isinstance(i, int) else 1
         axis_in += 1
+    return None
+
+
+def _advanced(
+    items: tuple[Any, ...], fa: int, shape_in: tuple[int, ...], shape_out: tuple[int, ...]
+) -> int | None:
+    """Where the units land under advanced indexing of other axes (NumPy's rules, which torch
+    follows): the tensor items broadcast to one block of axes, in their place when they are
+    adjacent and in front otherwise; sliced axes keep their order. Only whole-axis slices of
+    the units, other slices and tensor items of one or more axes (no ints, ``None``, ``...``
+    or 0-dim tensors, which torch reads as ints: their interplay with tensor items is not
+    modelled); the predicted rank and width are checked against the result's shape.
+
+    >>> m = IndexTensor(2, True)  # h[mask] on (B, T, E) with a (B, T) mask: (N, E)
+    >>> _advanced((m,), 2, (2, 7, 16), (5, 16))
+    1
+    >>> i = IndexTensor(1, False)  # h[:, idx] on (B, T, E): (B, K, E)
+    >>> _advanced((slice(None), i), 2, (2, 7, 16), (2, 3, 16))
+    2
+    >>> _advanced((i, slice(None), i), 1, (2, 7, 16), (3, 7))  # apart: the block goes first
+    1
+    >>> _advanced((slice(None), slice(None), i), 2, (2, 7, 16), (2, 7, 3)) is None  # the units
+    True
+    """
+    if any(not isinstance(i, slice | IndexTensor) or getattr(i, "ndim", 1) == 0 for i in items):
+        return None  # (torch reads a 0-dim tensor as an int or a bool: basic indexing)
+    axes: list[tuple[int, Any]] = []  # (first input axis, item)
+    at = 0
+    for i in items:
+        axes.append((at, i))
+        at += i.ndim if isinstance(i, IndexTensor) and i.boolean else 1
+    if at > len(shape_in):
+        return None
+    axes += [(a, slice(None)) for a in range(at, len(shape_in))]
+    tensors = [k for k, (_, i) in enumerate(axes) if isinstance(i, IndexTensor)]
+    block = max(1 if i.boolean else i.ndim for _, i in (axes[k] for k in tensors))
+    adjacent = tensors == list(range(tensors[0], tensors[-1] + 1))
+    out = 0 if adjacent else block
+    for k, (a, i) in enumerate(axes):
+        if adjacent and k == tensors[0]:
+            out += block
+        if isinstance(i, IndexTensor):
+            if a <= fa < a + (i.ndim if i.boolean else 1):
+                return None  # the units indexed by a tensor
+            continue
+        if a == fa:
+            whole = i == slice(None)
+            n = len(axes) - len(tensors) + block
+            return out if whole and len(shape_out) == n and shape_out[out] == shape_in[fa] else None
+        out += 1
     return None

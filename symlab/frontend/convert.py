@@ -23,7 +23,7 @@ import torch.fx as fx
 from torch import nn
 
 from symlab.errors import UnsupportedOpError
-from symlab.frontend.axes import RELAYOUT_FUNCS, moved_feature_axis
+from symlab.frontend.axes import RELAYOUT_FUNCS, IndexTensor, moved_feature_axis
 from symlab.frontend.exact import refuse_hooks
 from symlab.frontend.functional_layers import (
     CHANNEL_FIRST,
@@ -164,7 +164,12 @@ class Converter:
         shape = self.meta_shape(node)
         if shape is not None and 0 in shape:  # empty: opaque on what it reads (none dangles)
             ins = self.tensor_args(node)
-            self.add_node(f"@{node.name}", "opaque" if ins else "input", ins, (1,), 0)
+            same_rank = bool(ins) and len(self.shape[ins[0]]) == len(shape)
+            fa = self.fa[ins[0]] if same_rank else len(shape) - 1
+            if not 0 <= fa < len(shape) or shape[fa] == 0:
+                shape, fa = (1,), 0  # no unit left (q[..., d:] at d)
+            # (else no row left, h[mask] of a mask with no True: the units keep their width)
+            self.add_node(f"@{node.name}", "opaque" if ins else "input", ins, shape, fa)
             self.name[node] = f"@{node.name}"
         elif shape is not None:
             self.emit(node, f"@{node.name}", "input", [], self.input_axis(node, len(shape)))
@@ -205,6 +210,7 @@ class Converter:
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
         self.check_tracked(swallowed)
+        self.check_static_units()
         for n in list(self.g.input_nodes):  # inputs read only by fixed data: unused
             if not self.g.consumers(n.name):
                 self.g.nx.remove_node(n.name)
@@ -216,6 +222,23 @@ class Converter:
             # keys no node reads are tied too (T5's shared.weight): the action copies to them
             self.g.tied_keys = tuple(k for k in self.aliases() if any(x in used for x in k))
         return self.g
+
+    def check_static_units(self) -> None:
+        """Fail closed on sizes the example input does not fix (rows picked by a mask, read
+        through torch.export: ``meta["symbolic_dims"]``): no tensor a symmetry may move has
+        its units on such an axis, whose width is the example's alone (fixed data and opaque
+        results, which nothing moves, may)."""
+        for n, name in self.name.items():
+            dims = n.meta.get("symbolic_dims", ())
+            if not dims or name not in self.g.nx or self.fa.get(name) not in dims:
+                continue
+            if self.g.node(name).op not in ("input", "opaque"):
+                raise UnsupportedOpError(
+                    f"node {n.name!r} has its units on an axis whose size depends on the values "
+                    f"of the input (a boolean mask or torch.nonzero picked them){where(n)}: "
+                    "their number is the example's alone, so symlab cannot derive symmetries "
+                    "of them; pick rows, not features, with such masks"
+                )
 
     def aliases(self) -> list[tuple[str, ...]]:
         """The groups of ``state_dict`` keys that are one tensor (tied weights)."""
@@ -427,11 +450,31 @@ class Converter:
         if shape is None or not isinstance(src, fx.Node) or self.name.get(src) != x:
             return False
         args = (*node.args[1:], *node.kwargs.values())
+        if node.target is operator.getitem and len(args) == 1:
+            index = self.index_tensors(args[0])
+            if index is None:
+                return False
+            args = (index,)
         fa = moved_feature_axis(node.target, args, self.fa[x], self.shape[x], shape)
         if fa is None:
             return False
         self.emit(node, f"@{node.name}", "relayout", [x], fa)
         return True
+
+    def index_tensors(self, index: Any) -> Any:
+        """The index of ``x[index]`` with its tensor items described
+        (:class:`~symlab.frontend.axes.IndexTensor`); None where one is reached by a
+        parameter: its values move with the group, and so would the rows it picks."""
+        items = index if isinstance(index, tuple) else (index,)
+        out = []
+        for i in items:
+            if isinstance(i, fx.Node):
+                tm = i.meta.get("tensor_meta")
+                if i in self.carrying or not hasattr(tm, "shape"):
+                    return None
+                i = IndexTensor(len(tm.shape), tm.dtype == torch.bool)
+            out.append(i)
+        return tuple(out) if isinstance(index, tuple) else out[0]
 
     def softmax(self, node: fx.Node, x: str, dim: Any, name: str) -> str:
         """A softmax over the units of ``x`` (the shift of its logits is a symmetry); over any
@@ -462,6 +505,8 @@ class Converter:
         ins = self.tensor_args(node)
         # parameters used as tensors (x + self.pos): materialise them aligned with the other operand
         for a in node.args:
+            if fn is operator.getitem and a is not node.args[0]:
+                continue  # an index (ids in a buffer): fixed data, read by relayout or opaque
             if isinstance(a, fx.Node) and a in self.tuples and a not in self.name and ins:
                 other = ins[0]
                 self.tuples[a](len(self.shape[other]) - self.fa[other], node)

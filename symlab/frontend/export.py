@@ -108,23 +108,47 @@ def export_graph(
         return _Rewriter(model, ep, inputs, flat, calls).run(), flat
 
 
+_SIZE_CHECKS = {torch.ops.aten._assert_scalar.default, torch.ops.aten.sym_constrain_range.default,
+                torch.ops.aten.sym_constrain_range_for_size.default}  # fmt: skip
+
+
+def _symbolic(val: Any) -> bool:
+    return isinstance(val, torch.SymInt | torch.SymBool | torch.SymFloat)
+
+
 def _check_static_sizes(graph: fx.Graph) -> None:
-    """Refuse, by name, a graph with a size the example input does not fix: torch.export keeps
-    a size symbolic only where it depends on tensor values (boolean-mask indexing,
-    ``nonzero``, ``unique``), and symlab reads graphs of fixed sizes."""
+    """Sizes the example input does not fix: torch.export keeps a size symbolic only where it
+    depends on tensor values (boolean-mask indexing, ``nonzero``, ``unique``).
+
+    The model's own checks on such sizes (``_assert_scalar``: "each example has one <eos>")
+    and the size arithmetic only they read are dropped: they decide nothing symlab reads. A
+    tensor may then have symbolic sizes, recorded in ``meta["symbolic_dims"]``; the converter
+    refuses any whose units would lie on such an axis. A symbolic size read by anything else
+    (``x.view(n, -1)`` with ``n`` counted from a mask) is refused by name."""
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in _SIZE_CHECKS:
+            graph.erase_node(node)
+    for node in reversed(list(graph.nodes)):
+        if not node.users and node.op == "call_function" and _symbolic(node.meta.get("val")):
+            graph.erase_node(node)
     for node in graph.nodes:
         val = node.meta.get("val")
-        if isinstance(val, torch.Tensor) and any(isinstance(d, torch.SymInt) for d in val.shape):
+        if _symbolic(val):
             raise UnsupportedOpError(
                 f"node {node.name!r} of the torch.export graph has a size that depends on the "
-                f"values of the input{where(node)}: boolean-mask indexing, torch.nonzero, "
-                "torch.unique and the like, whose sizes torch.export keeps symbolic. (torch.fx "
-                "could not trace this model, so symlab read it through torch.export.) symlab "
-                "reads graphs whose sizes the example input fixes: select the rows outside the "
-                "model (before or after calling it), or make the module that selects them a "
-                "leaf with a rule (symlab.frontend.declare_leaf, register_module_op and "
+                f"values of the input{where(node)}, and the model computes with that size: "
+                "boolean-mask indexing, torch.nonzero, torch.unique and the like, whose sizes "
+                "torch.export keeps symbolic. (torch.fx could not trace this model, so symlab "
+                "read it through torch.export.) symlab reads a selection of rows by such a "
+                "mask, but not arithmetic on its size: select the rows outside the model "
+                "(before or after calling it), or make the module that selects them a leaf "
+                "with a rule (symlab.frontend.declare_leaf, register_module_op and "
                 "@symlab.symmetry.rule)"
             )
+        if isinstance(val, torch.Tensor):
+            dims = tuple(i for i, d in enumerate(val.shape) if isinstance(d, torch.SymInt))
+            if dims:
+                node.meta["symbolic_dims"] = dims
 
 
 def _inline_autocast_off(gm: fx.GraphModule) -> None:
@@ -315,8 +339,9 @@ class _Rewriter:
 
     def emit(self, node: fx.Node, kind: str, target: Any, args: tuple, kwargs: dict) -> fx.Node:
         new = self.graph.create_node(kind, target, args, kwargs)
-        if node.meta.get("stack_trace"):
-            new.meta["stack_trace"] = node.meta["stack_trace"]
+        for key in ("stack_trace", "symbolic_dims"):
+            if node.meta.get(key):
+                new.meta[key] = node.meta[key]
         return new
 
     def emit_group(self, g: Group) -> None:

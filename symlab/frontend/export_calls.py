@@ -159,12 +159,18 @@ class LeafCalls:
 
     def _needs_values(self, g: Group) -> bool:
         """Whether reading group ``g``'s call needs real values: several tensor arguments or
-        inputs to match, or several outputs of one shape."""
+        inputs to match, several outputs of one shape, or sizes export kept symbolic (rows
+        picked by a mask: the example's run fixes them)."""
         args, kwargs, out = g.call
         leaves = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         if leaves and not (len(leaves) == 1 and len(g.inputs) == 1):
             return True
         outs = [tuple(t.shape) for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        sizes = [
+            d for t in (*leaves, *outs) for d in (t.shape if isinstance(t, torch.Tensor) else t)
+        ]
+        if any(isinstance(d, torch.SymInt) for d in sizes):
+            return True
         return len(outs) != len(set(outs))
 
     def _run_for_real(self) -> Calls:

@@ -295,7 +295,11 @@ def record_shapes(gm: fx.GraphModule, inputs: tuple[Any, ...], *, fake: bool = T
                 pass
             for n in gm.graph.nodes:
                 n.meta.pop("tensor_meta", None)
-        return _run(gm, inputs, modules, shape_only_ok(gm, modules))
+        # the model may write into its input (``h.tanh_()``): the caller's tensors stay as given
+        copies = fx.node.map_aggregate(
+            inputs, lambda t: t.clone() if isinstance(t, torch.Tensor) else t
+        )
+        return _run(gm, tuple(copies), modules, shape_only_ok(gm, modules))
 
 
 def _float_dtypes(meta: Any) -> set[torch.dtype]:

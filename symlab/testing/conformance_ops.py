@@ -166,6 +166,22 @@ def _binary() -> dict[str, list[Snippet]]:
             Snippet(
                 "flatten2", lambda c: Fn(lambda s, h: h.flatten(2).unflatten(2, (4, 4))), "map2"
             ),
+            # rows picked by fixed data (advanced indexing of the other axes)
+            Snippet(
+                "pick_ids",
+                lambda c: Fn(lambda s, h: h[:, s.idx], idx=torch.tensor([2, 0, 2, 1])),
+                "seq",
+            ),
+            Snippet(
+                "pick_mask",
+                lambda c: Fn(lambda s, h: h[:, s.m, :], m=torch.tensor([True, False, True, True])),
+                "seq",
+            ),
+            Snippet(
+                "pick_rows",
+                lambda c: Fn(lambda s, h: h[:, :, s.r], r=torch.tensor([3, 0, 1, 2])),
+                "map2",
+            ),
         ],
         "opaque": [Snippet("sum", lambda c: Fn(lambda s, h: h - h.sum(-1, keepdim=True)))],
         "flatten": [

@@ -6,8 +6,9 @@ new tensor, now and then with a slice left unwritten), in-place writes after ops
 return their input (some through ``out=``), both operands the same tensor, 0-dim /
 one-element / per-unit parameters, linear layers on raw parameters (``F.linear``,
 ``h @ W.T + b``, ``torch.addmm``, an einsum; some reading a called Linear's weight), gates cut
-from one fused projection (``chunk``, ``split``, ``tensor_split``, slices, ``narrow``),
-subclassed layers
+from one fused projection (``chunk``, ``split``, ``tensor_split``, slices, ``narrow``), rows
+picked by a mask, ``nonzero`` or ``argsort`` of the input or an integer buffer (or by a mask
+of the hidden units themselves), subclassed layers
 (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
 flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
@@ -69,6 +70,8 @@ class _Gen:
         self.outs = random.Random(seed * 104729 + 7)  # in-place writes through out=
         self.hand = random.Random(seed * 104729 + 11)  # linear layers written by hand
         self.cut = random.Random(seed * 104729 + 13)  # fused projections cut in parts
+        self.pick = random.Random(seed * 104729 + 17)  # rows picked by tensors
+        self.picked = False
         self.made: dict[str, str] = {}
         self.init: list[str] = []
         self.fwd: list[str] = []
@@ -190,6 +193,29 @@ class _Gen:
         pair = (gate.format(b), a) if r.random() < 0.5 else (a, gate.format(b))
         self.line(f"{pair[0]} * {pair[1]}", f"cut:{form}")
 
+    def row_pick(self) -> None:
+        """Rows of ``h`` picked by tensors (advanced indexing of the batch axis), drawn from
+        its own stream, at most once per model: by a mask or the ``nonzero`` of the input, its
+        ``argsort``, an integer buffer, or (which must keep ``h`` fixed) a mask of ``h``
+        itself."""
+        r = self.pick
+        self.picked = True
+        form = r.choice(["mask", "mask", "nonzero", "argsort", "buffer", "hidden"])
+        attr = ""
+        if form == "buffer":
+            attr = self.name("i")
+            rows = [r.randrange(4) for _ in range(r.randint(1, 6))]  # (batches of 4 or 8)
+            self.init.append(f"self.register_buffer('{attr}', torch.tensor({rows}))")
+        end = ", :]" if r.random() < 0.3 else "]"  # h[i, :] or h[i]
+        expr = {
+            "mask": "h[x0[:, 0] >= x0[:, 0].median()" + end,  # at least half the rows: never empty
+            "nonzero": "h[torch.nonzero(x0[:, 0] >= x0[:, 0].median()).squeeze(-1)" + end,
+            "argsort": "h[x0[:, 0].argsort()" + end,
+            "buffer": f"h[self.{attr}" + end,
+            "hidden": "h[h[:, 0] >= h[:, 0].mean()]",
+        }[form]
+        self.line(expr, f"pick:{form}")
+
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
         """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
@@ -298,6 +324,8 @@ class _Gen:
             self.line(f"torch.sigmoid(torch.cat([F.relu({a}(h)), {b}(h)], -1))", "sigmoid-cat")
             return w2 + w
         self.line(f"{self.mod(f'nn.Dropout({r.choice([0.1, 0.5])})')}(h)", "nn.Dropout")
+        if not self.picked and self.pick.random() < 0.5:
+            self.row_pick()
         return w
 
     # -- feature maps ----------------------------------------------------------------------
@@ -433,6 +461,8 @@ def generate(seed: int) -> FuzzModel:
     if g.share.random() < 0.3:
         g.init.append(f"tie_params(self, {seed})")
         g.ops.add("tied-params")
+    if g.picked:  # the input, for the masks that pick rows
+        g.fwd.insert(0, "x0 = h.flatten(1)")
     if random.Random(seed * 104729 + 5).random() < 0.25:  # its own stream: the rest unchanged
         g.fwd.insert(0, "assert h.shape[0] > 0")  # stops torch.fx: read through torch.export
         g.ops.add("export")
