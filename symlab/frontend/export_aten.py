@@ -267,6 +267,8 @@ ATEN: dict[Any, _Rule] = {
     aten.multiply: _fn(operator.mul, 2),
     aten.div: _div,
     aten.neg: _neg,
+    aten.addcmul: _fn(torch.addcmul, 3, keep=("value",)),  # x + v a b (symlab.frontend.decompose)
+    aten.addcdiv: _fn(torch.addcdiv, 3, keep=("value",)),
     # normalisation written by hand and GPT-2's Conv1D (patterns: symlab.frontend.patterns)
     aten.rsqrt: _fn(torch.rsqrt, 1),
     aten.sqrt: _fn(torch.sqrt, 1),

@@ -35,6 +35,7 @@ from torch import nn
 from symlab.errors import SymlabError, TraceError, UnsupportedOpError
 from symlab.frontend.assembled import assemble_fx
 from symlab.frontend.convert import Converter
+from symlab.frontend.decompose import decompose
 from symlab.frontend.fxutil import flat_nodes
 from symlab.frontend.in_place import resolve_in_place
 from symlab.frontend.inputs import ExampleInputs
@@ -198,6 +199,8 @@ def _convert(
 ) -> ArchGraph:
     graph.owning_module = model
     gm = graph_module(model, graph)  # dead code removed, Python code generated lazily
+    if decompose(gm.graph):  # torch.addcmul(x, a, b) as x + a * b
+        gm.recompile()
     try:
         record_shapes(gm, tuple(flat))  # ShapeProp's node.meta["tensor_meta"], on fake tensors
     except RuntimeError as e:

@@ -8,8 +8,8 @@ one-element / per-unit parameters, linear layers on raw parameters (``F.linear``
 ``h @ W.T + b``, ``torch.addmm``, an einsum; some reading a called Linear's weight), gates cut
 from one fused projection (``chunk``, ``split``, ``tensor_split``, slices, ``narrow``), rows
 picked by a mask, ``nonzero`` or ``argsort`` of the input or an integer buffer (or by a mask
-of the hidden units themselves), subclassed layers
-(:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
+of the hidden units themselves), ``addcmul``/``addcdiv`` of per-unit parameters, subclassed
+layers (:data:`~symlab.testing.fuzz_ops.PREAMBLE`), residuals, convs and linears, pools and
 flattens, softmax heads — from a seed. :func:`run_one` builds it
 in float64 and eval mode with generic parameters and running statistics, derives its group and
 checks sampled elements *independently* (the moved ``state_dict`` loaded into a copy of the
@@ -71,6 +71,7 @@ class _Gen:
         self.hand = random.Random(seed * 104729 + 11)  # linear layers written by hand
         self.cut = random.Random(seed * 104729 + 13)  # fused projections cut in parts
         self.pick = random.Random(seed * 104729 + 17)  # rows picked by tensors
+        self.fused = random.Random(seed * 104729 + 19)  # addcmul / addcdiv
         self.picked = False
         self.made: dict[str, str] = {}
         self.init: list[str] = []
@@ -291,7 +292,16 @@ class _Gen:
             shape = r.choice([(), (1,), (w,), (1, w), (1, 1)])
             p = self.param(shape, positive=True)
             expr = r.choice([f"h * {p}", f"{p} * h", f"h / {p}", f"h + {p}", f"h - {p}"])
-            self.line(expr, f"param{len(shape)}-{expr.split()[1] if expr[0] == 'h' else 'r*'}")
+            op = f"param{len(shape)}-{expr.split()[1] if expr[0] == 'h' else 'r*'}"
+            if self.fused.random() < 0.3:  # the same parameter through addcmul / addcdiv
+                expr, op = self.fused.choice([
+                    (f"torch.addcmul({p}, h, {p}, value=0.5)", "addcmul"),
+                    (f"h.addcmul(h, {p})", "addcmul-method"),
+                    (f"torch.addcmul(h, {p}, h)", "addcmul-self"),
+                    (f"torch.addcdiv(h, {p}, h.abs() + 1.0)", "addcdiv"),
+                    (f"torch.addcdiv({p}, h, {p})", "addcdiv-param"),
+                ])  # fmt: skip
+            self.line(expr, op)
             return w
         if k == 7 and self.cut.random() < 0.4:
             self.fused_gate(w, w2)
