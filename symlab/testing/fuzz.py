@@ -195,8 +195,9 @@ class _Gen:
         self.line(f"{pair[0]} * {pair[1]}", f"cut:{form}")
 
     def row_pick(self) -> None:
-        """Rows of ``h`` picked by tensors (advanced indexing of the batch axis), drawn from
-        its own stream, at most once per model: by a mask or the ``nonzero`` of the input, its
+        """Rows of ``h`` picked by tensors (advanced indexing of the batch axis; at least two,
+        for the batch norms the model is warmed up with), drawn from its own stream, at most
+        once per model: by a mask or the ``nonzero`` of the input, its
         ``argsort``, an integer buffer, or (which must keep ``h`` fixed) a mask of ``h``
         itself."""
         r = self.pick
@@ -205,7 +206,7 @@ class _Gen:
         attr = ""
         if form == "buffer":
             attr = self.name("i")
-            rows = [r.randrange(4) for _ in range(r.randint(1, 6))]  # (batches of 4 or 8)
+            rows = [r.randrange(4) for _ in range(r.randint(2, 6))]  # (batches of 4 or 8)
             self.init.append(f"self.register_buffer('{attr}', torch.tensor({rows}))")
         end = ", :]" if r.random() < 0.3 else "]"  # h[i, :] or h[i]
         expr = {
@@ -213,7 +214,7 @@ class _Gen:
             "nonzero": "h[torch.nonzero(x0[:, 0] >= x0[:, 0].median()).squeeze(-1)" + end,
             "argsort": "h[x0[:, 0].argsort()" + end,
             "buffer": f"h[self.{attr}" + end,
-            "hidden": "h[h[:, 0] >= h[:, 0].mean()]",
+            "hidden": "torch.cat([h[:1], h[1:][h[1:, 0] >= h[1:, 0].mean()]])",  # 2+ rows
         }[form]
         self.line(expr, f"pick:{form}")
 
