@@ -12,7 +12,8 @@ parameters carry internal factors or translations (attention heads, softmax shif
 refused when shared: their extra symmetries would have to agree across calls, which symlab
 does not derive. A sigmoid's flip shift absorbed into the shared bias (``b − W c``) must be the
 same in every call too: ports where one call's input carries the shift and the other's does not
-keep no sign flips.
+keep no sign flips, and so do inputs carrying one where the calls absorb it through different
+weights (one bias under two weights, ``F.linear(x, W1, c)`` and ``F.linear(y, W2, c)``).
 
 Weight *tying* (one tensor under several keys, ``lm_head.weight = wte.weight``) is handled the
 same way where the places are one op (:func:`tie_tied_keys`), and axis by axis otherwise.
