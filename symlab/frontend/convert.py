@@ -42,6 +42,7 @@ from symlab.frontend.functions import (
     OPAQUE_FUNCS,
     POOL_FUNCS,
     SOFTMAX_FUNCS,
+    SUM_FUNCS,
     USER_FUNCS,
 )
 from symlab.frontend.fxutil import flat_nodes, unsupported, where
@@ -557,8 +558,10 @@ class Converter:
             pass
         elif fn in FLATTEN_FUNCS:
             self.flatten(node, x, f"@{node.name}")
-        elif fn in POOL_FUNCS or fn in MEAN_FUNCS:
+        elif fn in POOL_FUNCS or fn in MEAN_FUNCS or (fn in SUM_FUNCS and _dims(node) is not None):
             self.pool(node, x, POOL_FUNCS.get(fn, "pool_avg"))
+        elif fn is torch.stack and self.stack(node):
+            pass
         elif fn in (torch.cat, torch.concat):
             self.cat(node, ins)
         elif fn in OPAQUE_FUNCS or fn == "size" or _in_place_on_fixed(node, self.gm):
@@ -584,12 +587,12 @@ class Converter:
         if shape is None:
             self.opaque(node)
             return
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = _dims(node)
         fa = self.fa[x]
         if node.target in POOL_FUNCS and not _pools_other_axes(node.target, fa, len(self.shape[x])):
             self.opaque(node)  # the window runs over the units themselves: it mixes them
             return
-        if dims is not None and node.target in MEAN_FUNCS:
+        if dims is not None and (node.target in MEAN_FUNCS or node.target in SUM_FUNCS):
             nd = len(self.shape[x])
             dims = [d % nd for d in (dims if isinstance(dims, list | tuple) else [dims])]
             if fa in dims:
@@ -597,7 +600,30 @@ class Converter:
                 return
             if len(shape) < nd:  # keepdim=False: the feature axis moves left
                 fa -= sum(d < fa for d in dims)
-        self.emit(node, f"@{node.name}", op, [x], fa, keeps_shift=pool_keeps_shift(node))
+        # a sum maps x + c to sum(x) + n c: the shift does not pass unchanged
+        keeps = pool_keeps_shift(node) and node.target not in SUM_FUNCS
+        self.emit(node, f"@{node.name}", op, [x], fa, keeps_shift=keeps)
+
+    def stack(self, node: fx.Node) -> bool:
+        """``torch.stack(ts, dim)`` of tensors whose units lie on one axis, with one width: a
+        ``join`` along the new axis (every part moves like the result). False (then opaque)
+        for anything else, a parameter among the parts included."""
+        seq = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        shape = self.meta_shape(node)
+        if not isinstance(seq, list | tuple) or not seq or not isinstance(dim, int) or not shape:
+            return False
+        if any(not isinstance(t, fx.Node) or t not in self.name for t in seq):
+            return False
+        parts = [self.name[t] for t in seq]
+        fa, each = self.fa[parts[0]], self.shape[parts[0]]
+        if any(self.fa[p] != fa or self.shape[p] != each for p in parts):
+            return False
+        fa_out = fa + (dim % (len(each) + 1) <= fa)
+        if shape[fa_out] != each[fa]:
+            return False
+        self.emit(node, f"@{node.name}", "join", list(dict.fromkeys(parts)), fa_out)
+        return True
 
     def cat(self, node: fx.Node, ins: list[str]) -> None:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -608,3 +634,8 @@ class Converter:
             self.emit(node, f"@{node.name}", "concat", cat_parts(self, node, ins))
         else:
             self.emit(node, f"@{node.name}", "join", ins)
+
+
+def _dims(node: fx.Node) -> Any:
+    """The ``dim`` argument of a reduction call (None: every axis)."""
+    return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")

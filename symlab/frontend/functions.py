@@ -71,6 +71,7 @@ MUL_FUNCS = {operator.mul, torch.mul, operator.truediv, torch.div, "mul", "div",
 FLATTEN_FUNCS = {torch.flatten, "flatten", "view", "reshape", torch.reshape, "reshape_as",
                  "view_as"}  # fmt: skip
 MEAN_FUNCS = {torch.mean, "mean"}
+SUM_FUNCS = {torch.sum, "sum"}  # over axes other than the units: a pool that scales shifts
 POOL_FUNCS = {
     F.adaptive_avg_pool1d: "pool_avg", F.adaptive_avg_pool2d: "pool_avg",
     F.avg_pool1d: "pool_avg", F.avg_pool2d: "pool_avg", F.max_pool1d: "pool_max",
