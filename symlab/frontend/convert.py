@@ -53,7 +53,7 @@ from symlab.frontend.operands import cat_parts, constant_inputs, read_special_bi
 from symlab.frontend.patterns import patterns
 from symlab.frontend.readers import CALL_READERS
 from symlab.frontend.units import unit_carrying
-from symlab.graph.archgraph import ArchGraph, ParamSpec
+from symlab.graph.archgraph import ArchGraph, Node, ParamSpec
 
 __all__ = ["Converter"]
 
@@ -132,11 +132,16 @@ class Converter:
         if shape is None:
             shape = self.shape[inputs[0]] if inputs else (1,)
         if fa is None:
-            same_rank = bool(inputs) and len(shape) == len(self.shape[inputs[0]])
-            fa = self.fa[inputs[0]] if same_rank else len(shape) - 1
+            fa = self.default_axis(shape, inputs)
         self.add_node(name, op, inputs, shape, fa, params, **attrs)
         self.name[node] = name
         return name
+
+    def default_axis(self, shape: tuple[int, ...], inputs: list[str]) -> int:
+        """The units' axis of a result that says nothing of its own: its first input's when
+        the ranks agree, else the last."""
+        same_rank = bool(inputs) and len(shape) == len(self.shape[inputs[0]])
+        return self.fa[inputs[0]] if same_rank else len(shape) - 1
 
     def on_axis(self, node: fx.Node, x: str, axis: int) -> str:
         """``x`` when its units lie on ``axis``, else ``x`` fixed (an opaque node with its
@@ -165,8 +170,7 @@ class Converter:
         shape = self.meta_shape(node)
         if shape is not None and 0 in shape:  # empty: opaque on what it reads (none dangles)
             ins = self.tensor_args(node)
-            same_rank = bool(ins) and len(self.shape[ins[0]]) == len(shape)
-            fa = self.fa[ins[0]] if same_rank else len(shape) - 1
+            fa = self.default_axis(shape, ins)
             if not 0 <= fa < len(shape) or shape[fa] == 0:
                 shape, fa = (1,), 0  # no unit left (q[..., d:] at d)
             # (else no row left, h[mask] of a mask with no True: the units keep their width)
@@ -210,7 +214,7 @@ class Converter:
                 self.call_function(node)
             elif node.op == "get_attr":
                 self.tuples[node] = self.param_source(node)
-        self.check_tracked(swallowed)
+        self.check_tracked()
         self.check_static_units()
         for n in list(self.g.input_nodes):  # inputs read only by fixed data: unused
             if not self.g.consumers(n.name):
@@ -248,32 +252,31 @@ class Converter:
             by_tensor.setdefault(id(value), []).append(key)
         return [tuple(k) for k in by_tensor.values() if len(k) > 1]
 
-    def check_tracked(self, swallowed: set[fx.Node]) -> None:
+    def check_tracked(self) -> None:
         """Fail closed: every tensor the graph's nodes read is a graph node, or a parameter
         that the reading node declares itself (a functional layer on its module's weight) or
         that no node moves (a 0-dim scale). A tensor read behind the graph's back could be
         moved by the group while the op that read it never learns of it."""
-        declared = {
-            g_node.key(p) for g_node in self.g.nodes() for p in g_node.params if p.kind != "fixed"
-        }
+        declared = {k for g_node in self.g.nodes() for k in _moved_keys(g_node)}
         tied_to: dict[str, list[str]] = {}
         for group in self.aliases():  # one tensor: moved under one key is moved under all
             if declared.intersection(group):
                 declared.update(group)
                 tied_to.update({k: [x for x in group if x != k] for k in group})
         for n in self.gm.graph.nodes:
-            if n in self.name or n in swallowed or not hasattr(n.meta.get("tensor_meta"), "shape"):
+            if (
+                n in self.name
+                or n in self.swallowed
+                or not hasattr(n.meta.get("tensor_meta"), "shape")
+            ):
                 continue
             readers = {self.name[u] for u in n.users if u in self.name}
             if not readers:
                 continue
             if n.op == "get_attr":
                 key = str(n.target)
-                if key not in declared or all(  # a moved tensor is moved by all its readers
-                    key
-                    in {q.key(p) for q in [self.g.node(r)] for p in q.params if p.kind != "fixed"}
-                    for r in readers
-                ):
+                # a tensor moved at all must be moved by every reader
+                if key not in declared or all(key in _moved_keys(self.g.node(r)) for r in readers):
                     continue
             alias = tied_to.get(str(n.target))
             raise UnsupportedOpError(
@@ -639,3 +642,8 @@ class Converter:
 def _dims(node: fx.Node) -> Any:
     """The ``dim`` argument of a reduction call (None: every axis)."""
     return node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+
+
+def _moved_keys(node: Node) -> set[str]:
+    """The ``state_dict`` keys a graph node declares as moved (not as fixed data)."""
+    return {node.key(p) for p in node.params if p.kind != "fixed"}
