@@ -67,11 +67,10 @@ def _described(items: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-@given(_indexing())
-def test_the_units_land_where_torch_puts_them(case: tuple) -> None:
-    """Against torch itself: a tensor holding each unit's index along the units' axis, indexed;
-    the axis predicted holds unit ``j`` at position ``j`` everywhere (and an index that leaves
-    the units whole and uses only slices and tensors of one or more axes is always read)."""
+def _lands_where_torch_puts_it(case: tuple) -> None:
+    """A tensor holding each unit's index along the units' axis, indexed by torch: the axis
+    predicted holds unit ``j`` at position ``j`` everywhere (and an index that leaves the units
+    whole and uses only slices and tensors of one or more axes is always read)."""
     shape, fa, items = case
     marks = torch.arange(shape[fa], dtype=D).reshape([-1 if a == fa else 1 for a in
                                                       range(len(shape))]).expand(shape)  # fmt: skip
@@ -89,6 +88,33 @@ def test_the_units_land_where_torch_puts_them(case: tuple) -> None:
         [-1 if a == got else 1 for a in range(out.ndim)]
     )
     assert torch.equal(out, expected.expand(out.shape)), (shape, fa, items, got)
+
+
+@given(_indexing())
+def test_the_units_land_where_torch_puts_them(case: tuple) -> None:
+    _lands_where_torch_puts_it(case)
+
+
+def test_negative_control_a_placement_rule_ignoring_apart_tensors_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The property catches a rule that keeps the tensor items' block in place when they are
+    apart (torch puts it in front): ``x[:, i, :, j]`` on (3, 4, 5, 6) with units on axis 0
+    gives (2, 3, 5), the units on axis 1."""
+    import symlab.frontend.axes as axes_mod
+
+    real = axes_mod._advanced
+
+    def in_place(items, fa, shape_in, shape_out):  # type: ignore[no-untyped-def]
+        got = real(items, fa, shape_in, shape_out)
+        return None if got is None else fa  # the units before the block: not moved
+
+    i, j = torch.tensor([0, 1]), torch.tensor([2, 0])
+    case = ((3, 4, 5, 6), 0, (slice(None), i, slice(None), j))
+    _lands_where_torch_puts_it(case)  # the real rule passes
+    monkeypatch.setattr(axes_mod, "_advanced", in_place)
+    with pytest.raises(AssertionError):
+        _lands_where_torch_puts_it(case)
 
 
 def test_indexing_the_units_with_a_tensor_is_not_a_relayout() -> None:
