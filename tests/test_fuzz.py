@@ -77,13 +77,15 @@ def test_fuzzer_ties_and_reuses_parameters():
 
 def test_fuzzer_writes_concatenations_into_slices():
     """Some concatenations are written into the slices of a new tensor (``copy_`` or
-    ``t[i] = v``), a few with a slice left unwritten; those are never read as a cat."""
+    ``t[i] = v``), a few with a slice left unwritten in a zero tensor; those are read write
+    by write (each a cat of the tensor's pieces), never as one cat of the parts, and never
+    unsound."""
     ops = [generate(s).ops for s in range(200)]
     assert sum("assembled:copy_" in o for o in ops) >= 3
     assert sum("assembled:setitem" in o for o in ops) >= 3
     gaps = [s for s in range(400) if any(o.endswith("-gap") for o in generate(s).ops)]
     assert gaps
-    assert {run_one(s).status for s in gaps[:3]} <= {"refused", "overflow", "invalid"}
+    assert {run_one(s).status for s in gaps[:3]} <= {"sound", "refused", "overflow", "invalid"}
 
 
 def test_fuzzer_writes_in_place_through_out():

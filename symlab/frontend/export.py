@@ -48,13 +48,15 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
 from symlab.errors import TraceError, UnsupportedOpError
+from symlab.frontend.aliases import may_alias, read_before, writes_in_place
 from symlab.frontend.assembled import assemble_export, written_in_parts
 from symlab.frontend.export_aten import ATEN, FIRST_OF_PAIR, rewrite
 from symlab.frontend.export_calls import Calls, Group, LeafCalls, recording_calls
 from symlab.frontend.functions import USER_FUNCS
 from symlab.frontend.fxutil import flat_nodes, where
 from symlab.frontend.inputs import ExampleInputs
-from symlab.frontend.units import makes_fresh, reachable
+from symlab.frontend.scattered import scatter_export
+from symlab.frontend.units import reachable
 from symlab.modes import eval_mode
 
 __all__ = ["export_graph"]
@@ -102,7 +104,8 @@ def export_graph(
             raise _both_failed(model, fx_error, e) from e
         flat = _flat_user_inputs(ep, inputs)
         _inline_autocast_off(ep.graph_module)
-        if assemble_export(ep.graph):  # new tensors written part by part: one cat each
+        assembled = assemble_export(ep.graph)  # new tensors written part by part: one cat each
+        if scatter_export(ep.graph) or assembled:  # writes into slices of computed tensors
             ep.graph_module.recompile()
         _check_static_sizes(ep.graph)
         return _Rewriter(model, ep, inputs, flat, calls).run(), flat
@@ -375,7 +378,7 @@ class _Rewriter:
                 "instance another module's weights (weight sharing); symlab cannot map that call"
             )
         for n in g.nodes:  # a module writing in place into its argument (ReLU(inplace=True))
-            if n.args and n.args[0] in g.inputs and _writes(n):
+            if n.args and n.args[0] in g.inputs and writes_in_place(n):
                 _check_private_write(n)
         call_node = self.emit(g.nodes[0], "call_module", g.path, new_args, new_kwargs)
         if isinstance(out, torch.Tensor):
@@ -406,6 +409,9 @@ class _Rewriter:
             # fixed data (ids, masks, positions): its op needs no rule, whatever it is
             self.env[node] = self.emit(node, "call_function", target,
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
+            return
+        if packet is torch.ops.aten.copy_:
+            self.env[node] = self.overwrite(node)
             return
         packet = self.out_of_place(node, packet)
         for written in outs:  # torch.mul(a, b, out=buf)
@@ -474,6 +480,28 @@ class _Rewriter:
         self.env[node] = self.arg(kept[0], node)
         return True
 
+    def overwrite(self, node: fx.Node) -> Any:
+        """``b.copy_(v)`` over the whole of a tensor ``b`` nothing else reads afterwards (reads
+        of ``b`` or its views before the write are allowed: MViTv2's
+        ``attn[:, :, k:, k:] = attn[:, :, k:, k:] + rel`` with ``k = 0``): the write's value is
+        ``v`` given ``b``'s dtype and broadcast to its shape; ``b``'s own values are not read."""
+        _check_private_write(node)
+        dst, src = node.args[0], node.args[1]
+        d = dst.meta.get("val")
+        s = src.meta.get("val") if isinstance(src, fx.Node) else None
+        if not isinstance(d, torch.Tensor) or not isinstance(s, torch.Tensor):
+            raise _unmapped(node, "a copy_ of a value that is not a tensor")
+        if s.device != d.device:
+            raise _unmapped(node, "a copy_ across devices", "Move the tensor first (.to).")
+        value = self.arg(src, node)
+        if s.dtype != d.dtype:
+            value = self.emit(node, "call_method", "to", (value, d.dtype), {})
+        if tuple(s.shape) != tuple(d.shape):
+            if any(not isinstance(n, int) for n in d.shape):
+                raise _unmapped(node, "a broadcasting copy_ into a tensor of symbolic size")
+            value = self.emit(node, "call_method", "expand", (value, *d.shape), {})
+        return value
+
     def out_of_place(self, node: fx.Node, packet: Any) -> Any:
         """The out-of-place op of an in-place one (``relu_`` → ``relu``), when that is exact:
         the mutated tensor is no input, no view, and read by nothing else (no view of it can
@@ -486,18 +514,20 @@ class _Rewriter:
 
     def run(self) -> fx.Graph:
         last = {g.nodes[-1] for g in self.calls.groups.values()}
-        outputs = [
-            s.arg.name for s in self.ep.graph_signature.output_specs
-            if s.kind == OutputKind.USER_OUTPUT
-        ]  # fmt: skip
+        specs = self.ep.graph_signature.output_specs
+        outputs = [i for i, s in enumerate(specs) if s.kind == OutputKind.USER_OUTPUT]
         for node in self.ep.graph.nodes:
             if node.op == "placeholder":
                 if self.calls.kind[node.name][0] == InputKind.USER_INPUT:
                     self.env[node] = self.graph.placeholder(node.name)
                     self.live.add(node)
             elif node.op == "output":
-                by_name = {n.name: n for n in flat_nodes(node.args)}
-                res = [self.arg(by_name[name], node) for name in outputs]
+                # by position (the specs' names may be stale: a write into a slice of an
+                # output makes the output another node, :mod:`symlab.frontend.scattered`)
+                values = list(node.args[0])
+                if len(values) != len(specs):
+                    raise TraceError(f"torch.export gave {len(values)} outputs for {len(specs)}")
+                res = [self.arg(values[i], node) for i in outputs]
                 self.graph.output(res[0] if len(res) == 1 else tuple(res))
             elif node in self.calls.group_of:
                 g = self.calls.group_of[node]
@@ -543,7 +573,7 @@ def _check_private_write(node: fx.Node, src: Any = None) -> None:
     first argument, or ``src``), or reads it only before the write into a fresh tensor
     (``attn /= attn.sum(-1, keepdim=True)``: the sum is taken first and shares no memory)."""
     src = node.args[0] if src is None else src
-    if not isinstance(src, fx.Node) or _may_alias(src) or not _read_before(src, node):
+    if not isinstance(src, fx.Node) or may_alias(src) or not read_before(src, node):
         raise UnsupportedOpError(
             f"node {node.name!r} of the torch.export graph: the in-place op {_op_name(node)} "
             f"writes a tensor that other tensors may share{where(node)}; symlab reads "
@@ -551,65 +581,6 @@ def _check_private_write(node: fx.Node, src: Any = None) -> None:
             "Write it out of place (y = y + 1 instead of y += 1, y = torch.mul(a, b) instead "
             "of torch.mul(a, b, out=y))"
         )
-
-
-def _read_before(src: fx.Node, write: fx.Node) -> bool:
-    """Whether every other reader of ``src`` runs before ``write`` and makes a fresh tensor (no
-    view of ``src`` that would see the write later)."""
-    others = set(src.users) - {write}
-    if not others:
-        return True
-    seen: set[fx.Node] = set()
-    for n in src.graph.nodes:
-        if n is write:
-            return others <= seen and not any(_may_view(u, src) for u in others)
-        seen.add(n)
-    return False
-
-
-def _may_view(node: fx.Node, src: fx.Node) -> bool:
-    """Whether ``node``'s result may share memory with ``src``, one of its arguments: per the
-    op's schema, ``src`` is passed as an argument whose alias set a result carries
-    (``expand_as(mask, scores)`` is a view of the mask, not of the scores); a composite op
-    that may return its input (:func:`~symlab.frontend.units.makes_fresh`) may share any
-    argument's memory. Anything without a schema may."""
-    schema = getattr(node.target, "_schema", None)
-    if node.op != "call_function" or schema is None:
-        return True
-    sets = {a for r in schema.returns if r.alias_info for a in r.alias_info.before_set}
-    if not sets:
-        return not makes_fresh(schema) and src in flat_nodes((node.args, node.kwargs))
-    for i, arg in enumerate(schema.arguments):
-        if arg.alias_info is None or not set(arg.alias_info.before_set) & sets:
-            continue
-        value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
-        if src in flat_nodes(value):
-            return True
-    return False
-
-
-def _may_alias(node: fx.Node) -> bool:
-    """Whether ``node``'s tensor may share memory with another tensor of the graph: it is an
-    input, a view (per the op's schema), or written in place over such a tensor."""
-    while True:
-        schema = getattr(node.target, "_schema", None)
-        if node.op != "call_function" or schema is None or not schema.returns:
-            return True  # an input, a parameter, a piece of a split: assume shared
-        alias = schema.returns[0].alias_info
-        if alias is None and makes_fresh(schema):
-            return False  # a fresh tensor
-        if alias is None or alias.is_write:
-            # perhaps its one tensor argument itself (eval-mode dropout), or written in place
-            # over its first: that argument must be unshared too, and read by this op alone
-            if not node.args or not isinstance(node.args[0], fx.Node):
-                return True
-            if alias is None and flat_nodes((node.args, node.kwargs)) != [node.args[0]]:
-                return True  # which argument it may return is not known
-            node = node.args[0]
-            if len(node.users) != 1:
-                return True
-            continue
-        return True  # a view of its input
 
 
 def _constant(value: torch.Tensor) -> Callable[[], torch.Tensor]:
@@ -620,12 +591,6 @@ def _constant(value: torch.Tensor) -> Callable[[], torch.Tensor]:
         return value
 
     return constant
-
-
-def _writes(node: fx.Node) -> bool:
-    schema = getattr(node.target, "_schema", None)
-    returns = schema.returns if schema is not None else []
-    return bool(returns) and returns[0].alias_info is not None and returns[0].alias_info.is_write
 
 
 def _packet(node: fx.Node) -> Any:

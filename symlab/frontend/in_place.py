@@ -8,10 +8,13 @@ discarded call), so a later linear layer would see the unwritten ``h`` and symla
 the group of another function. (``h += y`` is recorded as ``operator.iadd`` by symlab's tracer
 for the same reason.) :func:`resolve_in_place` rewrites such readers to read the write's
 result, which is exact where the write covers the whole tensor, and drops a write nothing
-reads afterwards (it cannot change the outputs); a write through a view (``h[:, 0] = 0``,
+reads afterwards (it cannot change the outputs). A write through a view (``h[:, 0] = 0``,
 ``h[:, 1].zero_()``), or one whose tensor may share memory with another tensor read
-afterwards, is refused with a named error (fail closed) — unless no parameter reaches the
-written tensor or the written value (token ids shifted in place): fixed data stays fixed.
+afterwards, is not read here — unless no parameter reaches the written tensor or the written
+value (token ids shifted in place): fixed data stays fixed. It raises
+:class:`ReadThroughView`, on which the front-end reads the model through torch.export, which
+reads writes into slices as a ``torch.cat`` of the pieces (:mod:`symlab.frontend.scattered`)
+and refuses any other such write with a named error (fail closed).
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from symlab.errors import UnsupportedOpError
 from symlab.frontend.fxutil import where
 from symlab.frontend.units import _base, _metadata, reachable, writes
 
-__all__ = ["resolve_in_place"]
+__all__ = ["ReadThroughView", "resolve_in_place"]
+
+
+class ReadThroughView(RuntimeError):
+    """An in-place write whose tensor is read afterwards through another name (a view, or a
+    write into a slice): not a :class:`~symlab.errors.SymlabError`, so that the front-end reads
+    the model through torch.export instead, which follows writes into slices
+    (:mod:`symlab.frontend.scattered`) and refuses what it cannot follow by name."""
+
 
 #: writes whose result is not the written tensor
 _NO_RESULT = {operator.setitem, "__setitem__"}
@@ -93,7 +103,7 @@ def resolve_in_place(graph: fx.Graph) -> None:
             continue
         if (read or (later and not whole)) and (n in moved or base[src] in moved):
             readers = sorted({u.name for u in (read or later)})
-            raise UnsupportedOpError(
+            raise ReadThroughView(
                 f"node {n.name!r}: an in-place write{where(n)} of a tensor that {readers} read "
                 "afterwards through another name (a view, or a tensor it may share memory with); "
                 "symlab reads an in-place op only where every later reader reads its result. "

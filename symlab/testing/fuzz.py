@@ -129,7 +129,8 @@ class _Gen:
     def assembled(self, fa: str, fb: str, wa: int, wb: int) -> None:
         """``torch.cat([fa, fb], -1)`` written into the slices of a new tensor (in either
         order, with ``copy_`` or ``t[i] = v``), or, now and then, a write left out: the rest
-        keeps its zeros (or garbage), which must be refused, never read as a cat."""
+        keeps its zeros, which must never be read as one cat of the parts (each write is then
+        a cat of the tensor's pieces)."""
         r = self.parts
         new = r.choice(["h.new_empty(h.shape[0], {w})", "h.new_zeros(h.shape[0], {w})",
                         "torch.zeros(h.shape[0], {w}, dtype=h.dtype)"])  # fmt: skip
