@@ -88,6 +88,17 @@ def test_fuzzer_writes_concatenations_into_slices():
     assert {run_one(s).status for s in gaps[:3]} <= {"sound", "refused", "overflow", "invalid"}
 
 
+def test_fuzzer_writes_into_slices_of_results():
+    """Some models overwrite part of a Linear's output (``g[:, a:b] = ...``, ``.add_``,
+    ``g[:, i] = 0``, rows, the write's result read too): read write by write as cats of
+    pieces, or refused (a cut along rows a mask picked), never unsound."""
+    seeds = [s for s in range(200) if any(o.startswith("slice-write:") for o in generate(s).ops)]
+    assert len(seeds) >= 10
+    assert len({o for s in seeds for o in generate(s).ops if o.startswith("slice-write:")}) >= 5
+    statuses = [run_one(s).status for s in seeds[:6]]
+    assert set(statuses) <= {"sound", "refused", "overflow"} and "sound" in statuses
+
+
 def test_fuzzer_writes_in_place_through_out():
     """Some in-place writes are written through ``out=`` (``torch.mul(h, p, out=h)``); none
     is unsound."""

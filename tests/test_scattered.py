@@ -49,6 +49,13 @@ class Written(nn.Module):
         elif self.how == "result read":  # the write's own result read afterwards
             y = h[:, 2:].mul_(3.0)
             extra = y.sum(-1, keepdim=True)
+        elif self.how == "whole":  # a slice of every unit: torch.export's alias of h
+            y = h[:, 0:4].mul_(3.0)
+            extra = y.sum(-1, keepdim=True)
+        elif self.how == "picked rows":  # a symbolic number of rows, the units cut
+            h = self.a(x[x[:, 0] >= x[:, 0].median()])
+            h[:, 1:].mul_(2.0)
+            return self.head(torch.tanh(h)).sum(0)
         return self.head(torch.tanh(h)) + extra
 
 
@@ -61,6 +68,8 @@ CASES = {
     "rows": ["S_4", "{±1}^4"],  # tanh is odd
     "parameter": ["S_2", "{±1}^2"],
     "result read": [],
+    "whole": [],  # (a sum over the units is opaque, as in "result read")
+    "picked rows": ["S_3", "{±1}^3", "S_1", "{±1}^1"],
 }
 
 
@@ -157,6 +166,26 @@ def test_a_view_taken_before_the_write_and_read_after_it_is_refused(guarded):
         sl.symmetries(Stale(guarded).double().eval(), X)
 
 
+class Pow(nn.Module):
+    """``pow_.Scalar`` has no out-of-place op of the same overload (``pow.Scalar`` takes the
+    exponent as the tensor): not read, refused by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        assert x.shape[-1] == 3
+        h = self.a(x)
+        h[:, :2].pow_(2)
+        return self.head(h)
+
+
+def test_an_in_place_op_without_its_out_of_place_twin_is_refused():
+    with pytest.raises(UnsupportedOpError, match="in-place"):
+        sl.symmetries(Pow().double().eval(), X)
+
+
 class SelfRead(nn.Module):
     """An in-place write reading another view of its own tensor (``s.add_(s.mT)``): torch
     reads entries it has already written, so it is not the out-of-place op."""
@@ -184,7 +213,7 @@ def test_a_write_reading_a_view_of_its_own_tensor_is_refused():
 @st.composite
 def _regions(draw):
     """A shape of 1–4 dimensions and an index into it: per dimension all of it, a slice
-    (negative bounds too) or an integer."""
+    (negative bounds and steps too) or an integer."""
     shape = draw(st.lists(st.integers(1, 4), min_size=1, max_size=4))
     index = []
     for size in shape:
@@ -194,7 +223,7 @@ def _regions(draw):
         elif kind == "slice":
             lo = draw(st.integers(-size, size))
             hi = draw(st.integers(-size, size) | st.none())
-            index.append(slice(lo, hi))
+            index.append(slice(lo, hi, draw(st.sampled_from([None, 1, 2, 3]))))
         else:
             index.append(slice(None))
     return tuple(shape), tuple(index)
@@ -219,7 +248,7 @@ class _Write(nn.Module):
         return h * 1.0, h.sum()
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None, max_examples=max(60, settings.default.max_examples))
 @given(region=_regions(), how=st.sampled_from(["copy", "add_", "fill_", "zero_"]))
 def test_the_rewrite_computes_what_torch_computes(region, how):
     shape, index = region
@@ -237,3 +266,77 @@ def test_the_rewrite_computes_what_torch_computes(region, how):
     got, want = ep.module()(x, v), model(x.clone(), v)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+class Interleaved(nn.Module):
+    """Qwen3.5's multimodal rotary frequencies: a row of a tensor the model made, written
+    with a step from its other rows (read after the first write: apart from it), then used
+    as fixed data (``strided``), or the same writes into a tensor with units."""
+
+    def __init__(self, units: bool, step: int = 3):
+        super().__init__()
+        self.units, self.step = units, step
+        self.a, self.head = nn.Linear(3, 6), nn.Linear(6, 2)
+        self.register_buffer("inv_freq", torch.rand(6), persistent=False)
+
+    def forward(self, x):
+        assert x.shape[-1] == 3
+        h = self.a(x)
+        src = h.unsqueeze(0).expand(3, -1, -1) * 1.0 if self.units else None
+        if src is None:
+            src = torch.arange(3.0)[:, None, None] * self.inv_freq * x[:, :1].abs()
+        freqs = src * 2.0
+        freqs_t = freqs[0]
+        for dim, offset in enumerate((1, 2), start=1):
+            cut = slice(offset, 6, 3) if self.step == 3 else slice(2 * offset, 2 * offset + 2)
+            freqs_t[..., cut] = freqs[dim, ..., cut]
+        if self.units:
+            return self.head(torch.tanh(freqs_t))
+        return self.head(torch.tanh(h) * freqs_t.cos())
+
+
+def test_strided_writes_into_fixed_data_are_read():
+    model = Interleaved(units=False).double().eval()
+    G = prove(model, X)
+    assert G.graph.frontend == "torch.export"
+    assert G.order == 1  # each unit has its own frequencies: no permutation survives the mask
+
+
+def test_writes_into_a_row_of_a_tensor_from_its_other_rows():
+    """The row ``freqs[0]`` is the tensor written into (the model reads it, not ``freqs``,
+    afterwards); ``freqs[2]`` is read after the first write, which cannot change it."""
+    torch.manual_seed(0)
+    model = Interleaved(units=True, step=1).double().eval()
+    G = prove(model, X)
+    assert G.graph.frontend == "torch.export"
+    # the units are cut into parts of a tensor that is no space of its own: fixed (sound)
+    assert kinds(G) == []
+    assert "concat" in [n.op for n in G.graph.nodes()]
+
+
+def test_strided_writes_into_units_are_refused_by_name():
+    with pytest.raises(UnsupportedOpError, match="strided slice"):
+        sl.symmetries(Interleaved(units=True).double().eval(), X)
+
+
+class Cast(nn.Module):
+    """``.to(dtype, memory_format=...)``, which torch.export records with the memory format
+    as a positional argument ``Tensor.to`` does not take."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        assert x.shape[-1] == 3
+        h = torch.tanh(self.a(x)).transpose(0, 1)
+        h = h.to(torch.float64, memory_format=torch.contiguous_format).transpose(0, 1)
+        return self.head(h)
+
+
+def test_a_cast_with_a_memory_format_is_read():
+    """It was handed to ``Tensor.to`` positionally, which failed the shape pass (and was
+    reported as an input that does not run through the model). A cast is read as opaque."""
+    G = prove(Cast().double().eval(), X)
+    assert G.graph.frontend == "torch.export"
+    assert "opaque" in [n.op for n in G.graph.nodes()]

@@ -446,6 +446,13 @@ class _Rewriter:
             self.env[node] = self.emit(node, "call_function", target, args, kwargs)
             return
         if call is None:
+            if packet is torch.ops.aten.slice_scatter:  # made by scattered.py
+                raise _unmapped(
+                    node,
+                    "a write into a strided slice (t[..., a:b:k] = v) of a tensor with units",
+                    "symlab reads writes into slices without a step as a torch.cat of the "
+                    "tensor's pieces. Write it out of place (torch.where, torch.cat)",
+                )
             if written_in_parts(node):
                 raise _unmapped(
                     node,

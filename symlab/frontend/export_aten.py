@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.fx as fx
 from torch.nn import functional as F
 
 __all__ = ["ATEN", "FIRST_OF_PAIR", "Call", "rewrite"]
@@ -138,6 +139,16 @@ def _div(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call | None:
 def _to_copy(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
     kept = {k: kwargs[k] for k in ("dtype", "device") if kwargs.get(k) is not None}
     return "call_method", "to", (args[0],), kept
+
+
+def _to(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
+    """``aten.to`` (its dtype, device and other-tensor overloads) as ``Tensor.to`` with the
+    dtype, device or tensor alone: ``non_blocking``, ``copy`` and the memory format change no
+    value (Qwen3.5 calls ``.to(torch.float32, memory_format=torch.contiguous_format)``, which
+    torch.export records with every argument positional)."""
+    kept = [a for a in args[1:] if isinstance(a, torch.dtype | torch.device | fx.Node)]
+    named = {k: kwargs[k] for k in ("dtype", "device") if kwargs.get(k) is not None}
+    return "call_method", "to", (args[0], *kept), named
 
 
 def _transpose_2d(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
@@ -336,7 +347,7 @@ ATEN: dict[Any, _Rule] = {
     aten.cat: _fn(torch.cat, 2),
     aten.concat: _fn(torch.cat, 2),
     aten.stack: _fn(torch.stack, 2),
-    aten.to: _method("to", keep=("dtype", "device", "non_blocking", "copy")),
+    aten.to: _to,
     aten._to_copy: _to_copy,
     aten.type_as: _method("type_as", 2),
     aten.expand_as: _method("expand_as", 2),

@@ -37,7 +37,7 @@ from symlab.frontend.assembled import assemble_fx
 from symlab.frontend.convert import Converter
 from symlab.frontend.decompose import decompose
 from symlab.frontend.fxutil import flat_nodes
-from symlab.frontend.in_place import resolve_in_place
+from symlab.frontend.in_place import ReadThroughView, resolve_in_place
 from symlab.frontend.inputs import ExampleInputs
 from symlab.frontend.shapes import graph_module, record_shapes
 from symlab.frontend.tracer import Tracer, is_leaf
@@ -209,7 +209,12 @@ def _convert(
         raise _ShapeError().trace_error(model) from e
     if assemble_fx(gm.graph):  # a new tensor written part by part: the cat of the parts
         record_shapes(gm, tuple(flat))
-    resolve_in_place(gm.graph)  # readers after an in-place write read its result (or refused)
+    try:
+        resolve_in_place(gm.graph)  # readers after an in-place write read its result
+    except ReadThroughView as e:
+        if frontend == "torch.fx":
+            raise  # torch.export reads the model, and writes into slices (scattered.py)
+        raise UnsupportedOpError(str(e)) from None
     graph_out = Converter(model, gm, strip="root" if root_is_leaf else None).run()
     graph_out.frontend = frontend
     return graph_out

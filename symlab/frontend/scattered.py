@@ -20,11 +20,17 @@ in-place rules of :mod:`symlab.frontend.export`):
 * ``b`` is made by the graph (no input, parameter, buffer, or view of one), with values in
   every entry (not ``torch.empty``: a tensor written part by part into all of its entries is
   read by :mod:`symlab.frontend.assembled`, before this pass);
-* the write reaches ``b`` through ``slice`` and ``select`` views with static bounds and no
-  step, each dimension of ``b`` cut at most once;
+* the write reaches ``b`` through ``slice``, ``select`` and ``alias`` views with static
+  bounds, each dimension of ``b`` cut at most once, the cut dimensions of known size (the
+  others may be symbolic: rows picked by a mask); a cut with a step is written as
+  ``slice_scatter``, which the converter reads on fixed data only (Qwen3.5's interleaved
+  rotary frequencies, ``freqs_t[..., 1:k:3] = freqs[1, ..., 1:k:3]``) and refuses on a
+  tensor with units;
 * nothing reads ``b``'s memory after the write except through ``b`` itself or the write's
   result: views taken of ``b`` before the write are read before it, and none of them is
-  written in place;
+  written in place. (``b`` may also be a view of a tensor the graph made, when nothing reads
+  that tensor, or the views between, after the write: ``freqs_t = freqs[0]``, then
+  ``freqs_t[..., 1:k:3] = ...``, then ``freqs_t`` returned);
 * the write is ``copy_``, ``fill_``, ``zero_``, or an elementwise in-place op whose
   out-of-place op computes the same values (``add_`` → ``add``, on the region read before the
   write).
@@ -38,12 +44,11 @@ import torch
 import torch.fx as fx
 
 from symlab.frontend.aliases import may_alias, may_view, writes_in_place
-from symlab.frontend.assembled import _aten_cuts, _static
 
 __all__ = ["scatter_export"]
 
 _aten = torch.ops.aten
-_VIEWS = {_aten.slice.Tensor, _aten.select.int}
+_VIEWS = {_aten.slice.Tensor, _aten.select.int, _aten.alias.default}
 #: in-place ops whose out-of-place op (same overload) computes the written values from the
 #: region's old ones
 _ELEMENTWISE = {
@@ -58,7 +63,8 @@ _UNINITIALISED = {
     _aten.empty_strided.default, _aten.new_empty_strided.default,
 }  # fmt: skip
 
-Cut = tuple[int, int, int, bool]  # (dimension of b, start, stop, removed by an integer index)
+#: (dimension of b, start, stop, step, removed by an integer index)
+Cut = tuple[int, int, int, int, bool]
 
 
 def scatter_export(graph: fx.Graph) -> bool:
@@ -104,23 +110,26 @@ def _scatter(graph: fx.Graph, write: fx.Node) -> bool:
         return False
     if node.target in _UNINITIALISED:
         return False  # the rest of it holds no values
-    base, region = node, write.args[0]
-    cuts = _cuts(chain)
-    b, r = base.meta.get("val"), region.meta.get("val")
-    if cuts is None or not isinstance(b, torch.Tensor) or not isinstance(r, torch.Tensor):
-        return False
     order = {n: i for i, n in enumerate(graph.nodes)}
-    if not _seen_before(base, write, set(chain), order):
+    found = _base(write, [*chain, node], order)
+    if found is None:
+        return False
+    base, chain, cuts = found
+    region = write.args[0]
+    b, r = base.meta.get("val"), region.meta.get("val")
+    if not isinstance(b, torch.Tensor) or not isinstance(r, torch.Tensor):
+        return False
+    if not _fits(write, name, r):
         return False
     with graph.inserting_before(write):
         value = _value(graph, write, name, region, r)
         if value is None:
             return False
         value = _fit(graph, write, value, r, b.dtype)
-        for dim, _, _, squeezed in sorted(cuts):
+        for dim, _, _, _, squeezed in sorted(cuts):
             if squeezed:
                 value = _emit(graph, write, _aten.unsqueeze.default, (value, dim))
-        new = _pieces(graph, write, base, value, sorted(cuts))
+        new = _pieces(graph, write, base, value, sorted(cuts)) if cuts else value
     for user in list(base.users):
         if user in order and order[user] > order[write]:
             user.replace_input_with(base, new)
@@ -137,28 +146,120 @@ def _scatter(graph: fx.Graph, write: fx.Node) -> bool:
     return True
 
 
+def _base(
+    write: fx.Node, path: list[fx.Node], order: dict[fx.Node, int]
+) -> tuple[fx.Node, list[fx.Node], list[Cut]] | None:
+    """The tensor to read the write into, the views from the region down to it, and the
+    region's cuts in it; None when there is none. ``path`` runs from the written view down
+    to a tensor the graph made. That tensor itself where every later reader reads it (not a
+    view of it); else the lowest view of it that every later reader reads (Qwen3.5's
+    ``freqs_t = freqs[0]``, written into, then returned), when nothing reads the tensor or
+    the views in between after the write."""
+    for k in range(len(path) - 1, 0, -1):
+        cand, above, below = path[k], path[:k], path[k + 1 :]
+        cuts = _cuts(above)
+        if cuts is None or not _seen_before(cand, write, set(above), order):
+            continue
+        up = {p: path[i - 1] for i, p in enumerate(path) if i > 0}
+        if all(
+            _earlier(u, p, write, order) or _apart(u, up[p])
+            for p in below
+            for u in p.users
+            if u is not up[p]
+        ):
+            return cand, above, cuts
+    return None
+
+
+def _apart(u: fx.Node, v: fx.Node) -> bool:
+    """Whether ``u`` and ``v``, views of the same tensor, share no entry: integer indices or
+    slices without a step along one dimension that do not overlap (``freqs[2]`` and
+    ``freqs[0]``)."""
+    if u.op != "call_function" or u.target not in _VIEWS - {_aten.alias.default}:
+        return False
+    if u.args[0] is not v.args[0]:
+        return False
+    val = u.args[0].meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return False
+    a, b = _cut(u, tuple(val.shape)), _cut(v, tuple(val.shape))
+    if not a or not b:
+        return False  # unknown, or all of the dimension
+    (da, la, ha, sa, _), (db, lb, hb, sb, _) = a[0], b[0]
+    return da == db and sa == sb == 1 and (ha <= lb or hb <= la)
+
+
+def _earlier(user: fx.Node, of: fx.Node, write: fx.Node, order: dict[fx.Node, int]) -> bool:
+    """Whether ``user`` (a reader of ``of``) runs before ``write``, and so does every reader
+    of it if it is a view of ``of``, none of them written in place."""
+    todo = [(user, of)]
+    while todo:
+        u, o = todo.pop()
+        if u is write:
+            continue  # the write reading another part of the tensor as its value
+        if order[u] > order[write]:
+            return False
+        if may_view(u, o):
+            if writes_in_place(u):
+                return False
+            todo.extend((x, u) for x in u.users)
+    return True
+
+
 def _cuts(chain: list[fx.Node]) -> list[Cut] | None:
     """The region of ``chain`` (views from the written one down to the base) as cuts along the
-    base's dimensions, or None (a step, a size computed in the graph, a dimension cut twice)."""
+    base's dimensions, or None (a size computed in the graph, a dimension cut twice)."""
     dims: list[int] | None = None  # the base dimension of each dimension of the current view
     found: list[Cut] = []
     for v in reversed(chain):
-        shape = _static(v.args[0].meta.get("val"))
-        if shape is None:
+        val = v.args[0].meta.get("val")
+        if not isinstance(val, torch.Tensor):
             return None
         if dims is None:
-            dims = list(range(len(shape)))
-        cuts = _aten_cuts(v, shape)
-        if cuts is None:
+            dims = list(range(val.dim()))
+        if v.target is _aten.alias.default:
+            continue
+        cut = _cut(v, tuple(val.shape))
+        if cut is None:
             return None
-        for dim, start, stop, squeezed in cuts:
-            at = dims[dim]
-            if any(c[0] == at for c in found):
-                return None
-            found.append((at, start, stop, squeezed))
-            if squeezed:
-                del dims[dim]
-    return found if found else None
+        if not cut:
+            continue
+        dim, start, stop, step, squeezed = cut[0]
+        at = dims[dim]
+        if any(c[0] == at for c in found):
+            return None
+        found.append((at, start, stop, step, squeezed))
+        if squeezed:
+            del dims[dim]
+    return found
+
+
+def _cut(v: fx.Node, shape: tuple) -> list[Cut] | None:
+    """The cut ``v`` (a ``slice`` or ``select``) makes along its input's dimension, ``[]``
+    when it takes all of it, None when its bounds or the dimension's size are not known."""
+    names = ("dim", "index") if v.target is _aten.select.int else ("dim", "start", "end", "step")
+    given = dict(zip(names, v.args[1:], strict=False)) | dict(v.kwargs)
+    dim = given.get("dim", 0)
+    if not isinstance(dim, int) or isinstance(dim, bool) or not -len(shape) <= dim < len(shape):
+        return None
+    dim %= len(shape)
+    size = shape[dim]
+    if not isinstance(size, int):
+        return None  # a symbolic size
+    ints = [given.get(k) for k in names[1:]]
+    if any(isinstance(i, bool) or not isinstance(i, int | None) for i in ints):
+        return None
+    if v.target is _aten.select.int:
+        (idx,) = ints
+        if idx is None or not -size <= idx < size:
+            return None
+        return [(dim, idx % size, idx % size + 1, 1, True)]
+    start, stop, step = ints
+    if step is not None and step < 1:
+        return None
+    lo, hi, step = slice(start, stop, step).indices(size)
+    hi = max(lo, hi)
+    return [] if (lo, hi, step) == (0, size, 1) else [(dim, lo, hi, step, False)]
 
 
 def _seen_before(base: fx.Node, write: fx.Node, chain: set[fx.Node], order: dict) -> bool:
@@ -197,9 +298,31 @@ def _value(graph: fx.Graph, write: fx.Node, name: str, region: fx.Node, r: torch
         return write.args[1] if "val" in write.args[1].meta else None
     packet = getattr(_aten, name[:-1], None)
     op = getattr(packet, write.target._overloadname, None) if packet is not None else None
-    if op is None:
-        return None
+    if op is None or _types(op) != _types(write.target):
+        return None  # (pow_.Scalar's exponent is pow.Scalar's base)
     return _emit(graph, write, op, (region, *write.args[1:]), dict(write.kwargs))
+
+
+def _same_shape(a: tuple, b: tuple) -> bool:
+    """Whether two shapes are equal, symbolic sizes compared by their expressions (equal
+    sizes written differently count as different: then nothing is rewritten)."""
+    return len(a) == len(b) and all(str(x) == str(y) for x, y in zip(a, b, strict=True))
+
+
+def _fits(write: fx.Node, name: str, r: torch.Tensor) -> bool:
+    """Whether the written value can be put into the region's shape by the graph: always
+    when the region's sizes are known; with a symbolic size, only a value already of that
+    shape (an elementwise op on the region, or a source of the same shape)."""
+    if all(isinstance(d, int) for d in r.shape) or name in _ELEMENTWISE:
+        return True
+    src = write.args[1] if len(write.args) > 1 else None
+    val = src.meta.get("val") if isinstance(src, fx.Node) else None
+    return isinstance(val, torch.Tensor) and _same_shape(tuple(val.shape), tuple(r.shape))
+
+
+def _types(op: Any) -> list[str]:
+    """The types of an op's arguments, from its schema."""
+    return [str(a.type) for a in op._schema.arguments]
 
 
 def _fit(graph: fx.Graph, write: fx.Node, value: fx.Node, r: torch.Tensor, dtype: Any) -> Any:
@@ -207,20 +330,23 @@ def _fit(graph: fx.Graph, write: fx.Node, value: fx.Node, r: torch.Tensor, dtype
     v = value.meta["val"]
     if v.dtype != dtype:
         value = _emit(graph, write, _aten._to_copy.default, (value,), {"dtype": dtype})
-    if tuple(v.shape) != tuple(r.shape):
+    if not _same_shape(tuple(v.shape), tuple(r.shape)):
         value = _emit(graph, write, _aten.expand.default, (value, list(r.shape)))
     return value
 
 
 def _pieces(graph: fx.Graph, write: fx.Node, t: fx.Node, value: Any, cuts: list[Cut]) -> Any:
     """``t`` with the region ``cuts`` (sorted by dimension) holding ``value``: along the first
-    cut, the cat of ``t`` before the region, the region (cut along the rest), ``t`` after."""
-    dim, start, stop, _ = cuts[0]
+    cut, the cat of ``t`` before the region, the region (cut along the rest), ``t`` after; a
+    cut with a step as ``slice_scatter``, which symlab reads on fixed data only."""
+    dim, start, stop, step, _ = cuts[0]
     size = t.meta["val"].shape[dim]
     mid = value
     if len(cuts) > 1:
-        inner = _emit(graph, write, _aten.slice.Tensor, (t, dim, start, stop))
+        inner = _emit(graph, write, _aten.slice.Tensor, (t, dim, start, stop, step))
         mid = _pieces(graph, write, inner, value, cuts[1:])
+    if step != 1:
+        return _emit(graph, write, _aten.slice_scatter.default, (t, mid, dim, start, stop, step))
     parts = []
     if start > 0:
         parts.append(_emit(graph, write, _aten.slice.Tensor, (t, dim, 0, start)))

@@ -72,6 +72,7 @@ class _Gen:
         self.cut = random.Random(seed * 104729 + 13)  # fused projections cut in parts
         self.pick = random.Random(seed * 104729 + 17)  # rows picked by tensors
         self.fused = random.Random(seed * 104729 + 19)  # addcmul / addcdiv
+        self.slices = random.Random(seed * 104729 + 23)  # writes into slices of a result
         self.picked = False
         self.made: dict[str, str] = {}
         self.init: list[str] = []
@@ -219,6 +220,30 @@ class _Gen:
         }[form]
         self.line(expr, f"pick:{form}")
 
+    def slice_write(self, w: int) -> None:
+        """A write into a slice of a tensor the model computed (drawn from its own stream):
+        ``g = lin(h)``, then part of ``g``'s units or rows overwritten (by a function of that
+        part, a parameter, a slice of ``h``, zeros) or changed in place (``add_``, ``mul_``,
+        the write's own result read too), then ``g`` read."""
+        r = self.slices
+        g = f"{self.mod(f'nn.Linear({w}, {w})')}(h)"
+        a = r.randrange(w)
+        b = r.randint(a + 1, w)
+        cut = f"g[:, {a}:{b}]"
+        form = r.choice(["set", "add_", "mul_", "zero", "rows", "param", "other", "result"])
+        write = {
+            "set": f"{cut} = torch.tanh({cut})",
+            "add_": f"{cut}.add_({self.param((b - a,))})",
+            "mul_": f"{cut}.mul_(2.0)",
+            "zero": f"g[:, {a}] = 0.0",
+            "rows": "g[1:] = torch.tanh(g[1:])",
+            "param": f"{cut} = {self.param((b - a,))}",
+            "other": f"{cut} = h[:, {a}:{b}]",
+            "result": f"y = {cut}.mul_(1.5)",
+        }[form]
+        self.fwd += [f"g = {g}", write]
+        self.line("g + y.sum(-1, keepdim=True)" if form == "result" else "g", f"slice-write:{form}")
+
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
         """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
@@ -338,6 +363,8 @@ class _Gen:
         self.line(f"{self.mod(f'nn.Dropout({r.choice([0.1, 0.5])})')}(h)", "nn.Dropout")
         if not self.picked and self.pick.random() < 0.5:
             self.row_pick()
+        if self.slices.random() < 0.3:
+            self.slice_write(w)
         return w
 
     # -- feature maps ----------------------------------------------------------------------
