@@ -142,7 +142,7 @@ def test_writes_through_a_view_read_afterwards_are_read_as_pieces(forward, expor
     else:
         G = sl.symmetries(model, x)
     assert G.graph.frontend == "torch.export"
-    assert "concat" in [n.op for n in G.graph.nodes()]
+    assert any(n.name.startswith("@cat") for n in G.graph.nodes())  # the pieces
     assert _worst(model, G, x) < 1e-12
 
 

@@ -30,6 +30,7 @@ class Written(nn.Module):
         self.how, self.guarded = how, guarded
         self.a, self.head = nn.Linear(3, 4), nn.Linear(4, 2)
         self.p = nn.Parameter(torch.randn(2)) if how == "parameter" else None
+        self.q = nn.Parameter(torch.tensor(0.7)) if how == "parameter rows" else None
 
     def forward(self, x):
         if self.guarded:
@@ -44,6 +45,12 @@ class Written(nn.Module):
             h[:, 0] = 0
         elif self.how == "rows":  # rows (not units) written: every unit keeps its symmetries
             h[1:3] = torch.tanh(h[1:3])
+        elif self.how == "zero rows":  # a zero piece moves with any map of the units
+            h[1:3] = 0.0
+        elif self.how == "fill rows":  # a constant piece c: permutations only
+            h[1:3] = 2.0
+        elif self.how == "parameter rows":  # a 0-dim parameter written over two rows
+            h[1:3] = self.q
         elif self.how == "parameter":  # units 2 and 3 become a parameter, broadcast over rows
             h[:, 2:] = self.p
         elif self.how == "result read":  # the write's own result read afterwards
@@ -66,6 +73,9 @@ CASES = {
     "setitem": ["S_3", "{±1}^3", "S_1", "{±1}^1"],
     "zero": [],  # the units left are not all of a's: a's space stays fixed
     "rows": ["S_4", "{±1}^4"],  # tanh is odd
+    "zero rows": ["S_4", "{±1}^4"],
+    "fill rows": ["S_4"],
+    "parameter rows": ["S_4"],
     "parameter": ["S_2", "{±1}^2"],
     "result read": [],
     "whole": [],  # (a sum over the units is opaque, as in "result read")

@@ -105,7 +105,11 @@ def export_graph(
         flat = _flat_user_inputs(ep, inputs)
         _inline_autocast_off(ep.graph_module)
         assembled = assemble_export(ep.graph)  # new tensors written part by part: one cat each
-        if scatter_export(ep.graph) or assembled:  # writes into slices of computed tensors
+        lifted = {
+            s.arg.name: ep.constants[s.target] for s in ep.graph_signature.input_specs
+            if s.kind == InputKind.CONSTANT_TENSOR and s.target in ep.constants
+        }  # fmt: skip
+        if scatter_export(ep.graph, lifted) or assembled:  # writes into slices of tensors
             ep.graph_module.recompile()
         _check_static_sizes(ep.graph)
         return _Rewriter(model, ep, inputs, flat, calls).run(), flat

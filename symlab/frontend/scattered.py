@@ -10,7 +10,11 @@ After such a write the tensor ``b`` holds the written value in the region and it
 elsewhere: along the first cut dimension it is the ``torch.cat`` of the slice of ``b`` before
 the region, the region, and the slice after it; the region is cut the same way along the next
 cut dimension, and the innermost piece is the written value, broadcast to the region, given
-``b``'s dtype and given back the dimensions an integer index removed. :func:`scatter_export`
+``b``'s dtype and given back the dimensions an integer index removed. A region filled with
+one number ``c`` (``t[:, 0] = 0``, ``zero_``) is written ``region · 0 + c``: the same values
+wherever the region holds numbers (not ``inf`` or ``nan``), read as the region's units, so
+that the constant piece does not fix the units it is concatenated with (read as fixed data,
+a constant would). :func:`scatter_export`
 rewrites a torch.export graph so: every reader of ``b`` after the write reads that cat (a new
 tensor), and a reader of the write's own result reads the same view of the cat.
 
@@ -38,6 +42,7 @@ in-place rules of :mod:`symlab.frontend.export`):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -67,10 +72,12 @@ _UNINITIALISED = {
 Cut = tuple[int, int, int, int, bool]
 
 
-def scatter_export(graph: fx.Graph) -> bool:
+def scatter_export(graph: fx.Graph, constants: Mapping[str, Any] | None = None) -> bool:
     """Rewrite, in ``graph`` (a torch.export graph), each write into a slice of a tensor the
     graph computed as the ``torch.cat`` of that tensor's pieces and the written value (module
-    docstring); True when anything changed.
+    docstring); True when anything changed. ``constants``: the values of the graph's lifted
+    constant tensors by placeholder name (a fill with one of them, ``t[:, 0] = 0.0``, is then
+    a fill with its number).
 
     >>> from torch import nn
     >>> class Shift(nn.Module):
@@ -89,12 +96,12 @@ def scatter_export(graph: fx.Graph) -> bool:
     """
     changed = False
     for write in list(graph.nodes):
-        if write.graph is not None and _scatter(graph, write):
+        if write.graph is not None and _scatter(graph, write, constants or {}):
             changed = True
     return changed
 
 
-def _scatter(graph: fx.Graph, write: fx.Node) -> bool:
+def _scatter(graph: fx.Graph, write: fx.Node, constants: Mapping[str, Any]) -> bool:
     """Rewrite ``write`` when it is one (module docstring); True when it was."""
     if write.op != "call_function" or not writes_in_place(write):
         return False
@@ -119,10 +126,11 @@ def _scatter(graph: fx.Graph, write: fx.Node) -> bool:
     b, r = base.meta.get("val"), region.meta.get("val")
     if not isinstance(b, torch.Tensor) or not isinstance(r, torch.Tensor):
         return False
-    if not _fits(write, name, r):
+    fill = _fill(write, name, constants)
+    if not _fits(write, name, r, fill):
         return False
     with graph.inserting_before(write):
-        value = _value(graph, write, name, region, r)
+        value = _value(graph, write, name, region, fill)
         if value is None:
             return False
         value = _fit(graph, write, value, r, b.dtype)
@@ -285,22 +293,55 @@ def _seen_before(base: fx.Node, write: fx.Node, chain: set[fx.Node], order: dict
     return True
 
 
-def _value(graph: fx.Graph, write: fx.Node, name: str, region: fx.Node, r: torch.Tensor) -> Any:
-    """The values ``write`` puts into ``region`` (a node), or None when not known."""
+def _value(graph: fx.Graph, write: fx.Node, name: str, region: fx.Node, fill: Any) -> Any:
+    """The values ``write`` puts into ``region`` (a node), or None when not known; ``fill``:
+    the one value it fills the region with, if it does (:func:`_fill`)."""
     if name == "copy_":
         src = write.args[1] if len(write.args) > 1 else None
         return src if isinstance(src, fx.Node) and "val" in src.meta else None
-    if name == "zero_" or (name == "fill_" and not isinstance(write.args[1], fx.Node)):
-        fill = 0 if name == "zero_" else write.args[1]
-        kwargs = {"dtype": r.dtype, "device": r.device}
-        return _emit(graph, write, _aten.full.default, (list(r.shape), fill), kwargs)
-    if name == "fill_":  # fill_.Tensor: a 0-dim tensor
-        return write.args[1] if "val" in write.args[1].meta else None
+    if fill is not None:
+        # region·0 + c: c wherever the region holds numbers, tied to the region's units (a
+        # constant read as fixed data would fix every unit it is concatenated with); region·0
+        # alone for c = 0, which every map of the units keeps
+        zero = _emit(graph, write, _aten.mul.Tensor, (region, 0))
+        if not isinstance(fill, fx.Node) and fill == 0:
+            return zero
+        return _emit(graph, write, _aten.add.Tensor, (zero, fill))
+    if name == "fill_":
+        return None
     packet = getattr(_aten, name[:-1], None)
     op = getattr(packet, write.target._overloadname, None) if packet is not None else None
     if op is None or _types(op) != _types(write.target):
         return None  # (pow_.Scalar's exponent is pow.Scalar's base)
     return _emit(graph, write, op, (region, *write.args[1:]), dict(write.kwargs))
+
+
+#: ops between a lifted constant and its use that keep its value
+_KEEP = {_aten.lift_fresh_copy.default, _aten.detach_.default, _aten.detach.default,
+         _aten.clone.default, _aten.alias.default}  # fmt: skip
+
+
+def _fill(write: fx.Node, name: str, constants: Mapping[str, Any]) -> Any:
+    """The one value ``write`` fills its region with: a number (``zero_``, ``fill_`` of a
+    Python number or of a 0-dim constant tensor, ``t[:, 0] = 0.0``), a 0-dim tensor node whose
+    value is not known here, or None when it is no fill."""
+    if name == "zero_":
+        return 0
+    if name != "fill_" or len(write.args) < 2:
+        return None
+    value = write.args[1]
+    if isinstance(value, int | float | bool):
+        return value
+    val = value.meta.get("val") if isinstance(value, fx.Node) else None
+    if not isinstance(val, torch.Tensor) or val.dim() != 0:
+        return None
+    node = value
+    while node.op == "call_function" and node.target in _KEEP and node.args:
+        node = node.args[0]
+    known = constants.get(node.name) if node.op == "placeholder" else None
+    if isinstance(known, torch.Tensor) and known.dim() == 0 and not known.is_complex():
+        return known.item()
+    return value
 
 
 def _same_shape(a: tuple, b: tuple) -> bool:
@@ -309,12 +350,14 @@ def _same_shape(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(str(x) == str(y) for x, y in zip(a, b, strict=True))
 
 
-def _fits(write: fx.Node, name: str, r: torch.Tensor) -> bool:
+def _fits(write: fx.Node, name: str, r: torch.Tensor, fill: Any) -> bool:
     """Whether the written value can be put into the region's shape by the graph: always
     when the region's sizes are known; with a symbolic size, only a value already of that
     shape (an elementwise op on the region, or a source of the same shape)."""
     if all(isinstance(d, int) for d in r.shape) or name in _ELEMENTWISE:
         return True
+    if fill is not None:
+        return True  # computed from the region itself
     src = write.args[1] if len(write.args) > 1 else None
     val = src.meta.get("val") if isinstance(src, fx.Node) else None
     return isinstance(val, torch.Tensor) and _same_shape(tuple(val.shape), tuple(r.shape))
