@@ -177,8 +177,8 @@ def test_a_view_taken_before_the_write_and_read_after_it_is_refused(guarded):
 
 
 class Pow(nn.Module):
-    """``pow_.Scalar`` has no out-of-place op of the same overload (``pow.Scalar`` takes the
-    exponent as the tensor): not read, refused by name."""
+    """``pow_`` has no out-of-place op of the same overload and signature (``pow.Scalar``
+    takes the exponent as the tensor): not read, refused by name."""
 
     def __init__(self):
         super().__init__()

@@ -14,9 +14,9 @@ cut dimension, and the innermost piece is the written value, broadcast to the re
 one number ``c`` (``t[:, 0] = 0``, ``zero_``) is written ``region · 0 + c``: the same values
 wherever the region holds numbers (not ``inf`` or ``nan``), read as the region's units, so
 that the constant piece does not fix the units it is concatenated with (read as fixed data,
-a constant would). :func:`scatter_export`
-rewrites a torch.export graph so: every reader of ``b`` after the write reads that cat (a new
-tensor), and a reader of the write's own result reads the same view of the cat.
+a constant would). :func:`scatter_export` rewrites a torch.export graph so: every reader of
+``b`` after the write reads that cat (a new tensor), and a reader of the write's own result
+reads the same view of the cat.
 
 Only where that is exact (fail closed; anything else is left as it is and stays refused by the
 in-place rules of :mod:`symlab.frontend.export`):
@@ -58,7 +58,7 @@ _VIEWS = {_aten.slice.Tensor, _aten.select.int, _aten.alias.default}
 #: region's old ones
 _ELEMENTWISE = {
     "add_", "sub_", "mul_", "div_", "masked_fill_", "clamp_", "clamp_min_", "clamp_max_",
-    "relu_", "neg_", "exp_", "tanh_", "sigmoid_", "abs_", "pow_", "addcmul_", "addcdiv_",
+    "relu_", "neg_", "exp_", "tanh_", "sigmoid_", "abs_", "addcmul_", "addcdiv_",
 }  # fmt: skip
 
 #: factories whose entries are whatever the memory held: a write leaving part of such a
@@ -163,12 +163,12 @@ def _base(
     view of it); else the lowest view of it that every later reader reads (Qwen3.5's
     ``freqs_t = freqs[0]``, written into, then returned), when nothing reads the tensor or
     the views in between after the write."""
+    up = {p: path[i - 1] for i, p in enumerate(path) if i > 0}  # the next view up
     for k in range(len(path) - 1, 0, -1):
         cand, above, below = path[k], path[:k], path[k + 1 :]
         cuts = _cuts(above)
         if cuts is None or not _seen_before(cand, write, set(above), order):
             continue
-        up = {p: path[i - 1] for i, p in enumerate(path) if i > 0}
         if all(
             _earlier(u, p, write, order) or _apart(u, up[p])
             for p in below
@@ -312,7 +312,7 @@ def _value(graph: fx.Graph, write: fx.Node, name: str, region: fx.Node, fill: An
     packet = getattr(_aten, name[:-1], None)
     op = getattr(packet, write.target._overloadname, None) if packet is not None else None
     if op is None or _types(op) != _types(write.target):
-        return None  # (pow_.Scalar's exponent is pow.Scalar's base)
+        return None  # (no such op, or another signature)
     return _emit(graph, write, op, (region, *write.args[1:]), dict(write.kwargs))
 
 
