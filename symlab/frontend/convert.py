@@ -31,6 +31,7 @@ from symlab.frontend.functional_layers import (
     call_args,
     pool_keeps_shift,
     read_layer_call,
+    reshaped_parameters,
 )
 from symlab.frontend.functions import (
     ACT_FUNCS,
@@ -183,6 +184,7 @@ class Converter:
         refuse_hooks(self.model)  # torch.fx did not run them: their effect is not in the graph
         outs = 0
         matched, swallowed = self.find_patterns()
+        swallowed |= reshaped_parameters(self)  # conv1d.weight.squeeze(1).unsqueeze(1)
         self.swallowed = swallowed
         carrying = self.carrying = unit_carrying(self.gm, self.state)
         for node in self.gm.graph.nodes:

@@ -22,12 +22,16 @@ from torch.nn import functional as F
 
 from symlab.errors import UnsupportedOpError
 from symlab.frontend.fxutil import where
+from symlab.frontend.units import _metadata
 from symlab.graph.archgraph import ParamSpec
 
 if TYPE_CHECKING:
     from symlab.frontend.convert import Converter
 
-__all__ = ["CHANNEL_FIRST", "LAYER_FUNCS", "call_args", "pool_keeps_shift", "read_layer_call"]
+__all__ = [
+    "CHANNEL_FIRST", "LAYER_FUNCS", "call_args", "pool_keeps_shift", "read_layer_call",
+    "reshaped_parameters", "stored",
+]  # fmt: skip
 
 _CONV = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _SIGNATURES: dict[Any, tuple[str, ...]] = {
@@ -61,10 +65,41 @@ def call_args(node: fx.Node, names: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+#: ops that only reshape a tensor, keeping its entries in order: back at the tensor's own
+#: shape, the tensor itself (Qwen3.5's ``conv1d.weight.squeeze(1)``, later ``.unsqueeze(1)``)
+_RESHAPES = {"squeeze", "unsqueeze", "view", "reshape", "flatten", "unflatten", torch.squeeze,
+             torch.unsqueeze, torch.reshape, torch.flatten}  # fmt: skip
+
+
+def stored(cv: Converter, arg: Any) -> Any:
+    """``arg`` itself, or the parameter (``get_attr``) it is when it only reshapes one back to
+    the parameter's own shape, each step read by the next alone."""
+    node = arg
+    while isinstance(node, fx.Node) and node.op != "get_attr":
+        if node.op not in ("call_method", "call_function") or node.target not in _RESHAPES:
+            return arg
+        if len(_readers(node)) != 1 or not node.args or not isinstance(node.args[0], fx.Node):
+            return arg
+        node = node.args[0]
+    if node is arg or not isinstance(node, fx.Node) or len(_readers(node)) != 1:
+        return arg
+    value = cv.state.get(str(node.target))
+    shape = cv.meta_shape(arg)
+    if value is None or shape is None or tuple(value.shape) != tuple(shape):
+        return arg
+    return node
+
+
+def _readers(node: fx.Node) -> list[fx.Node]:
+    """The users of ``node`` that read its values (not its shape: ``w.view(w.shape)``)."""
+    return [u for u in node.users if not _metadata(u)]
+
+
 def _param(cv: Converter, node: fx.Node, arg: Any, leaf: str) -> str | None:
     """The module prefix owning parameter ``arg`` read under its standard name ``leaf``."""
     if arg is None:
         return None
+    given, arg = arg, stored(cv, arg)
     if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
         raise UnsupportedOpError(
             f"node {node.name!r}: {node.target.__name__}'s {leaf} is computed, not a module's "
@@ -73,7 +108,9 @@ def _param(cv: Converter, node: fx.Node, arg: Any, leaf: str) -> str | None:
         )
     key = str(arg.target)
     prefix, _, name = key.rpartition(".")
-    if name != leaf or key not in cv.state or any(u.target is not node.target for u in arg.users):
+    # read by this call alone: through its reshapes (stored checked each step has one reader)
+    readers = [node] if given is not arg else _readers(arg)
+    if name != leaf or key not in cv.state or any(u.target is not node.target for u in readers):
         raise UnsupportedOpError(
             f"node {node.name!r}: {node.target.__name__} reads {key!r} as its {leaf}"
             f"{where(node)}; symlab reads it as a layer only when it is the module's own "
@@ -125,7 +162,7 @@ def _keys(cv: Converter, node: fx.Node, a: dict[str, Any], leaves: tuple[str, ..
 
 
 def _full(cv: Converter, arg: Any) -> str:
-    return str(arg.target)
+    return str(stored(cv, arg).target)
 
 
 def _batch_norm(cv: Converter, node: fx.Node, x: str, a: dict[str, Any]) -> None:
@@ -223,19 +260,39 @@ def _own_parameters(cv: Converter, node: fx.Node, a: dict[str, Any]) -> bool:
     (the subclass case this module reads); anything else is left to other readers."""
     leaves = [k for k in ("weight", "bias", "running_mean", "running_var") if k in a]
     for leaf in leaves:
-        arg = a[leaf]
+        arg = stored(cv, a[leaf])
         if arg is None:
             continue
         if not (isinstance(arg, fx.Node) and arg.op == "get_attr"):
             return False
         if str(arg.target).rpartition(".")[2] != leaf or str(arg.target) not in cv.state:
             return False
-    keys = [str(a[k].target) for k in leaves if a[k] is not None]
+    keys = [str(stored(cv, a[k]).target) for k in leaves if a[k] is not None]
     owners = {k.rpartition(".")[0] for k in keys}
     called = {str(n.target) for n in cv.gm.graph.nodes if n.op == "call_module"}
     if owners & called:  # another layer's weight (tying): not this module's own forward
         return False
     return a.get("weight") is not None or node.target in (F.batch_norm, F.group_norm)
+
+
+def reshaped_parameters(cv: Converter) -> set[fx.Node]:
+    """The reshaping steps between a parameter and a functional layer call that reads it as
+    its own (:func:`stored`): part of that layer's reading, never graph nodes of their own."""
+    steps: set[fx.Node] = set()
+    for node in cv.gm.graph.nodes:
+        if node.op != "call_function" or node.target not in _READERS:
+            continue
+        a = call_args(node, _SIGNATURES[node.target])
+        if not _own_parameters(cv, node, a):
+            continue
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            arg = a.get(leaf)
+            if not isinstance(arg, fx.Node) or stored(cv, arg) is arg:
+                continue
+            while arg.op != "get_attr":
+                steps.add(arg)
+                arg = arg.args[0]
+    return steps
 
 
 def read_layer_call(cv: Converter, node: fx.Node) -> bool:
