@@ -7,8 +7,11 @@ self.running_var, self.weight, self.bias, ...)``, ``super().forward(x)`` of a ``
 reaches ``F.conv2d(x, self.weight, self.bias, ...)``. Such a call is the layer itself: it
 becomes the same graph op as the module would, named after the module that owns the
 parameters. Every parameter must be read straight from the module (a ``get_attr``, used by
-this call alone) under its standard name; anything else is refused (a computed weight is
-another function).
+this call alone) under its standard name, or through reshapes that give it back its own shape
+(``squeeze``/``unsqueeze``/``view``/``reshape``/``flatten``/``unflatten`` keep the entries in
+order, so back at the parameter's shape they are the parameter: Qwen3.5's
+``F.conv1d(x, conv1d.weight.squeeze(1).unsqueeze(1), groups=channels)``), each step read by
+the next alone; anything else is refused (a computed weight is another function).
 """
 
 from __future__ import annotations
