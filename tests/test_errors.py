@@ -61,6 +61,26 @@ def test_non_finite_parameters():
         sl.check_invariance(net, G, torch.full((2, 3), float("inf")))
 
 
+def test_check_invariance_on_outputs_that_are_not_numbers():
+    """A model that computes NaN on the inputs (``acos`` of a value past 1) cannot be checked:
+    a named error says so, instead of blaming the group (whose identity would fail too)."""
+
+    class Acos(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x))) + torch.acos(x).sum(-1, keepdim=True)
+
+    net = Acos().double()
+    x = torch.full((2, 3), 0.5, dtype=torch.float64)
+    G = sl.symmetries(net, x)
+    assert sl.check_invariance(net, G, x).passed  # in the domain: checked
+    with pytest.raises(errors.NonFiniteError, match="own outputs .* not finite"):
+        sl.check_invariance(net, G, x * 4)
+
+
 def test_element_from_a_different_group():
     G1 = sl.symmetries(MLP([3, 4, 2]))
     G2 = sl.symmetries(MLP([3, 5, 2]))

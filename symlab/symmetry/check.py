@@ -165,7 +165,8 @@ def check_invariance(
     element is not exact each inexact factor is evaluated alone, so the report names the
     factor and the input row behind an error (:class:`InexactError`) — a factor whose error on
     these inputs exceeds the tolerance fails the check. Raises :class:`InvarianceError` on
-    failure unless ``raise_on_failure`` is False. Every derived element is checked on the real
+    failure unless ``raise_on_failure`` is False, and :class:`NonFiniteError` when the inputs,
+    or the model's own outputs on them, hold NaN or infinity (nothing can be compared then). Every derived element is checked on the real
     model (docs/concepts/symmetries.md, "Fail closed, and proofs").
 
     >>> import symlab as sl
@@ -214,6 +215,14 @@ def check_invariance(
                 f"{type(model).__name__} ({type(exc).__name__}: {cause}); pass a batch the model "
                 "takes, e.g. the example input the group was derived from"
             ) from None
+        if ref.is_floating_point() and not bool(torch.isfinite(ref).all()):
+            bad = int((~torch.isfinite(ref)).sum())
+            raise NonFiniteError(
+                f"check_invariance: {type(model).__name__}'s own outputs on these inputs are not "
+                f"finite ({bad} of {ref.numel()} entries NaN or infinite), so no element can be "
+                "compared with them; pass inputs on which the model computes numbers (a square "
+                "root or a log of a negative value gives NaN)"
+            )
         names = {f.name for f in inexact}
         for _ in range(samples):
             h = G.sample(g)
