@@ -166,8 +166,9 @@ def check_invariance(
     factor and the input row behind an error (:class:`InexactError`) — a factor whose error on
     these inputs exceeds the tolerance fails the check. Raises :class:`InvarianceError` on
     failure unless ``raise_on_failure`` is False, and :class:`NonFiniteError` when the inputs,
-    or the model's own outputs on them, hold NaN or infinity (nothing can be compared then). Every derived element is checked on the real
-    model (docs/concepts/symmetries.md, "Fail closed, and proofs").
+    or the model's own outputs on them, hold NaN or infinity (nothing can be compared then).
+    Every derived element is checked on the real model (docs/concepts/symmetries.md, "Fail
+    closed, and proofs").
 
     >>> import symlab as sl
     >>> net = sl.nn.MLP([3, 4, 2], dtype=torch.float64)
