@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from ops_contexts import (
     LAST_CONTEXTS,
+    export_only,
     inputs,
     kinds,
     model,
@@ -109,6 +110,14 @@ LAST_OPS = {
     "exp": (_fn(torch.exp), ["S_3"]),
     "normalize": (_fn(lambda x: F.normalize(x, dim=-1)), ["S_3", "{±1}^3"]),
     "normalize_positions": (_fn(lambda x: F.normalize(x, dim=1)), ["S_3", "{±1}^3"]),
+    "l2norm_rsqrt": (  # Qwen3.5 / FLA's l2norm
+        _fn(lambda x: x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1e-6)),
+        ["S_3", "{±1}^3"],
+    ),
+    "l2norm_rsqrt_pow": (
+        _fn(lambda x: torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + 1e-6) * x),
+        ["S_3", "{±1}^3"],
+    ),
     "normalize_by_hand": (
         _fn(lambda x: x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)),
         ["S_3", "{±1}^3"],
@@ -297,3 +306,25 @@ def test_functional_ops_with_shared_or_computed_weights() -> None:
     computed = model("linear", lambda n: WithParam(lambda x, p: F.linear(x, p * 2), (n, n)), 3)
     G = prove(computed, inputs("last"))
     assert kinds(G) == []
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        lambda x: x * torch.rsqrt(x.sum(-1, keepdim=True).abs() + 1.0),  # no square
+        lambda x: x * torch.rsqrt((x * x).sum(-1) + 1e-6).unsqueeze(-1),  # no keepdim
+        lambda x: torch.rsqrt(x * x + 1.0),  # rsqrt alone
+    ],
+    ids=["no_square", "no_keepdim", "alone"],
+)
+def test_rsqrt_outside_an_l2_norm_is_refused(f) -> None:
+    """``rsqrt`` is read only as the inverse norm of ``x * rsqrt(Σ x² + eps)``: anything else
+    is refused by name (NaN below 0 would defeat any sampled check of an elementwise rule)."""
+    net = model("linear", lambda n: Fn(f), 3)
+    for export in (False, True):
+        with pytest.raises(sl.errors.UnsupportedOpError, match="rsqrt"):
+            if export:
+                with export_only():
+                    sl.symmetries(net, inputs("last"))
+            else:
+                sl.symmetries(net, inputs("last"))

@@ -257,6 +257,7 @@ ATEN: dict[Any, _Rule] = {
     aten.abs: _fn(torch.abs, 1),
     aten.exp: _fn(torch.exp, 1),
     aten.erf: _fn(torch.erf, 1),  # hand-written GELU: x * 0.5 * (1 + erf(x / sqrt(2)))
+    aten.rsqrt: _fn(torch.rsqrt, 1),  # read inside an L2 norm only (patterns/normalize.py)
     aten.pow: _fn(torch.pow, 2),
     aten.square: _fn(torch.square, 1),
     aten.clamp: _fn(torch.clamp, 3),
