@@ -414,9 +414,6 @@ class _Rewriter:
             self.env[node] = self.emit(node, "call_function", target,
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
             return
-        if packet is torch.ops.aten.copy_:
-            self.env[node] = self.overwrite(node)
-            return
         packet = self.out_of_place(node, packet)
         for written in outs:  # torch.mul(a, b, out=buf)
             _check_private_write(node, written)  # then the op is read as making a new tensor
@@ -490,28 +487,6 @@ class _Rewriter:
             return False
         self.env[node] = self.arg(kept[0], node)
         return True
-
-    def overwrite(self, node: fx.Node) -> Any:
-        """``b.copy_(v)`` over the whole of a tensor ``b`` nothing else reads afterwards (reads
-        of ``b`` or its views before the write are allowed: MViTv2's
-        ``attn[:, :, k:, k:] = attn[:, :, k:, k:] + rel`` with ``k = 0``): the write's value is
-        ``v`` given ``b``'s dtype and broadcast to its shape; ``b``'s own values are not read."""
-        _check_private_write(node)
-        dst, src = node.args[0], node.args[1]
-        d = dst.meta.get("val")
-        s = src.meta.get("val") if isinstance(src, fx.Node) else None
-        if not isinstance(d, torch.Tensor) or not isinstance(s, torch.Tensor):
-            raise _unmapped(node, "a copy_ of a value that is not a tensor")
-        if s.device != d.device:
-            raise _unmapped(node, "a copy_ across devices", "Move the tensor first (.to).")
-        value = self.arg(src, node)
-        if s.dtype != d.dtype:
-            value = self.emit(node, "call_method", "to", (value, d.dtype), {})
-        if tuple(s.shape) != tuple(d.shape):
-            if any(not isinstance(n, int) for n in d.shape):
-                raise _unmapped(node, "a broadcasting copy_ into a tensor of symbolic size")
-            value = self.emit(node, "call_method", "expand", (value, *d.shape), {})
-        return value
 
     def out_of_place(self, node: fx.Node, packet: Any) -> Any:
         """The out-of-place op of an in-place one (``relu_`` → ``relu``), when that is exact:

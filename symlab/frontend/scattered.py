@@ -16,7 +16,9 @@ wherever the region holds numbers (not ``inf`` or ``nan``), read as the region's
 that the constant piece does not fix the units it is concatenated with (read as fixed data,
 a constant would). :func:`scatter_export` rewrites a torch.export graph so: every reader of
 ``b`` after the write reads that cat (a new tensor), and a reader of the write's own result
-reads the same view of the cat.
+reads the same view of the cat. A ``copy_`` over the whole of such a tensor (MViTv2 without a
+class token: ``attn[:, :, 0:, 0:] = attn[:, :, 0:, 0:] + rel``, which export records as a
+copy into ``attn`` itself) is its value, read the same way.
 
 Only where that is exact (fail closed; anything else is left as it is and stays refused by the
 in-place rules of :mod:`symlab.frontend.export`):
@@ -113,8 +115,8 @@ def _scatter(graph: fx.Graph, write: fx.Node, constants: Mapping[str, Any]) -> b
     while isinstance(node, fx.Node) and node.op == "call_function" and node.target in _VIEWS:
         chain.append(node)
         node = node.args[0]
-    if not chain or not isinstance(node, fx.Node) or may_alias(node):
-        return False
+    if (not chain and name != "copy_") or not isinstance(node, fx.Node) or may_alias(node):
+        return False  # (an in-place op over a whole tensor is read by export.py's rewriter)
     if node.target in _UNINITIALISED:
         return False  # the rest of it holds no values
     order = {n: i for i, n in enumerate(graph.nodes)}
@@ -127,7 +129,7 @@ def _scatter(graph: fx.Graph, write: fx.Node, constants: Mapping[str, Any]) -> b
     if not isinstance(b, torch.Tensor) or not isinstance(r, torch.Tensor):
         return False
     fill = _fill(write, name, constants)
-    if not _fits(write, name, r, fill):
+    if not _fits(write, name, r, fill) or not _same_device(write, name, r):
         return False
     with graph.inserting_before(write):
         value = _value(graph, write, name, region, fill)
@@ -164,7 +166,7 @@ def _base(
     ``freqs_t = freqs[0]``, written into, then returned), when nothing reads the tensor or
     the views in between after the write."""
     up = {p: path[i - 1] for i, p in enumerate(path) if i > 0}  # the next view up
-    for k in range(len(path) - 1, 0, -1):
+    for k in range(len(path) - 1, 0 if len(path) > 1 else -1, -1):  # (a whole copy_: k = 0)
         cand, above, below = path[k], path[:k], path[k + 1 :]
         cuts = _cuts(above)
         if cuts is None or not _seen_before(cand, write, set(above), order):
@@ -361,6 +363,16 @@ def _fits(write: fx.Node, name: str, r: torch.Tensor, fill: Any) -> bool:
     src = write.args[1] if len(write.args) > 1 else None
     val = src.meta.get("val") if isinstance(src, fx.Node) else None
     return isinstance(val, torch.Tensor) and _same_shape(tuple(val.shape), tuple(r.shape))
+
+
+def _same_device(write: fx.Node, name: str, r: torch.Tensor) -> bool:
+    """Whether what ``copy_`` writes lives on the region's device (a copy across devices is
+    not read: the value would stay on its own)."""
+    if name != "copy_":
+        return True
+    src = write.args[1] if len(write.args) > 1 else None
+    val = src.meta.get("val") if isinstance(src, fx.Node) else None
+    return isinstance(val, torch.Tensor) and val.device == r.device
 
 
 def _types(op: Any) -> list[str]:
