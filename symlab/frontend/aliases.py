@@ -14,7 +14,7 @@ import torch.fx as fx
 from symlab.frontend.fxutil import flat_nodes
 from symlab.frontend.units import makes_fresh
 
-__all__ = ["may_alias", "may_view", "read_before", "writes_in_place"]
+__all__ = ["may_alias", "may_view", "read_before", "read_only_before", "writes_in_place"]
 
 
 def read_before(src: fx.Node, write: fx.Node) -> bool:
@@ -23,15 +23,30 @@ def read_before(src: fx.Node, write: fx.Node) -> bool:
     ``scores``), none of those views written in place: nothing reads ``src``'s memory after
     the write but the write's own result."""
     order = {n: i for i, n in enumerate(src.graph.nodes)}
-    todo = [(u, src) for u in src.users if u is not write]
+    return all(
+        read_only_before(u, src, write, order, by_write=False) for u in src.users if u is not write
+    )
+
+
+def read_only_before(
+    user: fx.Node, of: fx.Node, write: fx.Node, order: dict[fx.Node, int], *, by_write: bool
+) -> bool:
+    """Whether ``user``, a reader of ``of``, runs before ``write`` (positions in ``order``), and
+    so does every reader of it if it is a view of ``of``, and of those views in turn, none
+    of them written in place. ``by_write``: the write itself may be such a reader (reading
+    another part of the tensor as the value it writes into a slice); else it may not
+    (``b.add_(b.t())`` reads entries it has already written)."""
+    todo = [(user, of)]
     while todo:
-        user, of = todo.pop()
-        if order[user] >= order[write]:
-            return False  # read later, or by the write itself (``b.add_(b.t())``)
-        if may_view(user, of):
-            if writes_in_place(user):
+        u, o = todo.pop()
+        if u is write and by_write:
+            continue
+        if order[u] >= order[write]:
+            return False
+        if may_view(u, o):
+            if writes_in_place(u):
                 return False
-            todo.extend((u, user) for u in user.users)
+            todo.extend((x, u) for x in u.users)
     return True
 
 

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from symlab.frontend.aliases import may_alias, may_view, writes_in_place
+from symlab.frontend.aliases import may_alias, read_only_before, writes_in_place
 
 __all__ = ["scatter_export"]
 
@@ -172,7 +172,7 @@ def _base(
         if cuts is None or not _seen_before(cand, write, set(above), order):
             continue
         if all(
-            _earlier(u, p, write, order) or _apart(u, up[p])
+            read_only_before(u, p, write, order, by_write=True) or _apart(u, up[p])
             for p in below
             for u in p.users
             if u is not up[p]
@@ -197,23 +197,6 @@ def _apart(u: fx.Node, v: fx.Node) -> bool:
         return False  # unknown, or all of the dimension
     (da, la, ha, sa, _), (db, lb, hb, sb, _) = a[0], b[0]
     return da == db and sa == sb == 1 and (ha <= lb or hb <= la)
-
-
-def _earlier(user: fx.Node, of: fx.Node, write: fx.Node, order: dict[fx.Node, int]) -> bool:
-    """Whether ``user`` (a reader of ``of``) runs before ``write``, and so does every reader
-    of it if it is a view of ``of``, none of them written in place."""
-    todo = [(user, of)]
-    while todo:
-        u, o = todo.pop()
-        if u is write:
-            continue  # the write reading another part of the tensor as its value
-        if order[u] > order[write]:
-            return False
-        if may_view(u, o):
-            if writes_in_place(u):
-                return False
-            todo.extend((x, u) for x in u.users)
-    return True
 
 
 def _cuts(chain: list[fx.Node]) -> list[Cut] | None:
@@ -276,23 +259,15 @@ def _seen_before(base: fx.Node, write: fx.Node, chain: set[fx.Node], order: dict
     """Whether nothing reads ``base``'s memory after ``write`` but ``base`` itself (which
     will read the cat): every view of it other than the write's own chain is read before the
     write, and nothing writes into one in place before it."""
-    todo = [(u, base) for u in base.users]
-    while todo:
-        user, of = todo.pop()
-        if user is write:
-            continue  # the write reads its region, or reads another part as its value
+
+    def fine(user: fx.Node, of: fx.Node) -> bool:
         if user in chain:
-            todo.extend((u, user) for u in user.users)
-            continue
-        if order[user] > order[write]:
-            if of is base:
-                continue  # a later reader of the tensor itself: it will read the cat
-            return False  # a view taken before the write, read after it
-        if may_view(user, of):
-            if writes_in_place(user):
-                return False  # another write into the tensor before this one
-            todo.extend((u, user) for u in user.users)
-    return True
+            return all(fine(u, user) for u in user.users)
+        if of is base and order[user] > order[write]:
+            return True  # a later reader of the tensor itself: it will read the cat
+        return read_only_before(user, of, write, order, by_write=True)
+
+    return all(fine(u, base) for u in base.users)
 
 
 def _value(graph: fx.Graph, write: fx.Node, name: str, region: fx.Node, fill: Any) -> Any:
