@@ -37,6 +37,7 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
+from symlab.frontend.scattered import view_cut
 from symlab.frontend.units import _base, makes_fresh, writes
 
 __all__ = ["assemble_export", "assemble_fx", "written_in_parts"]
@@ -237,29 +238,15 @@ _ATEN_EMIT = {
 }
 
 
-def _args(node: fx.Node, names: tuple[str, ...], defaults: tuple) -> list:
-    """The arguments after the tensor of ``node``, by position or keyword, defaults filled in."""
-    given = list(node.args[1:])
-    rest = [node.kwargs.get(n, v) for n, v in zip(names, defaults, strict=True)]
-    return given + rest[len(given) :]
-
-
 def _aten_cuts(v: fx.Node, shape: tuple[int, ...]) -> list[Cut] | None:
+    """The cut of an ``aten.slice`` / ``aten.select`` / ``aten.alias`` view
+    (:func:`symlab.frontend.scattered.view_cut`), refused (None) with a step."""
     if v.target is _ALIAS:
         return []
-    rank = len(shape)
-    if v.target is _SELECT:
-        dim, idx = _args(v, ("dim", "index"), (None, None))
-        start = stop = step = None
-    else:
-        dim, start, stop, step = _args(v, ("dim", "start", "end", "step"), (0, None, None, 1))
-        idx = None
-    if not isinstance(dim, int) or not -rank <= dim < rank:
+    cut = view_cut(v, shape)
+    if cut is None or any(step != 1 for _, _, _, step, _ in cut):
         return None
-    dim %= rank
-    if v.target is _SELECT:
-        return _index(dim, idx, shape[dim])
-    return _span(dim, slice(start, stop, step), shape[dim])
+    return [(dim, start, stop, squeezed) for dim, start, stop, _, squeezed in cut]
 
 
 def _index(dim: int, idx: Any, size: int) -> list[Cut] | None:

@@ -52,7 +52,7 @@ import torch.fx as fx
 
 from symlab.frontend.aliases import may_alias, read_only_before, writes_in_place
 
-__all__ = ["scatter_export"]
+__all__ = ["scatter_export", "view_cut"]
 
 _aten = torch.ops.aten
 _VIEWS = {_aten.slice.Tensor, _aten.select.int, _aten.alias.default}
@@ -192,7 +192,7 @@ def _apart(u: fx.Node, v: fx.Node) -> bool:
     val = u.args[0].meta.get("val")
     if not isinstance(val, torch.Tensor):
         return False
-    a, b = _cut(u, tuple(val.shape)), _cut(v, tuple(val.shape))
+    a, b = view_cut(u, tuple(val.shape)), view_cut(v, tuple(val.shape))
     if not a or not b:
         return False  # unknown, or all of the dimension
     (da, la, ha, sa, _), (db, lb, hb, sb, _) = a[0], b[0]
@@ -212,7 +212,7 @@ def _cuts(chain: list[fx.Node]) -> list[Cut] | None:
             dims = list(range(val.dim()))
         if v.target is _aten.alias.default:
             continue
-        cut = _cut(v, tuple(val.shape))
+        cut = view_cut(v, tuple(val.shape))
         if cut is None:
             return None
         if not cut:
@@ -227,7 +227,7 @@ def _cuts(chain: list[fx.Node]) -> list[Cut] | None:
     return found
 
 
-def _cut(v: fx.Node, shape: tuple) -> list[Cut] | None:
+def view_cut(v: fx.Node, shape: tuple) -> list[Cut] | None:
     """The cut ``v`` (a ``slice`` or ``select``) makes along its input's dimension, ``[]``
     when it takes all of it, None when its bounds or the dimension's size are not known."""
     names = ("dim", "index") if v.target is _aten.select.int else ("dim", "start", "end", "step")
