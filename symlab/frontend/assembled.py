@@ -37,7 +37,7 @@ import torch
 import torch.fx as fx
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from symlab.frontend.scattered import view_cut
+from symlab.frontend.scattered import emit_like, view_cut
 from symlab.frontend.units import _base, makes_fresh, writes
 
 __all__ = ["assemble_export", "assemble_fx", "written_in_parts"]
@@ -278,11 +278,7 @@ def _aten_emit(graph: fx.Graph, what: str, args: tuple, p: _Piece) -> fx.Node:
     """A new aten node with the metadata of ``p``'s write (module stack, source line) and its
     value computed from its arguments' (torch.export's fake tensors)."""
     op, args, kwargs = _ATEN_EMIT[what](args)
-    node = graph.call_function(op, args, kwargs)
-    node.meta.update({k: v for k, v in p.nodes[-1].meta.items() if k != "val"})
-    vals = fx.node.map_arg((args, kwargs), lambda n: n.meta["val"])
-    node.meta["val"] = op(*vals[0], **vals[1])
-    return node
+    return emit_like(graph, p.nodes[-1], op, args, kwargs)
 
 
 def _aten_owner(node: fx.Node) -> fx.Node | None:

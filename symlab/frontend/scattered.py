@@ -52,7 +52,7 @@ import torch.fx as fx
 
 from symlab.frontend.aliases import may_alias, read_only_before, writes_in_place
 
-__all__ = ["scatter_export", "view_cut"]
+__all__ = ["emit_like", "scatter_export", "view_cut"]
 
 _aten = torch.ops.aten
 _VIEWS = {_aten.slice.Tensor, _aten.select.int, _aten.alias.default}
@@ -138,7 +138,7 @@ def _scatter(graph: fx.Graph, write: fx.Node, constants: Mapping[str, Any]) -> b
         value = _fit(graph, write, value, r, b.dtype)
         for dim, _, _, _, squeezed in sorted(cuts):
             if squeezed:
-                value = _emit(graph, write, _aten.unsqueeze.default, (value, dim))
+                value = emit_like(graph, write, _aten.unsqueeze.default, (value, dim))
         new = _pieces(graph, write, base, value, sorted(cuts)) if cuts else value
     for user in list(base.users):
         if user in order and order[user] > order[write]:
@@ -147,7 +147,7 @@ def _scatter(graph: fx.Graph, write: fx.Node, constants: Mapping[str, Any]) -> b
         with graph.inserting_after(new):
             view = new
             for v in reversed(chain):
-                view = _emit(graph, write, v.target, (view, *v.args[1:]), dict(v.kwargs))
+                view = emit_like(graph, write, v.target, (view, *v.args[1:]), dict(v.kwargs))
         write.replace_all_uses_with(view)
     graph.erase_node(write)
     for v in chain:  # from the written view down: each unread now
@@ -280,17 +280,17 @@ def _value(graph: fx.Graph, write: fx.Node, name: str, region: fx.Node, fill: An
         # region·0 + c: c wherever the region holds numbers, tied to the region's units (a
         # constant read as fixed data would fix every unit it is concatenated with); region·0
         # alone for c = 0, which every map of the units keeps
-        zero = _emit(graph, write, _aten.mul.Tensor, (region, 0))
+        zero = emit_like(graph, write, _aten.mul.Tensor, (region, 0))
         if not isinstance(fill, fx.Node) and fill == 0:
             return zero
-        return _emit(graph, write, _aten.add.Tensor, (zero, fill))
+        return emit_like(graph, write, _aten.add.Tensor, (zero, fill))
     if name == "fill_":
         return None
     packet = getattr(_aten, name[:-1], None)
     op = getattr(packet, write.target._overloadname, None) if packet is not None else None
     if op is None or _types(op) != _types(write.target):
         return None  # (no such op, or another signature)
-    return _emit(graph, write, op, (region, *write.args[1:]), dict(write.kwargs))
+    return emit_like(graph, write, op, (region, *write.args[1:]), dict(write.kwargs))
 
 
 #: ops between a lifted constant and its use that keep its value
@@ -359,9 +359,9 @@ def _fit(graph: fx.Graph, write: fx.Node, value: fx.Node, r: torch.Tensor, dtype
     """``value`` given ``dtype`` and broadcast to the region's shape (as the write does)."""
     v = value.meta["val"]
     if v.dtype != dtype:
-        value = _emit(graph, write, _aten._to_copy.default, (value,), {"dtype": dtype})
+        value = emit_like(graph, write, _aten._to_copy.default, (value,), {"dtype": dtype})
     if not _same_shape(tuple(v.shape), tuple(r.shape)):
-        value = _emit(graph, write, _aten.expand.default, (value, list(r.shape)))
+        value = emit_like(graph, write, _aten.expand.default, (value, list(r.shape)))
     return value
 
 
@@ -373,20 +373,21 @@ def _pieces(graph: fx.Graph, write: fx.Node, t: fx.Node, value: Any, cuts: list[
     size = t.meta["val"].shape[dim]
     mid = value
     if len(cuts) > 1:
-        inner = _emit(graph, write, _aten.slice.Tensor, (t, dim, start, stop, step))
+        inner = emit_like(graph, write, _aten.slice.Tensor, (t, dim, start, stop, step))
         mid = _pieces(graph, write, inner, value, cuts[1:])
     if step != 1:
-        return _emit(graph, write, _aten.slice_scatter.default, (t, mid, dim, start, stop, step))
+        scatter = _aten.slice_scatter.default
+        return emit_like(graph, write, scatter, (t, mid, dim, start, stop, step))
     parts = []
     if start > 0:
-        parts.append(_emit(graph, write, _aten.slice.Tensor, (t, dim, 0, start)))
+        parts.append(emit_like(graph, write, _aten.slice.Tensor, (t, dim, 0, start)))
     parts.append(mid)
     if stop < size:
-        parts.append(_emit(graph, write, _aten.slice.Tensor, (t, dim, stop, size)))
-    return _emit(graph, write, _aten.cat.default, (parts, dim))
+        parts.append(emit_like(graph, write, _aten.slice.Tensor, (t, dim, stop, size)))
+    return emit_like(graph, write, _aten.cat.default, (parts, dim))
 
 
-def _emit(graph: fx.Graph, write: fx.Node, op: Any, args: tuple, kwargs: Any = None) -> fx.Node:
+def emit_like(graph: fx.Graph, write: fx.Node, op: Any, args: tuple, kwargs: Any = None) -> fx.Node:
     """A new aten node with ``write``'s metadata (module stack, source line) and its value
     computed from its arguments' (torch.export's fake tensors)."""
     kwargs = kwargs or {}
