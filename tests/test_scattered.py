@@ -262,20 +262,48 @@ class _Write(nn.Module):
 @given(region=_regions(), how=st.sampled_from(["copy", "add_", "fill_", "zero_"]))
 def test_the_rewrite_computes_what_torch_computes(region, how):
     shape, index = region
+    changed, got, want = _rewritten(shape, index, how)
+    whole = torch.empty(shape)[index].shape == shape and not any(isinstance(i, int) for i in index)
+    assert changed or whole
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _rewritten(shape, index, how):
+    """Whether scatter_export rewrote the write, and the rewritten graph's outputs beside the
+    model's own."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)
     v = torch.randn(x[index].numel() or 1, generator=g)
     model = _Write(index, how)
     ep = torch.export.export(model, (x, v), strict=False)
     changed = scatter_export(ep.graph)
-    whole = x[index].shape == x.shape and not any(isinstance(i, int) for i in index)
-    assert changed or whole
     if changed:  # no write left
         assert not any(writes_in_place(n) for n in ep.graph.nodes if n.op == "call_function")
     ep.graph_module.recompile()
-    got, want = ep.module()(x, v), model(x.clone(), v)
-    for a, b in zip(got, want, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    return changed, ep.module()(x, v), model(x.clone(), v)
+
+
+@pytest.mark.parametrize("how", ["copy", "add_", "fill_"])
+def test_control_a_misplaced_piece_is_caught(how, monkeypatch):
+    """Negative control of the property: a rewrite that puts the region after the rest of the
+    tensor (the pieces in the wrong order) computes something else, and the comparison says
+    so."""
+    import symlab.frontend.scattered as scattered
+
+    right = scattered._pieces
+
+    def wrong(graph, write, t, value, cuts):
+        node = right(graph, write, t, value, cuts)
+        parts, dim = node.args
+        node.args = (list(reversed(parts)), dim)
+        return node
+
+    monkeypatch.setattr(scattered, "_pieces", wrong)
+    changed, got, want = _rewritten((3, 4), (slice(None), slice(0, 2)), how)
+    assert changed
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
 
 
 class Interleaved(nn.Module):
