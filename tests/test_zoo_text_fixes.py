@@ -36,14 +36,16 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, twin: bool) -> 
 
 
 class QKNormRope(nn.Module):
-    """Qwen3-style attention: an RMSNorm on each query/key head before the rotary embedding
-    (the attention matcher does not read it), then a SwiGLU MLP."""
+    """Qwen3-style attention with a norm of the values too: an RMSNorm on each query, key and
+    value head before the rotary embedding (the attention matcher reads a norm of the queries
+    and keys, not of the values), then a SwiGLU MLP."""
 
     def __init__(self, d: int = 8, heads: int = 2, twin: bool = False) -> None:
         super().__init__()
         self.h, self.hd, self.twin = heads, d // heads, twin
         self.q, self.k, self.v, self.o = (nn.Linear(d, d, bias=False) for _ in range(4))
         self.qn, self.kn = nn.Parameter(torch.ones(self.hd)), nn.Parameter(torch.ones(self.hd))
+        self.vn = nn.Parameter(torch.ones(self.hd))
         self.up, self.gate, self.down = nn.Linear(d, 16), nn.Linear(d, 16), nn.Linear(16, d)
 
     @staticmethod
@@ -54,7 +56,7 @@ class QKNormRope(nn.Module):
         B, T, _ = x.shape
         q = self.norm(self.q(x).view(B, T, self.h, self.hd), self.qn).transpose(1, 2)
         k = self.norm(self.k(x).view(B, T, self.h, self.hd), self.kn).transpose(1, 2)
-        v = self.v(x).view(B, T, self.h, self.hd).transpose(1, 2)
+        v = self.norm(self.v(x).view(B, T, self.h, self.hd), self.vn).transpose(1, 2)
         inv = 1.0 / (10000 ** (torch.arange(0, self.hd, 2, dtype=x.dtype) / self.hd))
         freqs = torch.arange(T, dtype=x.dtype)[:, None] * inv[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)

@@ -6,7 +6,9 @@ For head ``h`` with queries ``q_h = W_Q^h x`` and keys ``k_h = W_K^h x``, the sc
 The inputs and the output of the block admit any invertible map (the projections are linear).
 Biases of the projections move with their rows. The key bias is free (it adds ``q·b_K`` to
 every score of a query, which the softmax over keys ignores): a translation factor
-(:mod:`symlab.symmetry.shift_rules`). See docs/concepts/symmetries.md.
+(:mod:`symlab.symmetry.shift_rules`). With normalised queries or keys (QK-norm) the maps of
+queries and keys are gone and a norm weight over all heads moves with its head blocks
+(:mod:`symlab.symmetry.rope_rules`). See docs/concepts/symmetries.md.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ def _transposed(node: Node, params: Params) -> Params:
         return params
     return {k: (v.T.contiguous() if k.removesuffix(".weight") in mods and k.endswith(".weight")
                 else v) for k, v in params.items()}  # fmt: skip
+
+
+def _move_norms(
+    node: Node,
+    params: Params,
+    out: dict[str, torch.Tensor],
+    q_perm: torch.Tensor | None,
+    kv_perm: torch.Tensor | None,
+) -> None:
+    """A QK-norm over all heads (``attrs['qk_norm']``, scope ``full``) has one weight entry per
+    row of its projection: it moves with the rows, head block by head block. A norm over each
+    head's dimensions has one weight for every head: it stays."""
+    hq = int(node.attrs["num_heads"])
+    hkv = int(node.attrs.get("num_kv_heads", hq))
+    for role, scope, keys in node.attrs.get("qk_norm", ()):
+        perm, h = (q_perm, hq) if role == "q" else (kv_perm, hkv)
+        if scope == "full" and perm is not None:
+            for key in keys:
+                out[key] = _map_rows(params[key], perm, None, h)
 
 
 def _heads(m: torch.Tensor, h: int) -> torch.Tensor:
@@ -126,7 +147,8 @@ def attention_linear_rule(node: Node, graph: ArchGraph) -> OpSymmetry:
     ``head_dim`` for queries/keys and ``head_dim_v`` for values/output; the key bias is free
     when the matcher saw the values weighted by a softmax over keys (``softmax_keys``)."""
     h, d = int(node.attrs["num_heads"]), int(node.attrs["head_dim"])
-    key_bias = (f"{node.attrs['modules'][1]}.bias", 0, h * d)
+    hkv = int(node.attrs.get("num_kv_heads", h))  # the keys' rows: one block per key head
+    key_bias = (f"{node.attrs['modules'][1]}.bias", 0, hkv * d)
     soft = node.attrs.get("softmax_keys", False)
     return _attention_spec(
         node, graph, d, int(node.attrs["head_dim_v"]), key_bias if soft else None
@@ -158,6 +180,7 @@ def _attention_linear_act(
     out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
+    _move_norms(node, params, out, hm.q_perm, hm.kv_perm)
     return _transposed(node, out)
 
 
@@ -213,4 +236,5 @@ def _attention_fused_act(
     out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:
         out[f"{o}.bias"] = t_out.out(params[f"{o}.bias"], 0)
+    _move_norms(node, params, out, hm.q_perm, hm.kv_perm)
     return _transposed(node, out)

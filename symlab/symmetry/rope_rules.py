@@ -28,6 +28,11 @@ scores' maps above are untouched (GL per head survives), but a head permutation 
 each head's bias to a head with the same bias: with ALiBi's distinct slopes only the identity.
 Such blocks (``attrs['head_bias']``) have no head permutations.
 
+**QK-norm** (Henry et al., Findings of EMNLP 2020; Dehghani et al., ICML 2023): an RMSNorm or
+LayerNorm of the queries or keys (``attrs['qk_norm']``) commutes only with maps that keep its
+statistic and its weight, so such blocks keep no maps of the queries and keys (no GL, no
+complex scalings); head permutations and the values' GL survive.
+
 ``attention_internal`` lists the internal factors; ``head_maps`` turns an element's values
 into the per-head permutations and matrices the attention actions apply.
 """
@@ -72,10 +77,11 @@ def attention_internal(node: Node, d_qk: int, d_v: int) -> list[InternalFactor]:
         if n > 1:
             out.append(InternalFactor("qheads", "permutation", n, copies=hkv))
     r = int(node.attrs.get("rope_dims", 0)) if node.attrs.get("rope_layout") else 0
-    if r:
-        out.append(InternalFactor("qk_rot", "complex_scaling", r // 2, copies=hkv))
-    if d_qk > r:
-        out.append(InternalFactor("qk", "GL", d_qk - r, copies=hkv))
+    if not node.attrs.get("qk_norm"):  # normalised queries or keys: no map of them survives
+        if r:
+            out.append(InternalFactor("qk_rot", "complex_scaling", r // 2, copies=hkv))
+        if d_qk > r:
+            out.append(InternalFactor("qk", "GL", d_qk - r, copies=hkv))
     out.append(InternalFactor("vo", "GL", d_v, copies=hkv))
     return out
 

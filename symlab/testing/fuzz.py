@@ -73,6 +73,7 @@ class _Gen:
         self.pick = random.Random(seed * 104729 + 17)  # rows picked by tensors
         self.fused = random.Random(seed * 104729 + 19)  # addcmul / addcdiv
         self.slices = random.Random(seed * 104729 + 23)  # writes into slices of a result
+        self.attn = random.Random(seed * 104729 + 29)  # attention over the rows
         self.picked = False
         self.made: dict[str, str] = {}
         self.init: list[str] = []
@@ -244,6 +245,55 @@ class _Gen:
         self.fwd += [f"g = {g}", write]
         self.line("g + y.sum(-1, keepdim=True)" if form == "result" else "g", f"slice-write:{form}")
 
+    def attention(self, w: int) -> None:
+        """Multi-head attention over the rows of ``h`` read as one sequence (drawn from its own
+        stream): queries, keys or values maybe normalised (over each head or over all heads;
+        by hand, ``nn.RMSNorm`` or ``nn.LayerNorm``; a norm of the values is a near miss),
+        fewer key/value heads, the scores maybe soft-capped, the queries maybe scaled by one
+        number per position; read back as rows."""
+        r = self.attn
+        heads, hd = r.choice([(2, 2), (2, 3), (3, 2), (4, 1)])
+        kv = r.choice([heads, 1])  # all heads, or one key/value head for all
+        bias = r.random() < 0.5
+        proj = {p: self.mod(f"nn.Linear({w}, {n * hd}, bias={bias})")
+                for p, n in (("q", heads), ("k", kv), ("v", kv))}  # fmt: skip
+        o = self.mod(f"nn.Linear({heads * hd}, {w})")
+        norm, scope = r.choice(["none", "hand", "rms", "ln"]), r.choice(["head", "full"])
+        on = r.choice(["q", "k", "qk", "qk", "v"]) if norm != "none" else ""
+        lines = ["t = h[None]"]
+        for p, n in (("q", heads), ("k", kv), ("v", kv)):
+            width = hd if scope == "head" else n * hd
+            normed = ""
+            if p in on:
+                if norm == "hand":
+                    g = self.param((width,))
+                    normed = f"{g} * ({p} * torch.rsqrt({p}.pow(2).mean(-1, keepdim=True) + 1e-6))"
+                else:
+                    cls = "nn.RMSNorm" if norm == "rms" else "nn.LayerNorm"
+                    normed = f"{self.mod(f'{cls}({width})')}({p})"
+            lines.append(f"{p} = {proj[p]}(t)")
+            if normed and scope == "full":
+                lines.append(f"{p} = {normed}")
+            lines.append(f"{p} = {p}.view(1, -1, {n}, {hd}).transpose(1, 2)")
+            if normed and scope == "head":
+                lines.append(f"{p} = {normed}")
+        if r.random() < 0.3:
+            lines.append(
+                "q = q * (1 + 0.1 * torch.arange(q.shape[2], dtype=q.dtype)).view(1, 1, -1, 1)"
+            )
+        if kv < heads:
+            n = heads // kv  # transformers' repeat_kv
+            rep = f"[:, :, None].expand(1, {kv}, {n}, -1, {hd}).reshape(1, {heads}, -1, {hd})"
+            lines += [f"k = k{rep}", f"v = v{rep}"]
+        lines.append(f"s = q @ k.transpose(-2, -1) * {hd**-0.5}")
+        cap = r.random() < 0.3
+        if cap:
+            lines.append("s = torch.tanh(s / 2.0) * 2.0")
+        lines.append(f"y = (s.softmax(-1) @ v).transpose(1, 2).reshape(1, -1, {heads * hd})")
+        self.fwd += lines
+        tags = [norm, scope if on else "", on, "gqa" if kv < heads else "", "cap" if cap else ""]
+        self.line(f"{o}(y)[0]", "attention:" + "-".join(t for t in tags if t))
+
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:
         """An elementwise call template; GLU (which halves the width) only when ``glu``. Half
@@ -365,6 +415,8 @@ class _Gen:
             self.row_pick()
         if self.slices.random() < 0.3:
             self.slice_write(w)
+        if self.attn.random() < 0.3:
+            self.attention(w)
         return w
 
     # -- feature maps ----------------------------------------------------------------------

@@ -58,6 +58,7 @@ from symlab.frontend.patterns.attention_base import (
     _Val,
 )
 from symlab.frontend.patterns.attention_emit import emit
+from symlab.frontend.patterns.attention_qknorm import norm_sites, norm_step, score_function_step
 from symlab.frontend.patterns.attention_rope import gqa_step, rope_sites, rope_step
 from symlab.frontend.patterns.conv1d import Conv1DProjection
 from symlab.frontend.patterns.conv1d import projections as conv1d_projections
@@ -72,7 +73,7 @@ __all__ = ["AttentionMatch", "emit_attention", "find_attention"]
 def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
     """The tensor inputs of an op the pattern may contain; raises _NoMatch for any other op."""
     t = node.target
-    site = rope_sites(gm).get(node)
+    site = rope_sites(gm).get(node) or norm_sites(gm).get(node)
     if site is not None:
         return [site.x]
     extra = forms.data_args(node, gm)
@@ -88,6 +89,9 @@ def _data_args(node: fx.Node, gm: fx.GraphModule) -> list[fx.Node]:
         args = list(node.args[:2])
     elif t in _SCALE:
         args = [a for a in node.args if isinstance(a, fx.Node) and _is_tensor(a)]
+        if len(args) == 2:  # a fixed tensor factor (per token) is no data of the block
+            args = [a for a in args if not forms.fixed(a, gm)]
+            _require(len(args) == 1)
     else:
         args = [node.args[0]]
     _require(all(isinstance(a, fx.Node) for a in args))
@@ -124,9 +128,14 @@ def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
     site = rope_sites(gm).get(node)
     if site is not None:
         return rope_step(node, st, site)
+    norm = norm_sites(gm).get(node)
+    if norm is not None:
+        return norm_step(node, st, norm)
     val = forms.step(node, st)
     if val is None:
         val = gqa_step(node, st)
+    if val is None:
+        val = score_function_step(node, st)
     if val is not None:
         return val
     shape = _shape(node)
@@ -158,7 +167,10 @@ def _step(node: fx.Node, st: _State, gm: fx.GraphModule) -> _Val:
         _require(len(args) == 2 and not node.kwargs)
         other = args[1] if args[0] is src else args[0]
         numerator = args[0] is src  # c / x is not linear in x
-        _require(_shape_scalar(other) and (numerator or t in (operator.mul, torch.mul, "mul")))
+        _require(numerator or t in (operator.mul, torch.mul, "mul"))
+        if not _shape_scalar(other):  # a fixed tensor: one number per token, every head alike
+            _require(isinstance(other, fx.Node) and forms.per_token(other, x) and shape == x.shape)
+            st.shift_kept = False  # not a shift of a query's scores (a per-key factor)
         return _Val(x.kind, x.labels, shape)
     if t in _SOFTMAX:
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -243,8 +255,9 @@ def _match(
     src = _src(o, linears[o])
     _require(isinstance(src, fx.Node))
     interior: set[fx.Node] = set()
-    rope_inner: set[fx.Node] = set()  # nodes of rotary embeddings
+    rope_inner: set[fx.Node] = set()  # nodes of rotary embeddings and QK-norms
     sites = rope_sites(gm)
+    norms = norm_sites(gm)
     leaves: dict[str, fx.Node] = {}
     todo = [src]
     while todo:
@@ -255,8 +268,8 @@ def _match(
             leaves[str(len(leaves))] = n
             continue
         interior.add(n)
-        site = sites.get(n)
-        if site is not None:  # a rotary embedding: its inside is proven whole, not stepped
+        site = sites.get(n) or norms.get(n)
+        if site is not None:  # a rotary embedding or a norm: proven whole, not stepped
             rope_inner |= site.inner
             interior |= site.inner
         _require(len(interior) <= _MAX_NODES)
@@ -292,11 +305,14 @@ def _match(
         _require(cuts[-1][1] == linears[leaf].out_features)
     q, k, v = (leaves[r[0]] for r in rows)
     masks = forms.mask_nodes(interior, gm) | _table_nodes(interior, sites, gm)
+    _require(set(st.norms) <= set(st.qk))  # a norm of the queries or keys, nothing else
+    normed = tuple((("q", "k")[st.qk.index(i)], *st.norms[i]) for i in st.qk if i in st.norms)
     soft = st.weighted_by_softmax and st.shift_kept and st.qk[1] not in st.rope  # type: ignore[index]
+    soft = soft and st.qk[1] not in st.norms  # a normalised key's bias is not free
     cut = None if not st.rows else tuple((leaves[i], off, n) for i, off, n in rows)
     projs = tuple((n, linears[n]) for n in (*leaves.values(), o) if _is_conv1d(linears[n]))
     return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft, hk, rope,
-                          projs, st.head_bias)  # fmt: skip
+                          projs, st.head_bias, normed)  # fmt: skip
 
 
 def _is_conv1d(proj: object) -> bool:

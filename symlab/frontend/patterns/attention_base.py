@@ -51,6 +51,7 @@ class AttentionMatch:
     rope: tuple[str, int] | None = None  # rotary embedding: (layout, rotated dimensions)
     projs: tuple[tuple[fx.Node, Any], ...] = ()  # projections that are Conv1D (node, match)
     head_bias: bool = False  # a fixed bias per head on the scores (ALiBi): heads distinguishable
+    norms: tuple[tuple[str, Any, str], ...] = ()  # QK-norm: ("q" | "k", NormSite, scope)
 
 
 class _NoMatch(Exception):
@@ -78,6 +79,7 @@ class _State:
     rope: dict[str, tuple[str, int]] = field(default_factory=dict)  # projection -> rotary
     rep: dict[str, int] = field(default_factory=dict)  # projection -> heads repeated (GQA)
     head_bias: bool = False  # a fixed per-head bias was added to the scores (ALiBi)
+    norms: dict[str, tuple[Any, str]] = field(default_factory=dict)  # projection -> QK-norm
 
 
 def _require(cond: bool) -> None:

@@ -4,7 +4,9 @@ Three whole ``nn.Linear`` projections become an ``attention_linear`` node; proje
 from fused Linears (:mod:`.attention_forms`) become an ``attention_fused`` node
 whose ``roles`` attribute names, for queries, keys and values, the Linear (an index into
 ``modules``) and its rows. The buffers read by a block's masks are declared on its node as
-fixed data (never moved). Rules: :mod:`symlab.symmetry.attention_rules`.
+fixed data (never moved); the weights and biases of a norm of the queries or keys
+(:mod:`.attention_qknorm`) are parameters of the node, listed in its ``qk_norm`` attribute.
+Rules: :mod:`symlab.symmetry.attention_rules`.
 """
 
 from __future__ import annotations
@@ -89,6 +91,17 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
     name = block_name(cv, targets, m.o)
     shape = cv.meta_shape(m.o) or (*cv.shape[ins[0]][:-1], int(params[-1].shape[0]))
     params += mask_specs(cv, m)
+    normed = []
+    for role, site, scope in m.norms:  # QK-norm: its weight moves only with whole heads
+        if site.module is not None:
+            if site.module in cv.used_modules:
+                raise UnsupportedOpError(
+                    f"module {site.module!r} is called more than once (weight sharing)"
+                )
+            cv.used_modules.add(site.module)
+        keys = tuple(_key(cv, k) for k in site.params)
+        params += [ParamSpec(k, (site.width,), ("none",)) for k in keys]
+        normed.append((role, scope, keys))
     heads = {"num_heads": m.num_heads, "head_dim": m.head_dim, "head_dim_v": m.head_dim_v,
              "softmax_keys": m.softmax_keys}  # fmt: skip
     if m.num_kv_heads and m.num_kv_heads != m.num_heads:  # grouped-query attention
@@ -97,6 +110,8 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
         heads["rope_layout"], heads["rope_dims"] = m.rope
     if m.head_bias:  # ALiBi: every head has its own fixed bias, so heads stay in place
         heads["head_bias"] = True
+    if normed:  # QK-norm: ((role, "head" | "full", parameter keys), ...)
+        heads["qk_norm"] = tuple(normed)
     if projs:  # the modules whose weights are stored transposed
         heads["transposed"] = tuple(projs[n].prefix for n in (*leaves, m.o) if n in projs)
     if m.rows is None:

@@ -32,6 +32,7 @@ import torch.fx as fx
 from torch.nn import functional as F
 
 from symlab.frontend.patterns.attention_base import (
+    _SCALE,
     _is_tensor,
     _require,
     _shape,
@@ -47,6 +48,7 @@ __all__ = [
     "data_args",
     "fixed",
     "mask_nodes",
+    "per_token",
     "reads_shape_only",
     "sdpa_mask",
     "settle_masks",
@@ -188,6 +190,26 @@ def _mask_ok(mask: Any, scores: _Val, st: _State | None = None) -> bool:
         st.head_bias = True  # heads told apart by their biases: never permuted
         return True
     return False
+
+
+def per_token(factor: fx.Node, x: _Val) -> bool:
+    """Whether the fixed tensor ``factor`` (checked by :func:`data_args`) multiplies ``x``
+    by one number per token (or per query and key): size 1 on every axis of heads and head
+    dimensions, so it commutes with every map of a head and is the same for all heads
+    (Ministral-3's per-position scaling of the queries).
+
+    >>> per_token(fx.Graph().placeholder("t"), _Val("proj", ("x", "h:0", "x", "d:0"), (2, 4, 7, 8)))
+    False
+    """
+    if not _is_tensor(factor):
+        return False
+    shape = _shape(factor)
+    if len(shape) > len(x.labels):
+        return False
+    return all(
+        lab == "x" or size == 1
+        for lab, size in zip(x.labels[len(x.labels) - len(shape) :], shape, strict=True)
+    )
 
 
 def step(node: fx.Node, st: _State) -> _Val | None:
@@ -394,6 +416,9 @@ def mask_nodes(interior: set[fx.Node], gm: fx.GraphModule) -> frozenset[fx.Node]
             masks = [n.kwargs.get("attn_mask")]
         elif _is_scores_add(n):
             masks = [a for a in n.args if a not in interior]
+        elif n.target in _SCALE and any(a in interior for a in n.args):
+            masks = [a for a in n.args if isinstance(a, fx.Node) and _is_tensor(a)
+                     and a not in interior]  # fmt: skip
         else:
             continue
         for a in masks:

@@ -331,4 +331,4 @@ def emit_norm(cv: Converter, m: NormMatch) -> str:
     return cv.emit(m.out, name, op, [x], len(shape) - 1, params, **attrs)
 
 
-register_pattern("norm", find_norms, emit_norm)
+register_pattern("norm", find_norms, emit_norm, yields=True)  # attention may take them (QK-norm)
