@@ -8,7 +8,9 @@ Biases of the projections move with their rows. The key bias is free (it adds ``
 every score of a query, which the softmax over keys ignores): a translation factor
 (:mod:`symlab.symmetry.shift_rules`). With normalised queries or keys (QK-norm) the maps of
 queries and keys are gone and a norm weight over all heads moves with its head blocks
-(:mod:`symlab.symmetry.rope_rules`). See docs/concepts/symmetries.md.
+(:mod:`symlab.symmetry.rope_rules`). A fused Linear whose rows are laid out head by head
+(GPT-NeoX: each head's query, key and value rows in turn, ``attrs['by_head']``) is acted on
+part by part and put back. See docs/concepts/symmetries.md.
 """
 
 from __future__ import annotations
@@ -78,6 +80,29 @@ def _move_norms(
         if scope == "full" and perm is not None:
             for key in keys:
                 out[key] = _map_rows(params[key], perm, None, h)
+
+
+def _part_major(heads: int, sizes: tuple[int, ...]) -> torch.Tensor:
+    """The rows of a fused Linear laid out head by head (head ``h`` holds parts of ``sizes``
+    rows in turn: GPT-NeoX's ``query_key_value``), listed part by part.
+
+    >>> _part_major(2, (1, 2)).tolist()
+    [0, 3, 1, 2, 4, 5]
+    """
+    stride, out, off = sum(sizes), [], 0
+    for n in sizes:
+        out.append((torch.arange(heads)[:, None] * stride + off + torch.arange(n)).reshape(-1))
+        off += n
+    return torch.cat(out)
+
+
+def _placed(rows: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """``rows`` (part by part) back in the Linear's own order (:func:`_part_major`)."""
+    if order is None:
+        return rows
+    back = torch.empty_like(rows)
+    back[order] = rows
+    return back
 
 
 def _heads(m: torch.Tensor, h: int) -> torch.Tensor:
@@ -215,9 +240,13 @@ def _attention_fused_act(
                 strict=True)  # fmt: skip
     maps = list(roles)
     out = dict(params)
+    by_head = {j: _part_major(h, sizes) for j, h, sizes in node.attrs.get("by_head", ())}
     for j, (mod, port) in enumerate(zip(projs, node.attrs["ports"], strict=True)):
         w = t_in[port].contract(params[f"{mod}.weight"], 1)
         b = params.get(f"{mod}.bias")
+        order = by_head.get(j)
+        if order is not None:  # rows head by head: act on them part by part, then back
+            w, b = w[order], (None if b is None else b[order])
         blocks = sorted(
             (
                 (off, size, *mp)
@@ -226,12 +255,12 @@ def _attention_fused_act(
             ),
             key=lambda r: r[0],
         )  # the roles tile the rows of each fused Linear (the matcher proved it)
-        out[f"{mod}.weight"] = torch.cat(
-            [_map_rows(w[a : a + n], p, m, h) for a, n, m, p, h in blocks]
+        out[f"{mod}.weight"] = _placed(
+            torch.cat([_map_rows(w[a : a + n], p, m, h) for a, n, m, p, h in blocks]), order
         )
         if b is not None:
-            out[f"{mod}.bias"] = torch.cat(
-                [_map_rows(b[a : a + n], p, m, h) for a, n, m, p, h in blocks]
+            out[f"{mod}.bias"] = _placed(
+                torch.cat([_map_rows(b[a : a + n], p, m, h) for a, n, m, p, h in blocks]), order
             )
     out[f"{o}.weight"] = t_out.out(_map_cols(params[f"{o}.weight"], hm.q_perm, hm.mo, hq), 0)
     if f"{o}.bias" in params:

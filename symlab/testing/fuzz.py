@@ -247,34 +247,34 @@ class _Gen:
 
     def attention(self, w: int) -> None:
         """Multi-head attention over the rows of ``h`` read as one sequence (drawn from its own
-        stream): queries, keys or values maybe normalised (over each head or over all heads;
-        by hand, ``nn.RMSNorm`` or ``nn.LayerNorm``; a norm of the values is a near miss),
-        fewer key/value heads, the scores maybe soft-capped, the queries maybe scaled by one
-        number per position; read back as rows."""
+        stream): separate projections, or one Linear whose rows hold each head's query, key
+        and value rows in turn (GPT-NeoX); queries, keys or values maybe normalised (over each
+        head or over all heads; by hand, ``nn.RMSNorm`` or ``nn.LayerNorm``; a norm of the
+        values is a near miss), fewer key/value heads, the scores maybe soft-capped, the
+        queries maybe scaled by one number per position; read back as rows."""
         r = self.attn
         heads, hd = r.choice([(2, 2), (2, 3), (3, 2), (4, 1)])
         kv = r.choice([heads, 1])  # all heads, or one key/value head for all
+        fused = kv == heads and r.random() < 0.3
         bias = r.random() < 0.5
-        proj = {p: self.mod(f"nn.Linear({w}, {n * hd}, bias={bias})")
-                for p, n in (("q", heads), ("k", kv), ("v", kv))}  # fmt: skip
         o = self.mod(f"nn.Linear({heads * hd}, {w})")
         norm, scope = r.choice(["none", "hand", "rms", "ln"]), r.choice(["head", "full"])
+        scope = "head" if fused else scope
         on = r.choice(["q", "k", "qk", "qk", "v"]) if norm != "none" else ""
         lines = ["t = h[None]"]
+        if fused:
+            qkv = self.mod(f"nn.Linear({w}, {3 * heads * hd}, bias={bias})")
+            lines.append(
+                f"q, k, v = {qkv}(t).view(1, -1, {heads}, {3 * hd}).transpose(1, 2).chunk(3, -1)"
+            )
         for p, n in (("q", heads), ("k", kv), ("v", kv)):
-            width = hd if scope == "head" else n * hd
-            normed = ""
-            if p in on:
-                if norm == "hand":
-                    g = self.param((width,))
-                    normed = f"{g} * ({p} * torch.rsqrt({p}.pow(2).mean(-1, keepdim=True) + 1e-6))"
-                else:
-                    cls = "nn.RMSNorm" if norm == "rms" else "nn.LayerNorm"
-                    normed = f"{self.mod(f'{cls}({width})')}({p})"
-            lines.append(f"{p} = {proj[p]}(t)")
+            normed = self._normed(p, norm, hd if scope == "head" else n * hd) if p in on else ""
+            if not fused:
+                lines.append(f"{p} = {self.mod(f'nn.Linear({w}, {n * hd}, bias={bias})')}(t)")
             if normed and scope == "full":
                 lines.append(f"{p} = {normed}")
-            lines.append(f"{p} = {p}.view(1, -1, {n}, {hd}).transpose(1, 2)")
+            if not fused:
+                lines.append(f"{p} = {p}.view(1, -1, {n}, {hd}).transpose(1, 2)")
             if normed and scope == "head":
                 lines.append(f"{p} = {normed}")
         if r.random() < 0.3:
@@ -291,8 +291,17 @@ class _Gen:
             lines.append("s = torch.tanh(s / 2.0) * 2.0")
         lines.append(f"y = (s.softmax(-1) @ v).transpose(1, 2).reshape(1, -1, {heads * hd})")
         self.fwd += lines
-        tags = [norm, scope if on else "", on, "gqa" if kv < heads else "", "cap" if cap else ""]
+        tags = ["by-head" if fused else "", norm, scope if on else "", on,
+                "gqa" if kv < heads else "", "cap" if cap else ""]  # fmt: skip
         self.line(f"{o}(y)[0]", "attention:" + "-".join(t for t in tags if t))
+
+    def _normed(self, p: str, norm: str, width: int) -> str:
+        """``p`` normalised over its last axis of ``width`` units: by hand or by a module."""
+        if norm == "hand":
+            g = self.param((width,))
+            return f"{g} * ({p} * torch.rsqrt({p}.pow(2).mean(-1, keepdim=True) + 1e-6))"
+        cls = "nn.RMSNorm" if norm == "rms" else "nn.LayerNorm"
+        return f"{self.mod(f'{cls}({width})')}({p})"
 
     # -- vectors ---------------------------------------------------------------------------
     def act(self, glu: bool = False) -> str:

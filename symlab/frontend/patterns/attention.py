@@ -308,11 +308,12 @@ def _match(
     _require(set(st.norms) <= set(st.qk))  # a norm of the queries or keys, nothing else
     normed = tuple((("q", "k")[st.qk.index(i)], *st.norms[i]) for i in st.qk if i in st.norms)
     soft = st.weighted_by_softmax and st.shift_kept and st.qk[1] not in st.rope  # type: ignore[index]
-    soft = soft and st.qk[1] not in st.norms  # a normalised key's bias is not free
+    soft = soft and st.qk[1] not in st.norms and not st.by_head  # (rows of keys not one block)
     cut = None if not st.rows else tuple((leaves[i], off, n) for i, off, n in rows)
     projs = tuple((n, linears[n]) for n in (*leaves.values(), o) if _is_conv1d(linears[n]))
+    by_head = tuple((leaves[j], *st.by_head[j]) for j in sorted(st.by_head))
     return AttentionMatch(q, k, v, o, frozenset(interior), hq, dq, dv, cut, masks, soft, hk, rope,
-                          projs, st.head_bias, normed)  # fmt: skip
+                          projs, st.head_bias, normed, by_head)  # fmt: skip
 
 
 def _is_conv1d(proj: object) -> bool:

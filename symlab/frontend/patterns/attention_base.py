@@ -52,6 +52,8 @@ class AttentionMatch:
     projs: tuple[tuple[fx.Node, Any], ...] = ()  # projections that are Conv1D (node, match)
     head_bias: bool = False  # a fixed bias per head on the scores (ALiBi): heads distinguishable
     norms: tuple[tuple[str, Any, str], ...] = ()  # QK-norm: ("q" | "k", NormSite, scope)
+    # fused Linears whose rows are laid out head by head: (Linear, heads, part sizes per head)
+    by_head: tuple[tuple[fx.Node, int, tuple[int, ...]], ...] = ()
 
 
 class _NoMatch(Exception):
@@ -80,6 +82,7 @@ class _State:
     rep: dict[str, int] = field(default_factory=dict)  # projection -> heads repeated (GQA)
     head_bias: bool = False  # a fixed per-head bias was added to the scores (ALiBi)
     norms: dict[str, tuple[Any, str]] = field(default_factory=dict)  # projection -> QK-norm
+    by_head: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)  # (H, parts)
 
 
 def _require(cond: bool) -> None:

@@ -119,6 +119,8 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
                     qkv=ports, modules=tuple(targets), **heads)  # fmt: skip
     else:
         roles = tuple((leaves.index(n), off, size) for n, off, size in m.rows)
+        if m.by_head:  # ((Linear index, heads, part sizes), ...): rows laid out head by head
+            heads["by_head"] = tuple((leaves.index(n), h, sizes) for n, h, sizes in m.by_head)
         cv.add_node(name, "attention_fused", ins, shape, -1, params, absolute_keys=True,
                     ports=ports, roles=roles, modules=tuple(targets), **heads)  # fmt: skip
     cv.name[m.o] = name

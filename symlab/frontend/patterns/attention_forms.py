@@ -284,6 +284,8 @@ def _cut(node: fx.Node, st: _State) -> _Val:
         return x
     if node.target in _SPLIT and x.kind == "proj" and x.labels[dim].startswith("h:"):
         return _cut_heads(node, st, x, dim)  # (..., H, D) split on the heads (Falcon)
+    if node.target in _SPLIT and x.kind == "proj" and x.labels[dim].startswith("d:"):
+        return _cut_head_dims(node, st, x, dim)  # (..., H, 3D) split per head (GPT-NeoX)
     _require(node.target in _SPLIT and x.kind == "proj" and dim == len(x.labels) - 1)
     j = _leaf(x.labels[-1])
     sizes = [int(m.shape[-1]) for m in metas]  # type: ignore[union-attr]
@@ -305,9 +307,37 @@ def _cut_heads(node: fx.Node, st: _State, x: _Val, dim: int) -> _Val:
     return x
 
 
+def _cut_head_dims(node: fx.Node, st: _State, x: _Val, dim: int) -> _Val:
+    """``split``/``chunk`` of a fused projection viewed as heads, on the head dimension: each
+    head's rows hold its query, key and value rows in turn (GPT-NeoX's ``query_key_value``:
+    ``view(B, T, H, 3 * D)``, then ``chunk(3, dim=-1)``), so part ``i`` takes rows
+    ``h·S + o_i … h·S + o_i + s_i`` of every head ``h``: the rows of a fused Linear, laid out
+    head by head instead of part by part."""
+    j = x.labels[dim][2:]
+    _require("." not in j and dim == len(x.labels) - 1 and f"h:{j}" in x.labels)
+    metas = node.meta.get("tensor_meta")
+    _require(isinstance(metas, tuple | list) and all(hasattr(m, "shape") for m in metas))
+    sizes = tuple(int(m.shape[-1]) for m in metas)  # type: ignore[union-attr]
+    _require(sum(sizes) == x.shape[-1] and len(sizes) > 1)
+    heads = x.shape[x.labels.index(f"h:{j}")]
+    _require(st.split.get(j) == (heads, x.shape[-1]) and j not in st.by_head)
+    st.by_head[j] = (heads, sizes)
+    st.parts[node] = (f"{j}#d", (sizes, heads))
+    return x
+
+
 def _select(node: fx.Node, st: _State, src: fx.Node, i: int) -> _Val:
     x, (how, arg) = st.vals[src], st.parts[src]
     shape = _shape(node)
+    if how.endswith("#d"):  # one part of every head's rows (rows counted part by part)
+        j, (sizes, heads) = how[:-2], arg
+        _require(0 <= i < len(sizes))
+        role = f"{j}.{i}"
+        st.rows[role] = (j, heads * sum(sizes[:i]), heads * sizes[i])
+        st.split[role] = (heads, sizes[i])
+        labels = [f"h:{role}" if lab == f"h:{j}" else f"d:{role}" if lab == f"d:{j}" else lab
+                  for lab in x.labels]  # fmt: skip
+        return _Val("proj", tuple(labels), shape)
     if how.endswith("#h"):  # a block of heads of a fused projection
         j, (sizes, d) = how[:-2], arg
         _require(0 <= i < len(sizes))
