@@ -30,8 +30,9 @@ Such blocks (``attrs['head_bias']``) have no head permutations.
 
 **QK-norm** (Henry et al., Findings of EMNLP 2020; Dehghani et al., ICML 2023): an RMSNorm or
 LayerNorm of the queries or keys (``attrs['qk_norm']``) commutes only with maps that keep its
-statistic and its weight, so such blocks keep no maps of the queries and keys (no GL, no
-complex scalings); head permutations and the values' GL survive.
+statistic and its weight, so such blocks claim no maps of the queries and keys (no GL, no
+complex scalings; the sign flips of a pair that an RMSNorm commutes with are not derived);
+head permutations and the values' GL survive.
 
 ``attention_internal`` lists the internal factors; ``head_maps`` turns an element's values
 into the per-head permutations and matrices the attention actions apply.
