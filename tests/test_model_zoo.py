@@ -65,6 +65,33 @@ def test_the_census_check_sees_an_unsound_group(monkeypatch: pytest.MonkeyPatch)
     assert run_case(case).outcome == "crash"
 
 
+class _ByDtype(nn.Module):
+    """A model whose forward differs by dtype: float64 a ReLU, float32 ``how``."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.fc1, self.fc2 = how, nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc1(x)
+        if x.dtype == torch.float64:
+            return self.fc2(torch.relu(h))
+        return self.fc2(torch.tanh(h) if self.how == "tanh" else torch.rsqrt(h.abs() + 1))
+
+
+@pytest.mark.parametrize(
+    "how,outcome", [("tanh", "crash"), ("rsqrt", "refused")], ids=["other-group", "refused"]
+)
+def test_the_census_derives_in_float32_too(how: str, outcome: str) -> None:
+    """The census checks in float64 but derives the model as users build it, in float32, as
+    well: a refusal there (the Llama-family RMSNorm in float32 was one, unseen by a float64-only
+    census) is reported, and a different group is a bug."""
+    case = ZooCase("toy", how, lambda: (_ByDtype(how), ExampleInputs((torch.randn(5, 3),))))
+    r = run_case(case)
+    assert r.outcome == outcome, r.detail
+    assert "float32" in r.detail
+
+
 @pytest.mark.slow
 def test_full_census() -> None:
     """The whole census (every installed family): never a crash, never an unsound group; the

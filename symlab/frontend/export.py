@@ -441,6 +441,9 @@ class _Rewriter:
                                        *self.arg((node.args, node.kwargs), node))  # fmt: skip
             return
         args, kwargs = self.arg((tuple(node.args), dict(node.kwargs)), node)
+        if packet is torch.ops.aten.to and _returns_self(node):
+            self.env[node] = args[0]  # x.to(x's own dtype and device) is x itself
+            return
         call = rewrite(packet, args, kwargs) if packet is not None else None
         if call is None and not (set(flat_nodes((node.args, node.kwargs))) & self.live):
             # computed from parameters or buffers alone: torch.fx would read these ops too
@@ -581,3 +584,34 @@ def _constant(value: torch.Tensor) -> Callable[[], torch.Tensor]:
 
 def _packet(node: fx.Node) -> Any:
     return getattr(node.target, "overloadpacket", None)
+
+
+def _returns_self(node: fx.Node) -> bool:
+    """Whether an ``aten.to`` call returns its input itself: the same dtype, device and layout,
+    no ``copy=True``, no other memory format (what ``Tensor.to`` checks before it copies).
+    torch.export then records every later read of the input, made before the call or after
+    it, as a read of the call's node (Llama's RMSNorm casts its input to float32, a no-op for a
+    float32 model, after the residual stream has kept it): reading the call as its input
+    restores the program's own data flow.
+
+    >>> class Cast(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return x.to(torch.float32) + x.to(torch.float64).float() + x.to(x, copy=True)
+    >>> ep = torch.export.export(Cast(), (torch.ones(2),), strict=False)
+    >>> [_returns_self(n) for n in ep.graph.nodes if _packet(n) is torch.ops.aten.to]
+    [True, False, False, False]
+    """
+    src = node.args[0] if node.args else None
+    if not isinstance(src, fx.Node) or not isinstance(node.target, torch._ops.OpOverload):
+        return False
+    out, x = node.meta.get("val"), src.meta.get("val")
+    if not isinstance(out, torch.Tensor) or not isinstance(x, torch.Tensor):
+        return False
+    same = (out.dtype, out.device, out.layout) == (x.dtype, x.device, x.layout)
+    bound = node.normalized_arguments(
+        node.graph.owning_module, normalize_to_only_use_kwargs=True
+    ) if node.graph.owning_module is not None else None  # fmt: skip
+    if not same or bound is None:
+        return False
+    fmt = bound.kwargs.get("memory_format")
+    return not bound.kwargs.get("copy", False) and fmt in (None, torch.preserve_format)

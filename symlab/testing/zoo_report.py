@@ -11,9 +11,12 @@ it was cast to float64 (Llama-style RMSNorm casts to float32 and back: a permuta
 units reorders float32 sums, 1e-7 noise that no symmetry can avoid). Each case ends in one
 outcome:
 
-* ``derived and sound``: a group was derived and every sampled element left the outputs unchanged;
-* ``refused``: symlab refused with a named error (a :class:`~symlab.errors.SymlabError`);
-* ``crash``: any other exception, or the time limit ran out — a bug;
+* ``derived and sound``: a group was derived and every sampled element left the outputs
+  unchanged; the model built in float32 (as users build it) gives the same group;
+* ``refused``: symlab refused with a named error (a :class:`~symlab.errors.SymlabError`), in
+  float64 or in float32;
+* ``crash``: any other exception, the time limit ran out, or float32 and float64 give
+  different groups — a bug;
 * ``unsound``: a sampled element changed the outputs — a bug;
 * ``not built``: the library could not build the model at the tiny configuration (not counted).
 """
@@ -256,6 +259,34 @@ def _computes_in_float32(model: nn.Module, inputs: ExampleInputs) -> bool:
     return watch.seen
 
 
+def _signature(G: SymmetryGroup) -> list[tuple[str, str, str, int]]:
+    return [(f.name, f.kind, str(f.size), f.copies) for f in G.factors]
+
+
+def _in_float32(
+    case: ZooCase, G: SymmetryGroup, time_limit: float | None
+) -> tuple[str, str] | None:
+    """Derive the case again as users build it, in float32 (the census checks in float64): the
+    group must be the same — a dtype changes no symmetry, but it changes what torch.export
+    records (a cast to the dtype a tensor already has returns the tensor itself). Returns the
+    outcome when it is not, else None."""
+    try:
+        with _time_limit(time_limit):
+            model, inputs = case.build()
+            model = model.float().eval()
+            inputs = inputs.map(lambda t: t.float() if t.is_floating_point() else t)
+            G32 = symmetries(model, inputs.args or None, kwargs=inputs.kwargs or None)
+    except SymlabError as e:
+        return "refused", f"in float32 (derived in float64): {_first_line(e)}"
+    except Exception as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return "crash", f"in float32: {_first_line(e)} (at {where.filename}:{where.lineno})"
+    if _signature(G32) != _signature(G):
+        diff = set(_signature(G32)) ^ set(_signature(G))
+        return "crash", f"float32 and float64 give different groups: {sorted(diff)[:3]}"
+    return None
+
+
 def run_case(case: ZooCase, samples: int = 3, time_limit: float | None = 120.0) -> ZooResult:
     """Build, derive and check one case."""
     t0 = time.perf_counter()
@@ -281,6 +312,9 @@ def run_case(case: ZooCase, samples: int = 3, time_limit: float | None = 120.0) 
     except Exception as e:  # anything else is a bug
         where = traceback.extract_tb(e.__traceback__)[-1]
         return result("crash", f"{_first_line(e)} (at {where.filename}:{where.lineno})")
+    single = _in_float32(case, G, time_limit)
+    if single is not None:
+        return result(*single)
     try:
         with _time_limit(time_limit):
             worst = check_case(model, G, inputs, samples)

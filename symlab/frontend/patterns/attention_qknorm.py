@@ -18,8 +18,9 @@ grouped-query structure and GL on the values and the output. What it loses: the 
 queries and keys (a norm commutes only with the maps that preserve its statistic and its
 weight, so GL and RoPE's complex scalings are gone; the sign flips of a rotary pair of a head's
 queries and keys together, which an RMSNorm commutes with, are not derived), and the freedom
-of the key bias (it is normalised with the key). A norm on the values, or on a fused projection before it is cut
-into queries, keys and values, is not matched (the ops are read one by one).
+of the key bias (it is normalised with the key). A norm on the values, or on a fused
+projection before it is cut into queries, keys and values, is not matched (the ops are read
+one by one).
 
 **Soft-capped scores** (Gemma-2: ``tanh(scores / c) · c``): a fixed function applied to every
 score alike keeps every symmetry the scores have (head permutations permute it with them, the
