@@ -269,12 +269,19 @@ def _in_float32(
     """Derive the case again as users build it, in float32 (the census checks in float64): the
     group must be the same — a dtype changes no symmetry, but it changes what torch.export
     records (a cast to the dtype a tensor already has returns the tensor itself). Returns the
-    outcome when it is not, else None."""
+    outcome when it is not, else None (also when the library cannot run the model in float32:
+    some compute in float64 only)."""
     try:
         with _time_limit(time_limit):
             model, inputs = case.build()
             model = model.float().eval()
             inputs = inputs.map(lambda t: t.float() if t.is_floating_point() else t)
+            with torch.no_grad():  # run once, as in float64 (first calls may set modes)
+                inputs.call(model)
+    except Exception:  # the library cannot run it in float32: nothing to compare
+        return None
+    try:
+        with _time_limit(time_limit):
             G32 = symmetries(model, inputs.args or None, kwargs=inputs.kwargs or None)
     except SymlabError as e:
         return "refused", f"in float32 (derived in float64): {_first_line(e)}"
