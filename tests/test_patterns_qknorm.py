@@ -72,13 +72,12 @@ class QKNormAttention(nn.Module):
             y = self.norms[name](y)
         return y.transpose(1, 2)
 
+    def qkv(self, x):
+        return self._proj("q", x, self.h), self._proj("k", x, self.kv), self._proj("v", x, self.kv)
+
     def forward(self, x):
         B, T, _ = x.shape
-        q, k, v = (
-            self._proj("q", x, self.h),
-            self._proj("k", x, self.kv),
-            self._proj("v", x, self.kv),
-        )
+        q, k, v = self.qkv(x)
         if self.rope:
             inv = 1.0 / (10000 ** (torch.arange(0, self.hd, 2, dtype=x.dtype) / self.hd))
             emb = torch.arange(T, dtype=x.dtype)[:, None] * inv[None, :]
@@ -271,11 +270,7 @@ class PerHeadFactor(QKNormAttention):
 
     def forward(self, x):
         B, T, _ = x.shape
-        q, k, v = (
-            self._proj("q", x, self.h),
-            self._proj("k", x, self.kv),
-            self._proj("v", x, self.kv),
-        )
+        q, k, v = self.qkv(x)
         q = q * torch.arange(1, self.h + 1, dtype=x.dtype).view(1, self.h, 1, 1)
         y = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
         return self.o(y.transpose(1, 2).reshape(B, T, self.h * self.hd))
