@@ -1,15 +1,17 @@
-"""Small helpers shared by the torch.fx readers: the tensors a node reads, the user's source
-line behind a node, and the error for an op without a rule."""
+"""Small helpers shared by the torch.fx readers: the tensors a node reads, how often each
+module is called, the user's source line behind a node, and the error for an op without a
+rule."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch.fx as fx
 
 from symlab.errors import UnsupportedOpError
 
-__all__ = ["flat_nodes", "unsupported", "where"]
+__all__ = ["flat_nodes", "module_calls", "unsupported", "where"]
 
 
 def flat_nodes(args: Any) -> list[fx.Node]:
@@ -17,6 +19,12 @@ def flat_nodes(args: Any) -> list[fx.Node]:
     flat: list[fx.Node] = []
     fx.node.map_arg(args, flat.append)
     return flat
+
+
+def module_calls(gm: fx.GraphModule) -> Counter[str]:
+    """How many ``call_module`` nodes call each module of ``gm`` (a module called twice
+    shares its weights between the two places)."""
+    return Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
 
 
 def where(node: fx.Node) -> str:

@@ -37,7 +37,7 @@ import torch.fx as fx
 from torch import nn
 from torch.nn import functional as F
 
-from symlab.frontend.fxutil import flat_nodes
+from symlab.frontend.fxutil import flat_nodes, module_calls
 from symlab.frontend.patterns import attention_forms as forms
 from symlab.frontend.patterns.attention_base import (
     _IDENTITY,
@@ -363,10 +363,7 @@ def _track_softmax(n: fx.Node, st: _State) -> None:
 def find_attention(gm: fx.GraphModule) -> tuple[dict[fx.Node, AttentionMatch], set[fx.Node]]:
     """Matches keyed by their output Linear call, and every node they swallow (q/k/v calls
     and the ops between them and the output)."""
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    calls = module_calls(gm)
     linears = {
         n: gm.get_submodule(str(n.target))
         for n in gm.graph.nodes

@@ -29,6 +29,13 @@ def _key(cv: Converter, target: str) -> str:
     return target if cv.strip is None else target.removeprefix(cv.strip).removeprefix(".")
 
 
+def _claim(cv: Converter, module: str) -> None:
+    """Mark ``module`` as read by this block; refused when another node read it already."""
+    if module in cv.used_modules:
+        raise UnsupportedOpError(f"module {module!r} is called more than once (weight sharing)")
+    cv.used_modules.add(module)
+
+
 def block_name(cv: Converter, targets: list[str], o: fx.Node) -> str:
     """The graph name of a block: its modules' enclosing module, else its output Linear."""
     parts = [t.split(".") for t in targets]
@@ -67,9 +74,7 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
     targets = []
     for n in (*leaves, m.o):
         t = projs[n].prefix if n in projs else _key(cv, str(n.target))
-        if t in cv.used_modules:
-            raise UnsupportedOpError(f"module {t!r} is called more than once (weight sharing)")
-        cv.used_modules.add(t)
+        _claim(cv, t)
         targets.append(t)
     srcs = [cv.name[projs[n].match.x if n in projs else n.args[0]] for n in leaves]  # type: ignore[index]
     ins = list(dict.fromkeys(srcs))
@@ -94,11 +99,7 @@ def emit(cv: Converter, m: AttentionMatch) -> str:
     normed = []
     for role, site, scope in m.norms:  # QK-norm: its weight moves only with whole heads
         if site.module is not None:
-            if site.module in cv.used_modules:
-                raise UnsupportedOpError(
-                    f"module {site.module!r} is called more than once (weight sharing)"
-                )
-            cv.used_modules.add(site.module)
+            _claim(cv, site.module)
         keys = tuple(_key(cv, k) for k in site.params)
         params += [ParamSpec(k, (site.width,), ("none",)) for k in keys]
         normed.append((role, scope, keys))

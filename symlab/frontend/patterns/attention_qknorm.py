@@ -31,12 +31,14 @@ so before the softmax it ends the freedom of the key bias.
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 from torch import nn
 
+from symlab.frontend.fxutil import module_calls
 from symlab.frontend.modules import reading
 from symlab.frontend.patterns.attention_base import _require, _shape, _State, _Val
 from symlab.frontend.patterns.norm import find_norms
@@ -66,7 +68,7 @@ class NormSite:
     module: str | None = None
 
 
-def _module_site(n: fx.Node, gm: fx.GraphModule, calls: dict[str, int]) -> NormSite | None:
+def _module_site(n: fx.Node, gm: fx.GraphModule, calls: Counter[str]) -> NormSite | None:
     """An ``nn.LayerNorm`` / ``nn.RMSNorm`` call over one (the last) axis, called once."""
     if n.op != "call_module" or calls.get(str(n.target), 0) != 1:
         return None
@@ -114,10 +116,7 @@ def norm_sites(gm: fx.GraphModule) -> dict[fx.Node, NormSite]:
         if not shape or m.x in m.nodes:
             continue
         sites[out] = NormSite(m.x, out, m.kind, keys, int(shape[-1]), m.nodes)
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    calls = module_calls(gm)
     for n in gm.graph.nodes:
         site = _module_site(n, gm, calls)
         if site is not None:
